@@ -1,0 +1,35 @@
+"""fastoptim: fused, in-place Momentum, RMSProp and Adam/AdamW steps for NumPy arrays.
+
+Layers, from the bottom up:
+  fastoptim._kernels_*      compiled Cython kernels (one module, built per instruction set)
+  fastoptim.functional      checked functional API: sgd_, rmsprop_, adam_, adamw_
+  fastoptim.reference       the same update rules in plain NumPy (tests, benchmarks)
+"""
+
+from fastoptim._backend import get_num_threads, set_num_threads
+from fastoptim.functional import adam_, adamw_, rmsprop_, sgd_
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "sgd_", "rmsprop_", "adam_", "adamw_",
+    "set_num_threads", "get_num_threads", "show_config",
+]
+
+
+def show_config(file=None):
+    """Print the version, the instruction set in use, OpenMP and the thread count."""
+    import sys
+
+    from fastoptim import _backend
+
+    kernels = _backend.kernels
+    lines = [
+        f"fastoptim {__version__}",
+        f"kernels: {kernels.__name__.rsplit('.', 1)[-1]} (instruction set: {kernels.ISA})",
+        f"CPU has AVX2+FMA: {kernels.cpu_has_avx2_fma()}",
+        f"OpenMP: {'on' if kernels.HAVE_OPENMP else 'off'}",
+        f"threads per kernel call: {get_num_threads()}",
+        f"parallel above: {kernels.get_parallel_min_elements()} elements per call",
+    ]
+    print("\n".join(lines), file=file or sys.stdout)

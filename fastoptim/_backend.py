@@ -1,0 +1,77 @@
+"""Pick the compiled kernels for this CPU, and resolve thread counts.
+
+The AVX2+FMA build is used when the CPU has both; setting the environment
+variable FASTOPTIM_FORCE_BASELINE=1 (before import) forces the portable build,
+which is how the tests check both paths against the reference.
+"""
+
+import os
+
+from fastoptim import _kernels_baseline
+
+__all__ = ["kernels", "isa", "resolve_n_threads", "set_num_threads", "get_num_threads"]
+
+
+def _choose():
+    if os.environ.get("FASTOPTIM_FORCE_BASELINE", "") not in ("", "0"):
+        return _kernels_baseline
+    if _kernels_baseline.cpu_has_avx2_fma():
+        try:
+            from fastoptim import _kernels_avx2
+        except ImportError:  # built on a platform without the AVX2 variant
+            return _kernels_baseline
+        return _kernels_avx2
+    return _kernels_baseline
+
+
+kernels = _choose()
+isa = kernels.ISA
+
+_default_n_threads = None  # None: all usable cores (set_num_threads changes it)
+
+
+def _usable_cores():
+    # Respect OMP_NUM_THREADS and the CPU affinity mask, like scikit-learn.
+    n = kernels.omp_max_threads()
+    try:
+        n = min(n, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not on Linux
+        n = min(n, os.cpu_count() or 1)
+    return max(n, 1)
+
+
+def resolve_n_threads(n_threads):
+    """scikit-learn's contract: None = all usable cores, -1 = all, -2 = all but one..."""
+    if n_threads is None:
+        n_threads = _default_n_threads
+        if n_threads is None:
+            return _usable_cores()
+    if isinstance(n_threads, bool) or not isinstance(n_threads, int):
+        try:
+            import numbers
+            if isinstance(n_threads, numbers.Integral) and not isinstance(n_threads, bool):
+                n_threads = int(n_threads)
+            else:
+                raise TypeError
+        except TypeError:
+            raise TypeError(f"n_threads must be None or an int, got {type(n_threads).__name__}") from None
+    if n_threads == 0:
+        raise ValueError("n_threads must be a non-zero int (None for all cores, "
+                         "negative to count back from all cores), got 0")
+    cores = _usable_cores()
+    if n_threads < 0:
+        return max(1, cores + 1 + n_threads)
+    return n_threads
+
+
+def set_num_threads(n_threads):
+    """Set the default thread count of every kernel call (None: all usable cores)."""
+    global _default_n_threads
+    if n_threads is not None:
+        resolve_n_threads(n_threads)  # validate
+    _default_n_threads = n_threads
+
+
+def get_num_threads():
+    """The number of threads a kernel call uses by default."""
+    return resolve_n_threads(None)

@@ -1,0 +1,119 @@
+"""Pure-NumPy reference optimizers, written from the update rules.
+
+Same signatures and semantics as the compiled ``fastoptim.sgd_`` / ``rmsprop_`` /
+``adam_`` / ``adamw_``: they update ``param`` and the state buffers in place and
+return None.  Tests compare the kernels against these, and the benchmarks time them
+as the "plain NumPy" baseline.
+
+Every operation is written in the order of torch.optim's single-tensor code and
+evaluated with IEEE rounding after each operation (NumPy never fuses a*b+c), so the
+compiled kernels (built with ``-ffp-contract=off``) match these bit for bit.
+
+Scalars are Python floats: under NumPy 2 (NEP 50) a Python float does not upcast a
+float32 array, while a NumPy float64 scalar would.  Scalars derived from
+hyperparameters (bias corrections, step sizes) are computed in double first, as in
+the kernels.  The reference does not validate its inputs; the compiled API does.
+"""
+
+import math
+
+import numpy as np
+
+__all__ = ["sgd_", "rmsprop_", "adam_", "adamw_", "lerp_"]
+
+
+def _as_lists(*arrays):
+    """Accept single arrays or sequences of arrays, as the compiled API does."""
+    if isinstance(arrays[0], np.ndarray):
+        return [[a] for a in arrays]
+    n = len(arrays[0])
+    return [list(a) if a is not None else [None] * n for a in arrays]
+
+
+def lerp_(start, end, weight):
+    """start += weight * (end - start), in place, as torch's CPU lerp computes it."""
+    dtype = start.dtype.type
+    if abs(weight) < 0.5:
+        start += weight * (end - start)
+    else:
+        one_minus_w = float(dtype(1) - dtype(weight))
+        start[...] = end - (end - start) * one_minus_w
+
+
+def sgd_(param, grad, momentum_buffer=None, *, step, lr=1e-3, momentum=0.0,
+         dampening=0.0, nesterov=False, weight_decay=0.0, maximize=False, n_threads=None):
+    """p -= lr * g, with torch.optim.SGD's momentum, dampening, Nesterov and L2."""
+    for p, g, buf in zip(*_as_lists(param, grad, momentum_buffer)):
+        g = -g if maximize else g
+        if weight_decay != 0:
+            g = g + weight_decay * p
+        if momentum != 0:
+            if step == 1:
+                buf[...] = g
+            else:
+                buf *= momentum
+                buf += (1 - dampening) * g
+            g = g + momentum * buf if nesterov else buf
+        p -= lr * g
+
+
+def rmsprop_(param, grad, square_avg, *, step, lr=1e-2, alpha=0.99, eps=1e-8,
+             weight_decay=0.0, momentum=0.0, momentum_buffer=None, centered=False,
+             grad_avg=None, maximize=False, n_threads=None):
+    """torch.optim.RMSprop: p -= lr * g / (sqrt(sq) + eps), optionally centered / momentum."""
+    del step  # RMSProp keeps no bias correction; step is validated by the compiled API
+    lists = _as_lists(param, grad, square_avg, momentum_buffer, grad_avg)
+    for p, g, sq, buf, ga in zip(*lists):
+        g = -g if maximize else g
+        if weight_decay != 0:
+            g = g + weight_decay * p
+        sq *= alpha
+        sq += (1 - alpha) * g * g
+        if centered:
+            lerp_(ga, g, 1 - alpha)
+            avg = np.sqrt(sq - ga * ga)
+        else:
+            avg = np.sqrt(sq)
+        avg += eps
+        if momentum > 0:
+            buf *= momentum
+            buf += g / avg
+            p -= lr * buf
+        else:
+            p -= lr * (g / avg)
+
+
+def adam_(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, beta2=0.999,
+          eps=1e-8, weight_decay=0.0, decoupled_weight_decay=False, amsgrad=False,
+          max_exp_avg_sq=None, maximize=False, n_threads=None):
+    """torch.optim.Adam / AdamW: bias-corrected moments, eps added after the correction."""
+    bias_correction1 = 1 - beta1 ** step
+    bias_correction2 = 1 - beta2 ** step
+    step_size = lr / bias_correction1
+    bias_correction2_sqrt = math.sqrt(bias_correction2)
+    lists = _as_lists(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq)
+    for p, g, m, v, vmax in zip(*lists):
+        g = -g if maximize else g
+        if weight_decay != 0:
+            if decoupled_weight_decay:
+                p *= 1 - lr * weight_decay
+            else:
+                g = g + weight_decay * p
+        lerp_(m, g, 1 - beta1)
+        v *= beta2
+        v += (1 - beta2) * g * g
+        if amsgrad:
+            np.maximum(vmax, v, out=vmax)
+            denom = np.sqrt(vmax) / bias_correction2_sqrt + eps
+        else:
+            denom = np.sqrt(v) / bias_correction2_sqrt + eps
+        p -= step_size * (m / denom)
+
+
+def adamw_(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, beta2=0.999,
+           eps=1e-8, weight_decay=1e-2, amsgrad=False, max_exp_avg_sq=None,
+           maximize=False, n_threads=None):
+    """AdamW: adam_ with decoupled weight decay (p *= 1 - lr * weight_decay first)."""
+    adam_(param, grad, exp_avg, exp_avg_sq, step=step, lr=lr, beta1=beta1, beta2=beta2,
+          eps=eps, weight_decay=weight_decay, decoupled_weight_decay=True,
+          amsgrad=amsgrad, max_exp_avg_sq=max_exp_avg_sq, maximize=maximize)
