@@ -6,6 +6,7 @@ Layers, from the bottom up:
   fastoptim.reference       the same update rules in plain NumPy (tests, benchmarks)
 """
 
+from fastoptim._alloc import zeros_state_like
 from fastoptim._backend import get_num_threads, set_num_threads
 from fastoptim.functional import adam_, adamw_, rmsprop_, sgd_
 
@@ -13,7 +14,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "sgd_", "rmsprop_", "adam_", "adamw_",
-    "set_num_threads", "get_num_threads", "show_config",
+    "set_num_threads", "get_num_threads", "show_config", "zeros_state_like",
 ]
 
 

@@ -40,12 +40,19 @@ def _usable_cores():
     return max(n, 1)
 
 
+_cores_cache = None
+
+
 def resolve_n_threads(n_threads):
     """scikit-learn's contract: None = all usable cores, -1 = all, -2 = all but one..."""
+    global _cores_cache
     if n_threads is None:
         n_threads = _default_n_threads
         if n_threads is None:
-            return _usable_cores()
+            # Asking the OS costs ~1 us: once per process is enough for a step's hot path.
+            if _cores_cache is None:
+                _cores_cache = _usable_cores()
+            return _cores_cache
     if isinstance(n_threads, bool) or not isinstance(n_threads, int):
         try:
             import numbers
@@ -58,18 +65,21 @@ def resolve_n_threads(n_threads):
     if n_threads == 0:
         raise ValueError("n_threads must be a non-zero int (None for all cores, "
                          "negative to count back from all cores), got 0")
-    cores = _usable_cores()
-    if n_threads < 0:
-        return max(1, cores + 1 + n_threads)
-    return n_threads
+    if n_threads > 0:
+        return n_threads
+    if _cores_cache is None:
+        _cores_cache = _usable_cores()
+    return max(1, _cores_cache + 1 + n_threads)
 
 
 def set_num_threads(n_threads):
     """Set the default thread count of every kernel call (None: all usable cores)."""
     global _default_n_threads
+    global _cores_cache
     if n_threads is not None:
         resolve_n_threads(n_threads)  # validate
     _default_n_threads = n_threads
+    _cores_cache = None  # re-read OMP_NUM_THREADS / affinity
 
 
 def get_num_threads():

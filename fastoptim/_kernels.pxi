@@ -511,7 +511,7 @@ cdef int _run(Kind kind, tuple names, tuple arrays, Scalars* c, int n_threads) e
     return 0
 
 
-def sgd(param, grad, momentum_buffer, *, double lr, double momentum,
+def sgd(param, grad, momentum_buffer, double lr, double momentum,
         double dampening, bint nesterov, double weight_decay, bint maximize,
         bint first, int n_threads):
     cdef Scalars c
@@ -527,7 +527,7 @@ def sgd(param, grad, momentum_buffer, *, double lr, double momentum,
          (param, grad, momentum_buffer), &c, n_threads)
 
 
-def rmsprop(param, grad, square_avg, momentum_buffer, grad_avg, *, double lr,
+def rmsprop(param, grad, square_avg, momentum_buffer, grad_avg, double lr,
             double alpha, double eps, double weight_decay, double momentum,
             bint maximize, int n_threads):
     cdef Scalars c
@@ -544,7 +544,7 @@ def rmsprop(param, grad, square_avg, momentum_buffer, grad_avg, *, double lr,
          (param, grad, square_avg, momentum_buffer, grad_avg), &c, n_threads)
 
 
-def adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, *, double beta1,
+def adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, double beta1,
          double beta2, double eps, double weight_decay, bint l2, double decay,
          double step_size, double bc2_sqrt, bint maximize, int n_threads):
     cdef Scalars c
@@ -711,3 +711,42 @@ cdef bint _finite_range(const floating* x, Py_ssize_t n) noexcept nogil:
     for i in range(n):
         acc += x[i] - x[i]
     return acc == 0
+
+
+# ---------------------------------------------------------------------------
+# Bandwidth probe for the benchmarks
+# ---------------------------------------------------------------------------
+
+cdef void _axpy_range(floating* a, const floating* b, floating s, Py_ssize_t lo,
+                      Py_ssize_t hi) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(lo, hi):
+        a[i] = a[i] + s * b[i]
+
+
+def stream_axpy(a, b, double s, int n_threads):
+    """a += s * b in place: the simplest loop with the optimizers' access pattern
+    (read every buffer once, write the updated one back), so its GB/s is the limit
+    an in-place update can reach on this machine.  Threads split as in _drive."""
+    cdef tuple names = ("a", "b")
+    cdef bint dbl = False
+    cdef Py_ssize_t total = 0, n, lo = 0, hi = 0
+    cdef int tid, team
+    lists, indexed = _prepare(names, (a, b))
+    cdef Slot* slots = _gather(names, lists, indexed, True, &dbl, &total)
+    n = slots[0].n
+    with nogil:
+        if n_threads > 1 and FASTOPTIM_HAVE_OPENMP:
+            with parallel(num_threads=n_threads):
+                tid = threadid()
+                team = fastoptim_omp_num_threads()
+                _thread_share(n, tid, team, &lo, &hi)
+                if dbl:
+                    _axpy_range(<double*> slots[0].p, <const double*> slots[0].g, s, lo, hi)
+                else:
+                    _axpy_range(<float*> slots[0].p, <const float*> slots[0].g, <float> s, lo, hi)
+        elif dbl:
+            _axpy_range(<double*> slots[0].p, <const double*> slots[0].g, s, 0, n)
+        else:
+            _axpy_range(<float*> slots[0].p, <const float*> slots[0].g, <float> s, 0, n)
+    free(slots)

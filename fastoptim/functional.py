@@ -17,6 +17,8 @@ from fastoptim._validation import check_flag, check_real, check_step
 
 __all__ = ["sgd_", "rmsprop_", "adam_", "adamw_"]
 
+_INF = float("inf")
+
 
 def _require(name, buffer, why):
     if buffer is None:
@@ -39,13 +41,18 @@ def sgd_(param, grad, momentum_buffer=None, *, step, lr=1e-3, momentum=0.0,
     ``momentum_buffer`` is required when momentum != 0 (start it at zeros: step 1
     overwrites it with the gradient).
     """
-    step = check_step(step)
-    lr = check_real("lr", lr, low=0.0)
-    momentum = check_real("momentum", momentum, low=0.0)
-    dampening = check_real("dampening", dampening, low=0.0, high=1.0)
-    weight_decay = check_real("weight_decay", weight_decay, low=0.0)
-    nesterov = check_flag("nesterov", nesterov)
-    maximize = check_flag("maximize", maximize)
+    if not (type(step) is int and step >= 1 and type(lr) is float and 0.0 <= lr < _INF
+            and type(momentum) is float and 0.0 <= momentum < _INF
+            and type(dampening) is float and 0.0 <= dampening <= 1.0
+            and type(weight_decay) is float and 0.0 <= weight_decay < _INF
+            and type(nesterov) is bool and type(maximize) is bool):
+        step = check_step(step)
+        lr = check_real("lr", lr, low=0.0)
+        momentum = check_real("momentum", momentum, low=0.0)
+        dampening = check_real("dampening", dampening, low=0.0, high=1.0)
+        weight_decay = check_real("weight_decay", weight_decay, low=0.0)
+        nesterov = check_flag("nesterov", nesterov)
+        maximize = check_flag("maximize", maximize)
     if nesterov and (momentum <= 0 or dampening != 0):
         raise ValueError("nesterov requires momentum > 0 and dampening == 0, "
                          f"got momentum={momentum}, dampening={dampening}")
@@ -53,9 +60,8 @@ def sgd_(param, grad, momentum_buffer=None, *, step, lr=1e-3, momentum=0.0,
         _require("momentum_buffer", momentum_buffer, "when momentum != 0")
     else:
         momentum_buffer = None
-    kernels.sgd(param, grad, momentum_buffer, lr=lr, momentum=momentum,
-                dampening=dampening, nesterov=nesterov, weight_decay=weight_decay,
-                maximize=maximize, first=step == 1, n_threads=resolve_n_threads(n_threads))
+    kernels.sgd(param, grad, momentum_buffer, lr, momentum, dampening, nesterov,
+                weight_decay, maximize, step == 1, resolve_n_threads(n_threads))
 
 
 def rmsprop_(param, grad, square_avg, *, step, lr=1e-2, alpha=0.99, eps=1e-8,
@@ -75,14 +81,20 @@ def rmsprop_(param, grad, square_avg, *, step, lr=1e-2, alpha=0.99, eps=1e-8,
     State buffers start at zero.  ``momentum_buffer`` is required when momentum > 0,
     ``grad_avg`` when centered.  ``step`` is checked but RMSProp does not use it.
     """
-    check_step(step)
-    lr = check_real("lr", lr, low=0.0)
-    alpha = check_real("alpha", alpha, low=0.0, high=1.0, high_open=True)
-    eps = check_real("eps", eps, low=0.0, low_open=True)
-    weight_decay = check_real("weight_decay", weight_decay, low=0.0)
-    momentum = check_real("momentum", momentum, low=0.0)
-    centered = check_flag("centered", centered)
-    maximize = check_flag("maximize", maximize)
+    if not (type(step) is int and step >= 1 and type(lr) is float and 0.0 <= lr < _INF
+            and type(alpha) is float and 0.0 <= alpha < 1.0
+            and type(eps) is float and 0.0 < eps < _INF
+            and type(weight_decay) is float and 0.0 <= weight_decay < _INF
+            and type(momentum) is float and 0.0 <= momentum < _INF
+            and type(centered) is bool and type(maximize) is bool):
+        check_step(step)
+        lr = check_real("lr", lr, low=0.0)
+        alpha = check_real("alpha", alpha, low=0.0, high=1.0, high_open=True)
+        eps = check_real("eps", eps, low=0.0, low_open=True)
+        weight_decay = check_real("weight_decay", weight_decay, low=0.0)
+        momentum = check_real("momentum", momentum, low=0.0)
+        centered = check_flag("centered", centered)
+        maximize = check_flag("maximize", maximize)
     if momentum > 0:
         _require("momentum_buffer", momentum_buffer, "when momentum > 0")
     else:
@@ -91,9 +103,8 @@ def rmsprop_(param, grad, square_avg, *, step, lr=1e-2, alpha=0.99, eps=1e-8,
         _require("grad_avg", grad_avg, "when centered=True")
     else:
         grad_avg = None
-    kernels.rmsprop(param, grad, square_avg, momentum_buffer, grad_avg, lr=lr,
-                    alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum,
-                    maximize=maximize, n_threads=resolve_n_threads(n_threads))
+    kernels.rmsprop(param, grad, square_avg, momentum_buffer, grad_avg, lr, alpha, eps,
+                    weight_decay, momentum, maximize, resolve_n_threads(n_threads))
 
 
 def adam_(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, beta2=0.999,
@@ -114,15 +125,25 @@ def adam_(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, beta2=0
     eps is added after the bias correction, as in torch and the paper (not the
     TensorFlow "epsilon hat" form).  ``max_exp_avg_sq`` is required when amsgrad.
     """
-    step = check_step(step)
-    lr = check_real("lr", lr, low=0.0)
-    beta1 = check_real("beta1", beta1, low=0.0, high=1.0, high_open=True)
-    beta2 = check_real("beta2", beta2, low=0.0, high=1.0, high_open=True)
-    eps = check_real("eps", eps, low=0.0, low_open=True)
-    weight_decay = check_real("weight_decay", weight_decay, low=0.0)
-    decoupled = check_flag("decoupled_weight_decay", decoupled_weight_decay)
-    amsgrad = check_flag("amsgrad", amsgrad)
-    maximize = check_flag("maximize", maximize)
+    # Fast path for the common call (Python floats in range, real bools): the checks
+    # below cost more than a 1,000-element update.
+    if not (type(step) is int and step >= 1 and type(lr) is float and 0.0 <= lr < _INF
+            and type(beta1) is float and 0.0 <= beta1 < 1.0
+            and type(beta2) is float and 0.0 <= beta2 < 1.0
+            and type(eps) is float and 0.0 < eps < _INF
+            and type(weight_decay) is float and 0.0 <= weight_decay < _INF
+            and type(decoupled_weight_decay) is bool and type(amsgrad) is bool
+            and type(maximize) is bool):
+        step = check_step(step)
+        lr = check_real("lr", lr, low=0.0)
+        beta1 = check_real("beta1", beta1, low=0.0, high=1.0, high_open=True)
+        beta2 = check_real("beta2", beta2, low=0.0, high=1.0, high_open=True)
+        eps = check_real("eps", eps, low=0.0, low_open=True)
+        weight_decay = check_real("weight_decay", weight_decay, low=0.0)
+        decoupled_weight_decay = check_flag("decoupled_weight_decay", decoupled_weight_decay)
+        amsgrad = check_flag("amsgrad", amsgrad)
+        maximize = check_flag("maximize", maximize)
+    decoupled = decoupled_weight_decay
     if amsgrad:
         _require("max_exp_avg_sq", max_exp_avg_sq, "when amsgrad=True")
     else:
@@ -131,11 +152,11 @@ def adam_(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, beta2=0
     bias_correction1 = 1 - beta1 ** step
     bias_correction2 = 1 - beta2 ** step
     decay = 1 - lr * weight_decay if decoupled and weight_decay != 0 else 1.0
-    kernels.adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, beta1=beta1,
-                 beta2=beta2, eps=eps, weight_decay=weight_decay,
-                 l2=weight_decay != 0 and not decoupled, decay=decay,
-                 step_size=lr / bias_correction1, bc2_sqrt=math.sqrt(bias_correction2),
-                 maximize=maximize, n_threads=resolve_n_threads(n_threads))
+    # Positional: keyword parsing in the compiled entry costs more than its checks.
+    kernels.adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, beta1, beta2, eps,
+                 weight_decay, weight_decay != 0 and not decoupled, decay,
+                 lr / bias_correction1, math.sqrt(bias_correction2), maximize,
+                 resolve_n_threads(n_threads))
 
 
 def adamw_(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, beta2=0.999,

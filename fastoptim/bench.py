@@ -1,0 +1,200 @@
+"""Benchmark cases and the report table: ``python -m fastoptim.bench``.
+
+Each case builds one optimizer step three ways on the same arrays -- fastoptim's
+kernel, the NumPy reference, and (when torch is installed) torch.optim's fused,
+foreach and for-loop steps -- so the pytest-benchmark suite (bench/) and the report
+time exactly the same work.  Bandwidth is measured in the same run by an in-place
+streaming loop (a += s * b) with the kernels' access pattern; each kernel's GB/s uses
+the bytes per element it must move (read every buffer once, write the updated ones).
+"""
+
+import argparse
+import sys
+import time
+
+import numpy as np
+
+import fastoptim
+from fastoptim import reference
+from fastoptim._alloc import zeros_state_like
+from fastoptim._backend import get_num_threads, kernels
+
+# kernel name: (fastoptim function, reference function, state buffer names, options,
+#               torch optimizer class name, torch options, bytes per element / itemsize)
+KERNELS = {
+    "sgd_momentum": ("sgd_", ("momentum_buffer",), dict(lr=0.01, momentum=0.9),
+                     "SGD", dict(lr=0.01, momentum=0.9), 5),
+    "rmsprop": ("rmsprop_", ("square_avg",), dict(lr=0.01),
+                "RMSprop", dict(lr=0.01), 5),
+    "adam": ("adam_", ("exp_avg", "exp_avg_sq"), dict(lr=1e-3),
+             "Adam", dict(lr=1e-3), 7),
+    "adamw": ("adamw_", ("exp_avg", "exp_avg_sq"), dict(lr=1e-3),
+              "AdamW", dict(lr=1e-3), 7),
+    "adam_amsgrad": ("adam_", ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"),
+                     dict(lr=1e-3, amsgrad=True), "Adam", dict(lr=1e-3, amsgrad=True), 9),
+}
+SIZES = (1_000, 65_536, 1_048_576, 16_777_216)
+DTYPES = {"float32": np.float32, "float64": np.float64}
+
+
+class Case:
+    """One optimizer step on one set of arrays, callable several ways."""
+
+    def __init__(self, kernel, dtype, size, seed=0):
+        fn_name, states, options, torch_cls, torch_opts, words = KERNELS[kernel]
+        rng = np.random.default_rng(seed)
+        self.kernel, self.dtype, self.size = kernel, np.dtype(dtype), size
+        self.fn = getattr(fastoptim, fn_name)
+        self.ref_fn = getattr(reference, fn_name)
+        self.options = options
+        self.state_names = states
+        self.bytes_per_step = words * self.dtype.itemsize * size
+        self.param = rng.standard_normal(size).astype(dtype)
+        self.grad = rng.standard_normal(size).astype(dtype)
+        # As the optimizer classes allocate them: no 4K aliasing with the param.
+        self.states = [zeros_state_like(self.param, k + 1) for k in range(len(states))]
+        self.torch_cls, self.torch_opts = torch_cls, torch_opts
+        self.step = 1
+
+    def _call(self, fn, param, states):
+        kwargs = dict(self.options, step=self.step)
+        if self.kernel == "adam_amsgrad":
+            fn(param, self.grad, states[0], states[1], max_exp_avg_sq=states[2], **kwargs)
+        else:
+            fn(param, self.grad, *states, **kwargs)
+
+    def fastoptim_step(self):
+        self._call(self.fn, self.param, self.states)
+        self.step += 1
+
+    def reference_step(self):
+        self._call(self.ref_fn, self.param, self.states)
+        self.step += 1
+
+    def check_equal_to_reference(self, steps=3):
+        """fastoptim and the reference give identical results on a fresh copy."""
+        p, s = self.param.copy(), [b.copy() for b in self.states]
+        q, t = self.param.copy(), [b.copy() for b in self.states]
+        for step in range(1, steps + 1):
+            kwargs = dict(self.options, step=step)
+            for fn, param, states in ((self.fn, p, s), (self.ref_fn, q, t)):
+                if self.kernel == "adam_amsgrad":
+                    fn(param, self.grad, states[0], states[1], max_exp_avg_sq=states[2], **kwargs)
+                else:
+                    fn(param, self.grad, *states, **kwargs)
+        if not (np.array_equal(p, q) and all(np.array_equal(a, b) for a, b in zip(s, t))):
+            raise AssertionError(f"{self.kernel} {self.dtype} {self.size}: fastoptim != reference")
+
+    def torch_step_fn(self, mode):
+        """A zero-argument torch step ('fused', 'foreach' or 'forloop') on a copy."""
+        import torch
+        param = torch.nn.Parameter(torch.from_numpy(self.param.copy()))
+        param.grad = torch.from_numpy(self.grad.copy())
+        flags = {"fused": dict(fused=True), "foreach": dict(foreach=True),
+                 "forloop": dict(foreach=False)}[mode]
+        opt = getattr(torch.optim, self.torch_cls)([param], **self.torch_opts, **flags)
+        return opt.step
+
+
+def torch_available():
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def best_time(fn, min_time=0.2, max_repeats=2000):
+    """Minimum over repeats of one call's wall time (the least disturbed run)."""
+    fn()  # warm up: page in buffers, create state
+    best, spent, n = float("inf"), 0.0, 0
+    while (spent < min_time or n < 3) and n < max_repeats:
+        t0 = time.perf_counter()
+        fn()
+        dt = time.perf_counter() - t0
+        best, spent, n = min(best, dt), spent + dt, n + 1
+    return best
+
+
+def bandwidth_gbs(size, dtype, n_threads=None):
+    """GB/s of the in-place streaming probe a += s * b (12 or 24 bytes/element)."""
+    a = np.ones(size, dtype)
+    b = np.ones(size, dtype)
+    nt = n_threads or get_num_threads()
+    t = best_time(lambda: kernels.stream_axpy(a, b, 1e-9, nt))
+    return 3 * a.itemsize * size / t / 1e9
+
+
+def report(kernels_=None, dtypes=None, sizes=SIZES, with_torch=True, file=sys.stdout):
+    kernels_ = kernels_ or list(KERNELS)
+    dtypes = dtypes or list(DTYPES)
+    use_torch = with_torch and torch_available()
+    if use_torch:
+        import torch
+        torch_threads = torch.get_num_threads()
+    limits = {}
+    for dt in dtypes:
+        limits[dt] = bandwidth_gbs(max(sizes), DTYPES[dt])
+    header = ["kernel", "dtype", "size", "fastoptim", "numpy", "speed-up", "GB/s", "% limit"]
+    if use_torch:
+        header += ["torch fused", "torch/fastoptim"]
+    rows = []
+    for name in kernels_:
+        for dt in dtypes:
+            for size in sizes:
+                case = Case(name, DTYPES[dt], size)
+                case.check_equal_to_reference()
+                t_fast = best_time(case.fastoptim_step)
+                t_ref = best_time(case.reference_step, min_time=0.1, max_repeats=50)
+                gbs = case.bytes_per_step / t_fast / 1e9
+                row = [name, dt, f"{size:,}", _fmt_time(t_fast), _fmt_time(t_ref),
+                       f"{t_ref / t_fast:.1f}x", f"{gbs:.1f}", f"{100 * gbs / limits[dt]:.0f}%"]
+                if use_torch:
+                    try:
+                        t_torch = best_time(case.torch_step_fn("fused"))
+                        row += [_fmt_time(t_torch), f"{t_torch / t_fast:.1f}x"]
+                    except Exception as exc:  # a torch build without this fused kernel
+                        row += [f"n/a ({type(exc).__name__})", ""]
+                rows.append(row)
+                print("  ".join(row), file=sys.stderr, flush=True)
+    print(file=file)
+    print(f"fastoptim {fastoptim.__version__}, kernels {kernels.ISA}, "
+          f"{get_num_threads()} threads; in-place streaming limit: "
+          + ", ".join(f"{dt} {limits[dt]:.1f} GB/s" for dt in dtypes)
+          + (f"; torch {torch.__version__} with {torch_threads} threads" if use_torch else ""),
+          file=file)
+    print(file=file)
+    _print_markdown(header, rows, file)
+    return rows
+
+
+def _fmt_time(seconds):
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.1f} us"
+    return f"{seconds * 1e3:.2f} ms"
+
+
+def _print_markdown(header, rows, file):
+    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
+    print("| " + " | ".join(h.ljust(w) for h, w in zip(header, widths)) + " |", file=file)
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|", file=file)
+    for r in rows:
+        print("| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |", file=file)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        prog="python -m fastoptim.bench",
+        description="Time fastoptim's kernels against the NumPy reference and torch.optim "
+                    "(when installed) and print one table.")
+    parser.add_argument("--kernels", nargs="+", choices=list(KERNELS), default=None)
+    parser.add_argument("--dtypes", nargs="+", choices=list(DTYPES), default=None)
+    parser.add_argument("--sizes", nargs="+", type=int, default=list(SIZES))
+    parser.add_argument("--no-torch", action="store_true", help="skip torch even if installed")
+    args = parser.parse_args(argv)
+    report(args.kernels, args.dtypes, args.sizes, with_torch=not args.no_torch)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
