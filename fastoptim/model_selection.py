@@ -1,0 +1,645 @@
+"""K-fold model selection for fastoptim estimators (NumPy + joblib only).
+
+* :class:`KFold` / :class:`StratifiedKFold` -- seeded splitters, ``split(X, y)``
+  yields ``(train_idx, val_idx)``.
+* :class:`KFoldSearch` -- trains every hyperparameter set on K-1 folds, validates on
+  the held-out fold, and keeps the set with the **lowest mean validation loss**
+  (log-loss from ``predict_proba`` for classifiers, mean squared error for
+  regressors).  Afterwards it either refits that set on all the data
+  (``refit=True``), keeps its K fold models as a majority-vote
+  :class:`~fastoptim.ensemble.VotingEnsemble` (``refit="ensemble"``), or both
+  (``refit="both"``).
+* :func:`clone` -- ``type(est)(**est.get_params())``; scikit-learn is not needed.
+
+Fits run through ``joblib.Parallel(n_jobs=...)``.  The backend is whatever joblib is
+configured to use, so ``with joblib.parallel_config(backend="dask"): search.fit(X, y)``
+runs the same search on a Dask cluster.  Every fit is seeded from
+``(random_state, fold)`` -- not from the worker -- so results do not depend on
+``n_jobs`` or the backend.
+"""
+
+import itertools
+import numbers
+import os
+import threading
+import time
+import warnings
+from collections.abc import Mapping
+
+import numpy as np
+
+from .ensemble import VotingEnsemble, is_classifier
+
+__all__ = [
+    "KFold",
+    "StratifiedKFold",
+    "KFoldSearch",
+    "ParameterGrid",
+    "VotingEnsemble",
+    "clone",
+    "log_loss",
+    "mean_squared_error",
+    "accuracy_score",
+    "r2_score",
+]
+
+_EPS = 1e-15  # probability clipping for the log-loss
+
+
+# --------------------------------------------------------------------------- helpers
+def clone(estimator, **params):
+    """A new, unfitted estimator with the same constructor parameters (plus ``params``)."""
+    kwargs = dict(estimator.get_params(deep=False) if _accepts_deep(estimator)
+                  else estimator.get_params())
+    kwargs.update(params)
+    return type(estimator)(**kwargs)
+
+
+def _accepts_deep(estimator):
+    try:
+        estimator.get_params(deep=False)
+    except TypeError:
+        return False
+    return True
+
+
+def _check_random_state(seed):
+    if seed is None or isinstance(seed, (numbers.Integral, np.integer)):
+        return np.random.default_rng(seed)
+    if isinstance(seed, np.random.Generator):
+        return seed
+    raise ValueError(f"random_state must be None or an int, got {seed!r}")
+
+
+def _num_samples(X):
+    if hasattr(X, "shape"):
+        return int(X.shape[0])
+    return len(X)
+
+
+def _take(X, idx):
+    if hasattr(X, "iloc"):  # pandas
+        return X.iloc[idx]
+    if isinstance(X, np.ndarray):
+        return X[idx]
+    return np.asarray(X)[idx]
+
+
+def log_loss(y_true, proba, classes):
+    """Mean negative log-likelihood of ``y_true`` under ``proba`` (columns = ``classes``).
+
+    Probabilities are clipped to ``[1e-15, 1]`` and renormalised; a label that is not
+    in ``classes`` gets probability 1e-15.
+    """
+    y_true = np.asarray(y_true)
+    proba = np.asarray(proba, dtype=np.float64)
+    if proba.ndim == 1:
+        proba = np.column_stack([1.0 - proba, proba])
+    classes = np.asarray(classes)
+    proba = np.clip(proba, _EPS, 1.0)
+    proba = proba / proba.sum(axis=1, keepdims=True)
+    order = np.argsort(classes, kind="stable")
+    pos = np.searchsorted(classes[order], y_true)
+    pos = np.clip(pos, 0, len(classes) - 1)
+    col = order[pos]
+    found = classes[col] == y_true
+    p = np.where(found, proba[np.arange(len(y_true)), col], _EPS)
+    return float(-np.mean(np.log(p)))
+
+
+def mean_squared_error(y_true, y_pred):
+    y_true = np.asarray(y_true, dtype=np.float64)
+    y_pred = np.asarray(y_pred, dtype=np.float64).reshape(y_true.shape)
+    return float(np.mean((y_true - y_pred) ** 2))
+
+
+def accuracy_score(y_true, y_pred):
+    return float(np.mean(np.asarray(y_true) == np.asarray(y_pred)))
+
+
+def r2_score(y_true, y_pred):
+    y_true = np.asarray(y_true, dtype=np.float64)
+    y_pred = np.asarray(y_pred, dtype=np.float64).reshape(y_true.shape)
+    ss_res = np.sum((y_true - y_pred) ** 2)
+    ss_tot = np.sum((y_true - y_true.mean(axis=0)) ** 2)
+    return float(1.0 - ss_res / ss_tot) if ss_tot > 0 else 0.0
+
+
+# --------------------------------------------------------------------------- splitters
+class KFold:
+    """K folds of (almost) equal size; every sample is validated exactly once.
+
+    The first ``n % n_splits`` folds get one extra sample.  With ``shuffle=True``
+    the order is permuted by ``np.random.default_rng(random_state)`` first.
+    """
+
+    def __init__(self, n_splits=5, shuffle=True, random_state=None):
+        if not isinstance(n_splits, (numbers.Integral, np.integer)) or n_splits < 2:
+            raise ValueError(f"n_splits must be an integer >= 2, got {n_splits!r}")
+        self.n_splits = int(n_splits)
+        self.shuffle = bool(shuffle)
+        self.random_state = random_state
+
+    def get_n_splits(self, X=None, y=None, groups=None):
+        return self.n_splits
+
+    def _val_folds(self, X, y):
+        n = _num_samples(X)
+        if n < self.n_splits:
+            raise ValueError(f"cannot split {n} samples into {self.n_splits} folds")
+        idx = np.arange(n)
+        if self.shuffle:
+            idx = _check_random_state(self.random_state).permutation(n)
+        sizes = np.full(self.n_splits, n // self.n_splits)
+        sizes[: n % self.n_splits] += 1
+        bounds = np.concatenate([[0], np.cumsum(sizes)])
+        return [np.sort(idx[bounds[k]:bounds[k + 1]]) for k in range(self.n_splits)]
+
+    def split(self, X, y=None, groups=None):
+        n = _num_samples(X)
+        for val in self._val_folds(X, y):
+            mask = np.ones(n, dtype=bool)
+            mask[val] = False
+            yield np.flatnonzero(mask), val
+
+    def __repr__(self):
+        return (f"{type(self).__name__}(n_splits={self.n_splits}, shuffle={self.shuffle}, "
+                f"random_state={self.random_state!r})")
+
+
+class StratifiedKFold(KFold):
+    """K folds that keep each class's proportion in every fold (within one sample).
+
+    Samples of each class are (optionally shuffled and) dealt round-robin over the
+    folds, continuing where the previous class stopped, so fold sizes differ by at
+    most one as well.  Every class needs at least ``n_splits`` members.
+    """
+
+    def _val_folds(self, X, y):
+        if y is None:
+            raise ValueError("StratifiedKFold.split needs y")
+        y = np.asarray(y)
+        n = _num_samples(X)
+        if y.shape[0] != n:
+            raise ValueError(f"X has {n} samples but y has {y.shape[0]}")
+        classes, y_idx, counts = np.unique(y, return_inverse=True, return_counts=True)
+        if counts.min() < self.n_splits:
+            bad = classes[np.argmin(counts)]
+            raise ValueError(f"class {bad!r} has only {counts.min()} member(s), fewer than "
+                             f"n_splits={self.n_splits}")
+        rng = _check_random_state(self.random_state) if self.shuffle else None
+        fold_of = np.empty(n, dtype=np.intp)
+        offset = 0
+        for c in range(len(classes)):
+            members = np.flatnonzero(y_idx == c)
+            if rng is not None:
+                members = rng.permutation(members)
+            fold_of[members] = (offset + np.arange(len(members))) % self.n_splits
+            offset = (offset + len(members)) % self.n_splits
+        return [np.flatnonzero(fold_of == k) for k in range(self.n_splits)]
+
+
+# --------------------------------------------------------------------------- grids
+class ParameterGrid:
+    """Expand a dict of lists (or a list of such dicts) into a list of dicts.
+
+    A list of plain dicts (values that are not lists) is kept as given.
+    """
+
+    def __init__(self, param_grid):
+        if isinstance(param_grid, Mapping):
+            param_grid = [param_grid]
+        self.param_grid = list(param_grid)
+
+    def __iter__(self):
+        for grid in self.param_grid:
+            if not isinstance(grid, Mapping):
+                raise TypeError(f"parameter sets must be dicts, got {grid!r}")
+            keys = list(grid)
+            values = [v if isinstance(v, (list, tuple, np.ndarray)) else [v]
+                      for v in (grid[k] for k in keys)]
+            for combo in itertools.product(*values):
+                yield dict(zip(keys, combo))
+
+    def __len__(self):
+        return sum(1 for _ in self)
+
+
+def _expand(param_sets):
+    if isinstance(param_sets, Mapping):
+        return list(ParameterGrid(param_sets))
+    sets = list(param_sets)
+    if not sets:
+        raise ValueError("param_sets is empty")
+    if all(isinstance(s, Mapping) and not any(isinstance(v, list) for v in s.values())
+           for s in sets):
+        return [dict(s) for s in sets]
+    return list(ParameterGrid(sets))
+
+
+# --------------------------------------------------------------------------- workers
+def _fold_seed(random_state, fold):
+    """Seed for every fit on ``fold``: depends on the search seed and the fold only.
+
+    All parameter sets see the same seed on the same fold (common random numbers),
+    so their differences come from the hyperparameters, not from the draw.
+    """
+    ss = np.random.SeedSequence([int(random_state), int(fold)])
+    return int(ss.generate_state(1, dtype=np.uint32)[0] & 0x7FFFFFFF)
+
+
+def _return_as():
+    """Results as they finish (joblib >= 1.4), else in order (joblib 1.3)."""
+    import joblib
+    try:
+        major, minor = (int(v) for v in joblib.__version__.split(".")[:2])
+    except ValueError:  # pragma: no cover - unusual version string
+        return "generator"
+    return "generator_unordered" if (major, minor) >= (1, 4) else "generator"
+
+
+_RETURN_AS = _return_as()
+
+_HISTORY_ATTRS = ("validation_loss_curve_", "val_loss_curve_", "validation_loss_",
+                  "validation_losses_")
+
+
+def _history(est):
+    for name in _HISTORY_ATTRS:
+        h = getattr(est, name, None)
+        if h is not None:
+            return np.asarray(h, dtype=np.float64)
+    return None
+
+
+class _thread_limits:
+    """Limit BLAS/OpenMP threads (threadpoolctl) and fastoptim's kernel threads
+    (``fastoptim.set_num_threads``) while fits run.
+
+    Both settings are process-wide, and thread-based backends (joblib's "threading",
+    Dask with ``processes=False``) run several fits in one process at once: the first
+    fit to enter applies the limits, the last one to leave restores them.
+    """
+
+    _lock = threading.Lock()
+    _depth = 0
+    _ctl = None
+    _prev = None
+    _restore = False
+
+    def __init__(self, n_threads):
+        self.n_threads = n_threads
+
+    def __enter__(self):
+        if self.n_threads is None:
+            return self
+        cls = type(self)
+        with cls._lock:
+            cls._depth += 1
+            if cls._depth == 1:
+                cls._apply(self.n_threads)
+        return self
+
+    def __exit__(self, *exc):
+        if self.n_threads is None:
+            return False
+        cls = type(self)
+        with cls._lock:
+            cls._depth -= 1
+            if cls._depth == 0:
+                cls._undo()
+        return False
+
+    @classmethod
+    def _apply(cls, n_threads):
+        try:
+            from threadpoolctl import threadpool_limits
+            cls._ctl = threadpool_limits(limits=n_threads)
+        except ImportError:  # pragma: no cover
+            # Without threadpoolctl, BLAS/OpenMP limits come from the environment:
+            # joblib's loky workers start with OMP_NUM_THREADS, OPENBLAS_NUM_THREADS,
+            # MKL_NUM_THREADS... = cpu_count // n_jobs (its inner_max_num_threads
+            # default).  Setting them here, after the runtimes started, would be moot.
+            cls._ctl = None
+        cls._restore = False
+        try:
+            import fastoptim
+            if hasattr(fastoptim, "set_num_threads"):
+                backend = getattr(fastoptim, "_backend", None)
+                # the unresolved default (None = all cores) when it is visible
+                cls._prev = getattr(backend, "_default_n_threads",
+                                    fastoptim.get_num_threads()
+                                    if hasattr(fastoptim, "get_num_threads") else None)
+                fastoptim.set_num_threads(n_threads)
+                cls._restore = True
+        except ImportError:  # pragma: no cover - kernels not built: nothing to limit
+            pass
+
+    @classmethod
+    def _undo(cls):
+        if cls._ctl is not None:
+            cls._ctl.restore_original_limits()
+            cls._ctl = None
+        if cls._restore:
+            import fastoptim
+            fastoptim.set_num_threads(cls._prev)
+            cls._restore = False
+
+
+def _can_fit_epochs(est):
+    return hasattr(est, "partial_fit") and "max_iter" in est.get_params()
+
+
+def _evaluate(est, X_val, y_val, classifier):
+    if classifier:
+        proba = est.predict_proba(X_val)
+        classes = getattr(est, "classes_", None)
+        if classes is None:
+            classes = np.arange(np.asarray(proba).shape[1])
+        loss = log_loss(y_val, proba, classes)
+        pred = np.asarray(classes)[np.argmax(np.asarray(proba), axis=1)]
+        return loss, accuracy_score(y_val, pred)
+    pred = est.predict(X_val)
+    return mean_squared_error(y_val, pred), r2_score(y_val, pred)
+
+
+def _fit_epochs(est, X_tr, y_tr, X_val, y_val, classifier, classes):
+    """Train one ``partial_fit`` epoch at a time; validation loss after each epoch."""
+    curve = []
+    for _ in range(int(est.get_params()["max_iter"])):
+        if classifier:
+            est.partial_fit(X_tr, y_tr, classes=classes)
+        else:
+            est.partial_fit(X_tr, y_tr)
+        with np.errstate(all="ignore"):
+            curve.append(_evaluate(est, X_val, y_val, classifier)[0])
+    return np.asarray(curve, dtype=np.float64)
+
+
+def _fit_and_score(estimator, params, X, y, train, val, seed, n_threads, keep_model,
+                   classifier, task=None, val_curves=False, ignore_warnings=()):
+    """Fit a clone with ``params`` on ``train``; loss and score on ``val``."""
+    est = clone(estimator, **params)
+    if seed is not None and "random_state" in est.get_params():
+        est.set_params(random_state=seed)
+    X_tr, y_tr, X_val, y_val = _take(X, train), y[train], _take(X, val), y[val]
+    t0 = time.perf_counter()
+    with _thread_limits(n_threads), warnings.catch_warnings():
+        for category in ignore_warnings or ():
+            warnings.simplefilter("ignore", category)
+        history = None
+        if val_curves and _can_fit_epochs(est):
+            history = _fit_epochs(est, X_tr, y_tr, X_val, y_val, classifier,
+                                  np.unique(y) if classifier else None)
+        else:
+            est.fit(X_tr, y_tr)
+        fit_time = time.perf_counter() - t0
+        with np.errstate(all="ignore"):
+            loss, score = _evaluate(est, X_val, y_val, classifier)
+    if history is None:
+        history = _history(est)
+    if not np.isfinite(loss):
+        loss = np.inf
+    return {"loss": loss, "score": score, "fit_time": fit_time,
+            "n_iter": getattr(est, "n_iter_", None), "history": history,
+            "loss_curve": (np.asarray(est.loss_curve_, dtype=np.float64)
+                           if getattr(est, "loss_curve_", None) is not None else None),
+            "model": est if keep_model else None, "task": task}
+
+
+# --------------------------------------------------------------------------- search
+class KFoldSearch:
+    """Choose hyperparameters by K-fold cross-validation (lowest mean validation loss).
+
+    Parameters
+    ----------
+    estimator : object with ``get_params``/``set_params``/``fit``/``predict``
+        (and ``predict_proba`` + ``classes_`` for classifiers).
+    param_sets : list of dicts, or a dict of lists (a grid), or a list of grids.
+    cv : int or splitter
+        An int makes a :class:`StratifiedKFold` for classifiers, :class:`KFold` for
+        regressors, both shuffled with ``random_state``.
+    n_jobs : int or None
+        Passed to ``joblib.Parallel``; None uses the active joblib configuration
+        (``joblib.parallel_config``), i.e. one job unless configured otherwise.
+    refit : True, False, "ensemble" or "both"
+        True: ``best_estimator_`` is the best set refitted on all of ``X, y``.
+        "ensemble": ``best_estimator_`` is a :class:`VotingEnsemble` of the best
+        set's K fold models.  "both": refit in ``best_estimator_`` *and* the
+        ensemble in ``ensemble_``.
+    random_state : int or None
+        Seeds the folds and every fit (``random_state`` of the clones, derived from
+        ``(random_state, fold)``).  None leaves the estimator's own seed alone.
+    verbose : int
+        > 0 prints one line per finished fit to stderr (through ``callback``).
+    callback : callable(info: dict) or None
+        Called in the parent process as each fit finishes (in completion order);
+        ``info`` has keys index, fold, params, loss, score, fit_time, done,
+        total.
+    pre_dispatch : passed to joblib.Parallel.
+    val_curves : bool
+        Record the validation loss on the held-out fold after every epoch: the fold
+        models are then trained by ``max_iter`` calls of ``partial_fit`` (one epoch
+        each) instead of one ``fit``.  Needs ``partial_fit`` and a ``max_iter``
+        parameter; otherwise (and when False) ``val_loss_curves`` holds the
+        estimator's own per-epoch validation history if it records one
+        (``val_loss_curve_``), else None.
+    ignore_warnings : tuple of warning categories silenced during every fit (e.g. a
+        ConvergenceWarning when the number of epochs is fixed on purpose).
+
+    Attributes
+    ----------
+    cv_results_ : dict of arrays, one entry per parameter set: ``params``,
+        ``param_<name>``, ``split<k>_val_loss``, ``split<k>_val_score``,
+        ``mean_val_loss``, ``std_val_loss``, ``mean_val_score``, ``std_val_score``
+        (score = accuracy for classifiers, R^2 for regressors; classifiers also get
+        ``mean_val_accuracy``/``std_val_accuracy``), ``rank_val_loss``,
+        ``mean_fit_time``, ``val_loss_curves`` (per-set list of per-fold per-epoch
+        validation histories, or None when the estimator records none) and
+        ``loss_curves`` (per-fold training loss curves).
+    best_index_, best_params_, best_score_ (mean validation loss of the best set),
+    best_estimator_, ensemble_ (refit="ensemble"/"both"), fold_models_ (the best
+    set's fold models when kept), n_splits_, refit_time_.
+    """
+
+    def __init__(self, estimator, param_sets, cv=5, n_jobs=None, refit=True,
+                 random_state=None, verbose=0, callback=None, pre_dispatch="2*n_jobs",
+                 val_curves=False, ignore_warnings=()):
+        self.estimator = estimator
+        self.param_sets = param_sets
+        self.cv = cv
+        self.n_jobs = n_jobs
+        self.refit = refit
+        self.random_state = random_state
+        self.verbose = verbose
+        self.callback = callback
+        self.pre_dispatch = pre_dispatch
+        self.val_curves = val_curves
+        self.ignore_warnings = ignore_warnings
+
+    # sklearn-style parameter access for the search itself
+    def get_params(self, deep=False):
+        return {k: getattr(self, k) for k in
+                ("estimator", "param_sets", "cv", "n_jobs", "refit", "random_state",
+                 "verbose", "callback", "pre_dispatch", "val_curves", "ignore_warnings")}
+
+    def set_params(self, **params):
+        for k, v in params.items():
+            if k not in self.get_params():
+                raise ValueError(f"invalid parameter {k!r} for KFoldSearch")
+            setattr(self, k, v)
+        return self
+
+    def _splitter(self, classifier):
+        if isinstance(self.cv, (numbers.Integral, np.integer)):
+            cls = StratifiedKFold if classifier else KFold
+            return cls(n_splits=int(self.cv), shuffle=True, random_state=self.random_state)
+        if hasattr(self.cv, "split"):
+            return self.cv
+        raise ValueError(f"cv must be an int or a splitter, got {self.cv!r}")
+
+    def _inner_threads(self):
+        """Threads per fit so that parallel fits do not oversubscribe the cores."""
+        import joblib
+        n_jobs = joblib.effective_n_jobs(self.n_jobs)
+        if n_jobs == 1:
+            return None
+        return max(1, (os.cpu_count() or 1) // n_jobs)
+
+    def fit(self, X, y):
+        import joblib
+
+        if self.refit not in (True, False, "ensemble", "both"):
+            raise ValueError(f"refit must be True, False, 'ensemble' or 'both', "
+                             f"got {self.refit!r}")
+        y = np.asarray(y)
+        if _num_samples(X) != y.shape[0]:
+            raise ValueError(f"X has {_num_samples(X)} samples but y has {y.shape[0]}")
+        classifier = is_classifier(self.estimator)
+        candidates = _expand(self.param_sets)
+        valid = set(self.estimator.get_params())
+        for p in candidates:
+            unknown = set(p) - valid
+            if unknown:
+                raise ValueError(f"unknown parameter(s) {sorted(unknown)} for "
+                                 f"{type(self.estimator).__name__}")
+        splitter = self._splitter(classifier)
+        folds = list(splitter.split(X, y))
+        n_folds = len(folds)
+        keep = self.refit in ("ensemble", "both")
+        n_threads = self._inner_threads()
+        seeds = [None if self.random_state is None else _fold_seed(self.random_state, k)
+                 for k in range(n_folds)]
+        tasks = [(i, k) for i in range(len(candidates)) for k in range(n_folds)]
+
+        parallel = joblib.Parallel(n_jobs=self.n_jobs, pre_dispatch=self.pre_dispatch,
+                                   return_as=_RETURN_AS)
+        out = parallel(
+            joblib.delayed(_fit_and_score)(self.estimator, candidates[i], X, y,
+                                           folds[k][0], folds[k][1], seeds[k],
+                                           n_threads, keep, classifier, (i, k),
+                                           self.val_curves, tuple(self.ignore_warnings))
+            for i, k in tasks)
+        results = {}  # with keep, every set's fold models stay until the best is known
+        for done, res in enumerate(out, start=1):
+            i, k = res["task"]
+            results[i, k] = res
+            info = {"index": i, "fold": k, "params": candidates[i], "loss": res["loss"],
+                    "score": res["score"], "fit_time": res["fit_time"],
+                    "done": done, "total": len(tasks)}
+            if self.callback is not None:
+                self.callback(info)
+            elif self.verbose:
+                import sys
+                print(f"[{done}/{len(tasks)}] set {i} fold {k}: loss={res['loss']:.4f} "
+                      f"score={res['score']:.4f} ({res['fit_time']:.2f}s)",
+                      file=sys.stderr, flush=True)
+
+        self.cv_results_ = self._collect(candidates, results, n_folds, classifier)
+        mean = self.cv_results_["mean_val_loss"]
+        self.best_index_ = int(np.argmin(np.where(np.isnan(mean), np.inf, mean)))
+        self.best_params_ = dict(candidates[self.best_index_])
+        self.best_score_ = float(mean[self.best_index_])
+        self.n_splits_ = n_folds
+        self.classifier_ = classifier
+
+        self.fold_models_ = None
+        self.ensemble_ = None
+        self.best_estimator_ = None
+        if keep:
+            self.fold_models_ = [results[self.best_index_, k]["model"]
+                                 for k in range(n_folds)]
+            self.ensemble_ = VotingEnsemble(self.fold_models_)
+        if self.refit in (True, "both"):
+            est = clone(self.estimator, **self.best_params_)
+            if self.random_state is not None and "random_state" in est.get_params():
+                est.set_params(random_state=_fold_seed(self.random_state, n_folds))
+            t0 = time.perf_counter()
+            with warnings.catch_warnings():
+                for category in self.ignore_warnings or ():
+                    warnings.simplefilter("ignore", category)
+                est.fit(X, y)
+            self.refit_time_ = time.perf_counter() - t0
+            self.best_estimator_ = est
+        elif self.refit == "ensemble":
+            self.best_estimator_ = self.ensemble_
+        if self.best_estimator_ is not None and hasattr(self.best_estimator_, "classes_"):
+            self.classes_ = self.best_estimator_.classes_
+        return self
+
+    @staticmethod
+    def _collect(candidates, results, n_folds, classifier):
+        n = len(candidates)
+        loss = np.array([[results[i, k]["loss"] for k in range(n_folds)] for i in range(n)],
+                        dtype=np.float64)
+        score = np.array([[results[i, k]["score"] for k in range(n_folds)]
+                          for i in range(n)], dtype=np.float64)
+        fit_time = np.array([[results[i, k]["fit_time"] for k in range(n_folds)]
+                             for i in range(n)], dtype=np.float64)
+        cv = {"params": list(candidates)}
+        names = []
+        for p in candidates:
+            names.extend(k for k in p if k not in names)
+        for name in names:
+            col = np.empty(n, dtype=object)
+            col[:] = [p.get(name) for p in candidates]
+            cv[f"param_{name}"] = col
+        for k in range(n_folds):
+            cv[f"split{k}_val_loss"] = loss[:, k]
+            cv[f"split{k}_val_score"] = score[:, k]
+        with np.errstate(invalid="ignore"):
+            cv["mean_val_loss"] = loss.mean(axis=1)
+            cv["std_val_loss"] = loss.std(axis=1)
+        cv["mean_val_score"] = score.mean(axis=1)
+        cv["std_val_score"] = score.std(axis=1)
+        if classifier:
+            cv["mean_val_accuracy"] = cv["mean_val_score"]
+            cv["std_val_accuracy"] = cv["std_val_score"]
+        finite = np.where(np.isnan(cv["mean_val_loss"]), np.inf, cv["mean_val_loss"])
+        order = np.argsort(finite, kind="stable")
+        rank = np.empty(n, dtype=np.int64)
+        rank[order] = np.arange(1, n + 1)
+        cv["rank_val_loss"] = rank
+        cv["mean_fit_time"] = fit_time.mean(axis=1)
+        cv["val_loss_curves"] = [[results[i, k]["history"] for k in range(n_folds)]
+                                 for i in range(n)]
+        cv["loss_curves"] = [[results[i, k]["loss_curve"] for k in range(n_folds)]
+                             for i in range(n)]
+        cv["n_iter"] = [[results[i, k]["n_iter"] for k in range(n_folds)] for i in range(n)]
+        return cv
+
+    # delegation to the chosen model ------------------------------------------------
+    def _check_fitted(self):
+        if getattr(self, "best_estimator_", None) is None:
+            raise AttributeError("KFoldSearch is not fitted with refit enabled; "
+                                 "use cv_results_ / best_params_")
+        return self.best_estimator_
+
+    def predict(self, X):
+        return self._check_fitted().predict(X)
+
+    def predict_proba(self, X):
+        return self._check_fitted().predict_proba(X)
+
+    def score(self, X, y):
+        return self._check_fitted().score(X, y)
