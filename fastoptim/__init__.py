@@ -4,16 +4,24 @@ Layers, from the bottom up:
   fastoptim._kernels_*      compiled Cython kernels (one module, built per instruction set)
   fastoptim.functional      checked functional API: sgd_, rmsprop_, adam_, adamw_
   fastoptim.reference       the same update rules in plain NumPy (tests, benchmarks)
+  fastoptim.optim           optimizer classes (torch.optim-style; they only manage state)
+  fastoptim.lr_scheduler, fastoptim.clip, fastoptim.checkpoint
 """
 
 from fastoptim._alloc import zeros_state_like
 from fastoptim._backend import get_num_threads, set_num_threads
 from fastoptim.functional import adam_, adamw_, rmsprop_, sgd_
+from fastoptim.optim import SGD, Adam, AdamW, Momentum, Optimizer, RMSprop
+from fastoptim.clip import clip_grad_norm_, clip_grad_value_
+from fastoptim.checkpoint import load, save
+from fastoptim import lr_scheduler, optim
 
 __version__ = "0.1.0"
 
 __all__ = [
     "sgd_", "rmsprop_", "adam_", "adamw_",
+    "Optimizer", "SGD", "Momentum", "RMSprop", "Adam", "AdamW",
+    "clip_grad_norm_", "clip_grad_value_", "save", "load", "lr_scheduler", "optim",
     "set_num_threads", "get_num_threads", "show_config", "zeros_state_like",
 ]
 
