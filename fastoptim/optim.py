@@ -144,8 +144,9 @@ class Optimizer:
             if p.dtype not in _FLOAT_DTYPES:
                 raise TypeError(f"param {j} of the group has dtype {p.dtype}; "
                                 "expected float32 or float64")
-            if not p.flags.c_contiguous:
-                raise ValueError(f"param {j} of the group is not C-contiguous")
+            if not (p.flags.c_contiguous or p.flags.f_contiguous):
+                raise ValueError(f"param {j} of the group is not contiguous (C or Fortran "
+                                 "order); it is updated in place, so no copy can stand in")
             if not p.flags.writeable:
                 raise ValueError(f"param {j} of the group is read-only")
         group = dict(param_group)
@@ -240,8 +241,9 @@ class Optimizer:
         out = None
         ndarray = np.ndarray
         for i, (g, p) in enumerate(zip(grads, params)):
+            c_order = p.flags.c_contiguous
             if type(g) is ndarray and g.dtype is p.dtype and g.shape == p.shape:
-                if g.flags.c_contiguous:
+                if g.flags.c_contiguous if c_order else g.flags.f_contiguous:
                     continue
             else:
                 if not isinstance(g, ndarray):
@@ -252,11 +254,12 @@ class Optimizer:
                 if g.shape != p.shape:
                     raise ValueError(f"grad {i} has shape {g.shape} but its param has shape "
                                      f"{p.shape}")
-                if g.flags.c_contiguous and g.dtype.isnative:
+                if (g.flags.c_contiguous if c_order else g.flags.f_contiguous) and g.dtype.isnative:
                     continue
             if out is None:
                 out = list(grads)
-            out[i] = np.ascontiguousarray(g, dtype=p.dtype)
+            # grads are only read: a copy in the param's memory order is safe
+            out[i] = np.array(g, dtype=p.dtype, order="C" if c_order else "F")
         return grads if out is None else out
 
     def _check_grads_disjoint(self, grads):
