@@ -6,6 +6,9 @@ Layers, from the bottom up:
   fastoptim.reference       the same update rules in plain NumPy (tests, benchmarks)
   fastoptim.optim           optimizer classes (torch.optim-style; they only manage state)
   fastoptim.lr_scheduler, fastoptim.clip, fastoptim.checkpoint
+  fastoptim.nn, fastoptim.datasets       the dense network, estimators, bundled digits
+  fastoptim.model_selection, .ensemble   K-fold search and vote ensembles
+  fastoptim.cli (python -m fastoptim)    the main job
 """
 
 from fastoptim._alloc import zeros_state_like
@@ -15,6 +18,10 @@ from fastoptim.optim import SGD, Adam, AdamW, Momentum, Optimizer, RMSprop
 from fastoptim.clip import clip_grad_norm_, clip_grad_value_
 from fastoptim.checkpoint import load, save
 from fastoptim import lr_scheduler, optim
+from fastoptim.nn import MLP, MLPClassifier, MLPRegressor
+from fastoptim.datasets import load_digits, train_test_split, train_val_test_split
+from fastoptim.model_selection import KFold, KFoldSearch, StratifiedKFold
+from fastoptim.ensemble import VotingEnsemble
 
 __version__ = "0.1.0"
 
@@ -22,6 +29,8 @@ __all__ = [
     "sgd_", "rmsprop_", "adam_", "adamw_",
     "Optimizer", "SGD", "Momentum", "RMSprop", "Adam", "AdamW",
     "clip_grad_norm_", "clip_grad_value_", "save", "load", "lr_scheduler", "optim",
+    "MLP", "MLPClassifier", "MLPRegressor", "load_digits", "train_test_split",
+    "train_val_test_split", "KFold", "StratifiedKFold", "KFoldSearch", "VotingEnsemble",
     "set_num_threads", "get_num_threads", "show_config", "zeros_state_like",
 ]
 

@@ -1,0 +1,501 @@
+"""A dense network as matrices and vectors, with every parameter in one flat buffer.
+
+Layer ``i`` computes ``a_i = f_i(a_{i-1} @ W_i + b_i)`` on a mini-batch of row vectors
+(``W_i`` has shape ``(n_in, n_out)``, i.e. ``f(W x + b)`` for column vectors ``x``), with
+``f`` applied element-wise; the last layer's ``f`` is the output function (softmax for
+classification, identity for regression).
+
+Memory layout (the point of this module):
+
+* ``params_flat`` is ONE contiguous array ``[W_1, ..., W_L, b_1, ..., b_L]``; the
+  ``coefs``/``intercepts`` lists are views into it.  ``grads_flat`` has the same layout
+  and ``coef_grads``/``intercept_grads`` are views into it.  One fused optimizer call
+  over ``params_flat`` therefore updates the whole network.  The weights come first so
+  that the L2 penalty is one dot product over ``params_flat[:n_weights]``.
+* Activation, delta and scratch buffers are allocated once for a batch capacity and
+  reused: matrix products write into them with ``np.matmul(..., out=...)`` and all
+  element-wise work is ufuncs with ``out=``; a smaller (final, partial) batch uses views
+  of the first rows, cached per batch size, so a training epoch allocates no arrays.
+
+Losses (per mini-batch of ``n`` rows, targets ``Y`` of shape ``(n, n_outputs)``):
+
+* softmax cross-entropy: ``mean_rows(logsumexp(z) - sum(Y * z))`` computed after
+  subtracting each row's maximum (stable); ``dL/dz = (softmax(z) - Y) / n``.
+* squared error (scikit-learn's ``squared_loss`` for one output):
+  ``sum((out - Y)**2) / (2 n)``; ``dL/dout = (out - Y) / n``.
+* L2 penalty as scikit-learn's MLP: ``+ alpha / (2 n) * sum_i sum(W_i**2)`` and
+  ``+ alpha / n * W_i`` on the weight gradients (biases are not penalised).
+"""
+
+import numbers
+
+import numpy as np
+
+from ._training import make_optimizer, train
+
+__all__ = ["MLP", "ACTIVATIONS", "OUTPUTS"]
+
+ACTIVATIONS = ("relu", "tanh", "sigmoid", "identity")
+_ACTIVATION_ALIASES = {"logistic": "sigmoid", "linear": "identity"}
+OUTPUTS = ("softmax", "identity")
+_OUTPUT_ALIASES = {"linear": "identity"}
+
+
+# ---- element-wise functions, in place (z is overwritten by f(z)) -------------------------
+
+def _relu(z, zeros):
+    np.maximum(z, zeros, out=z)    # an array of zeros: ~3x faster than the scalar 0.0
+
+
+def _tanh(z, zeros):
+    np.tanh(z, out=z)
+
+
+def _sigmoid(z, zeros):
+    # 1 / (1 + exp(-z)) == (1 + tanh(z / 2)) / 2: no overflow for any z, no branches.
+    np.multiply(z, 0.5, out=z)
+    np.tanh(z, out=z)
+    np.add(z, 1.0, out=z)
+    np.multiply(z, 0.5, out=z)
+
+
+def _identity(z, zeros):
+    pass
+
+
+# ---- derivatives from the activation's OUTPUT a, applied in place: d *= f'(.) -----------
+
+def _relu_deriv(a, d, s, mask):
+    np.greater(a, 0.0, out=mask)   # a = relu(z) > 0  <=>  z > 0
+    np.multiply(d, mask, out=d)
+
+
+def _tanh_deriv(a, d, s, mask):
+    np.multiply(a, a, out=s)       # 1 - tanh**2
+    np.subtract(1.0, s, out=s)
+    np.multiply(d, s, out=d)
+
+
+def _sigmoid_deriv(a, d, s, mask):
+    np.subtract(1.0, a, out=s)     # a (1 - a)
+    np.multiply(s, a, out=s)
+    np.multiply(d, s, out=d)
+
+
+def _identity_deriv(a, d, s, mask):
+    pass
+
+
+_FORWARD = {"relu": _relu, "tanh": _tanh, "sigmoid": _sigmoid, "identity": _identity}
+_DERIV = {"relu": _relu_deriv, "tanh": _tanh_deriv, "sigmoid": _sigmoid_deriv,
+          "identity": _identity_deriv}
+
+
+def _check_name(kind, value, allowed, aliases):
+    if isinstance(value, str):
+        value = aliases.get(value, value)
+        if value in allowed:
+            return value
+    raise ValueError(f"{kind} must be one of {', '.join(map(repr, allowed))}, got {value!r}")
+
+
+def _check_dtype(dtype):
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise ValueError(f"dtype must be float32 or float64, got {dtype!r}") from None
+    if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise ValueError(f"dtype must be float32 or float64, got {dt}")
+    return dt
+
+
+class _Views:
+    """Per-batch-size views of the preallocated buffers (cached; no data allocation)."""
+
+    __slots__ = ("x", "y", "acts", "deltas", "scratch", "zeros", "masks", "row", "row2d",
+                 "ones")
+
+
+class MLP:
+    """A dense feed-forward network whose weights and biases live in one flat buffer.
+
+    Parameters
+    ----------
+    layer_sizes : sequence of int
+        ``[n_inputs, hidden_1, ..., n_outputs]``, at least two entries, e.g.
+        ``[64, 128, 64, 10]``.
+    activation : {"relu", "tanh", "sigmoid", "identity"}
+        Hidden-layer activation (``"logistic"`` is accepted for ``"sigmoid"``).
+    output : {"softmax", "identity"}
+        Output function and loss: softmax with cross-entropy (classification), identity
+        with squared error (regression).
+    dtype : float32 or float64
+    alpha : float, default 0
+        L2 penalty (scikit-learn's convention, see the module docstring).
+    seed : int, None or numpy.random.Generator
+        Initialisation: He-uniform ``U(+-sqrt(6 / fan_in))`` for ReLU layers,
+        Glorot-uniform ``U(+-sqrt(6 / (fan_in + fan_out)))`` for the others (including
+        the output layer); biases start at zero.
+
+    Attributes
+    ----------
+    params_flat, grads_flat : ndarray of shape (n_params,)
+        All parameters / gradients; ``coefs``, ``intercepts``, ``coef_grads`` and
+        ``intercept_grads`` are views into them.  Optimize with e.g.
+        ``opt = fastoptim.optim.Adam([net.params_flat]); opt.step([net.grads_flat])``.
+    """
+
+    def __init__(self, layer_sizes, activation="relu", output="softmax", *,
+                 dtype=np.float32, alpha=0.0, seed=None):
+        sizes = tuple(layer_sizes)
+        if len(sizes) < 2:
+            raise ValueError(f"layer_sizes needs at least 2 entries (inputs, outputs), got {sizes}")
+        for s in sizes:
+            if isinstance(s, (bool, np.bool_)) or not isinstance(s, numbers.Integral) or s < 1:
+                raise ValueError(f"layer sizes must be positive ints, got {sizes}")
+        self.layer_sizes = tuple(int(s) for s in sizes)
+        self.activation = _check_name("activation", activation, ACTIVATIONS, _ACTIVATION_ALIASES)
+        self.output = _check_name("output", output, OUTPUTS, _OUTPUT_ALIASES)
+        self.dtype = _check_dtype(dtype)
+        shapes = list(zip(self.layer_sizes[:-1], self.layer_sizes[1:]))
+        self.n_weights = sum(a * b for a, b in shapes)
+        self.n_params = self.n_weights + sum(b for _, b in shapes)
+        self.params_flat = np.zeros(self.n_params, dtype=self.dtype)
+        self.grads_flat = np.zeros(self.n_params, dtype=self.dtype)
+        self.coefs, self.intercepts = self._split(self.params_flat, shapes)
+        self.coef_grads, self.intercept_grads = self._split(self.grads_flat, shapes)
+        self.weights_flat = self.params_flat[:self.n_weights]
+        self.weight_grads_flat = self.grads_flat[:self.n_weights]
+        self._wscratch = np.empty(0, dtype=self.dtype)
+        self.alpha = alpha
+        self._act = _FORWARD[self.activation]
+        self._deriv = _DERIV[self.activation]
+        self._capacity = 0
+        self._views = {}
+        self.init_params(seed)
+
+    # -- layout -------------------------------------------------------------------------
+
+    @property
+    def alpha(self):
+        """L2 penalty strength (scikit-learn's convention); may be changed between fits."""
+        return self._alpha
+
+    @alpha.setter
+    def alpha(self, alpha):
+        if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not alpha >= 0 \
+                or not np.isfinite(alpha):
+            raise ValueError(f"alpha must be a finite real >= 0, got {alpha!r}")
+        self._alpha = float(alpha)
+        if self._alpha and self._wscratch.size != self.n_weights:
+            self._wscratch = np.empty(self.n_weights, dtype=self.dtype)
+
+    @property
+    def n_layers(self):
+        """Number of weight layers (len(layer_sizes) - 1)."""
+        return len(self.layer_sizes) - 1
+
+    @staticmethod
+    def _split(flat, shapes):
+        ws, bs, off = [], [], 0
+        for a, b in shapes:
+            ws.append(flat[off:off + a * b].reshape(a, b))
+            off += a * b
+        for _, b in shapes:
+            bs.append(flat[off:off + b])
+            off += b
+        return ws, bs
+
+    def init_params(self, seed=None):
+        """(Re)initialise weights (He / Glorot uniform) and zero the biases, in place."""
+        rng = np.random.default_rng(seed)
+        last = self.n_layers - 1
+        for i, W in enumerate(self.coefs):
+            fan_in, fan_out = W.shape
+            if i < last and self.activation == "relu":
+                limit = np.sqrt(6.0 / fan_in)
+            else:
+                limit = np.sqrt(6.0 / (fan_in + fan_out))
+            W[...] = rng.uniform(-limit, limit, size=W.shape)
+        for b in self.intercepts:
+            b[...] = 0
+        return self
+
+    def __getstate__(self):
+        return {"layer_sizes": self.layer_sizes, "activation": self.activation,
+                "output": self.output, "dtype": self.dtype.str, "alpha": self.alpha,
+                "params": self.params_flat.copy()}
+
+    def __setstate__(self, state):
+        self.__init__(state["layer_sizes"], state["activation"], state["output"],
+                      dtype=np.dtype(state["dtype"]), alpha=state["alpha"], seed=0)
+        self.params_flat[...] = state["params"]
+
+    def __repr__(self):
+        return (f"MLP({list(self.layer_sizes)}, activation={self.activation!r}, "
+                f"output={self.output!r}, dtype=np.{self.dtype.name}, alpha={self.alpha})")
+
+    # -- buffers ------------------------------------------------------------------------
+
+    def reserve(self, n):
+        """Allocate the work buffers for mini-batches of up to ``n`` rows (grow only)."""
+        n = int(n)
+        if n <= self._capacity:
+            return
+        dt, sizes = self.dtype, self.layer_sizes
+        self._xbuf = np.empty((n, sizes[0]), dtype=dt)
+        self._ybuf = np.empty((n, sizes[-1]), dtype=dt)
+        self._acts = [np.empty((n, s), dtype=dt) for s in sizes[1:]]
+        self._deltas = [np.empty((n, s), dtype=dt) for s in sizes[1:]]
+        self._scratch = np.empty(n * max(sizes[1:]), dtype=dt)
+        self._zeros = np.zeros(n * max(sizes[1:]), dtype=dt)     # ReLU's comparand
+        self._zeros.flags.writeable = False
+        self._mask = np.empty(n * max(sizes[1:]), dtype=np.bool_)
+        self._row = np.empty(n, dtype=dt)
+        self._ones = np.ones(n, dtype=dt)          # bias gradients: ones @ delta (gemv)
+        self._ones.flags.writeable = False
+        self._capacity = n
+        self._views = {}
+
+    def _get_views(self, n):
+        v = self._views.get(n)
+        if v is None:
+            if n > self._capacity:
+                self.reserve(n)
+            if len(self._views) > 8:
+                self._views.clear()
+            v = _Views()
+            v.x = self._xbuf[:n]
+            v.y = self._ybuf[:n]
+            v.acts = [a[:n] for a in self._acts]
+            v.deltas = [d[:n] for d in self._deltas]
+            v.scratch = [self._scratch[:n * s].reshape(n, s) for s in self.layer_sizes[1:]]
+            v.zeros = [self._zeros[:n * s].reshape(n, s) for s in self.layer_sizes[1:]]
+            v.masks = [self._mask[:n * s].reshape(n, s) for s in self.layer_sizes[1:]]
+            v.row = self._row[:n]
+            v.row2d = v.row.reshape(n, 1)
+            v.ones = self._ones[:n]
+            self._views[n] = v
+        return v
+
+    # -- forward / backward on one batch (inputs already of the right dtype) ------------
+
+    def _forward(self, X, v):
+        """Fill v.acts; return the output layer's pre-activation (logits / outputs)."""
+        a = X
+        last = self.n_layers - 1
+        for i, (W, b) in enumerate(zip(self.coefs, self.intercepts)):
+            z = v.acts[i]
+            np.matmul(a, W, out=z)
+            np.add(z, b, out=z)
+            if i < last:
+                self._act(z, v.zeros[i])
+            a = z
+        return a
+
+    def _softmax_xent(self, z, Y, v):
+        """z := softmax(z) in place; return the summed (not averaged) cross-entropy."""
+        row, row2d = v.row, v.row2d
+        np.maximum.reduce(z, axis=1, out=row)
+        np.subtract(z, row2d, out=z)
+        zy = float(np.vdot(Y, z)) if Y is not None else 0.0
+        np.exp(z, out=z)
+        np.add.reduce(z, axis=1, out=row)
+        np.divide(z, row2d, out=z)
+        if Y is None:
+            return 0.0
+        np.log(row, out=row)
+        return float(np.add.reduce(row)) - zy
+
+    def _loss_grad_batch(self, X, Y, v):
+        """Mean loss (+ L2 penalty) of one batch; fills grads_flat."""
+        n = X.shape[0]
+        out = self._forward(X, v)
+        d = v.deltas[-1]
+        if self.output == "softmax":
+            loss = self._softmax_xent(out, Y, v) / n
+            np.subtract(out, Y, out=d)
+        else:
+            np.subtract(out, Y, out=d)
+            loss = 0.5 * float(np.vdot(d, d)) / n
+        np.multiply(d, 1.0 / n, out=d)
+        for i in range(self.n_layers - 1, -1, -1):
+            a_prev = X if i == 0 else v.acts[i - 1]
+            np.matmul(a_prev.T, d, out=self.coef_grads[i])
+            np.matmul(v.ones, d, out=self.intercept_grads[i])
+            if i > 0:
+                dp = v.deltas[i - 1]
+                np.matmul(d, self.coefs[i].T, out=dp)
+                self._deriv(v.acts[i - 1], dp, v.scratch[i - 1], v.masks[i - 1])
+                d = dp
+        if self.alpha:
+            w, gw = self.weights_flat, self.weight_grads_flat
+            loss += 0.5 * self.alpha / n * float(np.vdot(w, w))
+            np.multiply(w, self.alpha / n, out=self._wscratch)
+            np.add(gw, self._wscratch, out=gw)
+        return loss
+
+    def _gather(self, X, Y, idx, v):
+        """Copy rows idx of X (and Y) into the batch buffers; return the views."""
+        X.take(idx, axis=0, out=v.x)
+        if Y is not None:
+            Y.take(idx, axis=0, out=v.y)
+            return v.x, v.y
+        return v.x, None
+
+    # -- public API ---------------------------------------------------------------------
+
+    def check_X(self, X, name="X"):
+        """X as a C-contiguous 2-D array of this network's dtype with the right width."""
+        X = np.asarray(X)
+        if X.ndim != 2:
+            raise ValueError(f"{name} must be 2-D (n_samples, n_features), got shape {X.shape}")
+        if X.shape[1] != self.layer_sizes[0]:
+            raise ValueError(f"{name} has {X.shape[1]} features, but the network expects "
+                             f"{self.layer_sizes[0]}")
+        if X.dtype.kind not in "biuf":
+            raise ValueError(f"{name} must hold real numbers, got dtype {X.dtype}")
+        return np.ascontiguousarray(X, dtype=self.dtype)
+
+    def targets(self, y, name="y"):
+        """Targets as a C-contiguous (n, n_outputs) array of this network's dtype.
+
+        For a softmax output, a 1-D ``y`` holds class indices ``0..n_outputs-1`` (turned
+        into one-hot rows); a 2-D ``y`` holds per-class target probabilities.  For an
+        identity output a 1-D ``y`` is allowed when there is one output.
+        """
+        y = np.asarray(y)
+        k = self.layer_sizes[-1]
+        if y.ndim == 1 and self.output == "softmax":
+            if y.dtype.kind not in "iu" or (y.size and (y.min() < 0 or y.max() >= k)):
+                raise ValueError(f"1-D {name} must hold class indices in [0, {k}) for a "
+                                 f"softmax output with {k} units")
+            Y = np.zeros((y.shape[0], k), dtype=self.dtype)
+            Y[np.arange(y.shape[0]), y] = 1
+            return Y
+        if y.ndim == 1 and k == 1:
+            y = y.reshape(-1, 1)
+        if y.ndim != 2 or y.shape[1] != k:
+            raise ValueError(f"{name} must have shape (n_samples, {k}), got {y.shape}")
+        return np.ascontiguousarray(y, dtype=self.dtype)
+
+    def _batches(self, n):
+        chunk = max(self._capacity, min(n, 512))
+        self.reserve(chunk)
+        for start in range(0, n, chunk):
+            yield start, min(start + chunk, n)
+
+    def forward(self, X):
+        """Network output for every row of X: probabilities (softmax) or values (identity).
+
+        Returns a new (n_samples, n_outputs) array; works through X in chunks of the
+        buffer capacity.
+        """
+        X = self.check_X(X)
+        n = X.shape[0]
+        out = np.empty((n, self.layer_sizes[-1]), dtype=self.dtype)
+        for start, stop in self._batches(n):
+            v = self._get_views(stop - start)
+            z = self._forward(X[start:stop], v)
+            if self.output == "softmax":
+                self._softmax_xent(z, None, v)
+            out[start:stop] = z
+        return out
+
+    predict = forward
+
+    def loss(self, X, Y, *, penalty=True):
+        """Mean loss over all rows of X (no gradients), plus the L2 penalty with n = len(X)."""
+        X = self.check_X(X)
+        Y = self.targets(Y)
+        n = X.shape[0]
+        if Y.shape[0] != n:
+            raise ValueError(f"X and Y have different lengths: {n} != {Y.shape[0]}")
+        if n == 0:
+            raise ValueError("cannot compute a loss on zero samples")
+        total = 0.0
+        for start, stop in self._batches(n):
+            v = self._get_views(stop - start)
+            z = self._forward(X[start:stop], v)
+            Yb = Y[start:stop]
+            if self.output == "softmax":
+                total += self._softmax_xent(z, Yb, v)
+            else:
+                d = v.deltas[-1]
+                np.subtract(z, Yb, out=d)
+                total += 0.5 * float(np.vdot(d, d))
+        loss = total / n
+        if penalty and self.alpha:
+            loss += 0.5 * self.alpha / n * float(np.vdot(self.weights_flat, self.weights_flat))
+        return loss
+
+    def loss_and_grad(self, X, Y):
+        """Mean loss of the batch (X, Y) plus the L2 penalty; gradients into grads_flat.
+
+        X and Y are processed as one batch (the buffers grow to ``len(X)`` if needed).
+        """
+        X = self.check_X(X)
+        Y = self.targets(Y)
+        n = X.shape[0]
+        if Y.shape[0] != n or n == 0:
+            raise ValueError(f"need matching non-empty X and Y, got {n} and {Y.shape[0]} rows")
+        v = self._get_views(n)
+        return self._loss_grad_batch(X, Y, v)
+
+    def fit(self, X, y, *, optimizer=None, epochs=10, batch_size=64, shuffle=True,
+            seed=None, scheduler=None, validation_data=None, validation_fraction=None,
+            early_stopping=False, patience=10, tol=1e-4, verbose=False, progress=None):
+        """Train in place with mini-batches; return a :class:`~fastoptim.nn.History`.
+
+        ``y``: see :meth:`targets` (class indices or (n, n_outputs) targets).
+        ``optimizer``: an optimizer built on ``[net.params_flat]`` (e.g.
+        ``fastoptim.optim.Adam([net.params_flat], lr=1e-3)``), an optimizer class or
+        factory called as ``factory([net.params_flat])``, a solver name ("adam", "sgd",
+        "rmsprop") or None (Adam, lr=1e-3).  ``scheduler``: a fastoptim.lr_scheduler
+        object bound to that optimizer (so pass an optimizer instance with it).
+        Validation: ``validation_data=(X_val, y_val)``, or ``validation_fraction`` of the
+        training rows split off (seeded by ``seed``; stratified for class indices).
+        ``early_stopping`` stops after more than ``patience`` epochs without the
+        validation loss improving by ``tol`` and restores the best weights.
+        """
+        from fastoptim.datasets._split import _split_indices
+
+        X = self.check_X(X)
+        Y = self.targets(y)
+        if X.shape[0] != Y.shape[0]:
+            raise ValueError(f"X and y have different lengths: {X.shape[0]} != {Y.shape[0]}")
+        if X.shape[0] == 0:
+            raise ValueError("cannot train on zero samples")
+        if not np.isfinite(X).all() or not np.isfinite(Y).all():
+            raise ValueError("X and y must not contain NaN or infinity")
+        rng = np.random.default_rng(seed)
+        X_val = Y_val = None
+        if validation_data is not None:
+            if validation_fraction is not None:
+                raise ValueError("give validation_data or validation_fraction, not both")
+            X_val = self.check_X(validation_data[0], "X_val")
+            Y_val = self.targets(validation_data[1], "y_val")
+            if X_val.shape[0] != Y_val.shape[0] or X_val.shape[0] == 0:
+                raise ValueError("validation X and y must be non-empty and of equal length")
+        elif validation_fraction is not None:
+            if not 0.0 < validation_fraction < 1.0:
+                raise ValueError("validation_fraction must be in (0, 1), "
+                                 f"got {validation_fraction!r}")
+            n = X.shape[0]
+            n_val = int(np.ceil(validation_fraction * n))
+            if not 0 < n_val < n:
+                raise ValueError(f"validation_fraction={validation_fraction} leaves an empty split")
+            y1 = np.asarray(y)
+            strat = self.output == "softmax" and y1.ndim == 1
+            tr, va = _split_indices(y1 if strat else None, n, n_val, strat, rng)
+            X, X_val, Y, Y_val = X[tr], X[va], Y[tr], Y[va]
+        if optimizer is None:
+            optimizer = "adam"
+        if isinstance(optimizer, str):
+            optimizer = make_optimizer(optimizer, [self.params_flat])
+        elif not hasattr(optimizer, "step") and callable(optimizer):
+            optimizer = optimizer([self.params_flat])
+        return train(self, X, Y, optimizer, epochs=epochs, batch_size=batch_size,
+                     shuffle=shuffle, seed=rng, scheduler=scheduler, X_val=X_val,
+                     Y_val=Y_val, early_stopping=early_stopping, monitor="val_loss",
+                     patience=patience, tol=tol, verbose=verbose, progress=progress)

@@ -1,0 +1,326 @@
+"""Mini-batch training of an :class:`~fastoptim.nn.MLP` with any fastoptim optimizer.
+
+One epoch: (seeded) shuffle the row order, then for each mini-batch gather its rows into
+the network's preallocated batch buffers (``np.take(..., out=...)``), compute loss and
+gradients into ``net.grads_flat`` and make ONE optimizer call ``opt.step([grads_flat])``
+for the whole network.  After the epoch: validation loss/accuracy, LR scheduler step,
+plateau / early-stopping check, history, progress bar.
+"""
+
+import contextlib
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["History", "train", "make_optimizer"]
+
+
+@dataclass
+class History:
+    """Per-epoch record of a training run (lists have one entry per epoch run)."""
+
+    train_loss: list = field(default_factory=list)
+    val_loss: list = field(default_factory=list)
+    val_accuracy: list = field(default_factory=list)   # softmax output only
+    val_r2: list = field(default_factory=list)         # identity output only
+    lr: list = field(default_factory=list)             # lr used during the epoch
+    epoch_time: list = field(default_factory=list)     # seconds
+    best_epoch: int = None       # 0-based epoch of the lowest validation loss
+    best_val_loss: float = None
+    stopped_early: bool = False  # stopped by the plateau rule before `epochs`
+    n_updates: int = 0           # optimizer steps taken
+
+    @property
+    def n_epochs(self):
+        return len(self.train_loss)
+
+    def as_dict(self):
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+class _Progress:
+    """A one-line progress bar on a terminal (stderr), shown only once a run lasts > delay s."""
+
+    def __init__(self, total, enabled=None, stream=None, delay=1.0, width=24):
+        self.stream = sys.stderr if stream is None else stream
+        if enabled is None:
+            isatty = getattr(self.stream, "isatty", None)
+            try:
+                enabled = bool(isatty and isatty())
+            except (ValueError, OSError):  # closed / detached stream
+                enabled = False
+        self.enabled = enabled
+        self.total, self.delay, self.width = total, delay, width
+        self.t0 = time.perf_counter()
+        self.last = 0.0
+        self.drawn = False
+
+    def update(self, epoch, train_loss, val_loss=None):
+        if not self.enabled:
+            return
+        now = time.perf_counter()
+        elapsed = now - self.t0
+        if elapsed < self.delay or (now - self.last < 0.1 and epoch < self.total):
+            return
+        self.last = now
+        done = int(self.width * epoch / self.total)
+        bar = "#" * done + "." * (self.width - done)
+        msg = f"\r[{bar}] {epoch}/{self.total} loss {train_loss:.4g}"
+        if val_loss is not None:
+            msg += f" val {val_loss:.4g}"
+        msg += f" {elapsed:.1f}s"
+        self.stream.write(msg + " " * 4)
+        self.stream.flush()
+        self.drawn = True
+
+    def close(self):
+        if self.drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _fallback_optimizer(name, params, **kw):
+    """Tiny adapter over the functional API, used only if fastoptim.optim is missing."""
+    from fastoptim import functional as F
+
+    class _Functional:
+        def __init__(self):
+            self.param_groups = [dict(kw, params=list(params))]
+            self.t = 0
+            self.bufs = [[np.zeros_like(p) for p in params] for _ in range(2)]
+
+        def step(self, grads):
+            self.t += 1
+            g = dict(self.param_groups[0])
+            ps = g.pop("params")
+            if name == "adam":
+                b1, b2 = g.pop("betas")
+                F.adam_(ps, list(grads), self.bufs[0], self.bufs[1], step=self.t,
+                        beta1=b1, beta2=b2, **g)
+            elif name == "sgd":
+                F.sgd_(ps, list(grads), self.bufs[0], step=self.t, **g)
+            else:
+                F.rmsprop_(ps, list(grads), self.bufs[0], step=self.t, **g)
+            return True
+
+    return _Functional()
+
+
+def make_optimizer(name, params, **kwargs):
+    """Build ``fastoptim.optim.<Adam|SGD|RMSprop>(params, **kwargs)`` from a solver name."""
+    key = name.lower()
+    if key not in ("adam", "sgd", "rmsprop"):
+        raise ValueError(f"solver must be 'adam', 'sgd' or 'rmsprop', got {name!r}")
+    try:
+        from fastoptim import optim
+    except ImportError:  # pragma: no cover - only while optim.py is missing
+        return _fallback_optimizer(key, params, **kwargs)
+    cls = {"adam": optim.Adam, "sgd": optim.SGD, "rmsprop": optim.RMSprop}[key]
+    return cls(params, **kwargs)
+
+
+_BLAS_SMALL_MACS = 1 << 22     # below ~4 M multiply-adds per product, threads cost more
+_controller = None
+
+
+def _blas_threads(net, batch_size, blas_threads):
+    """Context limiting NumPy's BLAS threads during training (threadpoolctl, if installed).
+
+    "auto": one thread when every matrix product of a batch is small (thread start-up
+    and, on a busy machine, oversubscription cost more than they save); None: leave as is.
+    """
+    if blas_threads == "auto":
+        biggest = batch_size * max(W.size for W in net.coefs)
+        blas_threads = 1 if biggest <= _BLAS_SMALL_MACS else None
+    if blas_threads is None:
+        return contextlib.nullcontext()
+    global _controller
+    if _controller is None:
+        try:
+            from threadpoolctl import ThreadpoolController
+        except ImportError:
+            _controller = False
+        else:
+            _controller = ThreadpoolController()
+    if _controller is False:
+        return contextlib.nullcontext()
+    return _controller.limit(limits=int(blas_threads), user_api="blas")
+
+
+def _get_lr(opt):
+    try:
+        return float(opt.param_groups[0]["lr"])
+    except (AttributeError, LookupError, TypeError):
+        return float("nan")
+
+
+def _set_lr(opt, lr):
+    for g in opt.param_groups:
+        g["lr"] = lr
+
+
+def _check_optimizer_binding(opt, net):
+    groups = getattr(opt, "param_groups", None)
+    if not groups:
+        return
+    arrays = [p for g in groups for p in g.get("params", [])]
+    if arrays and not any(p is net.params_flat or np.shares_memory(p, net.params_flat)
+                          for p in arrays):
+        raise ValueError("the optimizer does not update this network: build it on "
+                         "[net.params_flat], e.g. Adam([net.params_flat], lr=1e-3)")
+
+
+def _is_plateau_scheduler(sched):
+    try:
+        from fastoptim.lr_scheduler import ReduceLROnPlateau
+    except ImportError:
+        ReduceLROnPlateau = None
+    if ReduceLROnPlateau is not None and isinstance(sched, ReduceLROnPlateau):
+        return True
+    return type(sched).__name__ == "ReduceLROnPlateau"
+
+
+def _val_metrics(net, X_val, Y_val, labels_val):
+    """Validation loss (no penalty) and accuracy (softmax) or R^2 (identity)."""
+    out = net.forward(X_val)
+    n = X_val.shape[0]
+    if net.output == "softmax":
+        p = np.clip(out, np.finfo(out.dtype).tiny, None)
+        loss = -float(np.sum(Y_val * np.log(p))) / n
+        acc = float(np.mean(np.argmax(out, axis=1) == labels_val))
+        return loss, acc, None
+    d = out - Y_val
+    loss = 0.5 * float(np.vdot(d, d)) / n
+    ss_tot = float(((Y_val - Y_val.mean(axis=0)) ** 2).sum())
+    r2 = 1.0 - 2.0 * loss * n / ss_tot if ss_tot > 0 else float("nan")
+    return loss, None, r2
+
+
+def train(net, X, Y, optimizer, *, epochs=10, batch_size=64, shuffle=True, seed=None,
+          scheduler=None, X_val=None, Y_val=None, early_stopping=False, monitor="val_loss",
+          patience=10, tol=1e-4, restore_best_weights=True, on_plateau=None, lr_fn=None,
+          verbose=False, progress=None, history=None, blas_threads="auto"):
+    """Train ``net`` in place on (X, Y) with mini-batches; return a :class:`History`.
+
+    ``X``/``Y`` (and ``X_val``/``Y_val``) are converted with ``net.check_X`` /
+    ``net.targets`` -- no copy when they already are C-contiguous arrays of the network's
+    dtype, so convert once before calling ``train`` repeatedly.
+
+    Stopping (scikit-learn's rule): when ``early_stopping``, the monitored quantity
+    (``"val_loss"`` or ``"train_loss"``) counts as improved when it drops below
+    ``best - tol``; after more than ``patience`` consecutive epochs without improvement
+    ``on_plateau()`` is called (default: stop; return False to keep going, e.g. after
+    lowering the LR).  With ``monitor="val_loss"`` and ``restore_best_weights`` the
+    parameters of the best-val-loss epoch are restored at the end.
+
+    ``scheduler``: stepped after every epoch (``ReduceLROnPlateau.step(val_loss)``, or
+    the train loss without validation data).  ``lr_fn(samples_seen)``: if given, sets
+    the LR before every update (scikit-learn's "invscaling").  ``progress``: None =
+    a progress bar on stderr when it is a terminal and the run lasts over a second.
+    ``blas_threads``: "auto" (one BLAS thread for small networks, via threadpoolctl
+    when installed), None (leave NumPy's setting) or a thread count.
+    """
+    X, Y = net.check_X(X), net.targets(Y)      # no copies when already in shape
+    n = X.shape[0]
+    if n == 0 or Y.shape[0] != n:
+        raise ValueError(f"need matching non-empty X and Y, got {n} and {Y.shape[0]} rows")
+    batch_size = int(min(max(batch_size, 1), n))
+    has_val = X_val is not None
+    if has_val:
+        X_val, Y_val = net.check_X(X_val, "X_val"), net.targets(Y_val, "Y_val")
+    if early_stopping and monitor == "val_loss" and not has_val:
+        raise ValueError("early stopping on val_loss needs validation data")
+    _check_optimizer_binding(optimizer, net)
+    labels_val = np.argmax(Y_val, axis=1) if has_val and net.output == "softmax" else None
+    plateau_sched = scheduler is not None and _is_plateau_scheduler(scheduler)
+    rng = np.random.default_rng(seed)
+    hist = History() if history is None else history
+    net.reserve(batch_size)
+    grads = [net.grads_flat]
+    order = np.arange(n)
+    n_full = n // batch_size
+    tail = n - n_full * batch_size
+    full_views = net._get_views(batch_size)
+    tail_views = net._get_views(tail) if tail else None
+    loss_grad, gather, step = net._loss_grad_batch, net._gather, optimizer.step
+    best = math.inf
+    best_params = None
+    bad_epochs = 0
+    samples_seen = 0
+    bar = _Progress(epochs, enabled=progress)
+    base_epoch = hist.n_epochs
+    with _blas_threads(net, batch_size, blas_threads):
+        try:
+            for epoch in range(epochs):
+                t0 = time.perf_counter()
+                if shuffle:
+                    rng.shuffle(order)
+                lr_epoch = _get_lr(optimizer)
+                total = 0.0
+                for b in range(n_full + (1 if tail else 0)):
+                    start = b * batch_size
+                    v = full_views if b < n_full else tail_views
+                    stop = start + v.row.shape[0]
+                    if shuffle:
+                        xb, yb = gather(X, Y, order[start:stop], v)
+                    else:
+                        xb, yb = X[start:stop], Y[start:stop]
+                    total += loss_grad(xb, yb, v) * (stop - start)
+                    if lr_fn is not None:
+                        _set_lr(optimizer, lr_fn(samples_seen))
+                    step(grads)
+                    samples_seen += stop - start
+                    hist.n_updates += 1
+                train_loss = total / n
+                if not math.isfinite(train_loss):
+                    raise FloatingPointError(
+                        f"the training loss became {train_loss} at epoch {base_epoch + epoch + 1}; "
+                        "lower the learning rate or scale the inputs")
+                hist.train_loss.append(train_loss)
+                hist.lr.append(lr_epoch)
+                val_loss = None
+                if has_val:
+                    val_loss, acc, r2 = _val_metrics(net, X_val, Y_val, labels_val)
+                    hist.val_loss.append(val_loss)
+                    if acc is not None:
+                        hist.val_accuracy.append(acc)
+                    if r2 is not None:
+                        hist.val_r2.append(r2)
+                hist.epoch_time.append(time.perf_counter() - t0)
+                if verbose:
+                    msg = f"Iteration {base_epoch + epoch + 1}, loss = {train_loss:.8f}"
+                    if has_val:
+                        msg += f", val_loss = {val_loss:.8f}"
+                        if labels_val is not None:
+                            msg += f", val_accuracy = {hist.val_accuracy[-1]:.4f}"
+                    print(msg)
+                bar.update(epoch + 1, train_loss, val_loss)
+                if scheduler is not None:
+                    if plateau_sched:
+                        scheduler.step(val_loss if has_val else train_loss)
+                    else:
+                        scheduler.step()
+                if has_val and (hist.best_val_loss is None or val_loss < hist.best_val_loss):
+                    hist.best_epoch = base_epoch + epoch
+                    hist.best_val_loss = val_loss
+                    if early_stopping and monitor == "val_loss" and restore_best_weights:
+                        if best_params is None:
+                            best_params = np.empty_like(net.params_flat)
+                        np.copyto(best_params, net.params_flat)
+                watched = val_loss if monitor == "val_loss" and has_val else train_loss
+                if early_stopping:
+                    bad_epochs = bad_epochs + 1 if watched > best - tol else 0
+                    best = min(best, watched)
+                    if bad_epochs > patience:
+                        if on_plateau is None or on_plateau():
+                            hist.stopped_early = True
+                            break
+                        bad_epochs = 0
+        finally:
+            bar.close()
+    if best_params is not None:
+        np.copyto(net.params_flat, best_params)
+    return hist
