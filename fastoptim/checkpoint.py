@@ -20,6 +20,8 @@ import json
 import os
 import tempfile
 
+from urllib.parse import quote
+
 import numpy as np
 
 __all__ = ["save", "load"]
@@ -29,7 +31,9 @@ _FORMAT = 1
 
 
 def _escape(key):
-    return key.replace("%", "%25").replace("/", "%2F")
+    # Zip member names cannot hold every character (a NUL ends the name): keep only
+    # [A-Za-z0-9_.~-] and percent-encode the rest, "/" included.
+    return quote(key, safe="")
 
 
 def _encode(obj, path, arrays):

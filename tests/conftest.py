@@ -25,3 +25,14 @@ def kernels_variants():
         except ImportError:
             pass
     return variants
+
+
+def subprocess_env(**extra):
+    """Environment for a child Python that imports the same fastoptim as this process
+    (the installed one in CI, the in-place build in a dev tree), never a source tree
+    without its compiled modules.  Run children with cwd outside the repository."""
+    import fastoptim
+    env = dict(os.environ, **extra)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(fastoptim.__file__)))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+    return env

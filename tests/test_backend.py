@@ -10,14 +10,14 @@ import pytest
 
 import fastoptim
 from fastoptim import _backend
-from conftest import kernels_variants
+from conftest import kernels_variants, subprocess_env
 
 
-def test_force_baseline_environment_variable():
+def test_force_baseline_environment_variable(tmp_path):
     code = "import fastoptim._backend as b; print(b.kernels.__name__, b.isa)"
-    env = dict(os.environ, FASTOPTIM_FORCE_BASELINE="1")
+    env = subprocess_env(FASTOPTIM_FORCE_BASELINE="1")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                         text=True, check=True).stdout
+                         text=True, check=True, cwd=tmp_path).stdout
     assert out.startswith("fastoptim._kernels_baseline ")
     assert "avx2" not in out
 
@@ -70,11 +70,11 @@ def test_set_num_threads_changes_default():
     assert fastoptim.get_num_threads() == before
 
 
-def test_omp_num_threads_respected():
+def test_omp_num_threads_respected(tmp_path):
     code = "import fastoptim; print(fastoptim.get_num_threads())"
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env = subprocess_env(OMP_NUM_THREADS="1")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                         text=True, check=True).stdout
+                         text=True, check=True, cwd=tmp_path).stdout
     assert out.strip() == "1"
 
 

@@ -6,6 +6,7 @@ import zipfile
 import numpy as np
 import pytest
 
+import fastoptim
 import fastoptim.checkpoint as ckpt
 from fastoptim.checkpoint import load, save
 from fastoptim.lr_scheduler import CosineAnnealingLR, LinearLR, ReduceLROnPlateau, SequentialLR
@@ -406,3 +407,14 @@ def test_round_trip_property(tmp_path):
         assert _equal(load(path)["obj"], obj)
 
     check()
+
+
+@pytest.mark.parametrize("key", ["\x00", "a/b", "%2F", "é", " ", "x.npy", "__fastoptim__"])
+def test_awkward_dict_keys_round_trip(tmp_path, key):
+    # Zip member names end at a NUL and "/" separates levels: keys are percent-encoded.
+    path = tmp_path / "k.npz"
+    obj = {key: np.arange(3.0), "other": {key: 1}}
+    fastoptim.save(path, obj=obj)
+    back = fastoptim.load(path)["obj"]
+    assert set(back) == {key, "other"} and back["other"] == {key: 1}
+    np.testing.assert_array_equal(back[key], np.arange(3.0))

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import subprocess_env
 from fastoptim import cli, plotting
 
-REPO = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -28,8 +28,7 @@ needs_estimator = pytest.mark.skipif(not _have_estimator(),
 
 
 def _run_module(*args, cwd):
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
+    env = subprocess_env()
     env.setdefault("MPLBACKEND", "Agg")
     return subprocess.run([sys.executable, "-m", "fastoptim", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=300)

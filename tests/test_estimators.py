@@ -425,7 +425,7 @@ def test_validation_data(digits):
         MLPClassifier(max_iter=1).fit(Xtr, ytr, validation_data=(Xte[:, :3], yte))
 
 
-def test_works_without_sklearn():
+def test_works_without_sklearn(tmp_path):
     """scikit-learn blocked: training, prediction and errors still work."""
     import subprocess
     import sys
@@ -441,11 +441,8 @@ def test_works_without_sklearn():
         "clf.fit(X / 16, y); assert clf.score(X / 16, y) > 0.5\n"
         "try:\n    MLPClassifier().predict(X)\nexcept ValueError as e:\n    print('ok', e)\n"
     )
-    import os
-    env = dict(os.environ)
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                         timeout=120)
+    from conftest import subprocess_env
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=subprocess_env(), timeout=120, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert "ok This MLPClassifier instance is not fitted yet" in out.stdout
