@@ -7,7 +7,16 @@ which is how the tests check both paths against the reference.
 
 import os
 
-from fastoptim import _kernels_baseline
+try:
+    from fastoptim import _kernels_baseline
+except ImportError as exc:  # the source tree shadows the installed package
+    _here = os.path.dirname(os.path.abspath(__file__))
+    raise ImportError(
+        f"fastoptim's compiled kernels are not built in {_here}: this is a source "
+        "checkout, found first on sys.path (Python puts the current directory first). "
+        "Run from another directory to use the installed package, or build in place "
+        "with 'python setup.py build_ext --inplace'."
+    ) from exc
 
 __all__ = ["kernels", "isa", "resolve_n_threads", "set_num_threads", "get_num_threads"]
 
