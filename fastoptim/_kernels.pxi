@@ -246,7 +246,7 @@ cdef void _adam_range(floating* p, const Slot* s, Py_ssize_t lo, Py_ssize_t hi,
     cdef floating bc2_sqrt = <floating> c.bc2_sqrt
     cdef floating eps = <floating> c.eps
     cdef bint l2 = c.l2
-    cdef floating gi, pi, mi, vi, denom
+    cdef floating gi, pi, mi, vi, vm, denom
     cdef Py_ssize_t i
     if not c.has_state2:
         for i in range(lo, hi):
@@ -272,10 +272,13 @@ cdef void _adam_range(floating* p, const Slot* s, Py_ssize_t lo, Py_ssize_t hi,
             m[i] = mi
             vi = v[i] * b2 + omb2 * gi * gi
             v[i] = vi
-            # max that propagates NaN from either side, like np.maximum
-            if not (vmax[i] >= vi):
-                vmax[i] = vi
-            denom = _sqrt(vmax[i]) / bc2_sqrt + eps
+            # max that propagates NaN from either side, like np.maximum; stored
+            # unconditionally so the loop vectorizes (a blend, not a branch)
+            vm = vmax[i]
+            if not (vm >= vi):
+                vm = vi
+            vmax[i] = vm
+            denom = _sqrt(vm) / bc2_sqrt + eps
             p[i] = pi - step_size * (mi / denom)
 
 

@@ -119,7 +119,8 @@ def best_time(fn, min_time=0.2, max_repeats=2000):
 def bandwidth_gbs(size, dtype, n_threads=None):
     """GB/s of the in-place streaming probe a += s * b (12 or 24 bytes/element)."""
     a = np.ones(size, dtype)
-    b = np.ones(size, dtype)
+    b = zeros_state_like(a, 1)  # at another page offset than a, like the state buffers
+    b += 1
     nt = n_threads or get_num_threads()
     t = best_time(lambda: kernels.stream_axpy(a, b, 1e-9, nt))
     return 3 * a.itemsize * size / t / 1e9
