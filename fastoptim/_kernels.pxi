@@ -632,14 +632,19 @@ def norm_pow_sum(arrays, double norm_type, int n_threads=1):
     cdef bint dbl = False
     cdef Slot* slots = _gather(names, [arrs], indexed, False, &dbl, &total)
     cdef Py_ssize_t* first_block = <Py_ssize_t*> malloc((n + 1) * sizeof(Py_ssize_t))
-    cdef double* partial
+    cdef double* partial = NULL
     cdef Py_ssize_t lo, hi, j, kk
     cdef int tid, team
-    for k in range(n):
-        first_block[k] = nb
-        nb += _nblocks(slots[k].n)
-    first_block[n] = nb
-    partial = <double*> malloc(max(nb, 1) * sizeof(double))
+    if first_block != NULL:
+        for k in range(n):
+            first_block[k] = nb
+            nb += _nblocks(slots[k].n)
+        first_block[n] = nb
+        partial = <double*> malloc(max(nb, 1) * sizeof(double))
+    if partial == NULL:
+        free(first_block)
+        free(slots)
+        raise MemoryError()
     with nogil:
         if n_threads > 1 and total >= PARALLEL_MIN_ELEMENTS and FASTOPTIM_HAVE_OPENMP:
             with parallel(num_threads=n_threads):
