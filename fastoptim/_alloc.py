@@ -3,8 +3,9 @@
 Arrays from NumPy's allocator start at the same offset within a 4 KiB page, so
 element i of param, exp_avg and exp_avg_sq share address bits 0-11.  A fused kernel
 that streams through all of them at once then suffers 4K aliasing and L1 set
-conflicts: measured here, Adam on 16 M float32 elements ran ~1.7x slower with all
-buffers at one page offset than with the state buffers staggered.  State buffers
+conflicts: measured here, Adam on 16 M float32 elements on one thread took 11.6 ms
+with all buffers at one page offset and 8.9 ms with the state buffers staggered
+(two threads: 8.2 vs 8.0 ms).  State buffers
 from `zeros_state_like` start at param's page offset plus k * 1088 bytes (mod 4096).
 """
 
