@@ -3,9 +3,10 @@
 One source (fastoptim/_kernels.pxi) is built twice: `_kernels_baseline` for any CPU
 of the target architecture and, on x86-64, `_kernels_avx2` with AVX2+FMA code;
 fastoptim._backend picks one at import time from the CPU's features, so the wheel
-runs everywhere and is fast where it can be.  Never -march=native (the wheel would
-crash elsewhere) and never -ffast-math (approximate sqrt, no NaN handling, and it
-turns on flush-to-zero for the whole process).
+runs everywhere and is fast where it can be.  The flags below are the whole list on
+purpose: no tuning for the build machine's own CPU (the wheel would crash on older
+ones) and no unsafe floating-point math (approximate sqrt, no NaN handling, and
+flush-to-zero switched on for the whole Python process).
 """
 
 import os
