@@ -5,6 +5,7 @@ variable FASTOPTIM_FORCE_BASELINE=1 (before import) forces the portable build,
 which is how the tests check both paths against the reference.
 """
 
+import numbers
 import os
 
 try:
@@ -52,33 +53,30 @@ def _usable_cores():
 _cores_cache = None
 
 
+def _cores():
+    # Asking the OS costs ~1 us: once per process (or per set_num_threads) is enough
+    # for a step's hot path.
+    global _cores_cache
+    if _cores_cache is None:
+        _cores_cache = _usable_cores()
+    return _cores_cache
+
+
 def resolve_n_threads(n_threads):
     """scikit-learn's contract: None = all usable cores, -1 = all, -2 = all but one..."""
-    global _cores_cache
     if n_threads is None:
         n_threads = _default_n_threads
         if n_threads is None:
-            # Asking the OS costs ~1 us: once per process is enough for a step's hot path.
-            if _cores_cache is None:
-                _cores_cache = _usable_cores()
-            return _cores_cache
-    if isinstance(n_threads, bool) or not isinstance(n_threads, int):
-        try:
-            import numbers
-            if isinstance(n_threads, numbers.Integral) and not isinstance(n_threads, bool):
-                n_threads = int(n_threads)
-            else:
-                raise TypeError
-        except TypeError:
-            raise TypeError(f"n_threads must be None or an int, got {type(n_threads).__name__}") from None
+            return _cores()
+    if isinstance(n_threads, bool) or not isinstance(n_threads, numbers.Integral):
+        raise TypeError(f"n_threads must be None or an int, got {type(n_threads).__name__}")
+    n_threads = int(n_threads)
     if n_threads == 0:
         raise ValueError("n_threads must be a non-zero int (None for all cores, "
                          "negative to count back from all cores), got 0")
     if n_threads > 0:
         return n_threads
-    if _cores_cache is None:
-        _cores_cache = _usable_cores()
-    return max(1, _cores_cache + 1 + n_threads)
+    return max(1, _cores() + 1 + n_threads)
 
 
 def set_num_threads(n_threads):

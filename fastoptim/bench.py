@@ -56,19 +56,19 @@ class Case:
         self.torch_cls, self.torch_opts = torch_cls, torch_opts
         self.step = 1
 
-    def _call(self, fn, param, states):
-        kwargs = dict(self.options, step=self.step)
+    def _call(self, fn, param, states, step):
+        kwargs = dict(self.options, step=step)
         if self.kernel == "adam_amsgrad":
             fn(param, self.grad, states[0], states[1], max_exp_avg_sq=states[2], **kwargs)
         else:
             fn(param, self.grad, *states, **kwargs)
 
     def fastoptim_step(self):
-        self._call(self.fn, self.param, self.states)
+        self._call(self.fn, self.param, self.states, self.step)
         self.step += 1
 
     def reference_step(self):
-        self._call(self.ref_fn, self.param, self.states)
+        self._call(self.ref_fn, self.param, self.states, self.step)
         self.step += 1
 
     def check_equal_to_reference(self, steps=3):
@@ -76,12 +76,8 @@ class Case:
         p, s = self.param.copy(), [b.copy() for b in self.states]
         q, t = self.param.copy(), [b.copy() for b in self.states]
         for step in range(1, steps + 1):
-            kwargs = dict(self.options, step=step)
-            for fn, param, states in ((self.fn, p, s), (self.ref_fn, q, t)):
-                if self.kernel == "adam_amsgrad":
-                    fn(param, self.grad, states[0], states[1], max_exp_avg_sq=states[2], **kwargs)
-                else:
-                    fn(param, self.grad, *states, **kwargs)
+            self._call(self.fn, p, s, step)
+            self._call(self.ref_fn, q, t, step)
         if not (np.array_equal(p, q) and all(np.array_equal(a, b) for a, b in zip(s, t))):
             raise AssertionError(f"{self.kernel} {self.dtype} {self.size}: fastoptim != reference")
 

@@ -143,7 +143,7 @@ def adam_(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, beta2=0
         decoupled_weight_decay = check_flag("decoupled_weight_decay", decoupled_weight_decay)
         amsgrad = check_flag("amsgrad", amsgrad)
         maximize = check_flag("maximize", maximize)
-    decoupled = decoupled_weight_decay
+    decoupled = decoupled_weight_decay  # short name for the two uses below
     if amsgrad:
         _require("max_exp_avg_sq", max_exp_avg_sq, "when amsgrad=True")
     else:

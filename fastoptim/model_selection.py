@@ -258,8 +258,6 @@ def _return_as():
     return "generator_unordered" if (major, minor) >= (1, 4) else "generator"
 
 
-_RETURN_AS = _return_as()
-
 _HISTORY_ATTRS = ("validation_loss_curve_", "val_loss_curve_", "validation_loss_",
                   "validation_losses_")
 
@@ -533,7 +531,7 @@ class KFoldSearch:
         tasks = [(i, k) for i in range(len(candidates)) for k in range(n_folds)]
 
         parallel = joblib.Parallel(n_jobs=self.n_jobs, pre_dispatch=self.pre_dispatch,
-                                   return_as=_RETURN_AS)
+                                   return_as=_return_as())
         out = parallel(
             joblib.delayed(_fit_and_score)(self.estimator, candidates[i], X, y,
                                            folds[k][0], folds[k][1], seeds[k],
