@@ -17,7 +17,7 @@
 
 from cython.parallel cimport parallel, threadid
 from libc.stdlib cimport malloc, free, qsort
-from libc.math cimport sqrt, sqrtf, fabs, fabsf, pow, isfinite
+from libc.math cimport sqrt, sqrtf, fabs, fabsf, pow, isfinite, fma, fmaf, INFINITY
 from libc.stdint cimport uint32_t, uint64_t
 cimport numpy as cnp
 
@@ -25,6 +25,7 @@ cnp.import_array()
 
 cdef extern from "_platform.h":
     int FASTOPTIM_HAVE_OPENMP
+    int FASTOPTIM_HAVE_FMA
     const char* FASTOPTIM_ISA
     int fastoptim_omp_max_threads() noexcept nogil
     int fastoptim_omp_thread_num() noexcept nogil
@@ -228,6 +229,47 @@ cdef void _rmsprop_range(floating* p, const Slot* s, Py_ssize_t lo, Py_ssize_t h
             p[i] = p[i] - lr * b
 
 
+cdef inline floating _nan_max(floating stored, floating new) noexcept nogil:
+    # max that propagates NaN from either side, like np.maximum; the caller stores
+    # it unconditionally so the loop vectorizes (a blend, not a branch)
+    if not (stored >= new):
+        return new
+    return stored
+
+
+cdef inline floating _fma(floating a, floating b, floating c) noexcept nogil:
+    if floating is float:
+        return fmaf(a, b, c)
+    else:
+        return fma(a, b, c)
+
+
+cdef inline bint _divide_by_reciprocal_ok(floating c, floating eps) noexcept nogil:
+    # When _div_by_reciprocal(x, c, ...) equals x / c for every x = sqrt(v) the Adam
+    # loop can meet: 0, or >= 2**-75 (float32) / 2**-537 (float64), up to 2**64 /
+    # 2**512, inf or NaN.  c in [2**-30, 1] keeps every intermediate far from
+    # underflow and overflow, and eps != 0 makes the sign of a zero quotient
+    # irrelevant.  Without a hardware FMA (the baseline x86-64 build) fma is a
+    # library call: divide instead.
+    return (FASTOPTIM_HAVE_FMA and eps != 0 and c >= <floating> 9.313225746154785e-10
+            and c <= 1)
+
+
+cdef inline floating _div_by_reciprocal(floating x, floating c, floating y_hi,
+                                        floating y_lo) noexcept nogil:
+    # x / c rounded exactly as a division would be, with FMAs in place of the divide
+    # (sqrt and the two divides are the bottleneck of the in-cache Adam loop).
+    # y_hi = RN(1/c) and y_hi + y_lo = 1/c to about twice the precision, so q is a
+    # faithful quotient; then r = x - q*c is exact and RN(q + r*y_hi) = RN(x/c)
+    # (Markstein's theorem; the conditions are checked by _divide_by_reciprocal_ok).
+    cdef floating q = _fma(x, y_hi, x * y_lo)
+    cdef floating r = _fma(-q, c, x)
+    q = _fma(r, y_hi, q)
+    # x / c >= x when c <= 1.  For x = inf or NaN, q is NaN and the max (x86 maxps:
+    # the second operand when unordered) gives x, which is what x / c gives.
+    return q if q > x else x
+
+
 cdef void _adam_range(floating* p, const Slot* s, Py_ssize_t lo, Py_ssize_t hi,
                       const Scalars* c) noexcept nogil:
     cdef const floating* g = <const floating*> s.g       # IN
@@ -246,9 +288,29 @@ cdef void _adam_range(floating* p, const Slot* s, Py_ssize_t lo, Py_ssize_t hi,
     cdef floating bc2_sqrt = <floating> c.bc2_sqrt
     cdef floating eps = <floating> c.eps
     cdef bint l2 = c.l2
+    # The FMA division runs in loops with no per-element flags (plain L2-free Adam or
+    # AdamW, beta1 > 0.5): with flags left in, the compiler cannot unswitch so large
+    # a loop and does not vectorize it.  Every other case divides.
+    cdef bint by_reciprocal = (_divide_by_reciprocal_ok(bc2_sqrt, eps) and not l2
+                               and low_weight)
+    cdef floating y_hi = 1, y_lo = 0
     cdef floating gi, pi, mi, vi, vm, denom
     cdef Py_ssize_t i
-    if not c.has_state2:
+    if by_reciprocal:
+        y_hi = 1 / bc2_sqrt
+        y_lo = _fma(-y_hi, bc2_sqrt, <floating> 1) * y_hi   # (1 - y_hi*c) is exact
+    # Four loops: amsgrad or not x FMA division or not.
+    if not c.has_state2 and by_reciprocal:
+        for i in range(lo, hi):
+            gi = sign * g[i]
+            pi = p[i] * decay
+            mi = m[i] + w * (gi - m[i])   # torch's lerp for weight < 0.5
+            m[i] = mi
+            vi = v[i] * b2 + omb2 * gi * gi
+            v[i] = vi
+            denom = _div_by_reciprocal(_sqrt(vi), bc2_sqrt, y_hi, y_lo) + eps
+            p[i] = pi - step_size * (mi / denom)
+    elif not c.has_state2:
         for i in range(lo, hi):
             gi = sign * g[i]
             pi = p[i]
@@ -261,6 +323,18 @@ cdef void _adam_range(floating* p, const Slot* s, Py_ssize_t lo, Py_ssize_t hi,
             v[i] = vi
             denom = _sqrt(vi) / bc2_sqrt + eps
             p[i] = pi - step_size * (mi / denom)
+    elif by_reciprocal:
+        for i in range(lo, hi):
+            gi = sign * g[i]
+            pi = p[i] * decay
+            mi = m[i] + w * (gi - m[i])   # torch's lerp for weight < 0.5
+            m[i] = mi
+            vi = v[i] * b2 + omb2 * gi * gi
+            v[i] = vi
+            vm = _nan_max(vmax[i], vi)
+            vmax[i] = vm
+            denom = _div_by_reciprocal(_sqrt(vm), bc2_sqrt, y_hi, y_lo) + eps
+            p[i] = pi - step_size * (mi / denom)
     else:
         for i in range(lo, hi):
             gi = sign * g[i]
@@ -272,11 +346,7 @@ cdef void _adam_range(floating* p, const Slot* s, Py_ssize_t lo, Py_ssize_t hi,
             m[i] = mi
             vi = v[i] * b2 + omb2 * gi * gi
             v[i] = vi
-            # max that propagates NaN from either side, like np.maximum; stored
-            # unconditionally so the loop vectorizes (a blend, not a branch)
-            vm = vmax[i]
-            if not (vm >= vi):
-                vm = vi
+            vm = _nan_max(vmax[i], vi)
             vmax[i] = vm
             denom = _sqrt(vm) / bc2_sqrt + eps
             p[i] = pi - step_size * (mi / denom)
@@ -776,3 +846,39 @@ def stream_axpy(a, b, double s, int n_threads):
         else:
             _axpy_range(<float*> slots[0].p, <const float*> slots[0].g, <float> s, 0, n)
     free(slots)
+
+
+# ---------------------------------------------------------------------------
+# Test hook: the Adam loop's division by sqrt(1 - beta2**t)
+# ---------------------------------------------------------------------------
+
+cdef void _divide_range(floating* x, Py_ssize_t n, floating c, bint by_reciprocal) noexcept nogil:
+    cdef floating y_hi = 1 / c
+    cdef floating y_lo = _fma(-y_hi, c, <floating> 1) * y_hi
+    cdef Py_ssize_t i
+    if by_reciprocal:
+        for i in range(n):
+            x[i] = _div_by_reciprocal(x[i], c, y_hi, y_lo)
+    else:
+        for i in range(n):
+            x[i] = x[i] / c
+
+
+def divide_like_adam(x, double c):
+    """Divide the contiguous float array x in place by c (rounded to x's dtype) the way the
+    Adam loops divide sqrt(v) by sqrt(1 - beta2**t); return True when that was the
+    FMA division, False when it was a plain division.  Lets tests compare the FMA
+    division with IEEE division on millions of values directly."""
+    cdef char* data = _checked(x, ("x",), 0, 0, False, None, True)
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(<cnp.ndarray> x)
+    cdef bint fast
+    if cnp.PyArray_TYPE(<cnp.ndarray> x) == cnp.NPY_DOUBLE:
+        # eps only decides whether the FMA division may be used: any nonzero value
+        fast = _divide_by_reciprocal_ok(<double> c, <double> 1)
+        with nogil:
+            _divide_range(<double*> data, n, <double> c, fast)
+    else:
+        fast = _divide_by_reciprocal_ok(<float> c, <float> 1)
+        with nogil:
+            _divide_range(<float*> data, n, <float> c, fast)
+    return fast

@@ -27,6 +27,13 @@ static inline int fastoptim_cpu_has_avx2_fma(void) {
 #endif
 }
 
+/* 1 when fma()/fmaf() compile to one hardware instruction (not a library call). */
+#if defined(__FMA__) || defined(__ARM_FEATURE_FMA)
+#define FASTOPTIM_HAVE_FMA 1
+#else
+#define FASTOPTIM_HAVE_FMA 0
+#endif
+
 /* Which instruction set this translation unit was compiled for. */
 #if defined(__AVX2__) && defined(__FMA__)
 #define FASTOPTIM_ISA "avx2+fma"
