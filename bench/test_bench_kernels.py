@@ -7,11 +7,9 @@ Results are checked equal to the reference before anything is timed.  The printe
 table with GB/s and % of the limit comes from `python -m fastoptim.bench`.
 """
 
-import numpy as np
 import pytest
 
-from fastoptim._backend import get_num_threads, kernels
-from fastoptim.bench import DTYPES, KERNELS, SIZES, Case, torch_available
+from fastoptim.bench import DTYPES, KERNELS, SIZES, Case, StreamProbe, torch_available
 
 PEERS = ["fastoptim", "numpy"] + (["torch_fused", "torch_foreach", "torch_forloop"]
                                    if torch_available() else [])
@@ -42,8 +40,7 @@ def test_step(benchmark, peer, kernel, dtype, size):
 @pytest.mark.parametrize("dtype", list(DTYPES))
 def test_bandwidth_probe(benchmark, dtype, size):
     """a += s * b in place: 3 * itemsize bytes per element, the kernels' access pattern."""
-    a = np.ones(size, DTYPES[dtype])
-    b = np.ones(size, DTYPES[dtype])
+    probe = StreamProbe(size, DTYPES[dtype])
     benchmark.group = f"probe {dtype} {size}"
-    benchmark.extra_info["bytes_per_step"] = 3 * a.itemsize * size
-    benchmark(kernels.stream_axpy, a, b, 1e-9, get_num_threads())
+    benchmark.extra_info["bytes_per_step"] = probe.bytes_per_call
+    benchmark(probe)

@@ -41,7 +41,7 @@ HAVE_OPENMP = bool(FASTOPTIM_HAVE_OPENMP)
 
 # Below this many elements per call, OpenMP fork/join costs more than it saves
 # (measured crossover on the 2-core dev machine: see bench/ and README).
-cdef Py_ssize_t PARALLEL_MIN_ELEMENTS = 32768
+cdef Py_ssize_t PARALLEL_MIN_ELEMENTS = 16384
 # Arrays at least this large are split across threads; smaller ones go whole.
 cdef Py_ssize_t SPLIT_MIN_ELEMENTS = 8192
 # Chunk boundaries are multiples of this many elements (64 bytes of float32).

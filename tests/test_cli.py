@@ -147,8 +147,11 @@ def test_bench_prints_a_table(capsys):
     out = capsys.readouterr().out
     rows = [l for l in out.splitlines() if re.match(r"^\| (adam|sgd_momentum) +\| float32", l)]
     assert len(rows) == 4
-    # speed-up and % of the streaming limit are filled in for every row
-    assert all(re.search(r"\| [\d.]+x +\| [\d.]+ +\| \d+% +\|$", r) for r in rows)
+    # speed-up, GB/s, the probe's GB/s and % of it are filled in for every row
+    assert all(re.search(r"\| [\d.]+x +\| [\d.]+ +\| [\d.]+ +\| \d+% +\|$", r) for r in rows)
+    # rows grouped by kernel, sizes in order within each
+    assert [r.split("|")[1].strip() for r in rows] == ["adam"] * 2 + ["sgd_momentum"] * 2
+    assert [r.split("|")[3].strip() for r in rows] == ["100", "2,000"] * 2
 
 
 # --------------------------------------------------------------------------- error paths
