@@ -172,7 +172,8 @@ def report(kernels_=None, dtypes=None, sizes=SIZES, with_torch=True, file=None):
             for name in kernels_:
                 case = Case(name, DTYPES[dt], size)
                 case.check_equal_to_reference()
-                t_fast, t_probe = best_times_interleaved([case.fastoptim_step, probe])
+                t_fast, t_probe = best_times_interleaved([case.fastoptim_step, probe],
+                                                         min_time=0.6)
                 t_ref = best_time(case.reference_step, min_time=0.1, max_repeats=50)
                 gbs = case.bytes_per_step / t_fast / 1e9
                 limit = probe.bytes_per_call / t_probe / 1e9

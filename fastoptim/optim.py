@@ -32,6 +32,7 @@ __all__ = ["Optimizer", "SGD", "Momentum", "RMSprop", "Adam", "AdamW"]
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _NONFINITE_MODES = ("ignore", "raise", "skip")
 _INF = float("inf")
+_PLAIN_REALS = (float, int)
 
 
 def _is_real(x):
@@ -51,6 +52,13 @@ def _check_real(label, value, lo=0.0, lo_open=False, hi=None, hi_open=False):
     if not (v > lo if lo_open else v >= lo) or v == _INF or (
             hi is not None and not (v < hi if hi_open else v <= hi)):
         raise ValueError(f"Invalid {label}: {value}")  # also nan: every comparison is False
+
+
+def _plain(value, lo, hi, lo_open=False):
+    """Fast accept for the common case: a Python float or int in [lo, hi) (or (lo, hi)).
+    False sends the caller to the full checks, which accept or raise."""
+    return (type(value) in _PLAIN_REALS and (lo < value if lo_open else lo <= value)
+            and value < hi)
 
 
 def _check_bool(name, value):
@@ -282,11 +290,27 @@ class Optimizer:
         On any error nothing is changed (no state created, no step counter advanced).
         """
         _, flat, buckets = self._get_plan()
+        for group in self.param_groups:
+            self._check_group(group)
+        if (len(buckets) == 1 and buckets[0].all and buckets[0].bufs is not None
+                and self.nonfinite == "ignore"):
+            # The whole step is one kernel call, and the kernel checks every grad (type,
+            # dtype, shape, layout, memory shared with a buffer) before it writes
+            # anything.  So try it as given; only a rejected call pays for the checks
+            # below, which copy a grad that just needs another layout and word the error.
+            b = buckets[0]
+            step = self.state[b.ids[0]]["step"] + 1
+            try:
+                self._update(b.group, b.params, grads, b.bufs, step)
+            except (TypeError, ValueError):
+                pass  # nothing was changed
+            else:
+                for i in b.ids:
+                    self.state[i]["step"] = step
+                return True
         grads = self._check_grads(grads, flat)
         if self._param_ranges is not None:  # several kernel calls: check what none of them sees
             self._check_grads_disjoint(grads)
-        for group in self.param_groups:
-            self._check_group(group)
         if self.nonfinite != "ignore" and not _all_finite(grads):
             if self.nonfinite == "skip":
                 return False
@@ -439,6 +463,10 @@ class SGD(Optimizer):
         super().__init__(params, defaults, nonfinite=nonfinite, n_threads=n_threads)
 
     def _check_group(self, g):
+        if (_plain(g["lr"], 0.0, _INF) and _plain(g["momentum"], 0.0, _INF)
+                and _plain(g["dampening"], 0.0, 1.0) and _plain(g["weight_decay"], 0.0, _INF)
+                and g["nesterov"] is False and type(g["maximize"]) is bool):
+            return  # checked every step: the common case in a few comparisons
         _check_real("learning rate", g["lr"])
         _check_real("momentum value", g["momentum"])
         _check_real("dampening value", g["dampening"], hi=1.0)
@@ -489,6 +517,11 @@ class RMSprop(Optimizer):
         super().__init__(params, defaults, nonfinite=nonfinite, n_threads=n_threads)
 
     def _check_group(self, g):
+        if (_plain(g["lr"], 0.0, _INF) and _plain(g["eps"], 0.0, _INF, lo_open=True)
+                and _plain(g["momentum"], 0.0, _INF) and _plain(g["weight_decay"], 0.0, _INF)
+                and _plain(g["alpha"], 0.0, 1.0) and type(g["centered"]) is bool
+                and type(g["maximize"]) is bool):
+            return  # checked every step: the common case in a few comparisons
         _check_real("learning rate", g["lr"])
         _check_real("epsilon value", g["eps"], lo_open=True)
         _check_real("momentum value", g["momentum"])
@@ -537,9 +570,15 @@ class Adam(Optimizer):
         super().__init__(params, defaults, nonfinite=nonfinite, n_threads=n_threads)
 
     def _check_group(self, g):
+        betas = g["betas"]
+        if (_plain(g["lr"], 0.0, _INF) and _plain(g["eps"], 0.0, _INF, lo_open=True)
+                and type(betas) is tuple and len(betas) == 2 and _plain(betas[0], 0.0, 1.0)
+                and _plain(betas[1], 0.0, 1.0) and _plain(g["weight_decay"], 0.0, _INF)
+                and type(g["amsgrad"]) is bool and type(g["maximize"]) is bool
+                and type(g["decoupled_weight_decay"]) is bool):
+            return  # checked every step: the common case in a few comparisons
         _check_real("learning rate", g["lr"])
         _check_real("epsilon value", g["eps"], lo_open=True)
-        betas = g["betas"]
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
             raise TypeError(f"Invalid betas: {betas!r} (expected a pair of floats)")
         for k in (0, 1):

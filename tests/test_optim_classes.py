@@ -390,12 +390,18 @@ def test_grad_sharing_memory_with_a_param_changes_nothing(grouped, rng):
         assert_unchanged(opt, params, snap)
 
 
-def test_noncontiguous_grads_are_accepted(rng):
+@pytest.mark.parametrize("cls", [SGD, Adam])
+def test_noncontiguous_grads_are_accepted(cls, rng):
+    # Step 1 creates state; from step 2 on a one-call step first tries the kernel on
+    # the grads as given and copies them only when it refuses: both paths.
     p, q = np.zeros((3, 4)), np.zeros((3, 4))
-    g = rng.standard_normal((4, 3)).T
-    SGD([p], lr=0.1).step([g])
-    SGD([q], lr=0.1).step([np.ascontiguousarray(g)])
-    assert np.array_equal(p, q)
+    opt_p, opt_q = cls([p], lr=0.1), cls([q], lr=0.1)
+    for step in range(3):
+        g = rng.standard_normal((4, 6)).T[::2]  # Fortran-like, then strided
+        assert opt_p.step([g if step != 1 else g[:, ::-1][:, ::-1]])
+        assert opt_q.step([np.ascontiguousarray(g)])
+        assert np.array_equal(p, q)
+    assert opt_p.state[0]["step"] == opt_q.state[0]["step"] == 3
 
 
 # ------------------------------------------------------------ non-finite guard
