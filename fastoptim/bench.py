@@ -35,6 +35,8 @@ KERNELS = {
 }
 SIZES = (1_000, 65_536, 1_048_576, 16_777_216)
 DTYPES = {"float32": np.float32, "float64": np.float64}
+# A model of 50 parameter arrays of 1,000-100,000 elements (2.49 M in all).
+MANY_SHAPES = [int(n) for n in np.random.default_rng(1).integers(1_000, 100_001, size=50)]
 
 
 class Case:
@@ -203,6 +205,48 @@ def report(kernels_=None, dtypes=None, sizes=SIZES, with_torch=True, file=None):
     return rows
 
 
+def adam_arrays(shapes, dtype=np.float32, seed=0):
+    """params, grads, exp_avgs, exp_avg_sqs for arrays of these shapes (state as the
+    optimizer classes allocate it)."""
+    rng = np.random.default_rng(seed)
+    params = [rng.standard_normal(s).astype(dtype) for s in shapes]
+    grads = [rng.standard_normal(s).astype(dtype) for s in shapes]
+    return (params, grads, [zeros_state_like(p, 1) for p in params],
+            [zeros_state_like(p, 2) for p in params])
+
+
+def many_arrays_report(shapes=MANY_SHAPES, file=None):
+    """adam_ (float32) over a model of many arrays: one call on the lists, one call per
+    array, and one call on a single array of the same total size, timed taking turns
+    (the model does not fit in cache, so drifting bandwidth would decide otherwise)."""
+    file = file or sys.stdout
+    model = adam_arrays(shapes)
+    flat = adam_arrays([sum(shapes)])
+
+    def one_call():
+        fastoptim.adam_(*model, step=10)
+
+    def call_per_array():
+        for p, g, m, v in zip(*model):
+            fastoptim.adam_(p, g, m, v, step=10)
+
+    def one_flat_array():
+        fastoptim.adam_(*(a[0] for a in flat), step=10)
+
+    t_flat, t_one, t_each = best_times_interleaved([one_flat_array, one_call, call_per_array],
+                                                   min_time=1.0)
+    print(file=file)
+    print(f"adam_ float32 over {len(shapes)} arrays ({sum(shapes):,} elements), the three "
+          "timed taking turns:", file=file)
+    print(file=file)
+    rows = [["one call over one array of the same total size", _fmt_time(t_flat), "1.00x"],
+            [f"one call over the list of {len(shapes)}", _fmt_time(t_one),
+             f"{t_one / t_flat:.2f}x"],
+            [f"{len(shapes)} calls, one per array", _fmt_time(t_each), f"{t_each / t_flat:.2f}x"]]
+    _print_markdown(["how", "time", "vs one array"], rows, file)
+    return t_flat, t_one, t_each
+
+
 def _fmt_time(seconds):
     if seconds < 1e-3:
         return f"{seconds * 1e6:.1f} us"
@@ -226,11 +270,15 @@ def build_parser(prog="python -m fastoptim.bench"):
     parser.add_argument("--dtypes", nargs="+", choices=list(DTYPES), default=None)
     parser.add_argument("--sizes", nargs="+", type=int, default=list(SIZES))
     parser.add_argument("--no-torch", action="store_true", help="skip torch even if installed")
+    parser.add_argument("--no-many-arrays", action="store_true",
+                        help="skip the comparison of one call over 50 arrays with one array")
     return parser
 
 
 def run(args):
     report(args.kernels, args.dtypes, args.sizes, with_torch=not args.no_torch)
+    if not args.no_many_arrays:
+        many_arrays_report()
     return 0
 
 

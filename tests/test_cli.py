@@ -143,7 +143,7 @@ def test_help_explains_the_options(capsys):
 
 def test_bench_prints_a_table(capsys):
     assert cli.main(["bench", "--sizes", "100", "2000", "--kernels", "adam", "sgd_momentum",
-                     "--dtypes", "float32", "--no-torch"]) == 0
+                     "--dtypes", "float32", "--no-torch", "--no-many-arrays"]) == 0
     out = capsys.readouterr().out
     rows = [l for l in out.splitlines() if re.match(r"^\| (adam|sgd_momentum) +\| float32", l)]
     assert len(rows) == 4
@@ -152,6 +152,16 @@ def test_bench_prints_a_table(capsys):
     # rows grouped by kernel, sizes in order within each
     assert [r.split("|")[1].strip() for r in rows] == ["adam"] * 2 + ["sgd_momentum"] * 2
     assert [r.split("|")[3].strip() for r in rows] == ["100", "2,000"] * 2
+
+
+def test_many_arrays_comparison_prints_three_rows(capsys):
+    from fastoptim import bench
+    times = bench.many_arrays_report([100, 2000, 30])
+    out = capsys.readouterr().out
+    assert "over 3 arrays (2,130 elements)" in out
+    ratios = re.findall(r"\| ([\d.]+)x +\|$", out, re.M)
+    assert len(ratios) == 3 and ratios[0] == "1.00"
+    assert all(t > 0 for t in times)
 
 
 # --------------------------------------------------------------------------- error paths
