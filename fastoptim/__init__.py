@@ -48,6 +48,8 @@ def show_config(file=None):
         f"CPU has AVX2+FMA: {kernels.cpu_has_avx2_fma()}",
         f"OpenMP: {'on' if kernels.HAVE_OPENMP else 'off'}",
         f"threads per kernel call: {get_num_threads()}",
-        f"parallel above: {kernels.get_parallel_min_elements()} elements per call",
+        f"parallel from: {kernels.get_parallel_min_elements()} elements per call",
+        f"Adam's bias-correction division: "
+        f"{'FMA reciprocal (exact)' if kernels.HAVE_FMA else 'divide instruction'}",
     ]
     print("\n".join(lines), file=file or sys.stdout)

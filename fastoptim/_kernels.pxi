@@ -38,6 +38,7 @@ ctypedef fused floating:
 
 ISA = FASTOPTIM_ISA.decode()
 HAVE_OPENMP = bool(FASTOPTIM_HAVE_OPENMP)
+HAVE_FMA = bool(FASTOPTIM_HAVE_FMA)
 
 # Below this many elements per call, OpenMP fork/join costs more than it saves
 # (measured crossover on the 2-core dev machine: see bench/ and README).
@@ -107,6 +108,7 @@ cdef enum Kind:
     KIND_SGD
     KIND_RMSPROP
     KIND_ADAM
+    KIND_AXPY      # the bandwidth probe
 
 
 # ---------------------------------------------------------------------------
@@ -364,11 +366,16 @@ cdef inline void _apply(Kind kind, bint dbl, const Slot* s, Py_ssize_t lo, Py_ss
             _sgd_range(<double*> s.p, s, lo, hi, c)
         else:
             _sgd_range(<float*> s.p, s, lo, hi, c)
-    else:
+    elif kind == KIND_RMSPROP:
         if dbl:
             _rmsprop_range(<double*> s.p, s, lo, hi, c)
         else:
             _rmsprop_range(<float*> s.p, s, lo, hi, c)
+    else:
+        if dbl:
+            _axpy_range(<double*> s.p, s, lo, hi, c)
+        else:
+            _axpy_range(<float*> s.p, s, lo, hi, c)
 
 
 # ---------------------------------------------------------------------------
@@ -813,39 +820,23 @@ cdef bint _finite_range(const floating* x, Py_ssize_t n) noexcept nogil:
 # Bandwidth probe for the benchmarks
 # ---------------------------------------------------------------------------
 
-cdef void _axpy_range(floating* a, const floating* b, floating s, Py_ssize_t lo,
-                      Py_ssize_t hi) noexcept nogil:
+cdef void _axpy_range(floating* a, const Slot* s, Py_ssize_t lo, Py_ssize_t hi,
+                      const Scalars* c) noexcept nogil:
+    cdef const floating* b = <const floating*> s.g
+    cdef floating scale = <floating> c.lr
     cdef Py_ssize_t i
     for i in range(lo, hi):
-        a[i] = a[i] + s * b[i]
+        a[i] = a[i] + scale * b[i]
 
 
 def stream_axpy(a, b, double s, int n_threads):
     """a += s * b in place: the simplest loop with the optimizers' access pattern
     (read every buffer once, write the updated one back), so its GB/s is the limit
-    an in-place update can reach on this machine.  Threads split as in _drive."""
-    cdef tuple names = ("a", "b")
-    cdef bint dbl = False
-    cdef Py_ssize_t total = 0, n, lo = 0, hi = 0
-    cdef int tid, team
-    lists, indexed = _prepare(names, (a, b))
-    cdef Slot* slots = _gather(names, lists, indexed, True, &dbl, &total)
-    n = slots[0].n
-    with nogil:
-        if n_threads > 1 and FASTOPTIM_HAVE_OPENMP:
-            with parallel(num_threads=n_threads):
-                tid = threadid()
-                team = fastoptim_omp_num_threads()
-                _thread_share(n, tid, team, &lo, &hi)
-                if dbl:
-                    _axpy_range(<double*> slots[0].p, <const double*> slots[0].g, s, lo, hi)
-                else:
-                    _axpy_range(<float*> slots[0].p, <const float*> slots[0].g, <float> s, lo, hi)
-        elif dbl:
-            _axpy_range(<double*> slots[0].p, <const double*> slots[0].g, s, 0, n)
-        else:
-            _axpy_range(<float*> slots[0].p, <const float*> slots[0].g, <float> s, 0, n)
-    free(slots)
+    an in-place update can reach on this machine.  Driven like the optimizers (same
+    checks, same threads and threshold)."""
+    cdef Scalars c
+    c.lr = s
+    _run(KIND_AXPY, ("a", "b"), (a, b), &c, n_threads)
 
 
 # ---------------------------------------------------------------------------

@@ -40,6 +40,7 @@ def test_show_config_reports_isa_openmp_threads():
     assert f"instruction set: {_backend.kernels.ISA}" in text
     assert ("OpenMP: on" in text) == _backend.kernels.HAVE_OPENMP
     assert f"threads per kernel call: {fastoptim.get_num_threads()}" in text
+    assert ("FMA reciprocal (exact)" in text) == _backend.kernels.HAVE_FMA
 
 
 def test_n_threads_contract(monkeypatch):
@@ -119,3 +120,21 @@ def test_zeros_state_like_avoids_page_offset_of_param():
         assert not s.any()
     f = np.asfortranarray(p)
     assert fastoptim.zeros_state_like(f).flags.f_contiguous
+
+
+@pytest.mark.parametrize("n_threads", [1, 2])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("variant", kernels_variants(), ids=lambda m: m.__name__.rsplit(".", 1)[-1])
+def test_stream_axpy_bandwidth_probe(variant, dtype, n_threads):
+    rng = np.random.default_rng(3)
+    for n in (0, 5, 40_000):  # below and above the parallel threshold
+        a, b = rng.standard_normal(n).astype(dtype), rng.standard_normal(n).astype(dtype)
+        want = a + dtype(0.25) * b
+        variant.stream_axpy(a, b, 0.25, n_threads)
+        np.testing.assert_array_equal(a, want, strict=True)
+    a = np.ones(10, dtype)
+    with pytest.raises(ValueError, match="share memory|overlap"):
+        variant.stream_axpy(a, a, 1.0, n_threads)
+    with pytest.raises(TypeError, match="dtype"):
+        variant.stream_axpy(a, np.ones(10, np.float16), 1.0, n_threads)
+    assert np.array_equal(a, np.ones(10, dtype))
