@@ -53,7 +53,10 @@ class BuildExt(build_ext):
             common, avx2, openmp = COMMON_FLAGS, AVX2_FLAGS, OPENMP_FLAGS
             have_openmp = _compiles(self.compiler, openmp,
                                     "#include <omp.h>\nint main(void) { return omp_get_max_threads() > 0 ? 0 : 1; }\n")
-        if not have_openmp:
+        if os.environ.get("FASTOPTIM_NO_OPENMP") == "1":  # CI builds this path too
+            have_openmp = False
+            print("FASTOPTIM_NO_OPENMP=1: fastoptim is built single-threaded", file=sys.stderr)
+        elif not have_openmp:
             print("WARNING: the compiler does not support OpenMP; fastoptim is built "
                   "single-threaded", file=sys.stderr)
         for ext in self.extensions:
