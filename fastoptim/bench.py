@@ -270,14 +270,15 @@ def build_parser(prog="python -m fastoptim.bench"):
     parser.add_argument("--dtypes", nargs="+", choices=list(DTYPES), default=None)
     parser.add_argument("--sizes", nargs="+", type=int, default=list(SIZES))
     parser.add_argument("--no-torch", action="store_true", help="skip torch even if installed")
-    parser.add_argument("--no-many-arrays", action="store_true",
-                        help="skip the comparison of one call over 50 arrays with one array")
+    parser.add_argument("--many-arrays", action="store_true",
+                        help="then compare adam_ over a 50-array model in one call with one "
+                             "call per array and with one array of the same total size")
     return parser
 
 
 def run(args):
     report(args.kernels, args.dtypes, args.sizes, with_torch=not args.no_torch)
-    if not args.no_many_arrays:
+    if args.many_arrays:
         many_arrays_report()
     return 0
 
