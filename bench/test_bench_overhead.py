@@ -23,18 +23,15 @@ def test_small_call_overhead(benchmark):
     benchmark(fastoptim.adam_, p, g, m, v, step=10)
 
 
-SHAPES_50 = MANY_SHAPES
-
-
 @pytest.mark.parametrize("how", ["one call, list of 50", "one call, one flat array",
                                  "50 calls"])
 def test_many_arrays_one_call(benchmark, how):
-    benchmark.group = f"adam_ over 50 arrays ({sum(SHAPES_50):,} elements)"
+    benchmark.group = f"adam_ over 50 arrays ({sum(MANY_SHAPES):,} elements)"
     if how == "one call, one flat array":
-        (p,), (g,), (m,), (v,) = adam_arrays([sum(SHAPES_50)])
+        (p,), (g,), (m,), (v,) = adam_arrays([sum(MANY_SHAPES)])
         benchmark(fastoptim.adam_, p, g, m, v, step=10)
         return
-    params, grads, ms, vs = adam_arrays(SHAPES_50)
+    params, grads, ms, vs = adam_arrays(MANY_SHAPES)
     if how == "one call, list of 50":
         benchmark(fastoptim.adam_, params, grads, ms, vs, step=10)
     else:

@@ -257,6 +257,12 @@ cdef inline bint _divide_by_reciprocal_ok(floating c, floating eps) noexcept nog
             and c <= 1)
 
 
+cdef inline void _reciprocal_parts(floating c, floating* y_hi, floating* y_lo) noexcept nogil:
+    # y_hi = RN(1/c); y_hi + y_lo = 1/c to about twice the precision ((1 - y_hi*c) is exact)
+    y_hi[0] = 1 / c
+    y_lo[0] = _fma(-y_hi[0], c, <floating> 1) * y_hi[0]
+
+
 cdef inline floating _div_by_reciprocal(floating x, floating c, floating y_hi,
                                         floating y_lo) noexcept nogil:
     # x / c rounded exactly as a division would be, with FMAs in place of the divide
@@ -299,8 +305,7 @@ cdef void _adam_range(floating* p, const Slot* s, Py_ssize_t lo, Py_ssize_t hi,
     cdef floating gi, pi, mi, vi, vm, denom
     cdef Py_ssize_t i
     if by_reciprocal:
-        y_hi = 1 / bc2_sqrt
-        y_lo = _fma(-y_hi, bc2_sqrt, <floating> 1) * y_hi   # (1 - y_hi*c) is exact
+        _reciprocal_parts(bc2_sqrt, &y_hi, &y_lo)
     # Four loops: amsgrad or not x FMA division or not.
     if not c.has_state2 and by_reciprocal:
         for i in range(lo, hi):
@@ -844,10 +849,10 @@ def stream_axpy(a, b, double s, int n_threads):
 # ---------------------------------------------------------------------------
 
 cdef void _divide_range(floating* x, Py_ssize_t n, floating c, bint by_reciprocal) noexcept nogil:
-    cdef floating y_hi = 1 / c
-    cdef floating y_lo = _fma(-y_hi, c, <floating> 1) * y_hi
+    cdef floating y_hi, y_lo
     cdef Py_ssize_t i
     if by_reciprocal:
+        _reciprocal_parts(c, &y_hi, &y_lo)
         for i in range(n):
             x[i] = _div_by_reciprocal(x[i], c, y_hi, y_lo)
     else:

@@ -147,12 +147,6 @@ class StreamProbe:
         kernels.stream_axpy(self.a, self.b, 1e-9, self.n_threads)
 
 
-def bandwidth_gbs(size, dtype, n_threads=None):
-    """GB/s of the streaming probe on arrays of `size` elements."""
-    probe = StreamProbe(size, dtype, n_threads)
-    return probe.bytes_per_call / best_time(probe) / 1e9
-
-
 def report(kernels_=None, dtypes=None, sizes=SIZES, with_torch=True, file=None):
     file = file or sys.stdout
     kernels_ = kernels_ or list(KERNELS)

@@ -12,7 +12,7 @@ import fastoptim
 from fastoptim import reference
 from conftest import kernels_variants
 
-FMA_VARIANTS = [k for k in kernels_variants() if k.divide_like_adam(np.ones(1), 0.5)]
+FMA_VARIANTS = [k for k in kernels_variants() if k.HAVE_FMA]
 needs_fma = pytest.mark.skipif(not FMA_VARIANTS, reason="no build with FMA division here")
 
 
