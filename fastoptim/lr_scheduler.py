@@ -92,7 +92,7 @@ def _check_real(name, value, lo=None, hi=None, lo_open=False, hi_open=False, fin
                         + ("inf" if hi is None else repr(hi)) + (")" if hi_open else "]"))
             msg = f"{name} must be in {interval}"
         raise ValueError(f"{msg}, got {value}")
-    return _plain(value)
+    return v if math.isinf(v) else _plain(value)
 
 
 def _check_bool(name, value):
@@ -1387,6 +1387,11 @@ class ReduceLROnPlateau(LRScheduler):
             "cooldown_counter": partial(_check_int, lo=0, hi=None),
             "num_bad_epochs": partial(_check_int, lo=0, hi=None)})
         return checks
+
+    def _check_consistency(self, state):
+        if state["mode_worse"] != (math.inf if state["mode"] == "min" else -math.inf):
+            raise ValueError(f"state_dict['mode_worse'] is {state['mode_worse']}, not the "
+                             f"worst value for mode {state['mode']!r}")
 
     def _checked_state(self, state_dict):
         if isinstance(state_dict, dict) and "_last_lr" not in state_dict:
