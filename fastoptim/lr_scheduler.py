@@ -319,7 +319,7 @@ class LRScheduler:
 
     def get_last_lr(self):
         """Learning rates set by the last ``step()`` (a copy)."""
-        return list(self._last_lr)
+        return [v.copy() if isinstance(v, np.ndarray) else v for v in self._last_lr]
 
     def _warn_step_order(self):
         if self._step_count == 1:
@@ -1131,7 +1131,11 @@ class _Composite(LRScheduler):
 
     def _state_checks(self, incoming):
         lr_list = partial(_check_list, n=len(self.optimizer.param_groups), check_item=_check_lr)
-        return {"_last_lr": lr_list, "_schedulers": self._check_sub_states}
+        checks = {"_last_lr": lr_list, "_schedulers": self._check_sub_states}
+        if isinstance(incoming, dict) and "_step_count" in incoming:
+            # a composite inside SequentialLR gets a step count when it starts the run
+            checks["_step_count"] = partial(_check_int, lo=0, hi=None)
+        return checks
 
     def _apply_state(self, state):
         for s, sub in zip(self._schedulers, state.pop("_schedulers")):

@@ -580,9 +580,11 @@ def test_lr_overflow_is_a_value_error_and_changes_nothing():
         sched.step()
     assert _state(sched, opt) == before
     sched = F.ExponentialLR(opt, 2.0)
+    opt_step(opt)
     before = _state(sched, opt)
     with pytest.raises(ValueError, match="gamma=2.0"):  # torch: OverflowError
-        sched.step(2000)
+        with pytest.warns(UserWarning, match="epoch parameter"):
+            sched.step(2000)
     assert _state(sched, opt) == before
     for bad, exc in ((10 ** 400, ValueError), (-1, ValueError), ("3", TypeError),
                      (True, TypeError), (float("nan"), ValueError)):
@@ -656,7 +658,8 @@ def test_negative_lr_never_reaches_the_optimizer():
     sched = F.StepLR(opt, 1, gamma=0.5)
     opt.param_groups[0]["lr"] = -0.1
     with pytest.raises(ValueError, match="StepLR"):
-        sched.step()
+        with pytest.warns(UserWarning, match="before `optimizer.step"):
+            sched.step()
     with pytest.raises(ValueError, match="learning rate"):
         opt_step(opt)
 
