@@ -225,8 +225,8 @@ def _atomic(optimizer, sched=None, what=None):
         if isinstance(exc, KeyError):
             raise ValueError(f"{what}: a param group has no {exc.args[0]!r} entry, which "
                              "this scheduler needs") from exc
-        raise ValueError(f"{what}: the learning rate cannot be computed ({exc}) with "
-                         f"{sched._describe()}") from exc
+        args = f" with {sched._describe()}" if sched is not None else ""
+        raise ValueError(f"{what}: the learning rate cannot be computed ({exc}){args}") from exc
 
 
 def _optimizer_progress(optimizer):
