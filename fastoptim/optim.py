@@ -465,6 +465,7 @@ class Optimizer:
             raise ValueError(f"the param groups now have {sizes} params, they had "
                              f"{self._sizes}: state is kept by param position, so add "
                              "params with add_param_group (or clear opt.state first)")
+        _check_no_shared_memory(flat, labels)  # first: the clearest message for a param
         arrays, steps, missing_of, entries = list(flat), {}, {}, {}
         owner = [g for g in groups for _ in g["params"]]
         for i, p in enumerate(flat):
