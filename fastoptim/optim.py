@@ -44,6 +44,7 @@ _INF = float("inf")
 _BIG_INT = 2**63  # larger ints take the full checks (a double may not hold them)
 _NONE_TYPE = type(None)
 _GET_STEP = methodcaller("get", "step")
+_MAX_STEP = 2**53  # the bias corrections raise the betas to the step count, as a double
 
 
 # -------------------------------------------------------- hyperparameters
@@ -115,11 +116,16 @@ def _check_torch_flags(g, keys):
 
 
 def _plain_torch_flags(g, keys):
+    """Fast accept: bools (None for foreach / fused), differentiable False, not both
+    fused and foreach.  False sends the caller to _check_torch_flags."""
     for key in keys:
         value = g[key]
-        if value is not False and not (value is None and key in ("foreach", "fused")):
+        if value is True:
+            if key == "differentiable":
+                return False
+        elif value is not False and not (value is None and key in ("foreach", "fused")):
             return False
-    return True
+    return not (g.get("fused") is True and g.get("foreach") is True)
 
 
 # ----------------------------------------------------------------- arrays
@@ -201,9 +207,9 @@ def _parse_step(sid, step):
     if isinstance(value, (float, np.floating)) and float(value).is_integer():
         value = int(value)
     if not isinstance(value, numbers.Integral) or isinstance(value, (bool, np.bool_)) \
-            or value < 0:
+            or not 0 <= value <= _MAX_STEP:
         raise ValueError(f"state[{sid}]['step'] must be an int >= 0 (or an integral float, "
-                         f"as torch saves it), got {step!r}")
+                         f"as torch saves it) that a double holds, got {_show(step)}")
     return int(value)
 
 
@@ -674,7 +680,7 @@ class Optimizer:
                     b.step = step
                 else:
                     self._plan = None  # state created or steps now differ: re-plan
-            if done != len(calls) or len(calls) != len(plan.buckets):
+            if done != len(calls):
                 self._plan = None
         return True
 
