@@ -484,3 +484,71 @@ def test_fortran_ordered_param_state_round_trips_and_steps():
     opt.step([g])
     fresh.step([np.ascontiguousarray(g)])  # a C-order grad is copied to the param's order
     np.testing.assert_array_equal(p, q)
+
+
+# ------------------------------------------- torch-format state dicts, no torch needed
+@pytest.mark.parametrize("step", [3, 3.0, np.float32(3.0), np.array(3.0, np.float32),
+                                  np.array(3, np.int64)])
+def test_step_count_in_torchs_formats_loads_as_an_int(step, rng):
+    params = make_params(rng, np.float64, [(3,), (2, 2)])
+    opt = Adam(params, lr=0.1)
+    for _ in range(3):
+        opt.step(make_grads(rng, params))
+    sd = opt.state_dict()
+    for st in sd["state"].values():
+        st["step"] = step
+    other = Adam([p.copy() for p in params], lr=0.1)
+    other.load_state_dict(sd)
+    assert all(type(st["step"]) is int and st["step"] == 3 for st in other.state.values())
+    g = make_grads(rng, params)
+    opt.step(g)
+    other.step(g)
+    for p, q in zip(params, other.param_groups[0]["params"]):
+        np.testing.assert_array_equal(p, q)
+
+
+def test_sgd_state_without_step_continues_its_momentum_buffer(rng):
+    # torch's SGD keeps no step count: its state dict holds only the buffers.
+    params = make_params(rng, np.float64, [(3,), (2, 2)])
+    opt = SGD(params, lr=0.1, momentum=0.9, dampening=0.5)
+    opt.step(make_grads(rng, params))
+    sd = opt.state_dict()
+    for st in sd["state"].values():
+        del st["step"]
+    other = SGD([p.copy() for p in params], lr=0.1, momentum=0.9, dampening=0.5)
+    other.load_state_dict(sd)
+    assert [st["step"] for st in other.state.values()] == [0, 0]
+    g = make_grads(rng, params)
+    opt.step(g)
+    other.step(g)  # continues the buffer (dampened), does not restart it from g
+    for i, p in enumerate(params):
+        np.testing.assert_array_equal(p, other.param_groups[0]["params"][i])
+        np.testing.assert_array_equal(opt.state[i]["momentum_buffer"],
+                                      other.state[i]["momentum_buffer"])
+
+
+def test_state_without_step_is_refused_where_torch_keeps_one(rng):
+    params = make_params(rng, np.float64, [(3,)])
+    opt = RMSprop(params)
+    opt.step(make_grads(rng, params))
+    sd = opt.state_dict()
+    del sd["state"][0]["step"]
+    with pytest.raises(ValueError, match=r"state\[0\] has no 'step' entry"):
+        RMSprop([params[0].copy()]).load_state_dict(sd)
+
+
+def test_sgd_momentum_switched_on_mid_run_starts_from_the_gradient(rng):
+    params = make_params(rng, np.float64, [(4,)])
+    opt = SGD(params, lr=0.1)
+    for _ in range(3):
+        opt.step(make_grads(rng, params))
+    opt.param_groups[0].update(momentum=0.9, dampening=0.5)
+    fresh = SGD([params[0].copy()], lr=0.1, momentum=0.9, dampening=0.5)
+    for _ in range(3):  # a fresh optimizer's first steps: the buffer starts from g
+        g = make_grads(rng, params)
+        opt.step(g)
+        fresh.step(g)
+    np.testing.assert_array_equal(params[0], fresh.param_groups[0]["params"][0])
+    np.testing.assert_array_equal(opt.state[0]["momentum_buffer"],
+                                  fresh.state[0]["momentum_buffer"])
+    assert opt.state[0]["step"] == 6
