@@ -278,6 +278,10 @@ class Optimizer:
     _TORCH_FLAGS = ()
     _TORCH_FLAG_DEFAULTS = {"foreach": None, "fused": None, "capturable": False,
                             "differentiable": False}
+    #: options a loaded group cannot override (AdamW's decoupled weight decay, as torch)
+    _FORCED_GROUP_OPTIONS = {}
+    #: torch's SGD keeps no step count: its state dicts load without one (counted from 0)
+    _STEP_OPTIONAL = False
 
     def __init__(self, params, defaults, *, nonfinite="ignore", n_threads=None):
         if nonfinite not in _NONFINITE_MODES:
@@ -810,12 +814,8 @@ class Optimizer:
             group.clear()
             group.update(new)
         self.state = new_state
+        self._sizes = [len(g["params"]) for g in self.param_groups]  # the state's layout
         self._plan = None
-
-    #: options a loaded group cannot override (AdamW's decoupled weight decay, as torch)
-    _FORCED_GROUP_OPTIONS = {}
-    #: torch's SGD keeps no step count: its state dicts load without one
-    _STEP_OPTIONAL = False
 
 
 # ---------------------------------------------------------------------- SGD
