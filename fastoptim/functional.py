@@ -17,7 +17,8 @@ from fastoptim._validation import check_flag, check_real, check_step
 
 __all__ = ["sgd_", "rmsprop_", "adam_", "adamw_"]
 
-_INF = float("inf")
+# Steps up to here take the fast path; larger ones are checked (a double must hold them).
+_FAST_STEP_MAX = 2 ** 53
 
 
 def _require(name, buffer, why):
@@ -41,15 +42,17 @@ def sgd_(param, grad, momentum_buffer=None, *, step, lr=1e-3, momentum=0.0,
     ``momentum_buffer`` is required when momentum != 0 (start it at zeros: step 1
     overwrites it with the gradient).
     """
-    if not (type(step) is int and step >= 1 and type(lr) is float and 0.0 <= lr < _INF
-            and type(momentum) is float and 0.0 <= momentum < _INF
-            and type(dampening) is float and 0.0 <= dampening <= 1.0
-            and type(weight_decay) is float and 0.0 <= weight_decay < _INF
+    # Ranges are torch.optim.SGD's (it does not check dampening); NaN is refused.
+    if not (type(step) is int and 1 <= step <= _FAST_STEP_MAX
+            and type(lr) is float and lr >= 0.0
+            and type(momentum) is float and momentum >= 0.0
+            and type(dampening) is float and dampening == dampening
+            and type(weight_decay) is float and weight_decay >= 0.0
             and type(nesterov) is bool and type(maximize) is bool):
         step = check_step(step)
         lr = check_real("lr", lr, low=0.0)
         momentum = check_real("momentum", momentum, low=0.0)
-        dampening = check_real("dampening", dampening, low=0.0, high=1.0)
+        dampening = check_real("dampening", dampening)
         weight_decay = check_real("weight_decay", weight_decay, low=0.0)
         nesterov = check_flag("nesterov", nesterov)
         maximize = check_flag("maximize", maximize)
@@ -81,16 +84,18 @@ def rmsprop_(param, grad, square_avg, *, step, lr=1e-2, alpha=0.99, eps=1e-8,
     State buffers start at zero.  ``momentum_buffer`` is required when momentum > 0,
     ``grad_avg`` when centered.  ``step`` is checked but RMSProp does not use it.
     """
-    if not (type(step) is int and step >= 1 and type(lr) is float and 0.0 <= lr < _INF
-            and type(alpha) is float and 0.0 <= alpha < 1.0
-            and type(eps) is float and 0.0 < eps < _INF
-            and type(weight_decay) is float and 0.0 <= weight_decay < _INF
-            and type(momentum) is float and 0.0 <= momentum < _INF
+    # Ranges are torch.optim.RMSprop's (alpha >= 1 too); NaN is refused.
+    if not (type(step) is int and 1 <= step <= _FAST_STEP_MAX
+            and type(lr) is float and lr >= 0.0
+            and type(alpha) is float and alpha >= 0.0
+            and type(eps) is float and eps >= 0.0
+            and type(weight_decay) is float and weight_decay >= 0.0
+            and type(momentum) is float and momentum >= 0.0
             and type(centered) is bool and type(maximize) is bool):
         check_step(step)
         lr = check_real("lr", lr, low=0.0)
-        alpha = check_real("alpha", alpha, low=0.0, high=1.0, high_open=True)
-        eps = check_real("eps", eps, low=0.0, low_open=True)
+        alpha = check_real("alpha", alpha, low=0.0)
+        eps = check_real("eps", eps, low=0.0)
         weight_decay = check_real("weight_decay", weight_decay, low=0.0)
         momentum = check_real("momentum", momentum, low=0.0)
         centered = check_flag("centered", centered)
@@ -126,19 +131,21 @@ def adam_(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, beta2=0
     TensorFlow "epsilon hat" form).  ``max_exp_avg_sq`` is required when amsgrad.
     """
     # Fast path for the common call (Python floats in range, real bools): the checks
-    # below cost more than a 1,000-element update.
-    if not (type(step) is int and step >= 1 and type(lr) is float and 0.0 <= lr < _INF
+    # below cost more than a 1,000-element update.  Ranges are torch.optim.Adam's
+    # (eps = 0 and inf lr included); NaN fails every comparison and is refused.
+    if not (type(step) is int and 1 <= step <= _FAST_STEP_MAX
+            and type(lr) is float and lr >= 0.0
             and type(beta1) is float and 0.0 <= beta1 < 1.0
             and type(beta2) is float and 0.0 <= beta2 < 1.0
-            and type(eps) is float and 0.0 < eps < _INF
-            and type(weight_decay) is float and 0.0 <= weight_decay < _INF
+            and type(eps) is float and eps >= 0.0
+            and type(weight_decay) is float and weight_decay >= 0.0
             and type(decoupled_weight_decay) is bool and type(amsgrad) is bool
             and type(maximize) is bool):
         step = check_step(step)
         lr = check_real("lr", lr, low=0.0)
         beta1 = check_real("beta1", beta1, low=0.0, high=1.0, high_open=True)
         beta2 = check_real("beta2", beta2, low=0.0, high=1.0, high_open=True)
-        eps = check_real("eps", eps, low=0.0, low_open=True)
+        eps = check_real("eps", eps, low=0.0)
         weight_decay = check_real("weight_decay", weight_decay, low=0.0)
         decoupled_weight_decay = check_flag("decoupled_weight_decay", decoupled_weight_decay)
         amsgrad = check_flag("amsgrad", amsgrad)

@@ -1,10 +1,10 @@
 """Optimizer classes with torch.optim's interface over fastoptim's functional kernels.
 
 The classes only manage state; the math is the functional API (``fastoptim.functional``).
-Each ``step(grads)`` validates every gradient first, then updates each *bucket* of
-parameters (same param group, same per-parameter step count, same dtype -- normally one
-bucket per group) with ONE functional call on lists of arrays, so a whole model goes
-into compiled code in as many calls as it has param groups.
+Each ``step(grads)`` checks everything first, then updates each *bucket* of parameters
+(same param group, same per-parameter step count, same dtype -- normally one bucket per
+group) with ONE functional call on lists of arrays, so a whole model goes into compiled
+code in as many calls as it has param groups.
 
     opt = Adam([w, b], lr=1e-3)       # or groups: [{"params": [w], "lr": 1e-2}, {"params": [b]}]
     for x, y in batches:
@@ -13,17 +13,26 @@ into compiled code in as many calls as it has param groups.
 
 State is plain data: ``opt.state[i]`` (``i`` = position of the parameter in the flattened
 parameter list) is a dict ``{"step": int, <buffer name>: ndarray}`` created lazily (zeros)
-at the first step; buffer names follow torch (``momentum_buffer``, ``square_avg``,
+at the param's first step; buffer names follow torch (``momentum_buffer``, ``square_avg``,
 ``grad_avg``, ``exp_avg``, ``exp_avg_sq``, ``max_exp_avg_sq``).
+
+What is in ``param_groups`` and ``state`` is what the next step uses, as in torch: a param
+replaced in ``param_groups[i]["params"]``, a state buffer replaced or deleted, a cleared
+``state`` -- each is checked (dtype, shape, memory order, writeable, no shared memory)
+when the step sees it.  The step keeps a plan of its kernel calls and compares it with
+the live objects by identity each time (cheap); anything changed is re-checked in full.
 """
 
 import numbers
+import threading
 from bisect import bisect_right
+from operator import is_, methodcaller
 
 import numpy as np
 
 from . import functional as _F
 from ._alloc import zeros_state_like
+from ._backend import resolve_n_threads
 
 from .clip import _all_finite, _nonfinite_index
 
@@ -32,33 +41,58 @@ __all__ = ["Optimizer", "SGD", "Momentum", "RMSprop", "Adam", "AdamW"]
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _NONFINITE_MODES = ("ignore", "raise", "skip")
 _INF = float("inf")
-_PLAIN_REALS = (float, int)
+_BIG_INT = 2**63  # larger ints take the full checks (a double may not hold them)
+_NONE_TYPE = type(None)
+_GET_STEP = methodcaller("get", "step")
+_MAX_STEP = 2**53  # the bias corrections raise the betas to the step count, as a double
 
 
-def _is_real(x):
-    return isinstance(x, numbers.Real) and not isinstance(x, bool)
+# -------------------------------------------------------- hyperparameters
+def _show(value):
+    """A value for an error message (a huge int would fill the screen)."""
+    if type(value) is int and value.bit_length() > 64:
+        return f"an int of {value.bit_length()} bits"
+    return str(value)
 
 
-def _check_real(label, value, lo=0.0, lo_open=False, hi=None, hi_open=False):
-    """Raise unless value is a finite real in the range; torch's message 'Invalid <label>: v'.
-
-    The ranges are those of the functional API, so an optimizer that was constructed
-    never fails its kernel call on hyperparameters.  (Called at every step: kept cheap.)
-    """
-    t = type(value)
-    if t is not float and t is not int and not _is_real(value):
+def _real(label, value):
+    """value as a Python float: a real number or a one-element real array (torch takes a
+    one-element Tensor lr).  NaN and ints beyond a double are refused, naming ``label``."""
+    if isinstance(value, np.ndarray):
+        if value.size != 1 or value.dtype.kind not in "fiu":
+            raise ValueError(f"Invalid {label}: an array must hold one real number, got "
+                             f"shape {value.shape} and dtype {value.dtype}")
+        value = value.reshape(()).item()
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"Invalid {label}: {value!r} (expected a real number)")
-    v = float(value)
-    if not (v > lo if lo_open else v >= lo) or v == _INF or (
-            hi is not None and not (v < hi if hi_open else v <= hi)):
-        raise ValueError(f"Invalid {label}: {value}")  # also nan: every comparison is False
+    try:
+        v = float(value)
+    except OverflowError:
+        raise ValueError(f"Invalid {label}: {_show(value)} (beyond the range of a double)") \
+            from None
+    if v != v:
+        raise ValueError(f"Invalid {label}: nan")
+    return v
 
 
-def _plain(value, lo, hi, lo_open=False):
-    """Fast accept for the common case: a Python float or int in [lo, hi) (or (lo, hi)).
+def _num(value):
+    """A checked hyperparameter as the float the functional API takes."""
+    return value if type(value) is float else _real("hyperparameter", value)
+
+
+def _check_real(label, value, lo=None, hi=None):
+    """torch's check ``lo <= value (< hi)`` and message ``Invalid <label>: <value>``; a
+    bound of None is not checked (torch lets inf through wherever it does not compare)."""
+    v = _real(label, value)
+    if (lo is not None and not lo <= v) or (hi is not None and not v < hi):
+        raise ValueError(f"Invalid {label}: {_show(value)}")
+
+
+def _plain(value, lo, hi):
+    """Fast accept for the common case: a Python float or int with lo <= value < hi.
     False sends the caller to the full checks, which accept or raise."""
-    return (type(value) in _PLAIN_REALS and (lo < value if lo_open else lo <= value)
-            and value < hi)
+    t = type(value)
+    return (t is float or (t is int and -_BIG_INT < value < _BIG_INT)) and lo <= value < hi
 
 
 def _check_bool(name, value):
@@ -66,23 +100,154 @@ def _check_bool(name, value):
         raise TypeError(f"Invalid {name}: {value!r} (expected a bool)")
 
 
+def _check_torch_flags(g, keys):
+    """torch's implementation switches: accepted as no-ops, except what fastoptim cannot
+    honour (``differentiable=True``) and the combination torch refuses."""
+    for key in keys:
+        value = g[key]
+        if key in ("foreach", "fused") and value is None:
+            continue
+        _check_bool(key, value)
+    if g.get("differentiable"):
+        raise ValueError("Invalid differentiable: True (fastoptim's update runs in compiled "
+                         "code outside any autograd graph; use differentiable=False)")
+    if g.get("fused") and g.get("foreach"):
+        raise ValueError("`fused` and `foreach` cannot be `True` together.")
+
+
+def _plain_torch_flags(g, keys):
+    """Fast accept: bools (None for foreach / fused), differentiable False, not both
+    fused and foreach.  False sends the caller to _check_torch_flags."""
+    for key in keys:
+        value = g[key]
+        if value is True:
+            if key == "differentiable":
+                return False
+        elif value is not False and not (value is None and key in ("foreach", "fused")):
+            return False
+    return not (g.get("fused") is True and g.get("foreach") is True)
+
+
+# ----------------------------------------------------------------- arrays
 def _byte_range(a):
     start = a.__array_interface__["data"][0]
     return start, start + a.nbytes
 
 
+def _same_order(a, p):
+    """The kernel's rule: element k is the same element of a and p."""
+    return (a.flags.c_contiguous == p.flags.c_contiguous
+            or a.flags.f_contiguous == p.flags.f_contiguous)
+
+
+def _check_param(p, label):
+    if not isinstance(p, np.ndarray):
+        raise TypeError(f"optimizer can only optimize ndarrays, but {label} is "
+                        f"{type(p).__name__}")
+    if p.dtype not in _FLOAT_DTYPES:
+        raise TypeError(f"{label} has dtype {p.dtype}; expected float32 or float64 in "
+                        "native byte order")
+    flags = p.flags
+    if not (flags.c_contiguous or flags.f_contiguous):
+        raise ValueError(f"{label} is not contiguous (C or Fortran order); it is updated in "
+                         "place, so no copy can stand in")
+    if not flags.aligned:
+        raise ValueError(f"{label} is not aligned to its dtype")
+    if not flags.writeable:
+        raise ValueError(f"{label} is read-only")
+
+
+def _check_buffer(buf, p, i, name):
+    """A state buffer the kernel updates in place next to param i."""
+    label = f"state[{i}][{name!r}]"
+    if not isinstance(buf, np.ndarray):
+        raise TypeError(f"{label} must be an ndarray, got {type(buf).__name__}")
+    if buf.dtype != p.dtype:
+        raise TypeError(f"{label} has dtype {buf.dtype}, param {i} has dtype {p.dtype}")
+    if buf.shape != p.shape:
+        raise ValueError(f"{label} has shape {buf.shape}, param {i} has shape {p.shape}")
+    flags = buf.flags
+    if not (flags.c_contiguous or flags.f_contiguous) or not _same_order(buf, p):
+        raise ValueError(f"{label} must be contiguous in the memory order of param {i} "
+                         "(it is updated in place element by element with the param)")
+    if not flags.aligned:
+        raise ValueError(f"{label} is not aligned to its dtype")
+    if not flags.writeable:
+        raise ValueError(f"{label} is read-only")
+
+
+def _check_no_shared_memory(arrays, labels):
+    """Two of the arrays sharing memory -> ValueError naming both (O(n log n))."""
+    seen = {}
+    for k, a in enumerate(arrays):
+        j = seen.setdefault(id(a), k)
+        if j != k:
+            if labels[j].startswith("param") and labels[k].startswith("param"):
+                raise ValueError(f"some parameters appear more than once ({labels[j]} and "
+                                 f"{labels[k]})")
+            raise ValueError(f"{labels[j]} and {labels[k]} are the same array; every "
+                             "updated buffer needs its own memory")
+    ranges = sorted((*_byte_range(a), k) for k, a in enumerate(arrays) if a.size)
+    end, last = 0, None
+    for s, e, k in ranges:
+        if s < end:
+            first, second = sorted((last, k))
+            raise ValueError(f"{labels[first]} and {labels[second]} share memory; every "
+                             "updated buffer needs its own memory")
+        if e > end:
+            end, last = e, k
+
+
+def _parse_step(sid, step):
+    """A saved step count: an int, or an integral float / 0-d array (torch saves a float32
+    tensor) -> int >= 0."""
+    value = step
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value.item()
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        value = int(value)
+    if not isinstance(value, numbers.Integral) or isinstance(value, (bool, np.bool_)) \
+            or not 0 <= value <= _MAX_STEP:
+        raise ValueError(f"state[{sid}]['step'] must be an int >= 0 (or an integral float, "
+                         f"as torch saves it) that a double holds, got {_show(step)}")
+    return int(value)
+
+
+# ------------------------------------------------------------------- plan
 class _Bucket:
     """Parameters updated together by one functional call."""
 
-    __slots__ = ("group", "ids", "params", "names", "bufs", "all")
+    __slots__ = ("group", "ids", "params", "names", "missing", "fresh", "step", "states",
+                 "bufs", "getters", "all")
 
-    def __init__(self, group, ids, params, names, all_params):
+    def __init__(self, group, ids, params, names, missing, fresh, step, states, bufs,
+                 n_params):
         self.group = group
         self.ids = ids              # flattened indices
         self.params = params        # list of ndarrays
-        self.names = names          # state buffer names needed
-        self.bufs = None            # {name: [ndarray, ...]} once state exists
-        self.all = all_params       # True if ids == range(n_params): pass grads as given
+        self.names = names          # state buffers the group's options need
+        self.missing = missing      # those of them to create at the next step
+        self.fresh = fresh          # no state yet (entries absent or empty dicts)
+        self.step = step            # every param's step count so far
+        self.states = states        # the state dicts (None where a param has none)
+        self.bufs = bufs            # {name: [ndarray, ...]} for the names not missing
+        # (getter, expected buffers or None when missing): the per-step identity check
+        self.getters = [(methodcaller("get", n), bufs.get(n)) for n in names]
+        self.all = ids == list(range(n_params))  # True: pass the grads list as given
+
+
+class _Plan:
+    __slots__ = ("state", "groups", "flat", "buckets", "written", "fast")
+
+    def __init__(self, state, groups, flat, buckets, written):
+        self.state = state          # the state dict the plan was built from
+        self.groups = groups        # [(group dict, params list copy, buffer names)]
+        self.flat = flat            # all params, flattened
+        self.buckets = buckets
+        self.written = written      # (starts, ends, labels) of every updated array, sorted
+        b = buckets[0] if len(buckets) == 1 else None
+        # One kernel call with every param and all of its state: try it first.
+        self.fast = b is not None and b.all and not b.missing and not b.fresh
 
 
 class Optimizer:
@@ -90,21 +255,46 @@ class Optimizer:
 
     A subclass defines ``_check_group(group)`` (validate hyperparameters, raise),
     ``_buffer_names(group)`` (state buffers the group's options need) and
-    ``_update(group, params, grads, bufs, step)`` (one functional call on lists).
+    ``_update(group, params, grads, bufs, step, first, n_threads)`` (one functional call
+    on lists; ``first``: the buffers were just created).
 
     ``nonfinite``: ``"ignore"`` (default, like torch: no check), ``"raise"``
     (FloatingPointError naming the first non-finite gradient) or ``"skip"`` (the whole
     step is skipped and ``step`` returns False). Either way nothing is changed.
     ``n_threads`` is passed to the kernels (None = all usable cores).
+
+    Threads: ``step``, ``state_dict``, ``load_state_dict`` and ``add_param_group`` hold
+    a lock of the optimizer, so one optimizer stepped from several threads applies the
+    steps one after the other (none is lost); different optimizers step in parallel.
+    The lock is not pickled (a pickled or deep-copied optimizer gets its own).
     """
+
+    #: state buffers that the bias correction ties to the step count: missing at step > 0
+    #: they are an error, not re-created (every other missing buffer starts as at step 1)
+    _STEP_BOUND_BUFFERS = ()
+    #: every buffer name the class uses under some option (kept when loaded)
+    _ALL_BUFFERS = ()
+    #: torch's implementation switches the class accepts (no-ops here)
+    _TORCH_FLAGS = ()
+    _TORCH_FLAG_DEFAULTS = {"foreach": None, "fused": None, "capturable": False,
+                            "differentiable": False}
+    #: options a loaded group cannot override (AdamW's decoupled weight decay, as torch)
+    _FORCED_GROUP_OPTIONS = {}
+    #: torch's SGD keeps no step count: its state dicts load without one (counted from 0)
+    _STEP_OPTIONAL = False
 
     def __init__(self, params, defaults, *, nonfinite="ignore", n_threads=None):
         if nonfinite not in _NONFINITE_MODES:
             raise ValueError(f"Invalid nonfinite: {nonfinite!r} "
                              f"(expected one of {_NONFINITE_MODES})")
-        if n_threads is not None and (not isinstance(n_threads, numbers.Integral)
-                                      or isinstance(n_threads, bool) or n_threads == 0):
-            raise ValueError(f"Invalid n_threads: {n_threads!r} (expected None or a nonzero int)")
+        try:
+            if n_threads is not None:
+                resolve_n_threads(n_threads)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"Invalid n_threads: {n_threads!r} ({exc})") from None
+        self._lock = threading.RLock()
+        self._plan = None
+        self._sizes = []  # params per group when last checked: state is kept by position
         self.defaults = dict(defaults)
         self.nonfinite = nonfinite
         self.n_threads = n_threads
@@ -120,7 +310,25 @@ class Optimizer:
             groups = [{"params": groups}]
         for group in groups:
             self.add_param_group(group)
+
+    def __getstate__(self):
+        d = dict(self.__dict__)
+        del d["_lock"]
+        d["_plan"] = None  # rebuilt (and re-checked) at the next step
+        return d
+
+    def __setstate__(self, d):
+        d = dict(d)
+        d.pop("_param_ranges", None)  # pickles of older versions
+        self.__dict__.update(d)
+        self._lock = threading.RLock()
         self._plan = None
+        if "_sizes" not in d:
+            self._sizes = [len(g["params"]) for g in self.param_groups]
+        for key in self._TORCH_FLAGS:  # groups pickled before these keys existed
+            self.defaults.setdefault(key, self._TORCH_FLAG_DEFAULTS[key])
+            for g in self.param_groups:
+                g.setdefault(key, self._TORCH_FLAG_DEFAULTS[key])
 
     def __repr__(self):
         lines = [f"{type(self).__name__} ("]
@@ -131,7 +339,16 @@ class Optimizer:
 
     # ------------------------------------------------------------------ groups
     def add_param_group(self, param_group):
-        """Add a dict ``{"params": [...], <hyperparameters>}``; defaults fill missing keys."""
+        """Add a dict ``{"params": [...], <hyperparameters>}``; defaults fill missing keys.
+
+        Params are arrays or, as torch's ``named_parameters()``, ``(name, array)`` pairs
+        (all of a group, and all groups, with names or none): the names go to the
+        group's ``"param_names"``.
+        """
+        with self._lock:
+            self._add_param_group(param_group)
+
+    def _add_param_group(self, param_group):
         if not isinstance(param_group, dict):
             raise TypeError(f"param_group must be a dict, but got {type(param_group).__name__}")
         if "params" not in param_group:
@@ -143,42 +360,43 @@ class Optimizer:
             raise TypeError("optimizer parameters need to be organized in ordered collections, "
                             "but the ordering of arrays in sets will change between runs. "
                             "Please use a list instead.")
+        elif isinstance(params, (str, bytes)) or not hasattr(params, "__iter__"):
+            raise TypeError("param_group['params'] must be an array or a list of arrays, "
+                            f"got {type(params).__name__}")
         else:
             params = list(params)
-        for j, p in enumerate(params):
-            if not isinstance(p, np.ndarray):
-                raise TypeError(f"optimizer can only optimize ndarrays, but param {j} of the "
-                                f"group is {type(p).__name__}")
-            if p.dtype not in _FLOAT_DTYPES:
-                raise TypeError(f"param {j} of the group has dtype {p.dtype}; "
-                                "expected float32 or float64")
-            if not (p.flags.c_contiguous or p.flags.f_contiguous):
-                raise ValueError(f"param {j} of the group is not contiguous (C or Fortran "
-                                 "order); it is updated in place, so no copy can stand in")
-            if not p.flags.writeable:
-                raise ValueError(f"param {j} of the group is read-only")
         group = dict(param_group)
+        named = [isinstance(p, tuple) for p in params]
+        if any(named):
+            if not all(named):
+                raise ValueError("all optimizer params should be with/without names. "
+                                 "Some param names are missing")
+            if any(len(p) != 2 for p in params):
+                raise ValueError("a named param must be a (name, array) pair")
+            group["param_names"] = [name for name, _ in params]
+            params = [p for _, p in params]
+        elif "param_names" in group:
+            names = group["param_names"]
+            if not isinstance(names, (list, tuple)) or len(names) != len(params):
+                raise ValueError("param_group['param_names'] must be a list with one name "
+                                 "per param")
+            group["param_names"] = list(names)
+        for j, p in enumerate(params):
+            _check_param(p, f"param {j} of the group")
+        for g in self.param_groups:
+            if ("param_names" in g) != ("param_names" in group):
+                kind = "with names" if "param_names" in group else "without names"
+                raise ValueError("all optimizer param groups should be with/without names. "
+                                 f"cannot add param group {kind} to the optimizer")
         group["params"] = params
         for key, value in self.defaults.items():
             group.setdefault(key, value)
         self._check_group(group)
-        self._check_disjoint([p for g in self.param_groups for p in g["params"]] + params)
+        flat = [p for g in self.param_groups for p in g["params"]] + params
+        _check_no_shared_memory(flat, [f"param {k}" for k in range(len(flat))])
         self.param_groups.append(group)
+        self._sizes = self._sizes + [len(params)]
         self._plan = None
-
-    @staticmethod
-    def _check_disjoint(params):
-        """A param given twice, or two params sharing memory -> ValueError (O(n log n))."""
-        seen = {}
-        for p in params:
-            if id(p) in seen:
-                raise ValueError("some parameters appear more than once "
-                                 f"(param {seen[id(p)]} and param {len(seen)})")
-            seen[id(p)] = len(seen)
-        ranges = sorted((*_byte_range(p), i) for i, p in enumerate(params) if p.size)
-        for (s0, e0, i0), (s1, e1, i1) in zip(ranges, ranges[1:]):
-            if s1 < e0:
-                raise ValueError(f"params {min(i0, i1)} and {max(i0, i1)} share memory")
 
     # subclasses -------------------------------------------------------------
     def _check_group(self, group):  # pragma: no cover - abstract
@@ -187,153 +405,287 @@ class Optimizer:
     def _buffer_names(self, group):  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _update(self, group, params, grads, bufs, step):  # pragma: no cover - abstract
+    def _update(self, group, params, grads, bufs, step, first, n_threads):  # pragma: no cover
         raise NotImplementedError
 
     # ------------------------------------------------------------------- plan
-    def _fingerprint(self):
-        return tuple((id(g), id(g["params"]), len(g["params"]), self._buffer_names(g))
-                     for g in self.param_groups)
+    def _check_groups(self):
+        """Every group's hyperparameters, before anything is updated (each step)."""
+        groups = self.param_groups
+        if type(groups) is not list:
+            raise TypeError(f"param_groups must be a list of dicts, got {type(groups).__name__}")
+        for i, group in enumerate(groups):
+            if not isinstance(group, dict):
+                raise TypeError(f"param_groups[{i}] must be a dict, got {type(group).__name__}")
+            try:
+                self._check_group(group)
+            except KeyError as exc:
+                raise ValueError(f"param_groups[{i}] has no {exc.args[0]!r} entry") from None
+
+    def _plan_is_current(self, plan):
+        """Are the live param lists and state what the plan was built from? (identity)"""
+        state = self.state
+        groups = self.param_groups
+        if state is not plan.state or len(groups) != len(plan.groups):
+            return False
+        for g, (group, params, names) in zip(groups, plan.groups):
+            live = g.get("params")
+            if (g is not group or type(live) not in (list, tuple) or len(live) != len(params)
+                    or not all(map(is_, live, params)) or self._buffer_names(g) != names):
+                return False
+        for b in plan.buckets:
+            states = list(map(state.get, b.ids))
+            if not all(map(is_, states, b.states)):
+                return False
+            if b.fresh:
+                if any(states):  # an empty dict filled in place
+                    return False
+                continue
+            if not all(step == b.step for step in map(_GET_STEP, states)):
+                return False
+            for getter, bufs in b.getters:
+                if bufs is None:
+                    if not all(map(is_, map(getter, states), [None] * len(states))):
+                        return False
+                elif not all(map(is_, map(getter, states), bufs)):
+                    return False
+        return True
 
     def _build_plan(self):
-        """Split each group into buckets of equal step count and dtype; cache the lists."""
-        flat = [p for g in self.param_groups for p in g["params"]]
+        """Check params and state in full, then split each group into buckets of equal
+        step count, dtype and missing buffers.  Raises (changing nothing) on bad input."""
+        groups, state = self.param_groups, self.state
+        if not isinstance(state, dict):
+            raise TypeError(f"state must be a dict, got {type(state).__name__}")
+        flat, labels, plan_groups = [], [], []
+        for gi, g in enumerate(groups):
+            params = g.get("params")
+            if type(params) not in (list, tuple):
+                raise TypeError(f"param_groups[{gi}]['params'] must be a list of arrays, got "
+                                f"{type(params).__name__}")
+            for j, p in enumerate(params):
+                _check_param(p, f"param {len(flat)} (param_groups[{gi}]['params'][{j}])")
+                labels.append(f"param {len(flat)}")
+                flat.append(p)
+            plan_groups.append((g, list(params), self._buffer_names(g)))
+        if not flat:
+            raise ValueError("the optimizer has no params")
+        sizes = [len(g["params"]) for g in groups]
+        if sizes != self._sizes and state:
+            raise ValueError(f"the param groups now have {sizes} params, they had "
+                             f"{self._sizes}: state is kept by param position, so add "
+                             "params with add_param_group (or clear opt.state first)")
+        _check_no_shared_memory(flat, labels)  # first: the clearest message for a param
+        arrays, steps, missing_of, entries = list(flat), {}, {}, {}
+        owner = [g for g in groups for _ in g["params"]]
+        for i, p in enumerate(flat):
+            names = self._buffer_names(owner[i])
+            st = state.get(i)
+            if st is not None and not isinstance(st, dict):
+                raise TypeError(f"state[{i}] must be a dict, got {type(st).__name__}")
+            if not st:
+                steps[i], missing_of[i] = 0, names
+                continue
+            steps[i] = self._saved_step(i, st)
+            missing = []
+            for name in names:
+                buf = st.get(name)
+                if buf is None:
+                    self._check_missing(i, name, steps[i])
+                    missing.append(name)
+                else:
+                    _check_buffer(buf, p, i, name)
+                    arrays.append(buf)
+                    labels.append(f"state[{i}][{name!r}]")
+            missing_of[i] = tuple(missing)
+            entries[i] = st
+        _check_no_shared_memory(arrays, labels)
+        # Checked: normalise torch-style step counts (float, 0-d array, absent for SGD).
+        for i, st in entries.items():
+            if type(st.get("step")) is not int:
+                st["step"] = steps[i]
         buckets = []
         start = 0
-        for group in self.param_groups:
-            names = self._buffer_names(group)
+        for g, params, names in plan_groups:
             keys = {}
-            for i in range(start, start + len(group["params"])):
-                st = self.state.get(i)
-                key = (0 if st is None else st["step"], flat[i].dtype.char)
+            for i in range(start, start + len(params)):
+                key = (steps[i], flat[i].dtype.char, missing_of[i], i not in entries)
                 keys.setdefault(key, []).append(i)
-            for ids in keys.values():
-                b = _Bucket(group, ids, [flat[i] for i in ids], names,
-                            ids == list(range(len(flat))))
-                if all(i in self.state for i in ids):
-                    self._attach_buffers(b)
-                buckets.append(b)
-            start += len(group["params"])
-        ranges = sorted((*_byte_range(p), i) for i, p in enumerate(flat) if p.size)
-        self._plan = (self._fingerprint(), flat, buckets)
-        # sorted, disjoint param byte ranges: for the grad/param overlap check across calls
-        self._param_ranges = ([r[0] for r in ranges], [r[1] for r in ranges],
-                              [r[2] for r in ranges]) if len(buckets) > 1 else None
+            for (step, _, missing, fresh), ids in keys.items():
+                states = [state.get(i) for i in ids]
+                bufs = {name: [states[k][name] for k in range(len(ids))]
+                        for name in names if name not in missing}
+                buckets.append(_Bucket(g, ids, [flat[i] for i in ids], names, missing, fresh,
+                                       step, states, bufs, len(flat)))
+            start += len(params)
+        ranges = sorted((*_byte_range(a), labels[k]) for k, a in enumerate(arrays) if a.size)
+        written = tuple([r[j] for r in ranges] for j in range(3))
+        self._plan = _Plan(state, plan_groups, flat, buckets, written)
+        self._sizes = sizes
+        return self._plan
 
-    def _attach_buffers(self, b):
-        """Point the bucket at its state buffers, creating any missing one (zeros)."""
-        for i, p in zip(b.ids, b.params):
-            st = self.state.setdefault(i, {"step": 0})
-            for k, name in enumerate(b.names):
-                if st.get(name) is None:
-                    # offset from the param's page offset: no 4K aliasing in the kernel
-                    st[name] = zeros_state_like(p, k + 1)
-        b.bufs = {name: [self.state[i][name] for i in b.ids] for name in b.names}
+    def _saved_step(self, i, st):
+        if "step" not in st:
+            if self._STEP_OPTIONAL:
+                return 0
+            raise ValueError(f"state[{i}] has no 'step' entry (delete state[{i}] to restart "
+                             "this param's state)")
+        return _parse_step(i, st["step"])
 
-    def _get_plan(self):
-        plan = self._plan
-        if plan is None or plan[0] != self._fingerprint():
-            self._build_plan()
-            plan = self._plan
-        return plan
+    def _check_missing(self, i, name, step):
+        """A needed state buffer is absent: created at the next step as at step 1, except
+        one whose bias correction depends on the step count."""
+        if step > 0 and name in self._STEP_BOUND_BUFFERS:
+            raise ValueError(f"state[{i}] is missing '{name}' at step {step} (delete "
+                             f"state[{i}] to restart this param's state from step 0)")
+
+    def _zeros_buffer(self, p, name):
+        """A zero state buffer in p's memory order, at its own offset within a page."""
+        return zeros_state_like(p, self._ALL_BUFFERS.index(name) + 1)
+
+    def _check_arrays(self, plan):
+        """The plan's arrays are the same objects, but their flags or shape can change in
+        place: re-check them before a step of several kernel calls updates any."""
+        for i, p in enumerate(plan.flat):
+            _check_param(p, f"param {i}")
+        for b in plan.buckets:
+            for name, bufs in b.bufs.items():
+                for i, p, buf in zip(b.ids, b.params, bufs):
+                    _check_buffer(buf, p, i, name)
 
     # ------------------------------------------------------------------- step
     def _check_grads(self, grads, params):
-        if type(grads) is not list and type(grads) is not tuple:
-            if isinstance(grads, np.ndarray) or not isinstance(grads, (list, tuple)):
-                raise TypeError("grads must be a list or tuple of ndarrays (one per param, in "
-                                "the order the params were given), got "
-                                f"{type(grads).__name__}")
+        """grads as a list the kernels take (None kept: that param skips this step)."""
+        if not isinstance(grads, (list, tuple)):
+            raise TypeError("grads must be a list or tuple of ndarrays (one per param, in "
+                            "the order the params were given; None skips a param), got "
+                            f"{type(grads).__name__}")
+        grads = list(grads)
         if len(grads) != len(params):
             raise ValueError(f"expected {len(params)} gradients (one per param), got {len(grads)}")
-        out = None
         ndarray = np.ndarray
         for i, (g, p) in enumerate(zip(grads, params)):
+            if g is None:
+                continue
+            if not isinstance(g, ndarray):
+                raise TypeError(f"grad {i} is {type(g).__name__}, expected an ndarray or None")
+            if g.dtype != p.dtype:
+                raise TypeError(f"grad {i} has dtype {g.dtype} but its param has dtype "
+                                f"{p.dtype}")
+            if g.shape != p.shape:
+                raise ValueError(f"grad {i} has shape {g.shape} but its param has shape "
+                                 f"{p.shape}")
             c_order = p.flags.c_contiguous
-            if type(g) is ndarray and g.dtype is p.dtype and g.shape == p.shape:
-                if g.flags.c_contiguous if c_order else g.flags.f_contiguous:
-                    continue
-            else:
-                if not isinstance(g, ndarray):
-                    raise TypeError(f"grad {i} is {type(g).__name__}, expected an ndarray")
-                if g.dtype != p.dtype:
-                    raise TypeError(f"grad {i} has dtype {g.dtype} but its param has dtype "
-                                    f"{p.dtype}")
-                if g.shape != p.shape:
-                    raise ValueError(f"grad {i} has shape {g.shape} but its param has shape "
-                                     f"{p.shape}")
-                if (g.flags.c_contiguous if c_order else g.flags.f_contiguous) and g.dtype.isnative:
-                    continue
-            if out is None:
-                out = list(grads)
-            # grads are only read: a copy in the param's memory order is safe
-            out[i] = np.array(g, dtype=p.dtype, order="C" if c_order else "F")
-        return grads if out is None else out
+            if not ((g.flags.c_contiguous if c_order else g.flags.f_contiguous)
+                    and g.flags.aligned):
+                # grads are only read: a copy in the param's memory order is safe
+                grads[i] = np.array(g, dtype=p.dtype, order="C" if c_order else "F")
+        return grads
 
-    def _check_grads_disjoint(self, grads):
-        """A grad sharing memory with a param -> ValueError (one call checks only its own)."""
-        starts, ends, ids = self._param_ranges
+    @staticmethod
+    def _check_grads_disjoint(grads, written):
+        """A grad sharing memory with an updated array -> ValueError (one kernel call
+        checks only its own arrays)."""
+        starts, ends, labels = written
         for i, g in enumerate(grads):
-            if not g.size:
+            if g is None or not g.size:
                 continue
             s, e = _byte_range(g)
             k = bisect_right(starts, s) - 1
             for j in (k, k + 1):
                 if 0 <= j < len(starts) and starts[j] < e and ends[j] > s:
-                    raise ValueError(f"grad {i} and param {ids[j]} share memory; every updated "
+                    raise ValueError(f"grad {i} and {labels[j]} share memory; every updated "
                                      "buffer needs its own memory")
 
     def step(self, grads):
         """Apply one update; ``grads[i]`` is the gradient of the i-th param (flattened order).
 
+        A ``None`` gradient skips its param this step, as torch skips a param whose
+        ``.grad`` is None: no state created for it, its step count not advanced.
         Returns True when the update was applied, False when ``nonfinite="skip"`` skipped it.
-        On any error nothing is changed (no state created, no step counter advanced).
+        On any error nothing is changed (no param or state written, no step counted).
         """
-        _, flat, buckets = self._get_plan()
-        for group in self.param_groups:
-            self._check_group(group)
-        if (len(buckets) == 1 and buckets[0].all and buckets[0].bufs is not None
-                and self.nonfinite == "ignore"):
+        with self._lock:
+            return self._step(grads)
+
+    def _step(self, grads):
+        self._check_groups()
+        plan = self._plan
+        try:
+            current = plan is not None and self._plan_is_current(plan)
+        except Exception:  # a value the comparison chokes on: the full checks word it
+            current = False
+        if not current:
+            plan = self._build_plan()
+        if (plan.fast and self.nonfinite == "ignore"
+                and (type(grads) is list or type(grads) is tuple)
+                and _NONE_TYPE not in map(type, grads)):
             # The whole step is one kernel call, and the kernel checks every grad (type,
             # dtype, shape, layout, memory shared with a buffer) before it writes
             # anything.  So try it as given; only a rejected call pays for the checks
             # below, which copy a grad that just needs another layout and word the error.
-            b = buckets[0]
-            step = self.state[b.ids[0]]["step"] + 1
+            b = plan.buckets[0]
+            step = b.step + 1
             try:
-                self._update(b.group, b.params, grads, b.bufs, step)
+                self._update(b.group, b.params, grads, b.bufs, step, False, self.n_threads)
             except (TypeError, ValueError):
                 pass  # nothing was changed
             else:
-                for i in b.ids:
-                    self.state[i]["step"] = step
+                b.step = step
+                for st in b.states:
+                    st["step"] = step
                 return True
-        grads = self._check_grads(grads, flat)
-        if self._param_ranges is not None:  # several kernel calls: check what none of them sees
-            self._check_grads_disjoint(grads)
-        if self.nonfinite != "ignore" and not _all_finite(grads):
-            if self.nonfinite == "skip":
-                return False
-            i = _nonfinite_index(grads)
-            raise FloatingPointError(f"grad {i} contains non-finite values (inf or nan); "
-                                     "the step was not applied")
-        for b in buckets:
-            new = b.bufs is None
-            if new:
-                self._attach_buffers(b)
-            state = self.state
-            step = state[b.ids[0]]["step"] + 1
-            gs = grads if b.all else [grads[i] for i in b.ids]
-            try:
-                self._update(b.group, b.params, gs, b.bufs, step)
-            except BaseException:
-                if new:
-                    for i in b.ids:
-                        del state[i]
-                    b.bufs = None
-                raise
-            for i in b.ids:
-                state[i]["step"] = step
+        grads = self._check_grads(grads, plan.flat)
+        if len(plan.buckets) > 1:  # several kernel calls: check what none of them sees
+            self._check_arrays(plan)
+            self._check_grads_disjoint(grads, plan.written)
+        if self.nonfinite != "ignore":
+            given = [g for g in grads if g is not None]
+            if not _all_finite(given):
+                if self.nonfinite == "skip":
+                    return False
+                bad = given[_nonfinite_index(given)]
+                i = next(k for k, g in enumerate(grads) if g is bad)
+                raise FloatingPointError(f"grad {i} contains non-finite values (inf or nan); "
+                                         "the step was not applied")
+        calls = []  # everything allocated before the first kernel call writes anything
+        for b in plan.buckets:
+            if all(grads[i] is not None for i in b.ids):
+                pos = range(len(b.ids))
+            else:
+                pos = [k for k, i in enumerate(b.ids) if grads[i] is not None]
+                if not pos:
+                    continue
+            whole = len(pos) == len(b.ids)
+            params = b.params if whole else [b.params[k] for k in pos]
+            gs = grads if b.all and whole else [grads[b.ids[k]] for k in pos]
+            bufs = {name: (arrays if whole else [arrays[k] for k in pos])
+                    for name, arrays in b.bufs.items()}
+            new = {name: [self._zeros_buffer(p, name) for p in params] for name in b.missing}
+            bufs.update(new)
+            calls.append((b, [b.ids[k] for k in pos], params, gs, bufs, new, whole))
+        state = self.state
+        done = 0
+        try:
+            for b, ids, params, gs, bufs, new, _ in calls:
+                self._update(b.group, params, gs, bufs, b.step + 1, bool(new), self.n_threads)
+                done += 1
+        finally:  # the state of what was updated (all of it, unless a kernel refused)
+            for b, ids, params, gs, bufs, new, whole in calls[:done]:
+                step = b.step + 1
+                for k, i in enumerate(ids):
+                    st = state.get(i)
+                    if st is None:
+                        st = state[i] = {}
+                    st["step"] = step
+                    for name, arrays in new.items():
+                        st[name] = arrays[k]
+                if whole and not new:
+                    b.step = step
+                else:
+                    self._plan = None  # state created or steps now differ: re-plan
+            if done != len(calls):
+                self._plan = None
         return True
 
     # ------------------------------------------------------------ state dicts
@@ -343,24 +695,34 @@ class Optimizer:
         ``{"state": {i: {"step": int, name: ndarray}},
           "param_groups": [{..., "params": [i, ...]}]}``
         """
-        state = {i: {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in st.items()}
-                 for i, st in sorted(self.state.items())}
-        groups = []
-        start = 0
-        for g in self.param_groups:
-            d = {k: (list(v) if isinstance(v, list) else v) for k, v in g.items() if k != "params"}
-            d["params"] = list(range(start, start + len(g["params"])))
-            start += len(g["params"])
-            groups.append(d)
-        return {"state": state, "param_groups": groups}
+        with self._lock:
+            state = {i: {k: (v.copy() if isinstance(v, np.ndarray) else v)
+                         for k, v in st.items()}
+                     for i, st in sorted(self.state.items()) if st}
+            groups = []
+            start = 0
+            for g in self.param_groups:
+                d = {k: (list(v) if isinstance(v, list) else
+                         v.copy() if isinstance(v, np.ndarray) else v)
+                     for k, v in g.items() if k != "params"}
+                d["params"] = list(range(start, start + len(g["params"])))
+                start += len(g["params"])
+                groups.append(d)
+            return {"state": state, "param_groups": groups}
 
     def load_state_dict(self, state_dict):
         """Validate ``state_dict`` fully, then copy it into this optimizer's own buffers.
 
         Saved param ids are mapped positionally onto this optimizer's params (as torch does).
+        torch's own state dicts load too (tensors converted with ``.numpy()``; ``step`` an
+        int, an integral float or a 0-d array; SGD state without ``step``).
         Raises ValueError/TypeError on any mismatch (group count, param counts, unknown or
         missing state entries, shapes, dtypes) and changes nothing in that case.
         """
+        with self._lock:
+            self._load_state_dict(state_dict)
+
+    def _load_state_dict(self, state_dict):
         if not isinstance(state_dict, dict) or set(state_dict) != {"state", "param_groups"}:
             raise ValueError("state_dict must be a dict with exactly the keys 'state' and "
                              "'param_groups'")
@@ -378,6 +740,8 @@ class Optimizer:
         for gi, (saved, group) in enumerate(zip(saved_groups, self.param_groups)):
             if not isinstance(saved, dict) or "params" not in saved:
                 raise ValueError(f"param_groups[{gi}] must be a dict with a 'params' key")
+            if not isinstance(saved["params"], (list, tuple)):
+                raise TypeError(f"param_groups[{gi}]['params'] must be a list of param ids")
             ids = list(saved["params"])
             if len(ids) != len(group["params"]):
                 raise ValueError(f"param_groups[{gi}] has {len(ids)} params in the loaded state "
@@ -388,40 +752,51 @@ class Optimizer:
                                      f"param id {sid!r}")
                 id_map[int(sid)] = start + j
             new = {k: v for k, v in saved.items() if k != "params"}
+            if "param_names" not in new and "param_names" in group:
+                new["param_names"] = group["param_names"]  # torch keeps the current names
+            elif "param_names" in new:
+                names = new["param_names"]
+                if not isinstance(names, (list, tuple)) or len(names) != len(ids):
+                    raise ValueError(f"param_groups[{gi}]['param_names'] must be a list with "
+                                     "one name per param")
+                new["param_names"] = list(names)
             for key, value in self.defaults.items():
                 new.setdefault(key, value)
+            new.update(self._FORCED_GROUP_OPTIONS)
             new["params"] = group["params"]
-            self._check_group(new)
+            try:
+                self._check_group(new)
+            except KeyError as exc:
+                raise ValueError(f"param_groups[{gi}] has no {exc.args[0]!r} entry") from None
             new_groups.append(new)
             start += len(ids)
         flat = [p for g in self.param_groups for p in g["params"]]
         group_of = [g for g in new_groups for _ in g["params"]]
         new_state = {}
         for sid, st in saved_state.items():
-            if not isinstance(sid, numbers.Integral) or int(sid) not in id_map:
+            if (not isinstance(sid, numbers.Integral) or isinstance(sid, bool)
+                    or int(sid) not in id_map):
                 raise ValueError(f"state entry {sid!r} does not name a param of the loaded groups")
             i = id_map[int(sid)]
             p = flat[i]
-            if not isinstance(st, dict) or "step" not in st:
-                raise ValueError(f"state[{sid}] must be a dict with a 'step' entry")
-            step = st["step"]
-            if isinstance(step, np.ndarray) and step.ndim == 0:
-                step = step.item()
-            if not isinstance(step, numbers.Integral) or isinstance(step, bool) or step < 0:
-                raise ValueError(f"state[{sid}]['step'] must be an int >= 0, got {step!r}")
+            if not isinstance(st, dict):
+                raise ValueError(f"state[{sid}] must be a dict")
+            if not st:
+                continue  # torch's empty entry: the param has no state yet
+            step = self._saved_step(sid, st)
             names = self._buffer_names(group_of[i])
-            extra = set(st) - {"step"} - set(names)
-            extra = {k for k in extra if st[k] is not None}
+            extra = {k for k in st if k != "step" and k not in self._ALL_BUFFERS
+                     and st[k] is not None}
             if extra:
                 raise ValueError(f"state[{sid}] has unexpected entries {sorted(extra)} for "
-                                 f"{type(self).__name__} with these options")
-            out = {"step": int(step)}
-            for k, name in enumerate(names):
+                                 f"{type(self).__name__}")
+            out = {"step": step}
+            for name in self._ALL_BUFFERS:
                 a = st.get(name)
                 if a is None:
-                    if step > 0:
-                        raise ValueError(f"state[{sid}] is missing '{name}'")
-                    a = np.zeros_like(p)
+                    if name in names:
+                        self._check_missing(sid, name, step)
+                    continue  # created at the next step, as at step 1
                 if not isinstance(a, np.ndarray):
                     raise TypeError(f"state[{sid}]['{name}'] must be an ndarray, "
                                     f"got {type(a).__name__}")
@@ -431,8 +806,7 @@ class Optimizer:
                 if a.dtype != p.dtype:
                     raise TypeError(f"state[{sid}]['{name}'] has dtype {a.dtype}, "
                                     f"param {i} has dtype {p.dtype}")
-                # a copy in the param's memory order, placed like a fresh state buffer
-                buf = zeros_state_like(p, k + 1)
+                buf = self._zeros_buffer(p, name)
                 buf[...] = a
                 out[name] = buf
             new_state[i] = out
@@ -440,6 +814,7 @@ class Optimizer:
             group.clear()
             group.update(new)
         self.state = new_state
+        self._sizes = [len(g["params"]) for g in self.param_groups]  # the state's layout
         self._plan = None
 
 
@@ -450,49 +825,67 @@ class SGD(Optimizer):
     .. code-block:: text
 
         g = -g if maximize;  g += weight_decay * p
-        buf = g (t == 1)  |  momentum * buf + (1 - dampening) * g   (if momentum != 0)
+        buf = g (no buffer yet)  |  momentum * buf + (1 - dampening) * g   (if momentum != 0)
         g = g + momentum * buf if nesterov else buf
         p -= lr * g
+
+    As in torch, the momentum buffer starts from the gradient whenever a param has none
+    (its first step, or momentum switched on mid-run).  ``foreach`` / ``fused`` are
+    accepted as no-ops (every step is one fused kernel call per bucket);
+    ``differentiable=True`` is refused.
     """
 
+    _ALL_BUFFERS = ("momentum_buffer",)
+    _TORCH_FLAGS = ("foreach", "differentiable", "fused")
+    _STEP_OPTIONAL = True
+
     def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0,
-                 nesterov=False, *, maximize=False, nonfinite="ignore", n_threads=None):
+                 nesterov=False, *, maximize=False, foreach=None, differentiable=False,
+                 fused=None, nonfinite="ignore", n_threads=None):
         defaults = dict(lr=lr, momentum=momentum, dampening=dampening,
-                        weight_decay=weight_decay, nesterov=nesterov, maximize=maximize)
+                        weight_decay=weight_decay, nesterov=nesterov, maximize=maximize,
+                        foreach=foreach, differentiable=differentiable, fused=fused)
         self._check_group(defaults)
         super().__init__(params, defaults, nonfinite=nonfinite, n_threads=n_threads)
 
     def _check_group(self, g):
         if (_plain(g["lr"], 0.0, _INF) and _plain(g["momentum"], 0.0, _INF)
-                and _plain(g["dampening"], 0.0, 1.0) and _plain(g["weight_decay"], 0.0, _INF)
-                and g["nesterov"] is False and type(g["maximize"]) is bool):
+                and _plain(g["dampening"], -_INF, _INF) and _plain(g["weight_decay"], 0.0, _INF)
+                and g["nesterov"] is False and type(g["maximize"]) is bool
+                and _plain_torch_flags(g, self._TORCH_FLAGS)):
             return  # checked every step: the common case in a few comparisons
-        _check_real("learning rate", g["lr"])
-        _check_real("momentum value", g["momentum"])
-        _check_real("dampening value", g["dampening"], hi=1.0)
-        _check_real("weight_decay value", g["weight_decay"])
+        _check_real("learning rate", g["lr"], lo=0.0)
+        _check_real("momentum value", g["momentum"], lo=0.0)
+        _check_real("dampening value", g["dampening"])
+        _check_real("weight_decay value", g["weight_decay"], lo=0.0)
         _check_bool("nesterov", g["nesterov"])
         _check_bool("maximize", g["maximize"])
-        if g["nesterov"] and (g["momentum"] <= 0 or g["dampening"] != 0):
+        _check_torch_flags(g, self._TORCH_FLAGS)
+        if g["nesterov"] and (_num(g["momentum"]) <= 0 or _num(g["dampening"]) != 0):
             raise ValueError("Nesterov momentum requires a momentum and zero dampening")
 
     def _buffer_names(self, g):
         return ("momentum_buffer",) if g["momentum"] != 0 else ()
 
-    def _update(self, g, params, grads, bufs, step):
-        _F.sgd_(params, grads, bufs.get("momentum_buffer"), step=step, lr=float(g["lr"]),
-                momentum=float(g["momentum"]), dampening=float(g["dampening"]),
-                nesterov=bool(g["nesterov"]), weight_decay=float(g["weight_decay"]),
-                maximize=bool(g["maximize"]), n_threads=self.n_threads)
+    def _update(self, g, params, grads, bufs, step, first, n_threads):
+        # sgd_ starts the buffer from the gradient exactly when step == 1; torch starts it
+        # whenever the buffer is missing, which is what ``first`` says.
+        _F.sgd_(params, grads, bufs.get("momentum_buffer"), step=1 if first else max(step, 2),
+                lr=_num(g["lr"]), momentum=_num(g["momentum"]),
+                dampening=_num(g["dampening"]), nesterov=bool(g["nesterov"]),
+                weight_decay=_num(g["weight_decay"]), maximize=bool(g["maximize"]),
+                n_threads=n_threads)
 
 
 class Momentum(SGD):
     """SGD with momentum 0.9 by default (the course's "Momentum"); otherwise exactly SGD."""
 
     def __init__(self, params, lr=1e-3, momentum=0.9, dampening=0, weight_decay=0,
-                 nesterov=False, *, maximize=False, nonfinite="ignore", n_threads=None):
+                 nesterov=False, *, maximize=False, foreach=None, differentiable=False,
+                 fused=None, nonfinite="ignore", n_threads=None):
         super().__init__(params, lr, momentum, dampening, weight_decay, nesterov,
-                         maximize=maximize, nonfinite=nonfinite, n_threads=n_threads)
+                         maximize=maximize, foreach=foreach, differentiable=differentiable,
+                         fused=fused, nonfinite=nonfinite, n_threads=n_threads)
 
 
 # ------------------------------------------------------------------ RMSprop
@@ -507,28 +900,38 @@ class RMSprop(Optimizer):
         avg = sqrt(sq) + eps                                                otherwise
         buf = momentum * buf + g / avg;  p -= lr * buf    if momentum > 0
         p -= lr * g / avg                                 otherwise
+
+    ``capturable`` / ``foreach`` are accepted as no-ops; ``differentiable=True`` is
+    refused.  A state buffer missing at step > 0 (say momentum switched on mid-run)
+    starts at zeros, as at step 1 (torch raises KeyError).
     """
 
+    _ALL_BUFFERS = ("square_avg", "momentum_buffer", "grad_avg")
+    _TORCH_FLAGS = ("capturable", "foreach", "differentiable")
+
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0,
-                 centered=False, *, maximize=False, nonfinite="ignore", n_threads=None):
-        defaults = dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
-                        momentum=momentum, centered=centered, maximize=maximize)
+                 centered=False, capturable=False, foreach=None, maximize=False,
+                 differentiable=False, *, nonfinite="ignore", n_threads=None):
+        defaults = dict(lr=lr, momentum=momentum, alpha=alpha, eps=eps, centered=centered,
+                        weight_decay=weight_decay, capturable=capturable, foreach=foreach,
+                        maximize=maximize, differentiable=differentiable)
         self._check_group(defaults)
         super().__init__(params, defaults, nonfinite=nonfinite, n_threads=n_threads)
 
     def _check_group(self, g):
-        if (_plain(g["lr"], 0.0, _INF) and _plain(g["eps"], 0.0, _INF, lo_open=True)
+        if (_plain(g["lr"], 0.0, _INF) and _plain(g["eps"], 0.0, _INF)
                 and _plain(g["momentum"], 0.0, _INF) and _plain(g["weight_decay"], 0.0, _INF)
-                and _plain(g["alpha"], 0.0, 1.0) and type(g["centered"]) is bool
-                and type(g["maximize"]) is bool):
+                and _plain(g["alpha"], 0.0, _INF) and type(g["centered"]) is bool
+                and type(g["maximize"]) is bool and _plain_torch_flags(g, self._TORCH_FLAGS)):
             return  # checked every step: the common case in a few comparisons
-        _check_real("learning rate", g["lr"])
-        _check_real("epsilon value", g["eps"], lo_open=True)
-        _check_real("momentum value", g["momentum"])
-        _check_real("weight_decay value", g["weight_decay"])
-        _check_real("alpha value", g["alpha"], hi=1.0, hi_open=True)
+        _check_real("learning rate", g["lr"], lo=0.0)
+        _check_real("epsilon value", g["eps"], lo=0.0)
+        _check_real("momentum value", g["momentum"], lo=0.0)
+        _check_real("weight_decay value", g["weight_decay"], lo=0.0)
+        _check_real("alpha value", g["alpha"], lo=0.0)
         _check_bool("centered", g["centered"])
         _check_bool("maximize", g["maximize"])
+        _check_torch_flags(g, self._TORCH_FLAGS)
 
     def _buffer_names(self, g):
         names = ("square_avg",)
@@ -538,13 +941,13 @@ class RMSprop(Optimizer):
             names += ("grad_avg",)
         return names
 
-    def _update(self, g, params, grads, bufs, step):
-        _F.rmsprop_(params, grads, bufs["square_avg"], step=step, lr=float(g["lr"]),
-                    alpha=float(g["alpha"]), eps=float(g["eps"]),
-                    weight_decay=float(g["weight_decay"]), momentum=float(g["momentum"]),
+    def _update(self, g, params, grads, bufs, step, first, n_threads):
+        _F.rmsprop_(params, grads, bufs["square_avg"], step=step, lr=_num(g["lr"]),
+                    alpha=_num(g["alpha"]), eps=_num(g["eps"]),
+                    weight_decay=_num(g["weight_decay"]), momentum=_num(g["momentum"]),
                     momentum_buffer=bufs.get("momentum_buffer"), centered=bool(g["centered"]),
                     grad_avg=bufs.get("grad_avg"), maximize=bool(g["maximize"]),
-                    n_threads=self.n_threads)
+                    n_threads=n_threads)
 
 
 # --------------------------------------------------------------------- Adam
@@ -558,54 +961,77 @@ class Adam(Optimizer):
         m += (1 - beta1) * (g - m);   v = beta2 * v + (1 - beta2) * g * g
         vmax = max(vmax, v) and used in place of v   if amsgrad
         p -= lr / (1 - beta1**t) * m / (sqrt(v) / sqrt(1 - beta2**t) + eps)
+
+    ``foreach`` / ``capturable`` / ``fused`` are accepted as no-ops;
+    ``differentiable=True`` is refused.  ``exp_avg`` / ``exp_avg_sq`` missing at step > 0
+    is a ValueError (their bias correction depends on the step count; delete
+    ``opt.state[i]`` to restart a param); ``max_exp_avg_sq`` missing (amsgrad switched on
+    mid-run) starts at zeros (torch raises KeyError for both).
     """
 
+    _STEP_BOUND_BUFFERS = ("exp_avg", "exp_avg_sq")
+    _ALL_BUFFERS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+    _TORCH_FLAGS = ("foreach", "capturable", "differentiable", "fused")
+
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
-                 amsgrad=False, *, maximize=False, decoupled_weight_decay=False,
+                 amsgrad=False, *, foreach=None, maximize=False, capturable=False,
+                 differentiable=False, fused=None, decoupled_weight_decay=False,
                  nonfinite="ignore", n_threads=None):
         defaults = dict(lr=lr, betas=tuple(betas) if isinstance(betas, list) else betas,
                         eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
-                        maximize=maximize, decoupled_weight_decay=decoupled_weight_decay)
+                        maximize=maximize, foreach=foreach, capturable=capturable,
+                        differentiable=differentiable, fused=fused,
+                        decoupled_weight_decay=decoupled_weight_decay)
         self._check_group(defaults)
         super().__init__(params, defaults, nonfinite=nonfinite, n_threads=n_threads)
 
     def _check_group(self, g):
         betas = g["betas"]
-        if (_plain(g["lr"], 0.0, _INF) and _plain(g["eps"], 0.0, _INF, lo_open=True)
+        if (_plain(g["lr"], 0.0, _INF) and _plain(g["eps"], 0.0, _INF)
                 and type(betas) is tuple and len(betas) == 2 and _plain(betas[0], 0.0, 1.0)
                 and _plain(betas[1], 0.0, 1.0) and _plain(g["weight_decay"], 0.0, _INF)
                 and type(g["amsgrad"]) is bool and type(g["maximize"]) is bool
-                and type(g["decoupled_weight_decay"]) is bool):
+                and type(g["decoupled_weight_decay"]) is bool
+                and _plain_torch_flags(g, self._TORCH_FLAGS)):
             return  # checked every step: the common case in a few comparisons
-        _check_real("learning rate", g["lr"])
-        _check_real("epsilon value", g["eps"], lo_open=True)
+        _check_real("learning rate", g["lr"], lo=0.0)
+        _check_real("epsilon value", g["eps"], lo=0.0)
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
             raise TypeError(f"Invalid betas: {betas!r} (expected a pair of floats)")
         for k in (0, 1):
-            _check_real(f"beta parameter at index {k}", betas[k], hi=1.0, hi_open=True)
-        _check_real("weight_decay value", g["weight_decay"])
+            _check_real(f"beta parameter at index {k}", betas[k], lo=0.0, hi=1.0)
+        _check_real("weight_decay value", g["weight_decay"], lo=0.0)
         _check_bool("amsgrad", g["amsgrad"])
         _check_bool("maximize", g["maximize"])
         _check_bool("decoupled_weight_decay", g["decoupled_weight_decay"])
+        _check_torch_flags(g, self._TORCH_FLAGS)
 
     def _buffer_names(self, g):
         names = ("exp_avg", "exp_avg_sq")
         return names + ("max_exp_avg_sq",) if g["amsgrad"] else names
 
-    def _update(self, g, params, grads, bufs, step):
+    def _update(self, g, params, grads, bufs, step, first, n_threads):
         beta1, beta2 = g["betas"]
         _F.adam_(params, grads, bufs["exp_avg"], bufs["exp_avg_sq"], step=step,
-                 lr=float(g["lr"]), beta1=float(beta1), beta2=float(beta2), eps=float(g["eps"]),
-                 weight_decay=float(g["weight_decay"]),
+                 lr=_num(g["lr"]), beta1=_num(beta1), beta2=_num(beta2), eps=_num(g["eps"]),
+                 weight_decay=_num(g["weight_decay"]),
                  decoupled_weight_decay=bool(g["decoupled_weight_decay"]),
                  amsgrad=bool(g["amsgrad"]), max_exp_avg_sq=bufs.get("max_exp_avg_sq"),
-                 maximize=bool(g["maximize"]), n_threads=self.n_threads)
+                 maximize=bool(g["maximize"]), n_threads=n_threads)
 
 
 class AdamW(Adam):
-    """AdamW (torch.optim.AdamW): Adam with decoupled weight decay, default 1e-2."""
+    """AdamW (torch.optim.AdamW): Adam with decoupled weight decay, default 1e-2.
+
+    As torch's, it keeps ``decoupled_weight_decay=True`` in every group it loads.
+    """
+
+    _FORCED_GROUP_OPTIONS = {"decoupled_weight_decay": True}
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
-                 amsgrad=False, *, maximize=False, nonfinite="ignore", n_threads=None):
-        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize,
+                 amsgrad=False, *, maximize=False, foreach=None, capturable=False,
+                 differentiable=False, fused=None, nonfinite="ignore", n_threads=None):
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, foreach=foreach,
+                         maximize=maximize, capturable=capturable,
+                         differentiable=differentiable, fused=fused,
                          decoupled_weight_decay=True, nonfinite=nonfinite, n_threads=n_threads)

@@ -203,14 +203,18 @@ def test_momentum_is_sgd_with_momentum_09():
 
 
 def test_defaults_match_torch_signatures():
+    # The same checks with torch at hand: tests/test_torch_state_dicts.py
     p = [np.zeros(2)]
+    flags = dict(foreach=None, differentiable=False)
     assert full_options(SGD, {}) == dict(lr=1e-3, momentum=0, dampening=0, weight_decay=0,
-                                         nesterov=False, maximize=False)
+                                         nesterov=False, maximize=False, fused=None, **flags)
     assert full_options(RMSprop, {}) == dict(lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0,
-                                             momentum=0, centered=False, maximize=False)
+                                             momentum=0, centered=False, maximize=False,
+                                             capturable=False, **flags)
     assert full_options(Adam, {}) == dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
                                           weight_decay=0, amsgrad=False, maximize=False,
-                                          decoupled_weight_decay=False)
+                                          decoupled_weight_decay=False, capturable=False,
+                                          fused=None, **flags)
     assert full_options(AdamW, {})["weight_decay"] == 1e-2
     assert full_options(AdamW, {})["decoupled_weight_decay"] is True
     assert Adam(p).nonfinite == "ignore"
@@ -253,33 +257,44 @@ def test_matches_torch(cls, kw, rng):
 
 
 # ------------------------------------------------------ invalid constructions
-BAD_HYPER = [
+BAD_HYPER = [  # torch's checks and messages; beyond them only NaN, non-numbers, huge ints
+    (SGD, dict(lr=-1), ValueError, "Invalid learning rate: -1"),
     (SGD, dict(lr=-1.0), ValueError, "Invalid learning rate: -1.0"),
     (SGD, dict(lr=float("nan")), ValueError, "Invalid learning rate: nan"),
-    (SGD, dict(lr=float("inf")), ValueError, "Invalid learning rate: inf"),
+    (SGD, dict(lr=10**400), ValueError, "Invalid learning rate: an int of 1329 bits"),
     (SGD, dict(lr="0.1"), TypeError, "Invalid learning rate"),
+    (SGD, dict(lr=np.array([0.1, 0.2])), ValueError, "Invalid learning rate: an array must"),
+    (SGD, dict(lr=np.array(-0.5)), ValueError, "Invalid learning rate: -0.5"),
     (SGD, dict(momentum=-0.5), ValueError, "Invalid momentum value: -0.5"),
-    (SGD, dict(dampening=1.5), ValueError, "Invalid dampening value: 1.5"),
+    (SGD, dict(dampening=float("nan")), ValueError, "Invalid dampening value: nan"),
     (SGD, dict(weight_decay=-1e-3), ValueError, "Invalid weight_decay value: -0.001"),
+    (SGD, dict(weight_decay=-10**400), ValueError, "Invalid weight_decay value: an int of"),
     (SGD, dict(nesterov=True), ValueError, "Nesterov momentum requires a momentum"),
     (SGD, dict(momentum=0.9, dampening=0.1, nesterov=True), ValueError, "zero dampening"),
     (SGD, dict(nesterov=1), TypeError, "Invalid nesterov"),
     (SGD, dict(maximize="yes"), TypeError, "Invalid maximize"),
+    (SGD, dict(differentiable=True), ValueError, "Invalid differentiable: True"),
+    (SGD, dict(fused=True, foreach=True), ValueError, "`fused` and `foreach` cannot be"),
+    (SGD, dict(foreach="yes"), TypeError, "Invalid foreach"),
     (RMSprop, dict(lr=-0.1), ValueError, "Invalid learning rate: -0.1"),
-    (RMSprop, dict(eps=0.0), ValueError, "Invalid epsilon value: 0.0"),
-    (RMSprop, dict(alpha=1.0), ValueError, "Invalid alpha value: 1.0"),
+    (RMSprop, dict(eps=-1e-8), ValueError, "Invalid epsilon value: -1e-08"),
     (RMSprop, dict(alpha=-0.1), ValueError, "Invalid alpha value: -0.1"),
     (RMSprop, dict(momentum=-1), ValueError, "Invalid momentum value: -1"),
     (RMSprop, dict(weight_decay=-1), ValueError, "Invalid weight_decay value: -1"),
     (RMSprop, dict(centered=None), TypeError, "Invalid centered"),
+    (RMSprop, dict(capturable=None), TypeError, "Invalid capturable"),
+    (RMSprop, dict(differentiable=True), ValueError, "Invalid differentiable: True"),
     (Adam, dict(lr=-1e-3), ValueError, "Invalid learning rate: -0.001"),
     (Adam, dict(eps=-1e-8), ValueError, "Invalid epsilon value: -1e-08"),
     (Adam, dict(betas=(1.0, 0.999)), ValueError, "Invalid beta parameter at index 0: 1.0"),
     (Adam, dict(betas=(0.9, -0.1)), ValueError, "Invalid beta parameter at index 1: -0.1"),
+    (Adam, dict(betas=(0.9, 10**400)), ValueError, "Invalid beta parameter at index 1: an int"),
     (Adam, dict(betas=0.9), TypeError, "Invalid betas"),
     (Adam, dict(weight_decay=-0.1), ValueError, "Invalid weight_decay value: -0.1"),
     (Adam, dict(amsgrad="no"), TypeError, "Invalid amsgrad"),
+    (Adam, dict(fused=True, foreach=True), ValueError, "`fused` and `foreach` cannot be"),
     (AdamW, dict(weight_decay=-0.1), ValueError, "Invalid weight_decay value: -0.1"),
+    (AdamW, dict(differentiable=True), ValueError, "Invalid differentiable: True"),
     (Adam, dict(nonfinite="warn"), ValueError, "Invalid nonfinite: 'warn'"),
     (Adam, dict(n_threads=0), ValueError, "Invalid n_threads"),
 ]
@@ -469,3 +484,71 @@ def test_fortran_ordered_param_state_round_trips_and_steps():
     opt.step([g])
     fresh.step([np.ascontiguousarray(g)])  # a C-order grad is copied to the param's order
     np.testing.assert_array_equal(p, q)
+
+
+# ------------------------------------------- torch-format state dicts, no torch needed
+@pytest.mark.parametrize("step", [3, 3.0, np.float32(3.0), np.array(3.0, np.float32),
+                                  np.array(3, np.int64)])
+def test_step_count_in_torchs_formats_loads_as_an_int(step, rng):
+    params = make_params(rng, np.float64, [(3,), (2, 2)])
+    opt = Adam(params, lr=0.1)
+    for _ in range(3):
+        opt.step(make_grads(rng, params))
+    sd = opt.state_dict()
+    for st in sd["state"].values():
+        st["step"] = step
+    other = Adam([p.copy() for p in params], lr=0.1)
+    other.load_state_dict(sd)
+    assert all(type(st["step"]) is int and st["step"] == 3 for st in other.state.values())
+    g = make_grads(rng, params)
+    opt.step(g)
+    other.step(g)
+    for p, q in zip(params, other.param_groups[0]["params"]):
+        np.testing.assert_array_equal(p, q)
+
+
+def test_sgd_state_without_step_continues_its_momentum_buffer(rng):
+    # torch's SGD keeps no step count: its state dict holds only the buffers.
+    params = make_params(rng, np.float64, [(3,), (2, 2)])
+    opt = SGD(params, lr=0.1, momentum=0.9, dampening=0.5)
+    opt.step(make_grads(rng, params))
+    sd = opt.state_dict()
+    for st in sd["state"].values():
+        del st["step"]
+    other = SGD([p.copy() for p in params], lr=0.1, momentum=0.9, dampening=0.5)
+    other.load_state_dict(sd)
+    assert [st["step"] for st in other.state.values()] == [0, 0]
+    g = make_grads(rng, params)
+    opt.step(g)
+    other.step(g)  # continues the buffer (dampened), does not restart it from g
+    for i, p in enumerate(params):
+        np.testing.assert_array_equal(p, other.param_groups[0]["params"][i])
+        np.testing.assert_array_equal(opt.state[i]["momentum_buffer"],
+                                      other.state[i]["momentum_buffer"])
+
+
+def test_state_without_step_is_refused_where_torch_keeps_one(rng):
+    params = make_params(rng, np.float64, [(3,)])
+    opt = RMSprop(params)
+    opt.step(make_grads(rng, params))
+    sd = opt.state_dict()
+    del sd["state"][0]["step"]
+    with pytest.raises(ValueError, match=r"state\[0\] has no 'step' entry"):
+        RMSprop([params[0].copy()]).load_state_dict(sd)
+
+
+def test_sgd_momentum_switched_on_mid_run_starts_from_the_gradient(rng):
+    params = make_params(rng, np.float64, [(4,)])
+    opt = SGD(params, lr=0.1)
+    for _ in range(3):
+        opt.step(make_grads(rng, params))
+    opt.param_groups[0].update(momentum=0.9, dampening=0.5)
+    fresh = SGD([params[0].copy()], lr=0.1, momentum=0.9, dampening=0.5)
+    for _ in range(3):  # a fresh optimizer's first steps: the buffer starts from g
+        g = make_grads(rng, params)
+        opt.step(g)
+        fresh.step(g)
+    np.testing.assert_array_equal(params[0], fresh.param_groups[0]["params"][0])
+    np.testing.assert_array_equal(opt.state[0]["momentum_buffer"],
+                                  fresh.state[0]["momentum_buffer"])
+    assert opt.state[0]["step"] == 6
