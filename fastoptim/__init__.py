@@ -41,6 +41,10 @@ def show_config(file=None):
 
     from fastoptim import _backend
 
+    if file is not None and not callable(getattr(file, "write", None)):
+        raise TypeError(f"file must be a writable text stream (with a write method) or None, "
+                        f"got {type(file).__name__}")
+
     kernels = _backend.kernels
     lines = [
         f"fastoptim {__version__}",
@@ -52,4 +56,4 @@ def show_config(file=None):
         f"Adam's bias-correction division: "
         f"{'FMA reciprocal (exact)' if kernels.HAVE_FMA else 'divide instruction'}",
     ]
-    print("\n".join(lines), file=file or sys.stdout)
+    print("\n".join(lines), file=sys.stdout if file is None else file)

@@ -1262,6 +1262,9 @@ def _check_metric(value):
         return float(value)
     except (TypeError, ValueError):
         raise TypeError(f"metrics must be a real number, got {type(value).__name__}") from None
+    except OverflowError:  # an int beyond any double
+        raise ValueError(f"metrics must be a real number within the float range, "
+                         f"got {value}") from None
 
 
 class ReduceLROnPlateau(LRScheduler):
