@@ -79,6 +79,8 @@ def rmsprop_(param, grad, square_avg, *, step, lr=1e-2, alpha=0.99, eps=1e-8,
         buf = momentum * buf + g / avg;  p = p - lr * buf              if momentum > 0
         p = p - lr * g / avg                                           otherwise
 
+    torch fuses ``sq - ga * ga``; here ``ga * ga`` is rounded on its own, except that an
+    infinite ``sq`` stays infinite when ``ga * ga`` alone overflows (torch's result).
     State buffers start at zero.  ``momentum_buffer`` is required when momentum > 0,
     ``grad_avg`` when centered.  ``step`` is checked but RMSProp does not use it.
     """
