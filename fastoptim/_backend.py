@@ -63,7 +63,8 @@ def _cores():
 
 
 def _max_threads():
-    # The processors this process may run on (the affinity mask); 1 without OpenMP.
+    # The processors this process may run on (the affinity mask when last read:
+    # import or set_num_threads); 1 without OpenMP.
     return kernels.max_threads()
 
 
@@ -96,6 +97,7 @@ def set_num_threads(n_threads):
         resolve_n_threads(n_threads)  # validate
     _default_n_threads = n_threads
     _cores_cache = None  # re-read OMP_NUM_THREADS / affinity
+    kernels.refresh_max_threads()
 
 
 def get_num_threads():

@@ -64,10 +64,22 @@ def omp_max_threads():
     return fastoptim_omp_max_threads()
 
 
+# The processors this process may run on, read at import and by refresh_max_threads
+# (asking the OS costs a system call: not once per kernel call).
+cdef int MAX_THREADS = max(fastoptim_omp_num_procs(), 1)
+
+
 def max_threads():
-    """The most threads one call uses: the processors this process may run on now
-    (1 in a build without OpenMP).  Larger requests are capped to it."""
-    return fastoptim_omp_num_procs()
+    """The most threads one call uses: the processors this process could run on when
+    last asked (1 in a build without OpenMP).  Larger requests are capped to it."""
+    return MAX_THREADS
+
+
+def refresh_max_threads():
+    """Read the processor count again (after the CPU affinity mask changed)."""
+    global MAX_THREADS
+    MAX_THREADS = max(fastoptim_omp_num_procs(), 1)
+    return MAX_THREADS
 
 
 cdef int _thread_count(object n_threads) except -1:
@@ -78,8 +90,7 @@ cdef int _thread_count(object n_threads) except -1:
         raise TypeError(f"n_threads must be an int >= 1, got {type(n_threads).__name__}")
     if n_threads < 1:
         raise ValueError(f"n_threads must be an int >= 1, got {n_threads}")
-    cdef int procs = max(fastoptim_omp_num_procs(), 1)
-    return procs if n_threads > procs else <int> n_threads
+    return MAX_THREADS if n_threads > MAX_THREADS else <int> n_threads
 
 
 def get_parallel_min_elements():
@@ -628,7 +639,8 @@ cdef list _prepare(tuple names, tuple arrays, tuple used):
                             f"float64{' (a list/tuple of them)' if indexed else ''}, got None")
         elif indexed:
             lists.append(_snapshot(a, names[r], n))
-            n = len(lists[0])
+            if r == 0:
+                n = len(lists[0])
         else:
             lists.append((a,))
     return [lists, indexed]

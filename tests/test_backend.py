@@ -123,6 +123,18 @@ def test_huge_thread_count_under_a_process_limit_does_not_crash(tmp_path):
     assert res.stdout.strip() == "ok"
 
 
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="Linux affinity API")
+def test_thread_cap_follows_the_affinity_mask_after_set_num_threads(tmp_path):
+    code = ("import os, fastoptim\n"
+            "from fastoptim import _backend\n"
+            "os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})\n"
+            "fastoptim.set_num_threads(64)\n"
+            "print(_backend.kernels.max_threads(), fastoptim.get_num_threads())\n")
+    out = subprocess.run([sys.executable, "-c", code], env=subprocess_env(),
+                         capture_output=True, text=True, check=True, cwd=tmp_path).stdout
+    assert out.split() == ["1", "1"]
+
+
 def test_omp_num_threads_respected(tmp_path):
     code = "import fastoptim; print(fastoptim.get_num_threads())"
     env = subprocess_env(OMP_NUM_THREADS="1")
