@@ -233,6 +233,7 @@ def test_masked_arrays_refused_by_clipping():
     np.testing.assert_array_equal(g.data, [3.0, 4.0])
 
 
+@pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")  # np.matrix
 def test_matrix_and_memmap_update_like_plain_arrays(tmp_path):
     rng = np.random.default_rng(12)
     base = rng.standard_normal((3, 4))
