@@ -9,6 +9,8 @@ with all buffers at one page offset and 8.9 ms with the state buffers staggered
 from `zeros_state_like` start at param's page offset plus k * 1088 bytes (mod 4096).
 """
 
+import numbers
+
 import numpy as np
 
 __all__ = ["zeros_state_like"]
@@ -21,7 +23,14 @@ _MIN_STAGGER_NBYTES = 1 << 16  # small arrays live in cache: plain zeros_like
 def zeros_state_like(param, index=1):
     """A zero array shaped like `param` (same dtype and memory order), the
     `index`-th state buffer of `param`, placed to avoid 4K aliasing with it."""
+    if isinstance(index, bool) or not isinstance(index, numbers.Integral):
+        raise TypeError(f"index must be an int >= 0, got {type(index).__name__}")
+    if index < 0:
+        raise ValueError(f"index must be an int >= 0, got {index}")
+    index = int(index) % _PAGE  # only its page offset matters (and a huge int stays exact)
     param = np.asarray(param)
+    if param.dtype.kind != "f":
+        raise TypeError(f"param must be a floating-point array, got dtype {param.dtype}")
     order = "F" if param.flags.f_contiguous and not param.flags.c_contiguous else "C"
     if param.nbytes < _MIN_STAGGER_NBYTES:
         return np.zeros(param.shape, dtype=param.dtype, order=order)

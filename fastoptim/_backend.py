@@ -62,8 +62,18 @@ def _cores():
     return _cores_cache
 
 
+def _max_threads():
+    # The processors this process may run on (the affinity mask when last read:
+    # import or set_num_threads); 1 without OpenMP.
+    return kernels.max_threads()
+
+
 def resolve_n_threads(n_threads):
-    """scikit-learn's contract: None = all usable cores, -1 = all, -2 = all but one..."""
+    """scikit-learn's contract: None = all usable cores, -1 = all, -2 = all but one...
+
+    A request above the processors this process may run on is capped to that count:
+    more threads only slow a call down, and a huge count would make the OpenMP
+    runtime abort.  Any int is accepted (0 is an error)."""
     if n_threads is None:
         n_threads = _default_n_threads
         if n_threads is None:
@@ -75,7 +85,7 @@ def resolve_n_threads(n_threads):
         raise ValueError("n_threads must be a non-zero int (None for all cores, "
                          "negative to count back from all cores), got 0")
     if n_threads > 0:
-        return n_threads
+        return min(n_threads, _max_threads())
     return max(1, _cores() + 1 + n_threads)
 
 
@@ -87,6 +97,7 @@ def set_num_threads(n_threads):
         resolve_n_threads(n_threads)  # validate
     _default_n_threads = n_threads
     _cores_cache = None  # re-read OMP_NUM_THREADS / affinity
+    kernels.refresh_max_threads()
 
 
 def get_num_threads():

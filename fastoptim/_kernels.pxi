@@ -9,11 +9,17 @@
 #   2. `_drive`: spreads the arrays of one call over OpenMP threads in ONE parallel
 #      region (large arrays split into cache-line aligned chunks, small ones dealt
 #      out whole), or runs them serially below a size threshold.
-#   3. `def sgd/rmsprop/adam`: take tuples of arrays, check everything that could
-#      corrupt memory (type, dtype, size, layout, writeability, overlap) with the
-#      GIL held, then release it once for the whole model.
+#   3. `def sgd/rmsprop/adam`: snapshot the arrays into tuples (which hold a
+#      reference to every array until the call returns), check everything that could
+#      corrupt memory (required buffers present, type, dtype, size, layout,
+#      writeability, overlap, thread count) with the GIL held, then release it once
+#      for the whole model.  They trust nothing their caller checked.
 # Every element's result depends only on that element, so the result is the same
 # bit for bit whatever the thread count or chunking.
+
+import numbers
+
+from numpy.ma import MaskedArray as _MaskedArray
 
 from cython.parallel cimport parallel, threadid
 from libc.stdlib cimport malloc, free, qsort
@@ -30,6 +36,7 @@ cdef extern from "_platform.h":
     int fastoptim_omp_max_threads() noexcept nogil
     int fastoptim_omp_thread_num() noexcept nogil
     int fastoptim_omp_num_threads() noexcept nogil
+    int fastoptim_omp_num_procs() noexcept nogil
     int fastoptim_cpu_has_avx2_fma() noexcept nogil
 
 ctypedef fused floating:
@@ -55,6 +62,35 @@ def cpu_has_avx2_fma():
 
 def omp_max_threads():
     return fastoptim_omp_max_threads()
+
+
+# The processors this process may run on, read at import and by refresh_max_threads
+# (asking the OS costs a system call: not once per kernel call).
+cdef int MAX_THREADS = max(fastoptim_omp_num_procs(), 1)
+
+
+def max_threads():
+    """The most threads one call uses: the processors this process could run on when
+    last asked (1 in a build without OpenMP).  Larger requests are capped to it."""
+    return MAX_THREADS
+
+
+def refresh_max_threads():
+    """Read the processor count again (after the CPU affinity mask changed)."""
+    global MAX_THREADS
+    MAX_THREADS = max(fastoptim_omp_num_procs(), 1)
+    return MAX_THREADS
+
+
+cdef int _thread_count(object n_threads) except -1:
+    # The compiled layer's own check: more threads than processors only slow a call
+    # down, and a huge request makes the OpenMP runtime abort the process.
+    if type(n_threads) is not int and (isinstance(n_threads, bool) or
+                                       not isinstance(n_threads, numbers.Integral)):
+        raise TypeError(f"n_threads must be an int >= 1, got {type(n_threads).__name__}")
+    if n_threads < 1:
+        raise ValueError(f"n_threads must be an int >= 1, got {n_threads}")
+    return MAX_THREADS if n_threads > MAX_THREADS else <int> n_threads
 
 
 def get_parallel_min_elements():
@@ -165,6 +201,16 @@ cdef void _sgd_range(floating* p, const Slot* s, Py_ssize_t lo, Py_ssize_t hi,
         p[i] = p[i] - lr * gi
 
 
+cdef inline floating _centered_sq(floating sq, floating ga) noexcept nogil:
+    # sq - ga * ga.  torch computes it as one fused multiply-add (addcmul), so an
+    # infinite sq stays infinite when ga * ga alone overflows (a finite ga): inf,
+    # where the separately rounded product gives inf - inf = NaN.
+    cdef floating d = sq - ga * ga
+    if sq == INFINITY and fabs(ga) < INFINITY:
+        d = sq
+    return d
+
+
 cdef void _rmsprop_range(floating* p, const Slot* s, Py_ssize_t lo, Py_ssize_t hi,
                          const Scalars* c) noexcept nogil:
     cdef const floating* g = <const floating*> s.g       # IN
@@ -214,7 +260,7 @@ cdef void _rmsprop_range(floating* p, const Slot* s, Py_ssize_t lo, Py_ssize_t h
             sq[i] = sqi
             gai = _lerp(ga[i], gi, w, omw, low_weight)
             ga[i] = gai
-            avg = _sqrt(sqi - gai * gai) + eps
+            avg = _sqrt(_centered_sq(sqi, gai)) + eps
             p[i] = p[i] - lr * (gi / avg)
     else:
         for i in range(lo, hi):
@@ -225,18 +271,18 @@ cdef void _rmsprop_range(floating* p, const Slot* s, Py_ssize_t lo, Py_ssize_t h
             sq[i] = sqi
             gai = _lerp(ga[i], gi, w, omw, low_weight)
             ga[i] = gai
-            avg = _sqrt(sqi - gai * gai) + eps
+            avg = _sqrt(_centered_sq(sqi, gai)) + eps
             b = buf[i] * mom + gi / avg
             buf[i] = b
             p[i] = p[i] - lr * b
 
 
 cdef inline floating _nan_max(floating stored, floating new) noexcept nogil:
-    # max that propagates NaN from either side, like np.maximum; the caller stores
-    # it unconditionally so the loop vectorizes (a blend, not a branch)
-    if not (stored >= new):
-        return new
-    return stored
+    # np.maximum(stored, new) (torch.maximum too): NaN from either side wins.  The
+    # caller stores it unconditionally so the loop vectorizes (a blend, not a branch).
+    if stored >= new or stored != stored:
+        return stored
+    return new
 
 
 cdef inline floating _fma(floating a, floating b, floating c) noexcept nogil:
@@ -452,6 +498,11 @@ cdef char* _checked(object obj, tuple names, int role, Py_ssize_t index, bint in
     if not cnp.PyArray_Check(obj):
         raise TypeError(f"{_label(names, role, index, indexed)} must be a numpy.ndarray of "
                         f"float32 or float64, got {type(obj).__name__}")
+    if not cnp.PyArray_CheckExact(obj) and isinstance(obj, _MaskedArray):
+        # Its mask would be silently ignored: every element is updated.
+        raise TypeError(f"{_label(names, role, index, indexed)} is a masked array; the "
+                        f"update would ignore its mask: pass a plain ndarray (.data, or "
+                        f".filled(...)) and apply the mask yourself")
     a = <cnp.ndarray> obj
     if ref is None:
         if cnp.PyArray_TYPE(a) != cnp.NPY_FLOAT and cnp.PyArray_TYPE(a) != cnp.NPY_DOUBLE:
@@ -487,14 +538,17 @@ cdef char* _checked(object obj, tuple names, int role, Py_ssize_t index, bint in
     return <char*> cnp.PyArray_DATA(a)
 
 
-cdef object _as_tuple(object arrays, str name, Py_ssize_t n):
-    if arrays is None:
-        return None
+cdef tuple _snapshot(object arrays, str name, Py_ssize_t n):
+    """The sequence read once into a tuple.  The tuple holds a reference to every
+    array until the call returns, so neither another thread replacing an element nor
+    a __getitem__/__iter__ that makes fresh arrays can free memory the kernel uses."""
+    cdef tuple snap
     if not isinstance(arrays, (tuple, list)):
-        raise TypeError(f"{name} must be a list or tuple of arrays")
-    if len(arrays) != n:
-        raise ValueError(f"{name} has {len(arrays)} arrays but param has {n}")
-    return arrays
+        raise TypeError(f"{name} must be a list or tuple of arrays, got {type(arrays).__name__}")
+    snap = tuple(arrays)
+    if n >= 0 and len(snap) != n:
+        raise ValueError(f"{name} has {len(snap)} arrays but param has {n}")
+    return snap
 
 
 cdef Slot* _gather(tuple names, object lists, bint indexed, bint params_writeable,
@@ -518,10 +572,11 @@ cdef Slot* _gather(tuple names, object lists, bint indexed, bint params_writeabl
         total[0] = 0
         for k in range(n):
             ptrs[0] = ptrs[1] = ptrs[2] = ptrs[3] = ptrs[4] = NULL
-            ptrs[0] = _checked(lists[0][k], names, 0, k, indexed,
+            obj = lists[0][k]
+            ptrs[0] = _checked(obj, names, 0, k, indexed,
                                None if k == 0 else <cnp.ndarray> lists[0][0],
                                params_writeable)
-            p = <cnp.ndarray> lists[0][k]
+            p = <cnp.ndarray> obj
             for r in range(1, nbufs):
                 if lists[r] is None:
                     continue
@@ -565,41 +620,54 @@ cdef Slot* _gather(tuple names, object lists, bint indexed, bint params_writeabl
     return slots
 
 
-cdef object _prepare(tuple names, tuple arrays):
-    """Normalise single arrays / sequences into tuples of equal length."""
+cdef list _prepare(tuple names, tuple arrays, tuple used):
+    """Single arrays or sequences -> tuples of equal length, one per buffer; None
+    for a buffer the options do not use (used[r] false: whatever was passed is
+    ignored).  A used buffer must be given: the loops would read NULL."""
     cdef bint indexed = not cnp.PyArray_Check(arrays[0])
-    cdef Py_ssize_t n
-    cdef list lists
-    if not indexed:
-        lists = [None if a is None else (a,) for a in arrays]
-        return lists, False
-    if not isinstance(arrays[0], (tuple, list)):
+    cdef Py_ssize_t n = -1, r
+    cdef list lists = []
+    if indexed and not isinstance(arrays[0], (tuple, list)):
         raise TypeError(f"{names[0]} must be a numpy.ndarray or a list/tuple of them, "
                         f"got {type(arrays[0]).__name__}")
-    n = len(arrays[0])
-    lists = [_as_tuple(a, names[r], n) for r, a in enumerate(arrays)]
-    return lists, True
+    for r in range(len(arrays)):
+        a = arrays[r]
+        if not used[r]:
+            lists.append(None)
+        elif a is None:
+            raise TypeError(f"{names[r]} is required here: a numpy.ndarray of float32 or "
+                            f"float64{' (a list/tuple of them)' if indexed else ''}, got None")
+        elif indexed:
+            lists.append(_snapshot(a, names[r], n))
+            if r == 0:
+                n = len(lists[0])
+        else:
+            lists.append((a,))
+    return [lists, indexed]
 
 
-cdef int _run(Kind kind, tuple names, tuple arrays, Scalars* c, int n_threads) except -1:
+cdef int _run(Kind kind, tuple names, tuple arrays, tuple used, Scalars* c,
+              object n_threads) except -1:
     cdef bint indexed, dbl = False
     cdef Py_ssize_t total = 0, n
     cdef Slot* slots
-    lists, indexed = _prepare(names, arrays)
+    cdef int threads = _thread_count(n_threads)
+    # `lists` holds the snapshot tuples, so every array lives until the kernel is done.
+    lists, indexed = _prepare(names, arrays, used)
     n = len(lists[0])
     slots = _gather(names, lists, indexed, True, &dbl, &total)
     c.has_state0 = len(lists) > 2 and lists[2] is not None
     c.has_state1 = len(lists) > 3 and lists[3] is not None
     c.has_state2 = len(lists) > 4 and lists[4] is not None
     with nogil:
-        _drive(kind, dbl, slots, n, total, c, n_threads)
+        _drive(kind, dbl, slots, n, total, c, threads)
     free(slots)
     return 0
 
 
 def sgd(param, grad, momentum_buffer, double lr, double momentum,
         double dampening, bint nesterov, double weight_decay, bint maximize,
-        bint first, int n_threads):
+        bint first, n_threads):
     cdef Scalars c
     c.lr = lr
     c.sign = -1.0 if maximize else 1.0
@@ -610,12 +678,12 @@ def sgd(param, grad, momentum_buffer, double lr, double momentum,
     c.nesterov = nesterov
     c.first = first
     _run(KIND_SGD, ("param", "grad", "momentum_buffer"),
-         (param, grad, momentum_buffer), &c, n_threads)
+         (param, grad, momentum_buffer), (True, True, momentum != 0), &c, n_threads)
 
 
 def rmsprop(param, grad, square_avg, momentum_buffer, grad_avg, double lr,
             double alpha, double eps, double weight_decay, double momentum,
-            bint maximize, int n_threads):
+            bint centered, bint maximize, n_threads):
     cdef Scalars c
     c.lr = lr
     c.sign = -1.0 if maximize else 1.0
@@ -627,12 +695,13 @@ def rmsprop(param, grad, square_avg, momentum_buffer, grad_avg, double lr,
     c.eps = eps
     c.momentum = momentum
     _run(KIND_RMSPROP, ("param", "grad", "square_avg", "momentum_buffer", "grad_avg"),
-         (param, grad, square_avg, momentum_buffer, grad_avg), &c, n_threads)
+         (param, grad, square_avg, momentum_buffer, grad_avg),
+         (True, True, True, momentum > 0, centered), &c, n_threads)
 
 
-def adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, double beta1,
+def adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, bint amsgrad, double beta1,
          double beta2, double eps, double weight_decay, bint l2, double decay,
-         double step_size, double bc2_sqrt, bint maximize, int n_threads):
+         double step_size, double bc2_sqrt, bint maximize, n_threads):
     cdef Scalars c
     c.sign = -1.0 if maximize else 1.0
     c.weight_decay = weight_decay
@@ -645,7 +714,8 @@ def adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, double beta1,
     c.step_size = step_size
     c.bc2_sqrt = bc2_sqrt
     _run(KIND_ADAM, ("param", "grad", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"),
-         (param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq), &c, n_threads)
+         (param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq),
+         (True, True, True, True, amsgrad), &c, n_threads)
 
 
 # ---------------------------------------------------------------------------
@@ -698,15 +768,16 @@ cdef Py_ssize_t _nblocks(Py_ssize_t n) noexcept nogil:
     return (n + NORM_BLOCK - 1) // NORM_BLOCK
 
 
-def norm_pow_sum(arrays, double norm_type, int n_threads=1):
+def norm_pow_sum(arrays, double norm_type, n_threads=1):
     """sum over all arrays of |x|**norm_type (max |x| for inf), in double.
 
     Deterministic: blocks of NORM_BLOCK elements are reduced independently and
     their results combined in a fixed order, whatever the thread count.
     """
     cdef tuple names = ("grads",)
-    lists, indexed = _prepare(names, (arrays,))
-    cdef tuple arrs = tuple(lists[0])
+    cdef int threads = _thread_count(n_threads)
+    lists, indexed = _prepare(names, (arrays,), (True,))
+    cdef tuple arrs = lists[0]
     cdef Py_ssize_t n = len(arrs), k, b, nb = 0, total = 0
     cdef int mode = 3 if norm_type == float("inf") else (
         2 if norm_type == 2.0 else (1 if norm_type == 1.0 else 0))
@@ -728,8 +799,8 @@ def norm_pow_sum(arrays, double norm_type, int n_threads=1):
         free(slots)
         raise MemoryError()
     with nogil:
-        if n_threads > 1 and total >= PARALLEL_MIN_ELEMENTS and FASTOPTIM_HAVE_OPENMP:
-            with parallel(num_threads=n_threads):
+        if threads > 1 and total >= PARALLEL_MIN_ELEMENTS and FASTOPTIM_HAVE_OPENMP:
+            with parallel(num_threads=threads):
                 tid = threadid()
                 team = fastoptim_omp_num_threads()
                 for j in range(nb):
@@ -779,10 +850,10 @@ cdef inline double _block_dispatch(const Slot* s, Py_ssize_t lo, Py_ssize_t hi, 
 def all_finite(arrays):
     """True when no element of any array is NaN or infinite."""
     cdef tuple names = ("grads",)
-    lists, indexed = _prepare(names, (arrays,))
+    lists, indexed = _prepare(names, (arrays,), (True,))
     cdef Py_ssize_t total = 0, k, i, n = len(lists[0])
     cdef bint dbl = False, ok = True
-    cdef Slot* slots = _gather(names, [tuple(lists[0])], indexed, False, &dbl, &total)
+    cdef Slot* slots = _gather(names, lists, indexed, False, &dbl, &total)
     with nogil:
         for k in range(n):
             if dbl:
@@ -834,14 +905,14 @@ cdef void _axpy_range(floating* a, const Slot* s, Py_ssize_t lo, Py_ssize_t hi,
         a[i] = a[i] + scale * b[i]
 
 
-def stream_axpy(a, b, double s, int n_threads):
+def stream_axpy(a, b, double s, n_threads):
     """a += s * b in place: the simplest loop with the optimizers' access pattern
     (read every buffer once, write the updated one back), so its GB/s is the limit
     an in-place update can reach on this machine.  Driven like the optimizers (same
     checks, same threads and threshold)."""
     cdef Scalars c
     c.lr = s
-    _run(KIND_AXPY, ("a", "b"), (a, b), &c, n_threads)
+    _run(KIND_AXPY, ("a", "b"), (a, b), (True, True), &c, n_threads)
 
 
 # ---------------------------------------------------------------------------

@@ -10,11 +10,14 @@
 static inline int fastoptim_omp_max_threads(void) { return omp_get_max_threads(); }
 static inline int fastoptim_omp_thread_num(void) { return omp_get_thread_num(); }
 static inline int fastoptim_omp_num_threads(void) { return omp_get_num_threads(); }
+/* The processors this process may run on now (libgomp follows the affinity mask). */
+static inline int fastoptim_omp_num_procs(void) { return omp_get_num_procs(); }
 #else
 #define FASTOPTIM_HAVE_OPENMP 0
 static inline int fastoptim_omp_max_threads(void) { return 1; }
 static inline int fastoptim_omp_thread_num(void) { return 0; }
 static inline int fastoptim_omp_num_threads(void) { return 1; }
+static inline int fastoptim_omp_num_procs(void) { return 1; }
 #endif
 
 /* 1 when the CPU (and OS) can run the AVX2+FMA build of the kernels. */

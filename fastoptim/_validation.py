@@ -14,10 +14,10 @@ import numbers
 
 import numpy as np
 
-__all__ = ["check_real", "check_step", "check_flag"]
+__all__ = ["to_float", "check_real", "check_step", "check_flag"]
 
 
-def _as_float(name, value):
+def to_float(name, value):
     """value as a Python float: a real number, or a one-element real array (torch
     accepts a one-element Tensor lr)."""
     if isinstance(value, np.ndarray) and value.size == 1 and value.dtype.kind in "fiu":
@@ -34,7 +34,7 @@ def _as_float(name, value):
 def check_real(name, value, *, low=None, high=None, low_open=False, high_open=False):
     """Return value as a Python float in the range (inf included where the range
     is unbounded on that side), or raise naming the argument.  NaN is refused."""
-    value = _as_float(name, value)
+    value = to_float(name, value)
     if math.isnan(value):
         raise ValueError(f"{name} must be a real number, got nan")
     too_low = low is not None and (value <= low if low_open else value < low)

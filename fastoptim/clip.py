@@ -6,7 +6,6 @@ not depend on the number of threads).
 """
 
 import math
-import numbers
 
 import numpy as np
 
@@ -15,6 +14,7 @@ __all__ = ["clip_grad_norm_", "clip_grad_value_"]
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 from ._backend import kernels as _kernels, resolve_n_threads as _resolve_n_threads
+from ._validation import to_float as _to_float
 
 _k_norm_pow_sum = _kernels.norm_pow_sum
 _k_all_finite = _kernels.all_finite
@@ -74,6 +74,9 @@ def _as_grad_list(grads):
     for i, g in enumerate(grads):
         if not isinstance(g, np.ndarray):
             raise TypeError(f"grad {i} is {type(g).__name__}, expected an ndarray")
+        if isinstance(g, np.ma.MaskedArray):
+            raise TypeError(f"grad {i} is a masked array; clipping would ignore its mask: "
+                            "pass a plain ndarray")
         if g.dtype not in _FLOAT_DTYPES:
             raise TypeError(f"grad {i} has dtype {g.dtype}; expected float32 or float64")
         if not g.flags.writeable:
@@ -82,11 +85,10 @@ def _as_grad_list(grads):
 
 
 def _check_nonneg(name, value):
-    if not isinstance(value, numbers.Real) or isinstance(value, bool):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    if not float(value) >= 0.0:
+    value = _to_float(name, value)
+    if not value >= 0.0:
         raise ValueError(f"{name} must be >= 0, got {value}")
-    return float(value)
+    return value
 
 
 def clip_grad_norm_(grads, max_norm, norm_type=2.0, error_if_nonfinite=False):
@@ -104,9 +106,7 @@ def clip_grad_norm_(grads, max_norm, norm_type=2.0, error_if_nonfinite=False):
     """
     grads = _as_grad_list(grads)
     max_norm = _check_nonneg("max_norm", max_norm)
-    if not isinstance(norm_type, numbers.Real) or isinstance(norm_type, bool):
-        raise TypeError(f"norm_type must be a real number, got {type(norm_type).__name__}")
-    p = float(norm_type)
+    p = _to_float("norm_type", norm_type)
     if not p > 0.0:
         raise ValueError(f"norm_type must be > 0 or inf, got {norm_type}")
     if not grads:
@@ -117,7 +117,10 @@ def clip_grad_norm_(grads, max_norm, norm_type=2.0, error_if_nonfinite=False):
     elif p == 2.0:
         total = math.sqrt(s)
     else:
-        total = s ** (1.0 / p)
+        try:
+            total = s ** (1.0 / p)
+        except OverflowError:  # a tiny norm_type: torch's norm is inf there too
+            total = math.inf
     if not math.isfinite(total):
         if error_if_nonfinite:
             raise FloatingPointError(

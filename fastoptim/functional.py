@@ -61,8 +61,6 @@ def sgd_(param, grad, momentum_buffer=None, *, step, lr=1e-3, momentum=0.0,
                          f"got momentum={momentum}, dampening={dampening}")
     if momentum != 0:
         _require("momentum_buffer", momentum_buffer, "when momentum != 0")
-    else:
-        momentum_buffer = None
     kernels.sgd(param, grad, momentum_buffer, lr, momentum, dampening, nesterov,
                 weight_decay, maximize, step == 1, resolve_n_threads(n_threads))
 
@@ -81,6 +79,8 @@ def rmsprop_(param, grad, square_avg, *, step, lr=1e-2, alpha=0.99, eps=1e-8,
         buf = momentum * buf + g / avg;  p = p - lr * buf              if momentum > 0
         p = p - lr * g / avg                                           otherwise
 
+    torch fuses ``sq - ga * ga``; here ``ga * ga`` is rounded on its own, except that an
+    infinite ``sq`` stays infinite when ``ga * ga`` alone overflows (torch's result).
     State buffers start at zero.  ``momentum_buffer`` is required when momentum > 0,
     ``grad_avg`` when centered.  ``step`` is checked but RMSProp does not use it.
     """
@@ -102,14 +102,11 @@ def rmsprop_(param, grad, square_avg, *, step, lr=1e-2, alpha=0.99, eps=1e-8,
         maximize = check_flag("maximize", maximize)
     if momentum > 0:
         _require("momentum_buffer", momentum_buffer, "when momentum > 0")
-    else:
-        momentum_buffer = None
     if centered:
         _require("grad_avg", grad_avg, "when centered=True")
-    else:
-        grad_avg = None
+    # Buffers the options do not use are ignored by the compiled layer.
     kernels.rmsprop(param, grad, square_avg, momentum_buffer, grad_avg, lr, alpha, eps,
-                    weight_decay, momentum, maximize, resolve_n_threads(n_threads))
+                    weight_decay, momentum, centered, maximize, resolve_n_threads(n_threads))
 
 
 def adam_(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, beta2=0.999,
@@ -153,14 +150,12 @@ def adam_(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, beta2=0
     decoupled = decoupled_weight_decay  # short name for the two uses below
     if amsgrad:
         _require("max_exp_avg_sq", max_exp_avg_sq, "when amsgrad=True")
-    else:
-        max_exp_avg_sq = None
     # Scalars in double, in the reference's (and torch's) order of operations.
     bias_correction1 = 1 - beta1 ** step
     bias_correction2 = 1 - beta2 ** step
     decay = 1 - lr * weight_decay if decoupled and weight_decay != 0 else 1.0
     # Positional: keyword parsing in the compiled entry costs more than its checks.
-    kernels.adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, beta1, beta2, eps,
+    kernels.adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, amsgrad, beta1, beta2, eps,
                  weight_decay, weight_decay != 0 and not decoupled, decay,
                  lr / bias_correction1, math.sqrt(bias_correction2), maximize,
                  resolve_n_threads(n_threads))

@@ -40,6 +40,13 @@ def lerp_(start, end, weight):
         start[...] = end - (end - start) * one_minus_w
 
 
+def _centered_sq(sq, ga):
+    """sq - ga * ga.  torch computes it as one fused multiply-add (addcmul), so an
+    infinite sq stays infinite when ga * ga alone overflows (a finite ga): inf, where
+    the separately rounded product gives inf - inf = NaN."""
+    return np.where(np.isposinf(sq) & np.isfinite(ga), sq, sq - ga * ga)
+
+
 def sgd_(param, grad, momentum_buffer=None, *, step, lr=1e-3, momentum=0.0,
          dampening=0.0, nesterov=False, weight_decay=0.0, maximize=False, n_threads=None):
     """p -= lr * g, with torch.optim.SGD's momentum, dampening, Nesterov and L2."""
@@ -71,7 +78,7 @@ def rmsprop_(param, grad, square_avg, *, step, lr=1e-2, alpha=0.99, eps=1e-8,
         sq += (1 - alpha) * g * g
         if centered:
             lerp_(ga, g, 1 - alpha)
-            avg = np.sqrt(sq - ga * ga)
+            avg = np.sqrt(_centered_sq(sq, ga))
         else:
             avg = np.sqrt(sq)
         avg += eps

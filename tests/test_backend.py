@@ -45,13 +45,19 @@ def test_show_config_reports_isa_openmp_threads():
 
 def test_n_threads_contract(monkeypatch):
     monkeypatch.setattr(_backend, "_cores_cache", 4)
+    monkeypatch.setattr(_backend, "_max_threads", lambda: 6)
     monkeypatch.setattr(_backend, "_default_n_threads", None)
     assert _backend.resolve_n_threads(None) == 4
     assert _backend.resolve_n_threads(-1) == 4
     assert _backend.resolve_n_threads(-2) == 3
     assert _backend.resolve_n_threads(-10) == 1
+    assert _backend.resolve_n_threads(-10 ** 400) == 1
     assert _backend.resolve_n_threads(3) == 3
     assert _backend.resolve_n_threads(np.int64(2)) == 2
+    # above the processors: capped (a huge count made the OpenMP runtime abort)
+    assert _backend.resolve_n_threads(7) == 6
+    assert _backend.resolve_n_threads(2 ** 31) == 6
+    assert _backend.resolve_n_threads(10 ** 400) == 6
     with pytest.raises(ValueError, match="n_threads must be a non-zero int"):
         _backend.resolve_n_threads(0)
     with pytest.raises(TypeError, match="n_threads must be None or an int"):
@@ -69,6 +75,64 @@ def test_set_num_threads_changes_default():
     finally:
         fastoptim.set_num_threads(None)
     assert fastoptim.get_num_threads() == before
+
+
+def test_set_num_threads_caps_huge_counts():
+    try:
+        for n in (10 ** 9, 2 ** 31, 2 ** 64, 10 ** 400):
+            fastoptim.set_num_threads(n)
+            assert fastoptim.get_num_threads() == _backend.kernels.max_threads()
+        with pytest.raises(TypeError, match="n_threads must be None or an int"):
+            fastoptim.set_num_threads(2.0)
+    finally:
+        fastoptim.set_num_threads(None)
+
+
+@pytest.mark.parametrize("variant", kernels_variants(), ids=lambda m: m.__name__)
+def test_compiled_layer_checks_thread_counts_itself(variant):
+    # Called directly, past every Python check: no crash, no OverflowError.
+    p, g = np.zeros(40_000), np.ones(40_000)
+    for n in (1, 3, 10 ** 9, 2 ** 31, 2 ** 63, 10 ** 400):
+        variant.sgd(p, g, None, 0.5, 0.0, 0.0, False, 0.0, False, True, n)
+        assert variant.norm_pow_sum([g], 2.0, n) == 40_000.0
+    np.testing.assert_array_equal(p, -0.5 * 6)
+    for bad, exc in ((0, ValueError), (-1, ValueError), (-10 ** 400, ValueError),
+                     (1.0, TypeError), (True, TypeError), (None, TypeError)):
+        with pytest.raises(exc, match="n_threads must be an int >= 1"):
+            variant.sgd(p, g, None, 0.5, 0.0, 0.0, False, 0.0, False, True, bad)
+        with pytest.raises(exc, match="n_threads must be an int >= 1"):
+            variant.norm_pow_sum([g], 2.0, bad)
+    np.testing.assert_array_equal(p, -0.5 * 6)
+    assert 1 <= variant.max_threads() <= (os.cpu_count() or 1)
+
+
+def test_huge_thread_count_under_a_process_limit_does_not_crash(tmp_path):
+    # The audit's 100,000 threads under a thread limit segfaulted: a subprocess, so a
+    # crash is a failure here and not a dead test run.
+    code = ("import resource, numpy as np, fastoptim\n"
+            "resource.setrlimit(resource.RLIMIT_NPROC, (200, 200))\n"
+            "p = np.zeros(100_000); g = np.ones(100_000)\n"
+            "fastoptim.sgd_(p, g, step=1, lr=1.0, n_threads=100_000)\n"
+            "fastoptim.set_num_threads(10 ** 9)\n"
+            "fastoptim.sgd_(p, g, step=1, lr=1.0)\n"
+            "assert (p == -2).all()\n"
+            "print('ok')\n")
+    res = subprocess.run([sys.executable, "-c", code], env=subprocess_env(),
+                         capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "ok"
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="Linux affinity API")
+def test_thread_cap_follows_the_affinity_mask_after_set_num_threads(tmp_path):
+    code = ("import os, fastoptim\n"
+            "from fastoptim import _backend\n"
+            "os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})\n"
+            "fastoptim.set_num_threads(64)\n"
+            "print(_backend.kernels.max_threads(), fastoptim.get_num_threads())\n")
+    out = subprocess.run([sys.executable, "-c", code], env=subprocess_env(),
+                         capture_output=True, text=True, check=True, cwd=tmp_path).stdout
+    assert out.split() == ["1", "1"]
 
 
 def test_omp_num_threads_respected(tmp_path):

@@ -117,8 +117,7 @@ def test_array_and_numpy_scalar_lr_like_a_float(lr):
     p, g = rng.standard_normal(10), rng.standard_normal(10)
     m, v = np.zeros(10), np.zeros(10)
     want = p.copy()
-    reference.adam_(want, g, np.zeros(10), np.zeros(10), step=1, lr=float(lr.item() if
-                    isinstance(lr, np.ndarray) else lr))
+    reference.adam_(want, g, np.zeros(10), np.zeros(10), step=1, lr=float(np.ravel(lr)[0]))
     fastoptim.adam_(p, g, m, v, step=1, lr=lr)
     np.testing.assert_array_equal(p, want)
 
