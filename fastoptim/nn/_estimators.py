@@ -128,16 +128,54 @@ class _ParamsMixin:
         return f"{type(self).__name__}({', '.join(changed)})"
 
     def __getstate__(self):
+        if "net_" in self.__dict__:
+            self._sync_params()
         state = dict(self.__dict__)
         state.pop("coefs_", None)       # views into net_.params_flat: rebuilt on load
         state.pop("intercepts_", None)
+        opt = state.pop("_optimizer", None)
+        if opt is not None:             # bound to net_.params_flat: rebuilt on load
+            state["_optimizer_state"] = (type(opt), opt.state_dict())
         return state
 
     def __setstate__(self, state):
+        state = dict(state)
+        opt_state = state.pop("_optimizer_state", None)
         self.__dict__.update(state)
         if "net_" in state:
-            self.coefs_ = self.net_.coefs
-            self.intercepts_ = self.net_.intercepts
+            self._bind_views()
+            if opt_state is not None:
+                cls, opt_state = opt_state
+                self._optimizer = cls([self.net_.params_flat])
+                self._optimizer.load_state_dict(opt_state)
+
+    def _bind_views(self):
+        """coefs_ / intercepts_: this estimator's own lists of views into net_.params_flat."""
+        self.coefs_ = list(self.net_.coefs)
+        self.intercepts_ = list(self.net_.intercepts)
+
+    def _sync_params(self):
+        """Copy arrays assigned into coefs_ / intercepts_ (``est.coefs_[i] = W``) into the
+        parameter buffer and put the views back, so predict and training use the same
+        weights.  Checks every entry before copying any."""
+        net = self.net_
+        pairs = []
+        for name, mine, views in (("coefs_", self.coefs_, net.coefs),
+                                  ("intercepts_", self.intercepts_, net.intercepts)):
+            if not isinstance(mine, list) or len(mine) != len(views):
+                raise ValueError(f"{name} must be a list of {len(views)} arrays")
+            for i, (a, v) in enumerate(zip(mine, views)):
+                if a is v:
+                    continue
+                a = np.asarray(a)
+                if a.shape != v.shape or a.dtype.kind not in "biuf":
+                    raise ValueError(f"{name}[{i}] must be a real array of shape {v.shape}, "
+                                     f"got {a.dtype} of shape {a.shape}")
+                pairs.append((v, a))
+        if pairs:
+            for v, a in pairs:
+                v[...] = a
+            self._bind_views()
 
     def __sklearn_tags__(self):
         from sklearn.utils import (ClassifierTags, InputTags, RegressorTags, Tags,
@@ -319,6 +357,7 @@ class _BaseMLP(_ParamsMixin):
         _check_lengths(X, y)
         fitted = hasattr(self, "net_")
         if fitted and (incremental or self.warm_start):
+            self._sync_params()
             if X.shape[1] != self.n_features_in_:
                 raise ValueError(f"X has {X.shape[1]} features, but {type(self).__name__} "
                                  f"is expecting {self.n_features_in_} features as input.")
@@ -370,8 +409,7 @@ class _BaseMLP(_ParamsMixin):
             self.net_.alpha = float(self.alpha)
         net = self.net_
         self.n_features_in_ = X.shape[1]
-        self.coefs_ = net.coefs
-        self.intercepts_ = net.intercepts
+        self._bind_views()
         self.n_layers_ = len(sizes)
         self.n_outputs_ = n_out
         self.out_activation_ = self._output
@@ -449,6 +487,7 @@ class _BaseMLP(_ParamsMixin):
 
     def _forward(self, X):
         self._check_fitted()
+        self._sync_params()
         X = _check_X(X, self.net_.dtype)
         if X.shape[1] != self.n_features_in_:
             raise ValueError(f"X has {X.shape[1]} features, but {type(self).__name__} is "
@@ -586,10 +625,9 @@ class MLPClassifier(_BaseMLP):
         return self.classes_[np.argmax(proba, axis=1)]
 
     def score(self, X, y, sample_weight=None):
-        """Mean accuracy on (X, y); labels unseen at fit raise ValueError."""
+        """Mean accuracy on (X, y); labels unseen at fit count as wrong (as scikit-learn)."""
         self._check_fitted()
         y = self._check_y(y)
-        self._label_index(y)
         pred = self.predict(X)
         _check_lengths(pred.reshape(-1, 1), y)
         hit = (pred == y).astype(np.float64)
