@@ -766,6 +766,10 @@ class _BaseMLP(_ParamsMixin):
                     "The least populated classes in y have only 1 member, which is too few. "
                     "The minimum number of groups for any class cannot be less than 2. "
                     f"Classes with too few members are: {labels[counts < 2].tolist()}")
+            for what, size in (("test_size", n_val), ("train_size", n - n_val)):
+                if size < labels.size:
+                    raise ValueError(f"The {what} = {size} should be greater or equal to the "
+                                     f"number of classes = {labels.size}")
         tr, va = _split_indices(strat, n, n_val, strat is not None, rng)
         if va.size < 2:
             raise ValueError("The validation set is too small. Increase "
@@ -1112,10 +1116,10 @@ class MLPClassifier(_BaseMLP):
         """One epoch over (X, y), keeping weights and optimizer state between calls.
 
         ``classes`` (all labels that will ever appear) is required on the first call
-        (not for a multilabel indicator y).
+        (for a multilabel indicator y, the labels are its columns, as scikit-learn).
         """
         first = not hasattr(self, "classes_")
-        if first and classes is None and np.ndim(y) != 2:
+        if first and classes is None:
             raise ValueError("classes must be passed on the first call to partial_fit.")
         if not first and classes is not None and not np.array_equal(
                 np.unique(np.asarray(classes)), self.classes_):
