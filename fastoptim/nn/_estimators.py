@@ -29,6 +29,7 @@ What differs on purpose:
 * Masked arrays are refused (scikit-learn silently drops the mask).
 """
 
+import copy
 import inspect
 import math
 import numbers
@@ -38,7 +39,7 @@ import warnings
 import numpy as np
 
 from ._network import MLP, _check_representable, _is_sparse, _refuse_masked
-from ._training import DivergenceError, _blas_threads, _Epochs, make_optimizer
+from ._training import DivergenceError, _blas_threads, _Epochs, _set_lr, make_optimizer
 
 __all__ = ["MLPClassifier", "MLPRegressor", "ConvergenceWarning", "NotFittedError",
            "DataConversionWarning"]
@@ -665,7 +666,7 @@ class _BaseMLP(_ParamsMixin):
                 raise ValueError(f"the network {list(self.net_.layer_sizes)} fitted before "
                                  f"does not fit these data and parameters ({sizes}); set "
                                  "warm_start=False to refit from scratch")
-            rng = self._rng
+            rng = copy.deepcopy(self._rng)   # advanced only if this call succeeds
             net = MLP.__new__(MLP)
             net.__setstate__(self.net_.__getstate__())
             net.alpha = float(self.alpha)
@@ -683,15 +684,18 @@ class _BaseMLP(_ParamsMixin):
                                  best_loss_=None)
 
         if self.solver == "lbfgs":
-            result = self._run_lbfgs(net, X, Y, sw)
+            result = dict(self._run_lbfgs(net, X, Y, sw), t_=fit_state["t_"])
         else:
-            opt = self._make_optimizer([net.params_flat])
-            if incremental and fitted and hasattr(self, "_optimizer"):
-                opt.load_state_dict(self._optimizer.state_dict())
+            old = getattr(self, "_optimizer", None) if incremental and fitted else None
+            if old is None:
+                opt = self._make_optimizer([net.params_flat])
+            else:                            # partial_fit goes on with the same optimizer
+                opt = type(old)([net.params_flat])
+                opt.load_state_dict(old.state_dict())
             result = self._run_stochastic(net, opt, X, Y, y, sw, strat, enc, rng, fit_state,
                                           incremental, validation_data)
             result["_optimizer"] = opt
-        if not all(np.isfinite(a).all() for a in (net.params_flat,)):
+        if not np.isfinite(net.params_flat).all():
             raise DivergenceError("Solver produced non-finite parameter weights. The input "
                                   "data may contain large values and need to be "
                                   "preprocessed.")
@@ -701,7 +705,7 @@ class _BaseMLP(_ParamsMixin):
                       "best_validation_score_", "val_loss_curve_", "_optimizer") if first \
                 else ():
             self.__dict__.pop(stale, None)
-        if names is not None:
+        if first and names is not None:
             self.feature_names_in_ = names
         self.__dict__.update(enc)
         self.__dict__.update(result)
@@ -918,9 +922,6 @@ class _BaseMLP(_ParamsMixin):
         self._check_n_features(X)
         return self.net_.forward(X)
 
-    def _encoding(self):
-        raise NotImplementedError
-
     def score(self, X, y, sample_weight=None):
         """Mean accuracy (classifier) or R^2 (regressor) of predict(X) against y."""
         self._check_fitted()
@@ -930,11 +931,6 @@ class _BaseMLP(_ParamsMixin):
         if sample_weight is not None:
             sample_weight = _check_sample_weight(sample_weight, len(y), np.float64)
         return self._score_fn(y, pred, sample_weight)
-
-
-def _set_lr(opt, lr):
-    for g in opt.param_groups:
-        g["lr"] = lr
 
 
 class _partial_fit_only_stochastic:
@@ -1049,7 +1045,6 @@ class MLPClassifier(_BaseMLP):
         return y
 
     def _encode_y(self, y, first, classes, incremental, enc=None):
-        dtype = None
         if enc is None and not first:
             enc = {"classes_": self.classes_, "_y_type": self._y_type}
         if enc is None:                  # first fit: the label encoding of this y
@@ -1074,7 +1069,7 @@ class MLPClassifier(_BaseMLP):
                                  f"({y_type})")
             if y.ndim == 1:
                 present = np.unique(y)
-                if self.warm_start and not incremental and enc is not None and \
+                if self.warm_start and not incremental and \
                         set(present.tolist()) != set(enc["classes_"].tolist()):
                     raise ValueError(
                         "warm_start can only be used where `y` has the same classes as in "
@@ -1085,14 +1080,13 @@ class MLPClassifier(_BaseMLP):
                                      f"`self.classes_` has {enc['classes_']}. 'y' has "
                                      f"{present}.")
         cls = enc["classes_"]
-        dtype = np.float64
         if y_type == "multilabel":
-            Y = np.asarray(y, dtype=dtype)
-        elif y_type == "binary":
-            Y = (y == cls[-1]).astype(dtype).reshape(-1, 1) if cls.size == 2 \
-                else np.zeros((y.shape[0], 1), dtype)
+            Y = np.asarray(y, dtype=np.float64)
+        elif y_type == "binary":         # one class: all targets 0, as scikit-learn
+            Y = (y == cls[-1]).astype(np.float64).reshape(-1, 1) if cls.size == 2 \
+                else np.zeros((y.shape[0], 1))
         else:
-            Y = np.zeros((y.shape[0], cls.size), dtype=dtype)
+            Y = np.zeros((y.shape[0], cls.size))
             Y[np.arange(y.shape[0]), np.searchsorted(cls, y)] = 1
         strat = y if y_type == "binary" else None
         output = "softmax" if y_type == "multiclass" else "logistic"
