@@ -858,7 +858,10 @@ class _BaseMLP(_ParamsMixin):
                         st["best_validation_score_"] = max(st["best_validation_score_"],
                                                            st["validation_scores_"][-1])
                 if sgd and self.learning_rate == "invscaling":
-                    _set_lr(opt, lr0 / (t + 1) ** float(self.power_t))
+                    try:
+                        _set_lr(opt, lr0 / (t + 1) ** float(self.power_t))
+                    except OverflowError:        # a huge power_t: the rate is 0
+                        _set_lr(opt, 0.0)
                 if count > self.n_iter_no_change:
                     what = "Validation score" if early else "Training loss"
                     msg = (f"{what} did not improve more than tol={self.tol:f} for "
