@@ -528,8 +528,9 @@ class _BaseMLP(_ParamsMixin):
         """validated y (raises ValueError)."""
         raise NotImplementedError
 
-    def _encode_y(self, y, first, classes, incremental):
-        """-> (targets Y, encoding dict to commit, output function, stratification labels)."""
+    def _encode_y(self, y, first, classes, incremental, enc=None):
+        """-> (targets Y, encoding dict to commit, output function, stratification labels);
+        ``enc``: encode with this encoding instead of the fitted one (validation data)."""
         raise NotImplementedError
 
     def _decode(self, out, enc):
@@ -746,7 +747,7 @@ class _BaseMLP(_ParamsMixin):
                         f"(max_iter={self.max_iter}).")
             msg += ("\nYou might also want to scale the data as shown in:\n"
                     "    https://scikit-learn.org/stable/modules/preprocessing.html")
-            _warn(msg, _sk("ConvergenceWarning", ConvergenceWarning))
+            _warn(msg, _sk("ConvergenceWarning", ConvergenceWarning), stacklevel=5)
         if not math.isfinite(res.fun):
             raise DivergenceError("Solver produced non-finite parameter weights. The input "
                                   "data may contain large values and need to be "
@@ -846,7 +847,7 @@ class _BaseMLP(_ParamsMixin):
                         print(f"Validation score: {score:f}")
                 if early:
                     best_vs = st["best_validation_score_"]
-                    count = count + 1 if not score >= best_vs + self.tol else 0
+                    count = count + 1 if score < best_vs + self.tol else 0   # nan: reset
                     if score > best_vs:
                         st["best_validation_score_"] = score
                         np.copyto(best_params, net.params_flat)
