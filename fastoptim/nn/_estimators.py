@@ -599,10 +599,11 @@ class _BaseMLP(_ParamsMixin):
         fitted = getattr(self, "feature_names_in_", None)
         cls = type(self).__name__
         if fitted is None and names is not None:
-            _warn(f"X has feature names, but {cls} was fitted without feature names")
+            _warn(f"X has feature names, but {cls} was fitted without feature names",
+                  stacklevel=5)
         elif fitted is not None and names is None:
             _warn(f"X does not have valid feature names, but {cls} was fitted with "
-                  "feature names")
+                  "feature names", stacklevel=5)
         elif fitted is not None and (len(fitted) != len(names) or (fitted != names).any()):
             msg = "The feature names should match those that were passed during fit.\n"
             unseen = [n for n in names if n not in set(fitted)]
@@ -809,7 +810,7 @@ class _BaseMLP(_ParamsMixin):
         else:
             if self.batch_size > n:
                 _warn("Got `batch_size` less than 1 or larger than sample size. It is going "
-                      "to be clipped")
+                      "to be clipped", stacklevel=5)
             batch_size = min(int(self.batch_size), n)
         runner = _Epochs(net, X, Y, opt, batch_size, sw)
         order = np.arange(n)
