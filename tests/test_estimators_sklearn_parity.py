@@ -519,3 +519,31 @@ def test_feature_names_as_sklearn():
         plain.predict(df)
     _quiet(ours.set_params(warm_start=False).fit, X, y)      # refit without names
     assert not hasattr(ours, "feature_names_in_")
+
+
+def test_partial_fit_keeps_its_optimizer_as_sklearn():
+    """scikit-learn's partial_fit goes on with the optimizer it made first: a later
+    set_params(learning_rate_init=...) does not reach it, a new fit does."""
+    X, y = _blobs()
+    for est in _pair("MLPClassifier", hidden_layer_sizes=(4,), solver="sgd",
+                     learning_rate_init=0.01, random_state=0):
+        est.partial_fit(X, y, classes=[0, 1, 2])
+        est.set_params(learning_rate_init=0.5)
+        est.partial_fit(X, y)
+        lr = (est._optimizer.param_groups[0]["lr"] if isinstance(est, MLPClassifier)
+              else est._optimizer.learning_rate)
+        assert lr == 0.01
+        _quiet(est.set_params(max_iter=1).fit, X, y)
+        lr = (est._optimizer.param_groups[0]["lr"] if isinstance(est, MLPClassifier)
+              else est._optimizer.learning_rate)
+        assert lr == 0.5
+
+
+@pytest.mark.parametrize("solver", ["lbfgs", "adam"])
+def test_pickled_regressor_predicts_the_same(solver):
+    X, y = _blobs()
+    est = _quiet(MLPRegressor(hidden_layer_sizes=(4,), solver=solver, max_iter=5,
+                              random_state=0).fit, X, y.astype(float))
+    back = pickle.loads(pickle.dumps(est))
+    np.testing.assert_array_equal(back.predict(X), est.predict(X))
+    assert back.n_iter_ == est.n_iter_ and back.loss_ == est.loss_
