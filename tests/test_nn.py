@@ -572,3 +572,15 @@ def test_training_matches_torch_adam():
                                    atol=1e-12)
         np.testing.assert_allclose(b, model[2 * i].bias.detach().numpy(), rtol=1e-9,
                                    atol=1e-12)
+
+
+def test_validation_r2_matches_sklearn():
+    metrics = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(0)
+    X, Y = rng.normal(size=(60, 3)), rng.normal(size=(60, 2))
+    net = MLP([3, 8, 2], output="identity", dtype=np.float64, seed=0)
+    hist = net.fit(X[:40], Y[:40], epochs=3, validation_data=(X[40:], Y[40:]), seed=0)
+    assert len(hist.val_r2) == 3
+    pred = net.forward(X[40:])
+    assert hist.val_r2[-1] == pytest.approx(
+        metrics.r2_score(Y[40:], pred, multioutput="variance_weighted"), rel=1e-12)

@@ -214,13 +214,13 @@ def _is_plateau_scheduler(sched):
 def _val_metrics(net, X_val, Y_val, labels_val):
     """Validation loss (no penalty) and accuracy (softmax) or R^2 (identity)."""
     loss = net.loss(X_val, Y_val, penalty=False)
+    out = net.forward(X_val)
     if net.output == "softmax":
-        acc = float(np.mean(np.argmax(net.forward(X_val), axis=1) == labels_val))
-        return loss, acc, None
+        return loss, float(np.mean(np.argmax(out, axis=1) == labels_val)), None
     if net.output == "identity":
+        d = out - Y_val
         ss_tot = float(((Y_val - Y_val.mean(axis=0)) ** 2).sum())
-        n = X_val.shape[0]
-        r2 = 1.0 - 2.0 * loss * n / ss_tot if ss_tot > 0 else float("nan")
+        r2 = 1.0 - float(np.vdot(d, d)) / ss_tot if ss_tot > 0 else float("nan")
         return loss, None, r2
     return loss, None, None
 
