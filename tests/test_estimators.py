@@ -159,11 +159,10 @@ def test_adaptive_lr_divides_by_five():
                         learning_rate_init=0.05, n_iter_no_change=2, tol=10.0, max_iter=40,
                         random_state=0)
     clf.fit(X, y)
-    lrs = clf.history_.lr
-    assert lrs[0] == 0.05 and min(lrs) < 0.05
     assert clf.n_iter_ < 40          # stops once the lr would drop below 1e-6
-    ratios = {round(a / b, 6) for a, b in zip(lrs, lrs[1:]) if a != b}
-    assert ratios == {5.0}
+    divisions = np.log(0.05 / clf._optimizer.param_groups[0]["lr"]) / np.log(5.0)
+    assert divisions == pytest.approx(round(divisions)) and round(divisions) >= 1
+    assert clf._optimizer.param_groups[0]["lr"] <= 1e-6
 
 
 def test_regressor():
@@ -231,7 +230,7 @@ def test_seeded_and_warm_start():
     _quiet_fit(w, X, y)
     first = w.loss_curve_[:]
     _quiet_fit(w, X, y)
-    assert w.n_iter_ == 4 and w.loss_curve_[:2] == first
+    assert w.n_iter_ == 2 and len(w.loss_curve_) == 4 and w.loss_curve_[:2] == first
 
 
 def test_partial_fit():
@@ -243,8 +242,8 @@ def test_partial_fit():
     for _ in range(10):
         clf.partial_fit(X[:100], y[:100], classes=[0, 1, 2])
         clf.partial_fit(X[100:], y[100:])
-    assert clf.n_iter_ == 20 and clf.score(X, y) > 0.95
-    with pytest.raises(ValueError, match="not seen at fit"):
+    assert clf.n_iter_ == 1 and len(clf.loss_curve_) == 20 and clf.score(X, y) > 0.95
+    with pytest.raises(ValueError, match="classes not in"):
         clf.partial_fit(X[:5], np.array([0, 1, 2, 3, 0]))
     reg = MLPRegressor(hidden_layer_sizes=(8,), random_state=0)
     reg.partial_fit(X, y.astype(float))
@@ -271,7 +270,6 @@ def _assert_untrained(est):
      "infinity"),
     (lambda X, y: (X[:0], y[:0]), "0 sample"),
     (lambda X, y: (X[:, :0], y), "0 feature"),
-    (lambda X, y: (X, np.zeros_like(y)), "classes has to be greater than one"),
     (lambda X, y: (X, y[:-1]), "inconsistent numbers of samples"),
     (lambda X, y: (X[:, 0], y), "Expected 2D array"),
     (lambda X, y: (X, y + 0.5), "Unknown label type"),
@@ -301,7 +299,7 @@ def test_regressor_bad_fit_input(make, msg):
 
 
 @pytest.mark.parametrize("params, msg", [
-    (dict(solver="lbfgs"), "lbfgs"), (dict(solver="nope"), "solver"),
+    (dict(solver="nope"), "solver"),
     (dict(activation="swish"), "activation"), (dict(hidden_layer_sizes=(0,)), "hidden"),
     (dict(alpha=-1.0), "alpha"), (dict(batch_size=0), "batch_size"),
     (dict(learning_rate_init=0.0), "learning_rate_init"), (dict(max_iter=0), "max_iter"),
@@ -325,17 +323,14 @@ def test_predict_and_score_errors():
     _quiet_fit(clf, X, y)
     with pytest.raises(ValueError, match="X has 3 features, but MLPClassifier is expecting 4"):
         clf.predict(X[:, :3])
-    with pytest.raises(ValueError, match=r"labels not seen at fit: \[9\]"):
-        clf.score(X, np.where(np.arange(40) == 0, 9, y))
+    y9 = np.where(np.arange(40) == 0, 9, y)           # an unseen label counts as wrong
+    assert clf.score(X, y9) == np.mean(clf.predict(X) == y9)
     with pytest.raises(ValueError, match="NaN"):
         clf.predict_proba(np.full((2, 4), np.nan))
     with pytest.raises(ValueError, match="inconsistent"):
         clf.score(X, y[:-1])
-    with pytest.raises(TypeError, match="sparse"):
-        class FakeSparse:
-            def toarray(self):
-                return X
-        clf.predict(FakeSparse())
+    with pytest.raises(ValueError, match="Expected a 2D array-like"):
+        clf.predict(object())
 
 
 def test_verbose_prints_epochs(capsys):
@@ -387,15 +382,22 @@ def _sklearn_checks():
     with warnings.catch_warnings():     # "does not inherit from BaseEstimator": on purpose
         warnings.simplefilter("ignore", UserWarning)
         return parametrize_with_checks(
-        [MLPClassifier(dtype=np.float64, random_state=0),
-         MLPRegressor(dtype=np.float64, random_state=0),
-         MLPClassifier(random_state=0),
-         MLPRegressor(random_state=0)],
-        # float32 matrix products round differently for different batch sizes
+        [MLPClassifier(random_state=0),               # dtype follows X, as scikit-learn
+         MLPRegressor(random_state=0),
+         MLPClassifier(dtype=np.float32, random_state=0),
+         MLPRegressor(dtype=np.float32, random_state=0),
+         MLPClassifier(solver="lbfgs", random_state=0),
+         MLPRegressor(solver="lbfgs", random_state=0)],
+        # float32: weights and repeated rows agree to float32 rounding (~1e-7 relative),
+        # the check asks for rtol=1e-7
+        # lbfgs fits this check's data so closely that a logit passes 36.7 and its
+        # probability rounds to 1.0; scikit-learn's own lbfgs MLP fails it the same way
         expected_failed_checks=lambda est: (
-            {"check_methods_subset_invariance": "float32 rounding depends on batch size",
-             "check_methods_sample_order_invariance": "float32 rounding"}
-            if np.dtype(est.dtype) == np.float32 else {}),
+            {"check_sample_weight_equivalence_on_dense_data": "float32 rounding",
+             "check_sample_weight_equivalence_on_sparse_data": "float32 rounding"}
+            if est.dtype is not None else
+            {"check_classifiers_multilabel_output_format_predict_proba": "p rounds to 1.0"}
+            if est.solver == "lbfgs" else {}),
     )
 
 
@@ -419,7 +421,7 @@ def test_validation_data(digits):
                        early_stopping=True, n_iter_no_change=2)
     es.fit(Xtr, ytr, validation_data=(Xte, yte))
     assert es.n_iter_ < 200 and es.t_ == es.n_iter_ * len(Xtr)
-    with pytest.raises(ValueError, match="not seen at fit"):
+    with pytest.raises(ValueError, match="classes not in"):
         MLPClassifier(max_iter=1).fit(Xtr, ytr, validation_data=(Xte[:3], [0, 1, 99]))
     with pytest.raises(ValueError, match="X_val has 3 features"):
         MLPClassifier(max_iter=1).fit(Xtr, ytr, validation_data=(Xte[:, :3], yte))

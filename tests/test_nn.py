@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fastoptim.nn import ACTIVATIONS, MLP, History, make_optimizer, train
+from fastoptim.nn import ACTIVATIONS, MLP, OUTPUTS, History, make_optimizer, train
 from fastoptim.nn._training import _Progress
 
 DTYPES = [np.float32, np.float64]
@@ -19,6 +19,10 @@ def _data(rng, n, sizes, output):
     X = rng.normal(size=(n, sizes[0]))
     if output == "softmax":
         y = rng.integers(0, sizes[-1], size=n)
+    elif output == "logistic":
+        y = rng.integers(0, 2, size=(n, sizes[-1]))
+    elif output == "exp":
+        y = rng.poisson(1.5, size=(n, sizes[-1])).astype(float)
     else:
         y = rng.normal(size=(n, sizes[-1]))
     return X, y
@@ -75,7 +79,7 @@ def test_initialisation_is_seeded_and_scaled():
     (dict(layer_sizes=[3, 0, 2]), "positive ints"),
     (dict(layer_sizes=[3, 2.5]), "positive ints"),
     (dict(layer_sizes=[3, 2], activation="swish"), "activation must be one of"),
-    (dict(layer_sizes=[3, 2], output="sigmoid"), "output must be one of"),
+    (dict(layer_sizes=[3, 2], output="tanh"), "output must be one of"),
     (dict(layer_sizes=[3, 2], dtype=np.int32), "float32 or float64"),
     (dict(layer_sizes=[3, 2], alpha=-1.0), "alpha"),
 ])
@@ -139,7 +143,7 @@ def _finite_difference_grad(net, X, Y, h=1e-6):
 
 
 @pytest.mark.parametrize("activation", ACTIVATIONS)
-@pytest.mark.parametrize("output", ["softmax", "identity"])
+@pytest.mark.parametrize("output", OUTPUTS)
 @pytest.mark.parametrize("alpha", [0.0, 0.3])
 @pytest.mark.parametrize("n", [1, 7])
 def test_gradient_matches_finite_differences(activation, output, alpha, n):
@@ -157,7 +161,7 @@ def test_gradient_matches_finite_differences(activation, output, alpha, n):
 
 
 @pytest.mark.parametrize("activation", ACTIVATIONS)
-@pytest.mark.parametrize("output", ["softmax", "identity"])
+@pytest.mark.parametrize("output", OUTPUTS)
 def test_gradient_of_final_partial_batch(activation, output):
     """Batch 4 over 11 rows: the last batch (3 rows) runs on views of the buffers."""
     rng = np.random.default_rng(0)
@@ -236,6 +240,47 @@ def test_matches_sklearn_loss_and_gradient():
     assert loss == pytest.approx(sk_loss, rel=1e-12)
     for g, gsk in zip(net.coef_grads + net.intercept_grads, cg + ig):
         np.testing.assert_allclose(g, gsk, rtol=1e-10, atol=1e-14)
+
+
+_SK_OUTPUTS = {"softmax": ("MLPClassifier", "log_loss", "softmax"),
+               "logistic": ("MLPClassifier", "log_loss", "logistic"),
+               "identity": ("MLPRegressor", "squared_error", "identity"),
+               "exp": ("MLPRegressor", "poisson", "exp")}
+
+
+@pytest.mark.parametrize("output", OUTPUTS)
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("sparse", [False, True])
+def test_matches_sklearn_backprop_every_output(output, weighted, sparse):
+    """Same weights, sample weights and (sparse) X -> scikit-learn's loss and gradients."""
+    sk = pytest.importorskip("sklearn.neural_network")
+    rng = np.random.default_rng(3)
+    sizes = [4, 5, 3]
+    X, y = _data(rng, 9, sizes, output)
+    if sparse:
+        scipy_sparse = pytest.importorskip("scipy.sparse")
+        X = np.where(rng.random(X.shape) < 0.5, 0.0, X)
+        X = scipy_sparse.csr_matrix(X)
+    w = rng.uniform(0.1, 3.0, size=9) if weighted else None
+    net = MLP(sizes, activation="tanh", output=output, dtype=np.float64, alpha=0.2, seed=1)
+    Y = net.targets(y)
+    cls, loss, act = _SK_OUTPUTS[output]
+    est = getattr(sk, cls)(hidden_layer_sizes=(5,), activation="tanh", alpha=0.2)
+    if cls == "MLPRegressor":
+        est.loss = loss
+    est.coefs_ = [W.copy() for W in net.coefs]
+    est.intercepts_ = [b.copy() for b in net.intercepts]
+    est.n_layers_, est.out_activation_ = 3, act
+    net.mean_over_outputs = output == "identity"        # scikit-learn's reported loss
+    Xc = net.check_X(X)
+    v = net._get_views(9)
+    got = net._loss_grad_batch(Xc, Y, v, w)
+    cg = [np.empty_like(W) for W in net.coefs]
+    ig = [np.empty_like(b) for b in net.intercepts]
+    sk_loss, cg, ig = est._backprop(X, Y, w, [X, None, None], [None, None], cg, ig)
+    assert got == pytest.approx(sk_loss, rel=1e-9)
+    for g, gsk in zip(net.coef_grads + net.intercept_grads, cg + ig):
+        np.testing.assert_allclose(g, gsk, rtol=1e-9, atol=1e-13)
 
 
 # ---- buffers: no allocation per batch ------------------------------------------------------
@@ -527,3 +572,15 @@ def test_training_matches_torch_adam():
                                    atol=1e-12)
         np.testing.assert_allclose(b, model[2 * i].bias.detach().numpy(), rtol=1e-9,
                                    atol=1e-12)
+
+
+def test_validation_r2_matches_sklearn():
+    metrics = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(0)
+    X, Y = rng.normal(size=(60, 3)), rng.normal(size=(60, 2))
+    net = MLP([3, 8, 2], output="identity", dtype=np.float64, seed=0)
+    hist = net.fit(X[:40], Y[:40], epochs=3, validation_data=(X[40:], Y[40:]), seed=0)
+    assert len(hist.val_r2) == 3
+    pred = net.forward(X[40:])
+    assert hist.val_r2[-1] == pytest.approx(
+        metrics.r2_score(Y[40:], pred, multioutput="variance_weighted"), rel=1e-12)

@@ -6,7 +6,10 @@
 - :func:`train` / :meth:`MLP.fit` -- mini-batch training with validation, LR schedules,
   early stopping (best weights restored) and a per-epoch :class:`History`.
 - :class:`MLPClassifier`, :class:`MLPRegressor` -- drop-in replacements for
-  scikit-learn's estimators of the same names (scikit-learn is not needed).
+  scikit-learn's estimators of the same names (scikit-learn is not needed; scipy only
+  for ``solver="lbfgs"``).
+- :class:`DivergenceError` -- the loss became NaN/inf (a FloatingPointError and a
+  ValueError).
 
 Example::
 
@@ -29,8 +32,8 @@ Example::
 from ._estimators import (ConvergenceWarning, DataConversionWarning, MLPClassifier,
                           MLPRegressor, NotFittedError)
 from ._network import ACTIVATIONS, MLP, OUTPUTS
-from ._training import History, make_optimizer, train
+from ._training import DivergenceError, History, make_optimizer, train
 
 __all__ = ["MLP", "History", "train", "make_optimizer", "MLPClassifier", "MLPRegressor",
-           "ConvergenceWarning", "DataConversionWarning", "NotFittedError", "ACTIVATIONS",
-           "OUTPUTS"]
+           "ConvergenceWarning", "DataConversionWarning", "NotFittedError", "DivergenceError",
+           "ACTIVATIONS", "OUTPUTS"]

@@ -2,8 +2,9 @@
 
 Layer ``i`` computes ``a_i = f_i(a_{i-1} @ W_i + b_i)`` on a mini-batch of row vectors
 (``W_i`` has shape ``(n_in, n_out)``, i.e. ``f(W x + b)`` for column vectors ``x``), with
-``f`` applied element-wise; the last layer's ``f`` is the output function (softmax for
-classification, identity for regression).
+``f`` applied element-wise; the last layer's ``f`` is the output function: softmax
+(classes), logistic (binary / multilabel), identity (regression) or exp (Poisson
+regression, log link).  X may be a scipy.sparse matrix (used by the first layer only).
 
 Memory layout (the point of this module):
 
@@ -17,14 +18,19 @@ Memory layout (the point of this module):
   element-wise work is ufuncs with ``out=``; a smaller (final, partial) batch uses views
   of the first rows, cached per batch size, so a training epoch allocates no arrays.
 
-Losses (per mini-batch of ``n`` rows, targets ``Y`` of shape ``(n, n_outputs)``):
+Losses (per mini-batch of ``n`` rows, targets ``Y`` of shape ``(n, n_outputs)``), each
+paired with its canonical output so that ``dL/dz = (out - Y) / n`` for all four:
 
 * softmax cross-entropy: ``mean_rows(logsumexp(z) - sum(Y * z))`` computed after
-  subtracting each row's maximum (stable); ``dL/dz = (softmax(z) - Y) / n``.
-* squared error (scikit-learn's ``squared_loss`` for one output):
-  ``sum((out - Y)**2) / (2 n)``; ``dL/dout = (out - Y) / n``.
+  subtracting each row's maximum (stable).
+* logistic: binary cross-entropy summed over the outputs, ``softplus(z) - Y * z`` (stable).
+* identity: squared error (scikit-learn's ``squared_loss``), ``sum((out - Y)**2) / (2 n)``.
+* exp: half Poisson deviance, ``sum(Y log Y - Y z + exp(z) - Y) / n`` (``0 log 0 = 0``).
 * L2 penalty as scikit-learn's MLP: ``+ alpha / (2 n) * sum_i sum(W_i**2)`` and
   ``+ alpha / n * W_i`` on the weight gradients (biases are not penalised).
+
+With per-row sample weights ``w`` (scikit-learn's weighting), each row's loss and delta
+are multiplied by ``w_i`` and every ``n`` above becomes ``sum(w)``.
 """
 
 import numbers
@@ -37,8 +43,19 @@ __all__ = ["MLP", "ACTIVATIONS", "OUTPUTS"]
 
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "identity")
 _ACTIVATION_ALIASES = {"logistic": "sigmoid", "linear": "identity"}
-OUTPUTS = ("softmax", "identity")
-_OUTPUT_ALIASES = {"linear": "identity"}
+OUTPUTS = ("softmax", "identity", "logistic", "exp")
+_OUTPUT_ALIASES = {"linear": "identity", "sigmoid": "logistic"}
+
+
+def _is_sparse(X):
+    """A scipy.sparse matrix or array (without importing scipy)."""
+    return type(X).__module__.startswith("scipy.sparse") and hasattr(X, "tocsr")
+
+
+def _refuse_masked(X, name):
+    if isinstance(X, np.ma.MaskedArray):
+        raise TypeError(f"{name} is a masked array: its mask would be ignored; pass "
+                        f"{name}.filled(value) or drop the masked rows")
 
 
 # ---- element-wise functions, in place (z is overwritten by f(z)) -------------------------
@@ -61,6 +78,14 @@ def _sigmoid(z, zeros):
 
 def _identity(z, zeros):
     pass
+
+
+def _expit(z):
+    """1 / (1 + exp(-z)) in place, exactly 0 or 1 only where the float runs out (as
+    scipy's expit; the output layer's probabilities, where saturation shows)."""
+    e = np.exp(-np.abs(z))
+    pos = z >= 0
+    np.divide(np.where(pos, 1.0, e), 1.0 + e, out=z)
 
 
 # ---- derivatives from the activation's OUTPUT a, applied in place: d *= f'(.) -----------
@@ -99,6 +124,18 @@ def _check_name(kind, value, allowed, aliases):
     raise ValueError(f"{kind} must be one of {', '.join(map(repr, allowed))}, got {value!r}")
 
 
+def _check_representable(a, dtype, name):
+    """Refuse NaN/inf, and finite values that the conversion to ``dtype`` would overflow."""
+    if a.dtype.kind != "f" or a.size == 0:
+        return
+    if not np.isfinite(a).all():
+        raise ValueError(f"Input {name} contains NaN or infinity.")
+    big = np.finfo(dtype).max
+    if a.dtype.itemsize > np.dtype(dtype).itemsize and np.abs(a).max() > big:
+        raise ValueError(f"{name} holds finite values beyond {np.dtype(dtype).name}'s range "
+                         f"(+-{big:.4g}); train in float64 or rescale {name}")
+
+
 def _check_dtype(dtype):
     try:
         dt = np.dtype(dtype)
@@ -126,9 +163,10 @@ class MLP:
         ``[64, 128, 64, 10]``.
     activation : {"relu", "tanh", "sigmoid", "identity"}
         Hidden-layer activation (``"logistic"`` is accepted for ``"sigmoid"``).
-    output : {"softmax", "identity"}
-        Output function and loss: softmax with cross-entropy (classification), identity
-        with squared error (regression).
+    output : {"softmax", "identity", "logistic", "exp"}
+        Output function and loss: softmax with cross-entropy (classification), logistic
+        with binary cross-entropy per output (binary / multilabel), identity with squared
+        error (regression), exp with the half Poisson deviance (counts).
     dtype : float32 or float64
     alpha : float, default 0
         L2 penalty (scikit-learn's convention, see the module docstring).
@@ -168,6 +206,9 @@ class MLP:
         self.weight_grads_flat = self.grads_flat[:self.n_weights]
         self._wscratch = np.empty(0, dtype=self.dtype)
         self.alpha = alpha
+        # scikit-learn reports the squared error averaged over the outputs (its gradient
+        # is that of the sum); True makes the reported data loss that average
+        self.mean_over_outputs = False
         self._act = _FORWARD[self.activation]
         self._deriv = _DERIV[self.activation]
         self._capacity = 0
@@ -224,12 +265,13 @@ class MLP:
     def __getstate__(self):
         return {"layer_sizes": self.layer_sizes, "activation": self.activation,
                 "output": self.output, "dtype": self.dtype.str, "alpha": self.alpha,
-                "params": self.params_flat.copy()}
+                "mean_over_outputs": self.mean_over_outputs, "params": self.params_flat.copy()}
 
     def __setstate__(self, state):
         self.__init__(state["layer_sizes"], state["activation"], state["output"],
                       dtype=np.dtype(state["dtype"]), alpha=state["alpha"], seed=0)
         self.params_flat[...] = state["params"]
+        self.mean_over_outputs = state.get("mean_over_outputs", False)
 
     def __repr__(self):
         return (f"MLP({list(self.layer_sizes)}, activation={self.activation!r}, "
@@ -286,42 +328,91 @@ class MLP:
         last = self.n_layers - 1
         for i, (W, b) in enumerate(zip(self.coefs, self.intercepts)):
             z = v.acts[i]
-            np.matmul(a, W, out=z)
+            if i == 0 and _is_sparse(a):
+                z[...] = a @ W
+            else:
+                np.matmul(a, W, out=z)
             np.add(z, b, out=z)
             if i < last:
                 self._act(z, v.zeros[i])
             a = z
         return a
 
-    def _softmax_xent(self, z, Y, v):
+    def _softmax_xent(self, z, Y, v, w=None):
         """z := softmax(z) in place; return the summed (not averaged) cross-entropy."""
         row, row2d = v.row, v.row2d
         np.maximum.reduce(z, axis=1, out=row)
         np.subtract(z, row2d, out=z)
-        zy = float(np.vdot(Y, z)) if Y is not None else 0.0
+        if Y is not None:
+            zy = float(np.vdot(Y, z)) if w is None else np.einsum("ij,ij->i", Y, z)
         np.exp(z, out=z)
         np.add.reduce(z, axis=1, out=row)
         np.divide(z, row2d, out=z)
         if Y is None:
             return 0.0
         np.log(row, out=row)
-        return float(np.add.reduce(row)) - zy
+        if w is None:
+            return float(np.add.reduce(row)) - zy
+        return float(np.vdot(w, row - zy))
 
-    def _loss_grad_batch(self, X, Y, v):
-        """Mean loss (+ L2 penalty) of one batch; fills grads_flat."""
-        n = X.shape[0]
-        out = self._forward(X, v)
-        d = v.deltas[-1]
+    def _output_loss(self, z, Y, v, w=None):
+        """z := the output function of z, in place; return the loss summed over the rows
+        (each row weighted by w when given); 0.0 when Y is None."""
         if self.output == "softmax":
-            loss = self._softmax_xent(out, Y, v) / n
-            np.subtract(out, Y, out=d)
+            return self._softmax_xent(z, Y, v, w)
+        s = v.scratch[-1]
+        if Y is None:
+            per = None
+        elif self.output == "identity":
+            np.subtract(z, Y, out=s)
+            if w is None:
+                return 0.5 * float(np.vdot(s, s))
+            np.multiply(s, s, out=s)
+            per = 0.5 * s
+        elif self.output == "logistic":           # softplus(z) - Y z, stably
+            np.abs(z, out=s)
+            np.negative(s, out=s)
+            np.exp(s, out=s)
+            np.log1p(s, out=s)
+            per = s + np.maximum(z, 0.0) - Y * z
+        else:                                      # exp: Y log Y - Y z + exp(z) - Y
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ylogy = np.where(Y > 0, Y * np.log(np.where(Y > 0, Y, 1)), 0.0)
+            per = ylogy - Y * z - Y
+        if self.output == "logistic":
+            _expit(z)
+        elif self.output == "exp":
+            np.exp(z, out=z)
+            if per is not None:
+                per = per + z
+        if per is None:
+            return 0.0
+        if w is None:
+            return float(per.sum())
+        return float(np.vdot(w, per.sum(axis=1)))
+
+    def _loss_grad_batch(self, X, Y, v, w=None):
+        """Mean loss (+ L2 penalty) of one batch; fills grads_flat.
+
+        ``w``: per-row sample weights, or None (all ones)."""
+        n = X.shape[0]
+        total = n if w is None else float(np.add.reduce(w, dtype=np.float64))
+        out = self._forward(X, v)
+        loss = self._output_loss(out, Y, v, w) / total
+        if self.mean_over_outputs:
+            loss /= self.layer_sizes[-1]
+        d = v.deltas[-1]
+        np.subtract(out, Y, out=d)
+        if w is None:
+            np.multiply(d, 1.0 / n, out=d)
         else:
-            np.subtract(out, Y, out=d)
-            loss = 0.5 * float(np.vdot(d, d)) / n
-        np.multiply(d, 1.0 / n, out=d)
+            np.multiply(d, (w / total).reshape(-1, 1), out=d)
         for i in range(self.n_layers - 1, -1, -1):
             a_prev = X if i == 0 else v.acts[i - 1]
-            np.matmul(a_prev.T, d, out=self.coef_grads[i])
+            if i == 0 and _is_sparse(a_prev):
+                self.coef_grads[0][...] = a_prev.T @ d
+            else:
+                np.matmul(a_prev.T, d, out=self.coef_grads[i])
             np.matmul(v.ones, d, out=self.intercept_grads[i])
             if i > 0:
                 dp = v.deltas[i - 1]
@@ -330,24 +421,33 @@ class MLP:
                 d = dp
         if self.alpha:
             w, gw = self.weights_flat, self.weight_grads_flat
-            loss += 0.5 * self.alpha / n * float(np.vdot(w, w))
-            np.multiply(w, self.alpha / n, out=self._wscratch)
+            loss += 0.5 * self.alpha / total * float(np.vdot(w, w))
+            np.multiply(w, self.alpha / total, out=self._wscratch)
             np.add(gw, self._wscratch, out=gw)
         return loss
 
     def _gather(self, X, Y, idx, v):
         """Copy rows idx of X (and Y) into the batch buffers; return the views."""
-        X.take(idx, axis=0, out=v.x)
+        if _is_sparse(X):
+            xb = X[idx]
+        else:
+            X.take(idx, axis=0, out=v.x)
+            xb = v.x
         if Y is not None:
             Y.take(idx, axis=0, out=v.y)
-            return v.x, v.y
-        return v.x, None
+            return xb, v.y
+        return xb, None
 
     # -- public API ---------------------------------------------------------------------
 
     def check_X(self, X, name="X"):
-        """X as a C-contiguous 2-D array of this network's dtype with the right width."""
-        X = np.asarray(X)
+        """X as a C-contiguous 2-D array (or CSR matrix) of this network's dtype with the
+        right width.  A finite float64 value beyond float32's range is refused by name
+        for a float32 network (it would become infinity)."""
+        _refuse_masked(X, name)
+        sparse = _is_sparse(X)
+        if not sparse:
+            X = np.asarray(X)
         if X.ndim != 2:
             raise ValueError(f"{name} must be 2-D (n_samples, n_features), got shape {X.shape}")
         if X.shape[1] != self.layer_sizes[0]:
@@ -355,15 +455,21 @@ class MLP:
                              f"{self.layer_sizes[0]}")
         if X.dtype.kind not in "biuf":
             raise ValueError(f"{name} must hold real numbers, got dtype {X.dtype}")
+        if sparse:
+            X = X.tocsr()
+            _check_representable(X.data, self.dtype, name)
+            return X.astype(self.dtype) if X.dtype != self.dtype else X
+        _check_representable(X, self.dtype, name)
         return np.ascontiguousarray(X, dtype=self.dtype)
 
     def targets(self, y, name="y"):
         """Targets as a C-contiguous (n, n_outputs) array of this network's dtype.
 
         For a softmax output, a 1-D ``y`` holds class indices ``0..n_outputs-1`` (turned
-        into one-hot rows); a 2-D ``y`` holds per-class target probabilities.  For an
-        identity output a 1-D ``y`` is allowed when there is one output.
+        into one-hot rows); a 2-D ``y`` holds per-class target probabilities.  For the
+        other outputs a 1-D ``y`` is allowed when there is one output.
         """
+        _refuse_masked(y, name)
         y = np.asarray(y)
         k = self.layer_sizes[-1]
         if y.ndim == 1 and self.output == "softmax":
@@ -377,6 +483,9 @@ class MLP:
             y = y.reshape(-1, 1)
         if y.ndim != 2 or y.shape[1] != k:
             raise ValueError(f"{name} must have shape (n_samples, {k}), got {y.shape}")
+        if y.dtype.kind not in "biuf":
+            raise ValueError(f"{name} must hold real numbers, got dtype {y.dtype}")
+        _check_representable(y, self.dtype, name)
         return np.ascontiguousarray(y, dtype=self.dtype)
 
     def _batches(self, n):
@@ -386,7 +495,8 @@ class MLP:
             yield start, min(start + chunk, n)
 
     def forward(self, X):
-        """Network output for every row of X: probabilities (softmax) or values (identity).
+        """Network output for every row of X: probabilities (softmax, logistic) or values
+        (identity, exp).
 
         Returns a new (n_samples, n_outputs) array; works through X in chunks of the
         buffer capacity.
@@ -397,8 +507,7 @@ class MLP:
         for start, stop in self._batches(n):
             v = self._get_views(stop - start)
             z = self._forward(X[start:stop], v)
-            if self.output == "softmax":
-                self._softmax_xent(z, None, v)
+            self._output_loss(z, None, v)
             out[start:stop] = z
         return out
 
@@ -417,14 +526,10 @@ class MLP:
         for start, stop in self._batches(n):
             v = self._get_views(stop - start)
             z = self._forward(X[start:stop], v)
-            Yb = Y[start:stop]
-            if self.output == "softmax":
-                total += self._softmax_xent(z, Yb, v)
-            else:
-                d = v.deltas[-1]
-                np.subtract(z, Yb, out=d)
-                total += 0.5 * float(np.vdot(d, d))
+            total += self._output_loss(z, Y[start:stop], v)
         loss = total / n
+        if self.mean_over_outputs:
+            loss /= self.layer_sizes[-1]
         if penalty and self.alpha:
             loss += 0.5 * self.alpha / n * float(np.vdot(self.weights_flat, self.weights_flat))
         return loss
@@ -466,8 +571,6 @@ class MLP:
             raise ValueError(f"X and y have different lengths: {X.shape[0]} != {Y.shape[0]}")
         if X.shape[0] == 0:
             raise ValueError("cannot train on zero samples")
-        if not np.isfinite(X).all() or not np.isfinite(Y).all():
-            raise ValueError("X and y must not contain NaN or infinity")
         rng = np.random.default_rng(seed)
         X_val = Y_val = None
         if validation_data is not None:

@@ -9,13 +9,70 @@ plateau / early-stopping check, history, progress bar.
 
 import contextlib
 import math
+import numbers
 import sys
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["History", "train", "make_optimizer"]
+__all__ = ["History", "train", "make_optimizer", "DivergenceError"]
+
+
+class DivergenceError(FloatingPointError, ValueError):
+    """The training loss became NaN or infinite (caught by ``except FloatingPointError``
+    and by ``except ValueError``, scikit-learn's type for non-finite weights)."""
+
+
+def _check_count(name, value):
+    """A positive int (no bool): epochs, batch sizes."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) \
+            or value < 1:
+        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    return int(value)
+
+
+class _Epochs:
+    """Passes over (X, Y) in mini-batches, ONE optimizer call per batch for the whole
+    network; the buffers and batch views are set up once.  Shared by :func:`train` and
+    the scikit-learn estimators (which keep their own stopping rules)."""
+
+    def __init__(self, net, X, Y, optimizer, batch_size, sample_weight=None):
+        self.net, self.X, self.Y, self.sw = net, X, Y, sample_weight
+        self.n = n = X.shape[0]
+        self.step = optimizer.step
+        self.grads = [net.grads_flat]
+        self.batch_size = batch_size
+        net.reserve(batch_size)
+        self.n_full, self.tail = divmod(n, batch_size)
+        self.full_views = net._get_views(batch_size)
+        self.tail_views = net._get_views(self.tail) if self.tail else None
+        self.n_updates = 0
+
+    def run(self, order=None, before_step=None):
+        """One epoch over the rows in ``order`` (None: as stored); returns scikit-learn's
+        epoch loss, the batch losses weighted by their row counts over n.
+        ``before_step(samples_seen_this_epoch)`` runs before every update."""
+        X, Y, sw = self.X, self.Y, self.sw
+        loss_grad, gather = self.net._loss_grad_batch, self.net._gather
+        total = 0.0
+        for b in range(self.n_full + (1 if self.tail else 0)):
+            start = b * self.batch_size
+            v = self.full_views if b < self.n_full else self.tail_views
+            stop = start + v.row.shape[0]
+            if order is not None:
+                idx = order[start:stop]
+                xb, yb = gather(X, Y, idx, v)
+                wb = None if sw is None else sw[idx]
+            else:
+                xb, yb = X[start:stop], Y[start:stop]
+                wb = None if sw is None else sw[start:stop]
+            total += loss_grad(xb, yb, v, wb) * (stop - start)
+            if before_step is not None:
+                before_step(start)
+            self.step(self.grads)
+            self.n_updates += 1
+        return total / self.n
 
 
 @dataclass
@@ -82,42 +139,13 @@ class _Progress:
             self.stream.flush()
 
 
-def _fallback_optimizer(name, params, **kw):
-    """Tiny adapter over the functional API, used only if fastoptim.optim is missing."""
-    from fastoptim import functional as F
-
-    class _Functional:
-        def __init__(self):
-            self.param_groups = [dict(kw, params=list(params))]
-            self.t = 0
-            self.bufs = [[np.zeros_like(p) for p in params] for _ in range(2)]
-
-        def step(self, grads):
-            self.t += 1
-            g = dict(self.param_groups[0])
-            ps = g.pop("params")
-            if name == "adam":
-                b1, b2 = g.pop("betas")
-                F.adam_(ps, list(grads), self.bufs[0], self.bufs[1], step=self.t,
-                        beta1=b1, beta2=b2, **g)
-            elif name == "sgd":
-                F.sgd_(ps, list(grads), self.bufs[0], step=self.t, **g)
-            else:
-                F.rmsprop_(ps, list(grads), self.bufs[0], step=self.t, **g)
-            return True
-
-    return _Functional()
-
-
 def make_optimizer(name, params, **kwargs):
     """Build ``fastoptim.optim.<Adam|SGD|RMSprop>(params, **kwargs)`` from a solver name."""
     key = name.lower()
     if key not in ("adam", "sgd", "rmsprop"):
         raise ValueError(f"solver must be 'adam', 'sgd' or 'rmsprop', got {name!r}")
-    try:
-        from fastoptim import optim
-    except ImportError:  # pragma: no cover - only while optim.py is missing
-        return _fallback_optimizer(key, params, **kwargs)
+    from fastoptim import optim
+
     cls = {"adam": optim.Adam, "sgd": optim.SGD, "rmsprop": optim.RMSprop}[key]
     return cls(params, **kwargs)
 
@@ -185,18 +213,16 @@ def _is_plateau_scheduler(sched):
 
 def _val_metrics(net, X_val, Y_val, labels_val):
     """Validation loss (no penalty) and accuracy (softmax) or R^2 (identity)."""
+    loss = net.loss(X_val, Y_val, penalty=False)
     out = net.forward(X_val)
-    n = X_val.shape[0]
     if net.output == "softmax":
-        p = np.clip(out, np.finfo(out.dtype).tiny, None)
-        loss = -float(np.sum(Y_val * np.log(p))) / n
-        acc = float(np.mean(np.argmax(out, axis=1) == labels_val))
-        return loss, acc, None
-    d = out - Y_val
-    loss = 0.5 * float(np.vdot(d, d)) / n
-    ss_tot = float(((Y_val - Y_val.mean(axis=0)) ** 2).sum())
-    r2 = 1.0 - 2.0 * loss * n / ss_tot if ss_tot > 0 else float("nan")
-    return loss, None, r2
+        return loss, float(np.mean(np.argmax(out, axis=1) == labels_val)), None
+    if net.output == "identity":
+        d = out - Y_val
+        ss_tot = float(((Y_val - Y_val.mean(axis=0)) ** 2).sum())
+        r2 = 1.0 - float(np.vdot(d, d)) / ss_tot if ss_tot > 0 else float("nan")
+        return loss, None, r2
+    return loss, None, None
 
 
 def train(net, X, Y, optimizer, *, epochs=10, batch_size=64, shuffle=True, seed=None,
@@ -227,7 +253,8 @@ def train(net, X, Y, optimizer, *, epochs=10, batch_size=64, shuffle=True, seed=
     n = X.shape[0]
     if n == 0 or Y.shape[0] != n:
         raise ValueError(f"need matching non-empty X and Y, got {n} and {Y.shape[0]} rows")
-    batch_size = int(min(max(batch_size, 1), n))
+    epochs = _check_count("epochs", epochs)
+    batch_size = min(_check_count("batch_size", batch_size), n)
     has_val = X_val is not None
     if has_val:
         X_val, Y_val = net.check_X(X_val, "X_val"), net.targets(Y_val, "Y_val")
@@ -238,14 +265,9 @@ def train(net, X, Y, optimizer, *, epochs=10, batch_size=64, shuffle=True, seed=
     plateau_sched = scheduler is not None and _is_plateau_scheduler(scheduler)
     rng = np.random.default_rng(seed)
     hist = History() if history is None else history
-    net.reserve(batch_size)
-    grads = [net.grads_flat]
     order = np.arange(n)
-    n_full = n // batch_size
-    tail = n - n_full * batch_size
-    full_views = net._get_views(batch_size)
-    tail_views = net._get_views(tail) if tail else None
-    loss_grad, gather, step = net._loss_grad_batch, net._gather, optimizer.step
+    epochs_runner = _Epochs(net, X, Y, optimizer, batch_size)
+    before_step = None
     best = math.inf
     best_params = None
     bad_epochs = 0
@@ -259,24 +281,15 @@ def train(net, X, Y, optimizer, *, epochs=10, batch_size=64, shuffle=True, seed=
                 if shuffle:
                     rng.shuffle(order)
                 lr_epoch = _get_lr(optimizer)
-                total = 0.0
-                for b in range(n_full + (1 if tail else 0)):
-                    start = b * batch_size
-                    v = full_views if b < n_full else tail_views
-                    stop = start + v.row.shape[0]
-                    if shuffle:
-                        xb, yb = gather(X, Y, order[start:stop], v)
-                    else:
-                        xb, yb = X[start:stop], Y[start:stop]
-                    total += loss_grad(xb, yb, v) * (stop - start)
-                    if lr_fn is not None:
-                        _set_lr(optimizer, lr_fn(samples_seen))
-                    step(grads)
-                    samples_seen += stop - start
-                    hist.n_updates += 1
-                train_loss = total / n
+                if lr_fn is not None:
+                    def before_step(start, _seen=samples_seen):
+                        _set_lr(optimizer, lr_fn(_seen + start))
+                train_loss = epochs_runner.run(order if shuffle else None, before_step)
+                samples_seen += n
+                hist.n_updates += epochs_runner.n_updates
+                epochs_runner.n_updates = 0
                 if not math.isfinite(train_loss):
-                    raise FloatingPointError(
+                    raise DivergenceError(
                         f"the training loss became {train_loss} at epoch {base_epoch + epoch + 1}; "
                         "lower the learning rate or scale the inputs")
                 hist.train_loss.append(train_loss)
