@@ -995,7 +995,26 @@ def _run_case(entry, kind, owner, method, ctx, v, label, where, key, h, baseline
     return "accepted", ""
 
 
+def count_cases():
+    """Entry points and generated cases per public module (README's table)."""
+    warnings.simplefilter("ignore")
+    per_module = {}
+    for entry, (kind, owner, method) in sorted(discover().items()):
+        module = owner.__module__.replace("._network", "").replace("._training", "") \
+            .replace("._estimators", "").replace("._split", "")
+        _, cases = _cases(entry)
+        n_entries, n_cases = per_module.get(module, (0, 0))
+        per_module[module] = (n_entries + 1, n_cases + len(cases or ()))
+    for module, (n_entries, n_cases) in per_module.items():
+        print(f"| `{module}` | {n_entries} | {n_cases:,} |")
+    print(f"| all | {sum(e for e, _ in per_module.values())} | "
+          f"{sum(c for _, c in per_module.values()):,} |")
+
+
 if __name__ == "__main__":
+    if sys.argv[1] == "--count":
+        count_cases()
+        sys.exit(0)
     # results go to the original stdout; whatever the calls print goes to stderr
     results = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)
