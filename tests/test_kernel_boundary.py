@@ -1,4 +1,4 @@
-"""Hostile input at the functional API and the compiled layer itself: nothing crashes.
+"""The compiled layer and the functional API refuse what they cannot run: nothing crashes.
 
 Anything that could crash the interpreter runs in a child process, so a crash is a
 test failure (with the child's exit code), not a dead test run.
