@@ -723,8 +723,8 @@ class _BaseMLP(_ParamsMixin):
         try:
             from scipy.optimize import minimize
         except ImportError:
-            raise ImportError("solver='lbfgs' needs scipy (pip install scipy); the other "
-                              "solvers do not") from None
+            raise ImportError("solver='lbfgs' needs scipy (pip install \"fastoptim[lbfgs]\"); "
+                              "the other solvers do not") from None
         n = X.shape[0]
         v = net._get_views(n)
 
