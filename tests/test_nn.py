@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fastoptim.nn import ACTIVATIONS, MLP, OUTPUTS, History, make_optimizer, train
+import fastoptim
 from fastoptim.nn._training import _Progress
 
 DTYPES = [np.float32, np.float64]
@@ -584,3 +585,47 @@ def test_validation_r2_matches_sklearn():
     pred = net.forward(X[40:])
     assert hist.val_r2[-1] == pytest.approx(
         metrics.r2_score(Y[40:], pred, multioutput="variance_weighted"), rel=1e-12)
+
+
+def test_train_that_diverges_leaves_net_optimizer_and_history_as_they_were():
+    from fastoptim.nn import DivergenceError, History, train
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((40, 4))
+    net = MLP([4, 6, 3], seed=0)
+    Y = net.targets(np.arange(40) % 3)
+    opt = fastoptim.SGD([net.params_flat], lr=0.1, momentum=0.9)
+    hist = train(net, X, Y, opt, epochs=2, batch_size=8, seed=0)
+    params, grads = net.params_flat.copy(), net.grads_flat.copy()
+    state = opt.state_dict()
+    n_epochs = hist.n_epochs
+    opt.param_groups[0]["lr"] = 1e30            # diverges at once
+    with pytest.raises(DivergenceError):
+        train(net, X, Y, opt, epochs=3, batch_size=8, seed=1, history=hist)
+    assert np.array_equal(net.params_flat, params)
+    assert np.array_equal(net.grads_flat, grads)
+    assert opt.param_groups[0]["lr"] == 1e30    # the user's own edit, from before the call
+    assert np.array_equal(opt.state[0]["momentum_buffer"], state["state"][0]["momentum_buffer"])
+    assert opt.state[0]["step"] == state["state"][0]["step"]
+    assert hist.n_epochs == n_epochs and isinstance(hist, History)
+
+
+@pytest.mark.parametrize("kwargs, exc", [
+    (dict(optimizer=object()), TypeError), (dict(scheduler=3), TypeError),
+    (dict(lr_fn="x"), TypeError), (dict(monitor="accuracy"), ValueError),
+    (dict(patience=-1), ValueError), (dict(tol=float("nan")), ValueError),
+    (dict(epochs=10 ** 400), ValueError), (dict(blas_threads=0), ValueError),
+    (dict(history={}), TypeError), (dict(progress="yes"), TypeError),
+])
+def test_train_checks_its_arguments_before_any_batch(kwargs, exc):
+    from fastoptim.nn import train
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((20, 4))
+    net = MLP([4, 5, 3], seed=0)
+    Y = net.targets(np.arange(20) % 3)
+    args = dict(optimizer=fastoptim.Adam([net.params_flat]))
+    args.update(kwargs)
+    opt = args.pop("optimizer")
+    params, grads = net.params_flat.copy(), net.grads_flat.copy()
+    with pytest.raises(exc):
+        train(net, X, Y, opt, **args)
+    assert np.array_equal(net.params_flat, params) and np.array_equal(net.grads_flat, grads)

@@ -242,7 +242,10 @@ class _Interval:
             return False
         if self.kind is int and not isinstance(v, numbers.Integral):
             return False
-        if not isinstance(v, numbers.Real) or not math.isfinite(v):
+        try:
+            if not isinstance(v, numbers.Real) or not math.isfinite(v):
+                return False
+        except OverflowError:  # an int beyond any float
             return False
         lo_ok = v >= self.lo if self.closed in ("left", "both") else v > self.lo
         hi_ok = self.hi is None or (v <= self.hi if self.closed in ("right", "both")
@@ -466,7 +469,11 @@ def _check_sample_weight(sample_weight, n, dtype):
         return None
     _refuse_masked(sample_weight, "sample_weight")
     if isinstance(sample_weight, numbers.Number) and not isinstance(sample_weight, bool):
-        sw = np.full(n, sample_weight, dtype=dtype)
+        try:
+            sw = np.full(n, sample_weight, dtype=dtype)
+        except (OverflowError, TypeError):  # an int beyond any float, a complex
+            raise ValueError(f"sample_weight must be a finite real number, got "
+                             f"{sample_weight!r}") from None
     else:
         sw = np.asarray(sample_weight)
         if sw.dtype.kind not in "biuf":
@@ -1197,8 +1204,9 @@ class MLPRegressor(_BaseMLP):
         if y.dtype.kind not in "biuf":
             try:
                 y = y.astype(np.float64)
-            except (ValueError, TypeError):
-                raise ValueError(f"y must hold numbers, got dtype {y.dtype}") from None
+            except (ValueError, TypeError, OverflowError):
+                raise ValueError(f"y must hold real numbers within the float range, got "
+                                 f"dtype {y.dtype}") from None
         if y.ndim == 2 and y.shape[1] == 1:
             warnings.warn("A column-vector y was passed when a 1d array was expected. Please "
                           "change the shape of y to (n_samples, ), for example using "

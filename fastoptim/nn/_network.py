@@ -281,6 +281,9 @@ class MLP:
 
     def reserve(self, n):
         """Allocate the work buffers for mini-batches of up to ``n`` rows (grow only)."""
+        if isinstance(n, (bool, np.bool_)) or not isinstance(n, numbers.Integral) \
+                or not 0 <= n < 2 ** 63:
+            raise ValueError(f"n must be an int >= 0 (rows per batch), got {n!r}")
         n = int(n)
         if n <= self._capacity:
             return
@@ -576,6 +579,9 @@ class MLP:
         if validation_data is not None:
             if validation_fraction is not None:
                 raise ValueError("give validation_data or validation_fraction, not both")
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                raise TypeError("validation_data must be a pair (X_val, y_val), got "
+                                f"{type(validation_data).__name__}")
             X_val = self.check_X(validation_data[0], "X_val")
             Y_val = self.targets(validation_data[1], "y_val")
             if X_val.shape[0] != Y_val.shape[0] or X_val.shape[0] == 0:
@@ -598,6 +604,9 @@ class MLP:
             optimizer = make_optimizer(optimizer, [self.params_flat])
         elif not hasattr(optimizer, "step") and callable(optimizer):
             optimizer = optimizer([self.params_flat])
+        elif not hasattr(optimizer, "step"):
+            raise TypeError("optimizer must be None, a solver name, an optimizer or an "
+                            f"optimizer class/factory, got {type(optimizer).__name__}")
         return train(self, X, Y, optimizer, epochs=epochs, batch_size=batch_size,
                      shuffle=shuffle, seed=rng, scheduler=scheduler, X_val=X_val,
                      Y_val=Y_val, early_stopping=early_stopping, monitor="val_loss",

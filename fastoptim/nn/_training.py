@@ -25,9 +25,9 @@ class DivergenceError(FloatingPointError, ValueError):
 
 
 def _check_count(name, value):
-    """A positive int (no bool): epochs, batch sizes."""
+    """A positive int (no bool) that fits in 64 bits: epochs, batch sizes."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) \
-            or value < 1:
+            or not 1 <= value < 2 ** 63:
         raise ValueError(f"{name} must be an int >= 1, got {value!r}")
     return int(value)
 
@@ -141,6 +141,9 @@ class _Progress:
 
 def make_optimizer(name, params, **kwargs):
     """Build ``fastoptim.optim.<Adam|SGD|RMSprop>(params, **kwargs)`` from a solver name."""
+    if not isinstance(name, str):
+        raise TypeError(f"solver must be a string ('adam', 'sgd' or 'rmsprop'), got "
+                        f"{type(name).__name__}")
     key = name.lower()
     if key not in ("adam", "sgd", "rmsprop"):
         raise ValueError(f"solver must be 'adam', 'sgd' or 'rmsprop', got {name!r}")
@@ -160,7 +163,7 @@ def _blas_threads(net, batch_size, blas_threads):
     "auto": one thread when every matrix product of a batch is small (thread start-up
     and, on a busy machine, oversubscription cost more than they save); None: leave as is.
     """
-    if blas_threads == "auto":
+    if isinstance(blas_threads, str) and blas_threads == "auto":
         biggest = batch_size * max(W.size for W in net.coefs)
         blas_threads = 1 if biggest <= _BLAS_SMALL_MACS else None
     if blas_threads is None:
@@ -225,6 +228,74 @@ def _val_metrics(net, X_val, Y_val, labels_val):
     return loss, None, None
 
 
+def _check_train_args(net, optimizer, scheduler, monitor, patience, tol, on_plateau, lr_fn,
+                      verbose, progress, history, blas_threads, flags):
+    """Everything train() uses later, checked before the first batch changes anything."""
+    if not all(callable(getattr(net, m, None)) for m in ("check_X", "targets", "loss_and_grad")) \
+            or not isinstance(getattr(net, "params_flat", None), np.ndarray):
+        raise TypeError(f"net must be a fastoptim.nn.MLP, got {type(net).__name__}")
+    if not callable(getattr(optimizer, "step", None)) or \
+            not isinstance(getattr(optimizer, "param_groups", None), list):
+        raise TypeError("optimizer must be a fastoptim optimizer (with step() and "
+                        f"param_groups), got {type(optimizer).__name__}")
+    if scheduler is not None and not callable(getattr(scheduler, "step", None)):
+        raise TypeError(f"scheduler must be None or have a step() method, got "
+                        f"{type(scheduler).__name__}")
+    for name, fn in (("on_plateau", on_plateau), ("lr_fn", lr_fn)):
+        if fn is not None and not callable(fn):
+            raise TypeError(f"{name} must be None or callable, got {type(fn).__name__}")
+    if not (isinstance(monitor, str) and monitor in ("val_loss", "train_loss")):
+        raise ValueError(f"monitor must be 'val_loss' or 'train_loss', got {monitor!r}")
+    if isinstance(patience, (bool, np.bool_)) or not isinstance(patience, numbers.Integral) \
+            or not 0 <= patience < 2 ** 63:
+        raise ValueError(f"patience must be an int >= 0, got {patience!r}")
+    try:
+        tol_ok = isinstance(tol, numbers.Real) and not isinstance(tol, (bool, np.bool_)) \
+            and math.isfinite(tol) and tol >= 0
+    except OverflowError:
+        tol_ok = False
+    if not tol_ok:
+        raise ValueError(f"tol must be a finite real >= 0, got {tol!r}")
+    for name, value in (("verbose", verbose), *flags):
+        if not isinstance(value, (bool, np.bool_, numbers.Integral)):
+            raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+    if progress is not None and not isinstance(progress, (bool, np.bool_)):
+        raise TypeError(f"progress must be None or a bool, got {type(progress).__name__}")
+    if history is not None and not isinstance(history, History):
+        raise TypeError(f"history must be None or a History, got {type(history).__name__}")
+    if not ((isinstance(blas_threads, str) and blas_threads == "auto") or blas_threads is None
+            or (isinstance(blas_threads, numbers.Integral)
+                and not isinstance(blas_threads, (bool, np.bool_))
+                and 1 <= blas_threads < 2 ** 31)):
+        raise ValueError(f"blas_threads must be 'auto', None or an int >= 1, "
+                         f"got {blas_threads!r}")
+
+
+class _Rollback:
+    """Puts the network, the optimizer, the scheduler and the history back as they were
+    when training fails (divergence, a callback's error, Ctrl-C): a failed call leaves
+    the last good weights, not NaN."""
+
+    def __init__(self, net, optimizer, scheduler, history):
+        self.params = net.params_flat.copy()
+        self.grads = net.grads_flat.copy()
+        self.net = net
+        self.objects = [(o, o.state_dict()) for o in (optimizer, scheduler)
+                        if o is not None and callable(getattr(o, "state_dict", None))]
+        self.history = history
+        self.fields = None if history is None else {
+            k: (list(v) if isinstance(v, list) else v) for k, v in history.as_dict().items()}
+
+    def restore(self):
+        np.copyto(self.net.params_flat, self.params)
+        np.copyto(self.net.grads_flat, self.grads)
+        for obj, state in self.objects:
+            obj.load_state_dict(state)
+        if self.history is not None:
+            for k, v in self.fields.items():
+                setattr(self.history, k, v)
+
+
 def train(net, X, Y, optimizer, *, epochs=10, batch_size=64, shuffle=True, seed=None,
           scheduler=None, X_val=None, Y_val=None, early_stopping=False, monitor="val_loss",
           patience=10, tol=1e-4, restore_best_weights=True, on_plateau=None, lr_fn=None,
@@ -249,6 +320,10 @@ def train(net, X, Y, optimizer, *, epochs=10, batch_size=64, shuffle=True, seed=
     ``blas_threads``: "auto" (one BLAS thread for small networks, via threadpoolctl
     when installed), None (leave NumPy's setting) or a thread count.
     """
+    _check_train_args(net, optimizer, scheduler, monitor, patience, tol, on_plateau, lr_fn,
+                      verbose, progress, history, blas_threads,
+                      (("shuffle", shuffle), ("early_stopping", early_stopping),
+                       ("restore_best_weights", restore_best_weights)))
     X, Y = net.check_X(X), net.targets(Y)      # no copies when already in shape
     n = X.shape[0]
     if n == 0 or Y.shape[0] != n:
@@ -274,6 +349,7 @@ def train(net, X, Y, optimizer, *, epochs=10, batch_size=64, shuffle=True, seed=
     samples_seen = 0
     bar = _Progress(epochs, enabled=progress)
     base_epoch = hist.n_epochs
+    rollback = _Rollback(net, optimizer, scheduler, history)
     with _blas_threads(net, batch_size, blas_threads):
         try:
             for epoch in range(epochs):
@@ -332,6 +408,9 @@ def train(net, X, Y, optimizer, *, epochs=10, batch_size=64, shuffle=True, seed=
                             hist.stopped_early = True
                             break
                         bad_epochs = 0
+        except BaseException:
+            rollback.restore()
+            raise
         finally:
             bar.close()
     if best_params is not None:
