@@ -255,14 +255,30 @@ def _print_markdown(header, rows, file):
         print("| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |", file=file)
 
 
-def build_parser(prog="python -m fastoptim.bench"):
-    parser = argparse.ArgumentParser(
+MAX_SIZE = 2**28  # elements per array: 1 GiB of float32 per buffer, 5 buffers at most
+
+
+def _size(text):
+    try:
+        n = int(text.replace(",", "").replace("_", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an array size, got {text!r}") from None
+    if not 1 <= n <= MAX_SIZE:
+        raise argparse.ArgumentTypeError(f"sizes must be between 1 and {MAX_SIZE:,}, "
+                                         f"got {text}")
+    return n
+
+
+def build_parser(prog="python -m fastoptim.bench", parser_class=argparse.ArgumentParser):
+    parser = parser_class(
         prog=prog,
         description="Time fastoptim's kernels against the NumPy reference and torch.optim "
                     "(when installed) and print one table.")
     parser.add_argument("--kernels", nargs="+", choices=list(KERNELS), default=None)
     parser.add_argument("--dtypes", nargs="+", choices=list(DTYPES), default=None)
-    parser.add_argument("--sizes", nargs="+", type=int, default=list(SIZES))
+    parser.add_argument("--sizes", nargs="+", type=_size, default=list(SIZES),
+                        help=f"elements per array (1 to {MAX_SIZE:,}; default "
+                             f"{' '.join(f'{n:,}' for n in SIZES)})")
     parser.add_argument("--no-torch", action="store_true", help="skip torch even if installed")
     parser.add_argument("--many-arrays", action="store_true",
                         help="then compare adam_ over a 50-array model in one call with one "

@@ -15,6 +15,7 @@ bench
 
 import argparse
 import csv
+import errno
 import os
 import sys
 import time
@@ -47,6 +48,9 @@ class CLIError(Exception):
     """A user error: printed as one line on stderr, exit status 2."""
 
 
+EXIT_BROKEN_PIPE = 128 + 13  # as a process killed by SIGPIPE (e.g. ``fastoptim | head -1``)
+
+
 # --------------------------------------------------------------------------- parsing
 def _positive_int(text):
     try:
@@ -65,6 +69,17 @@ def _n_jobs(text):
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}")
     if v == 0:
         raise argparse.ArgumentTypeError("n-jobs must not be 0 (use -1 for all cores)")
+    return v
+
+
+def _seed(text):
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if not 0 <= v < 2**32:
+        raise argparse.ArgumentTypeError(f"--seed must be an integer from 0 to {2**32 - 1}, "
+                                         f"got {text}")
     return v
 
 
@@ -112,7 +127,7 @@ def _train_parser():
     d.add_argument("--test-size", type=float, default=0.2, metavar="FRAC",
                    help="fraction of the data held out as the test split (default 0.2)")
     t = p.add_argument_group("training")
-    t.add_argument("--seed", type=int, default=0,
+    t.add_argument("--seed", type=_seed, default=0,
                    help="seed for the split, the folds and every fit (default 0)")
     t.add_argument("--folds", type=_folds, default=None,
                    help=f"number of cross-validation folds (default {DEFAULTS['folds']}, "
@@ -197,10 +212,16 @@ def _load_data(args):
 
 
 def _standardize(X_train, X_test):
-    mean = X_train.mean(axis=0)
-    std = X_train.std(axis=0)
-    std[std == 0] = 1.0
-    return (X_train - mean) / std, (X_test - mean) / std
+    try:
+        with np.errstate(over="raise", invalid="raise"):
+            mean = X_train.mean(axis=0)
+            std = X_train.std(axis=0)
+            std[std == 0] = 1.0
+            return (X_train - mean) / std, (X_test - mean) / std
+    except FloatingPointError:
+        big = np.abs(np.concatenate([X_train, X_test])).max()
+        raise CLIError(f"features too large to standardize (overflow; largest magnitude "
+                       f"{big:.3g}): rescale the data") from None
 
 
 # --------------------------------------------------------------------------- model
@@ -357,8 +378,12 @@ def train(args, stdout=None, stderr=None):
 
     est = make_estimator(cfg["hidden"], cfg["epochs"], cfg["batch_size"], args.seed)
     sets, names = param_sets(est, QUICK_LEARNING_RATES if args.quick else LEARNING_RATES)
+    from fastoptim.model_selection import _capped_n_jobs
+    n_jobs, note = _capped_n_jobs(args.n_jobs)
+    if note:
+        print(f"{PROG}: note: --n-jobs: {note}", file=stderr, flush=True)
     import joblib
-    n_jobs = joblib.effective_n_jobs(args.n_jobs)
+    n_jobs = joblib.effective_n_jobs(n_jobs)
     print(f"fastoptim: {source}\n"
           f"  {len(y_tr)} training / {len(y_te)} test samples, {X.shape[1]} features, "
           f"{len(classes)} classes\n"
@@ -368,7 +393,7 @@ def train(args, stdout=None, stderr=None):
 
     callback = None if args.quiet else _progress(
         names, len(str(len(sets) * cfg["folds"])), stderr)
-    search = KFoldSearch(est, sets, cv=cfg["folds"], n_jobs=args.n_jobs, refit="both",
+    search = KFoldSearch(est, sets, cv=cfg["folds"], n_jobs=n_jobs, refit="both",
                          random_state=args.seed, callback=callback,
                          val_curves=True,  # same training with or without plots
                          ignore_warnings=_convergence_warnings())
@@ -417,7 +442,7 @@ def main(argv=None):
     if command == "bench":
         from fastoptim import bench  # the benchmark report has its own parser
 
-        parser = bench.build_parser(f"{PROG} bench")
+        parser = bench.build_parser(f"{PROG} bench", parser_class=_Parser)
     else:
         parser = _train_parser()
     try:
@@ -425,15 +450,39 @@ def main(argv=None):
     except SystemExit as exc:  # --help (0) or a usage error (2)
         return exc.code if isinstance(exc.code, int) else 2
     try:
-        if command == "bench":
-            return bench.run(args)
-        return train(args)
+        status = bench.run(args) if command == "bench" else train(args)
+        sys.stdout.flush()  # a full disk or closed pipe shows here, not at exit
+        return status
     except CLIError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
+    except MemoryError:
+        print(f"{PROG}: error: out of memory (smaller --sizes for bench, or less data)",
+              file=sys.stderr)
+        return 1
+    except BrokenPipeError:  # the reader went away: stop quietly, like other tools
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EIO, errno.EDQUOT, errno.EFBIG):
+            raise
+        _silence_stdout()
+        print(f"{PROG}: error: cannot write the output: {exc.strerror}", file=sys.stderr)
+        return 1
+
+
+def _silence_stdout():
+    """Point stdout at /dev/null, so that the interpreter's final flush of what is
+    still buffered does not fail again with a second message."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, AttributeError, ValueError):  # stdout without a file descriptor
+        pass
 
 
 if __name__ == "__main__":  # pragma: no cover

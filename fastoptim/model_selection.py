@@ -21,6 +21,7 @@ runs the same search on a Dask cluster.  Every fit is seeded from
 import itertools
 import numbers
 import os
+import re
 import threading
 import time
 import warnings
@@ -29,11 +30,13 @@ from collections.abc import Mapping
 import numpy as np
 
 from .ensemble import VotingEnsemble, is_classifier
+from .nn._estimators import NotFittedError, _sk
 
 __all__ = [
     "KFold",
     "StratifiedKFold",
     "KFoldSearch",
+    "FitFailedWarning",
     "ParameterGrid",
     "VotingEnsemble",
     "clone",
@@ -44,6 +47,10 @@ __all__ = [
 ]
 
 _EPS = 1e-15  # probability clipping for the log-loss
+
+
+class FitFailedWarning(RuntimeWarning):
+    """Some fits of a search raised; they count as failed (as scikit-learn's)."""
 
 
 # --------------------------------------------------------------------------- helpers
@@ -63,18 +70,79 @@ def _accepts_deep(estimator):
     return True
 
 
-def _check_random_state(seed):
-    if seed is None or isinstance(seed, (numbers.Integral, np.integer)):
-        return np.random.default_rng(seed)
-    if isinstance(seed, np.random.Generator):
+def _is_int(value):
+    return isinstance(value, (numbers.Integral, np.integer)) and not isinstance(
+        value, (bool, np.bool_))
+
+
+def _check_seed(seed, generator_ok=True):
+    """None, an int >= 0 or (if ``generator_ok``) a np.random.Generator."""
+    if seed is None or (generator_ok and isinstance(seed, np.random.Generator)):
         return seed
-    raise ValueError(f"random_state must be None or an int, got {seed!r}")
+    if not _is_int(seed):
+        raise TypeError(f"random_state must be None{', a Generator' if generator_ok else ''} "
+                        f"or an int >= 0, got {seed!r}")
+    if seed < 0:
+        raise ValueError(f"random_state must be >= 0, got {seed}")
+    return int(seed)
+
+
+def _check_random_state(seed):
+    seed = _check_seed(seed)
+    return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
 
 
 def _num_samples(X):
-    if hasattr(X, "shape"):
-        return int(X.shape[0])
-    return len(X)
+    shape = getattr(X, "shape", None)
+    if shape is not None:
+        if len(shape) == 0:
+            raise ValueError("X must have at least one dimension (one row per sample), "
+                             "got a 0-d array")
+        return int(shape[0])
+    try:
+        return len(X)
+    except TypeError:
+        raise TypeError(f"X must be array-like (one row per sample), got "
+                        f"{type(X).__name__}") from None
+
+
+def _check_n_jobs(n_jobs):
+    if n_jobs is None:
+        return None
+    if not _is_int(n_jobs):
+        raise TypeError(f"n_jobs must be None or an int, got {n_jobs!r}")
+    if n_jobs == 0:
+        raise ValueError("n_jobs must not be 0 (None or 1: one job, -1: all cores)")
+    return int(n_jobs)
+
+
+def _runs_locally():
+    """Whether joblib's active backend runs on this machine (not e.g. a Dask cluster)."""
+    try:
+        from joblib._parallel_backends import (LokyBackend, MultiprocessingBackend,
+                                               SequentialBackend, ThreadingBackend)
+        from joblib.parallel import get_active_backend
+    except ImportError:  # pragma: no cover - another joblib layout: assume local
+        return True
+    backend, _ = get_active_backend()
+    return isinstance(backend, (LokyBackend, MultiprocessingBackend, SequentialBackend,
+                                ThreadingBackend))
+
+
+def _capped_n_jobs(n_jobs):
+    """``(n_jobs to use, note)``: more workers than usable cores (``joblib.cpu_count()``,
+    which respects CPU affinity and container quotas) only slow a local run down and can
+    exhaust memory, so a larger request is cut to the core count and ``note`` says so
+    (else None).  Backends that run elsewhere (Dask) are left alone."""
+    import joblib
+
+    n_jobs = _check_n_jobs(n_jobs)
+    wanted = joblib.effective_n_jobs(n_jobs)
+    cores = joblib.cpu_count()
+    if wanted <= cores or not _runs_locally():
+        return n_jobs, None
+    return cores, (f"n_jobs={wanted} is more than the {cores} usable CPU core(s); "
+                   f"using {cores} workers")
 
 
 def _take(X, idx):
@@ -134,11 +202,15 @@ class KFold:
     """
 
     def __init__(self, n_splits=5, shuffle=True, random_state=None):
-        if not isinstance(n_splits, (numbers.Integral, np.integer)) or n_splits < 2:
+        if not _is_int(n_splits):
+            raise TypeError(f"n_splits must be an integer >= 2, got {n_splits!r}")
+        if n_splits < 2:
             raise ValueError(f"n_splits must be an integer >= 2, got {n_splits!r}")
+        if not isinstance(shuffle, (bool, np.bool_)):
+            raise TypeError(f"shuffle must be True or False, got {shuffle!r}")
         self.n_splits = int(n_splits)
         self.shuffle = bool(shuffle)
-        self.random_state = random_state
+        self.random_state = _check_seed(random_state)
 
     def get_n_splits(self, X=None, y=None, groups=None):
         return self.n_splits
@@ -180,8 +252,9 @@ class StratifiedKFold(KFold):
             raise ValueError("StratifiedKFold.split needs y")
         y = np.asarray(y)
         n = _num_samples(X)
-        if y.shape[0] != n:
-            raise ValueError(f"X has {n} samples but y has {y.shape[0]}")
+        if y.ndim == 0 or y.shape[0] != n:
+            raise ValueError(f"X has {n} samples but y has "
+                             f"{y.shape[0] if y.ndim else 'a 0-d array'}")
         classes, y_idx, counts = np.unique(y, return_inverse=True, return_counts=True)
         if counts.min() < self.n_splits:
             bad = classes[np.argmin(counts)]
@@ -375,25 +448,38 @@ def _fit_epochs(est, X_tr, y_tr, X_val, y_val, classifier, classes):
 
 
 def _fit_and_score(estimator, params, X, y, train, val, seed, n_threads, keep_model,
-                   classifier, task=None, val_curves=False, ignore_warnings=()):
-    """Fit a clone with ``params`` on ``train``; loss and score on ``val``."""
+                   classifier, task=None, val_curves=False, ignore_warnings=(),
+                   error_score="raise"):
+    """Fit a clone with ``params`` on ``train``; loss and score on ``val``.
+
+    If the fit or the evaluation raises and ``error_score`` is not "raise", the fit is
+    recorded as failed: infinite loss, score ``error_score``, the error as text.
+    """
     est = clone(estimator, **params)
     if seed is not None and "random_state" in est.get_params():
         est.set_params(random_state=seed)
     X_tr, y_tr, X_val, y_val = _take(X, train), y[train], _take(X, val), y[val]
     t0 = time.perf_counter()
-    with _thread_limits(n_threads), warnings.catch_warnings():
-        for category in ignore_warnings or ():
-            warnings.simplefilter("ignore", category)
-        history = None
-        if val_curves and _can_fit_epochs(est):
-            history = _fit_epochs(est, X_tr, y_tr, X_val, y_val, classifier,
-                                  np.unique(y) if classifier else None)
-        else:
-            est.fit(X_tr, y_tr)
-        fit_time = time.perf_counter() - t0
-        with np.errstate(all="ignore"):
-            loss, score = _evaluate(est, X_val, y_val, classifier)
+    try:
+        with _thread_limits(n_threads), warnings.catch_warnings():
+            for category in ignore_warnings or ():
+                warnings.simplefilter("ignore", category)
+            history = None
+            if val_curves and _can_fit_epochs(est):
+                history = _fit_epochs(est, X_tr, y_tr, X_val, y_val, classifier,
+                                      np.unique(y) if classifier else None)
+            else:
+                est.fit(X_tr, y_tr)
+            fit_time = time.perf_counter() - t0
+            with np.errstate(all="ignore"):
+                loss, score = _evaluate(est, X_val, y_val, classifier)
+    except Exception as exc:  # noqa: BLE001 - as scikit-learn's error_score
+        if isinstance(error_score, str):
+            raise
+        return {"loss": np.inf, "score": float(error_score),
+                "fit_time": time.perf_counter() - t0, "n_iter": None, "history": None,
+                "loss_curve": None, "model": None, "task": task,
+                "error": f"{type(exc).__name__}: {exc}"}
     if history is None:
         history = _history(est)
     if not np.isfinite(loss):
@@ -402,7 +488,7 @@ def _fit_and_score(estimator, params, X, y, train, val, seed, n_threads, keep_mo
             "n_iter": getattr(est, "n_iter_", None), "history": history,
             "loss_curve": (np.asarray(est.loss_curve_, dtype=np.float64)
                            if getattr(est, "loss_curve_", None) is not None else None),
-            "model": est if keep_model else None, "task": task}
+            "model": est if keep_model else None, "task": task, "error": None}
 
 
 # --------------------------------------------------------------------------- search
@@ -419,7 +505,9 @@ class KFoldSearch:
         regressors, both shuffled with ``random_state``.
     n_jobs : int or None
         Passed to ``joblib.Parallel``; None uses the active joblib configuration
-        (``joblib.parallel_config``), i.e. one job unless configured otherwise.
+        (``joblib.parallel_config``), i.e. one job unless configured otherwise.  On a
+        local backend, more jobs than usable CPU cores are cut to the core count
+        (with a UserWarning).
     refit : True, False, "ensemble" or "both"
         True: ``best_estimator_`` is the best set refitted on all of ``X, y``.
         "ensemble": ``best_estimator_`` is a :class:`VotingEnsemble` of the best
@@ -444,6 +532,12 @@ class KFoldSearch:
         (``val_loss_curve_``), else None.
     ignore_warnings : tuple of warning categories silenced during every fit (e.g. a
         ConvergenceWarning when the number of epochs is fixed on purpose).
+    error_score : "raise" or a number (default nan)
+        As scikit-learn's: when a fit raises (e.g. FloatingPointError when a learning
+        rate diverges), that fit is recorded with an infinite validation loss and this
+        score, a :class:`FitFailedWarning` names the failures, and the search goes on;
+        a set with a failed fold is never chosen.  If every set has a failed fit,
+        ``fit`` raises ValueError.  "raise" re-raises the first error instead.
 
     Attributes
     ----------
@@ -457,12 +551,13 @@ class KFoldSearch:
         ``loss_curves`` (per-fold training loss curves).
     best_index_, best_params_, best_score_ (mean validation loss of the best set),
     best_estimator_, ensemble_ (refit="ensemble"/"both"), fold_models_ (the best
-    set's fold models when kept), n_splits_, refit_time_.
+    set's fold models when kept), n_splits_, refit_time_.  ``cv_results_["fit_errors"]``
+    holds, per set and fold, the error of a failed fit as text (None when it ran).
     """
 
     def __init__(self, estimator, param_sets, cv=5, n_jobs=None, refit=True,
                  random_state=None, verbose=0, callback=None, pre_dispatch="2*n_jobs",
-                 val_curves=False, ignore_warnings=()):
+                 val_curves=False, ignore_warnings=(), error_score=np.nan):
         self.estimator = estimator
         self.param_sets = param_sets
         self.cv = cv
@@ -474,12 +569,14 @@ class KFoldSearch:
         self.pre_dispatch = pre_dispatch
         self.val_curves = val_curves
         self.ignore_warnings = ignore_warnings
+        self.error_score = error_score
 
     # sklearn-style parameter access for the search itself
     def get_params(self, deep=False):
         return {k: getattr(self, k) for k in
                 ("estimator", "param_sets", "cv", "n_jobs", "refit", "random_state",
-                 "verbose", "callback", "pre_dispatch", "val_curves", "ignore_warnings")}
+                 "verbose", "callback", "pre_dispatch", "val_curves", "ignore_warnings",
+                 "error_score")}
 
     def set_params(self, **params):
         for k, v in params.items():
@@ -489,30 +586,68 @@ class KFoldSearch:
         return self
 
     def _splitter(self, classifier):
-        if isinstance(self.cv, (numbers.Integral, np.integer)):
+        if _is_int(self.cv):
             cls = StratifiedKFold if classifier else KFold
             return cls(n_splits=int(self.cv), shuffle=True, random_state=self.random_state)
-        if hasattr(self.cv, "split"):
-            return self.cv
-        raise ValueError(f"cv must be an int or a splitter, got {self.cv!r}")
+        return self.cv
 
-    def _inner_threads(self):
+    _PRE_DISPATCH = re.compile(r"\s*(all|\d+|(\d+\s*\*\s*)?n_jobs)\s*")
+
+    def _check_params(self):
+        """Check every constructor argument (scikit-learn does it in ``fit`` too)."""
+        if self.refit not in (True, False, "ensemble", "both"):
+            raise ValueError(f"refit must be True, False, 'ensemble' or 'both', "
+                             f"got {self.refit!r}")
+        _check_seed(self.random_state, generator_ok=False)  # it seeds SeedSequences
+        if not (_is_int(self.verbose) or isinstance(self.verbose, bool)):
+            raise TypeError(f"verbose must be an int, got {self.verbose!r}")
+        if self.callback is not None and not callable(self.callback):
+            raise TypeError(f"callback must be None or callable, got {self.callback!r}")
+        pd = self.pre_dispatch
+        if not ((_is_int(pd) and pd >= 1)
+                or (isinstance(pd, str) and self._PRE_DISPATCH.fullmatch(pd))):
+            raise ValueError(f"pre_dispatch must be an int >= 1, 'all' or an expression "
+                             f"like '2*n_jobs', got {pd!r}")
+        if not isinstance(self.val_curves, (bool, np.bool_)):
+            raise TypeError(f"val_curves must be True or False, got {self.val_curves!r}")
+        ignore = self.ignore_warnings
+        if not (isinstance(ignore, (tuple, list)) and all(
+                isinstance(w, type) and issubclass(w, Warning) for w in ignore)):
+            raise TypeError(f"ignore_warnings must be a tuple of Warning classes, "
+                            f"got {ignore!r}")
+        es = self.error_score
+        if not (es == "raise" if isinstance(es, str)
+                else isinstance(es, numbers.Real) and not isinstance(es, bool)):
+            raise TypeError(f"error_score must be 'raise' or a number, got {es!r}")
+        if _is_int(self.cv):
+            if self.cv < 2:
+                raise ValueError(f"cv must be an int >= 2 or a splitter, got {self.cv!r}")
+        elif not hasattr(self.cv, "split"):
+            raise TypeError(f"cv must be an int >= 2 or a splitter with a split method, "
+                            f"got {self.cv!r}")
+
+    @staticmethod
+    def _inner_threads(n_jobs):
         """Threads per fit so that parallel fits do not oversubscribe the cores."""
         import joblib
-        n_jobs = joblib.effective_n_jobs(self.n_jobs)
+        n_jobs = joblib.effective_n_jobs(n_jobs)
         if n_jobs == 1:
             return None
         return max(1, (os.cpu_count() or 1) // n_jobs)
 
     def fit(self, X, y):
+        """Run the search; on an error nothing of a previous fit is changed."""
         import joblib
 
-        if self.refit not in (True, False, "ensemble", "both"):
-            raise ValueError(f"refit must be True, False, 'ensemble' or 'both', "
-                             f"got {self.refit!r}")
+        self._check_params()
+        n_jobs, note = _capped_n_jobs(self.n_jobs)
+        if note:
+            warnings.warn(note, UserWarning, stacklevel=2)
+        n_samples = _num_samples(X)
         y = np.asarray(y)
-        if _num_samples(X) != y.shape[0]:
-            raise ValueError(f"X has {_num_samples(X)} samples but y has {y.shape[0]}")
+        if y.ndim == 0 or n_samples != y.shape[0]:
+            raise ValueError(f"X has {n_samples} samples but y has "
+                             f"{y.shape[0] if y.ndim else 'a 0-d array'}")
         classifier = is_classifier(self.estimator)
         candidates = _expand(self.param_sets)
         valid = set(self.estimator.get_params())
@@ -525,18 +660,19 @@ class KFoldSearch:
         folds = list(splitter.split(X, y))
         n_folds = len(folds)
         keep = self.refit in ("ensemble", "both")
-        n_threads = self._inner_threads()
+        n_threads = self._inner_threads(n_jobs)
         seeds = [None if self.random_state is None else _fold_seed(self.random_state, k)
                  for k in range(n_folds)]
         tasks = [(i, k) for i in range(len(candidates)) for k in range(n_folds)]
 
-        parallel = joblib.Parallel(n_jobs=self.n_jobs, pre_dispatch=self.pre_dispatch,
+        parallel = joblib.Parallel(n_jobs=n_jobs, pre_dispatch=self.pre_dispatch,
                                    return_as=_return_as())
         out = parallel(
             joblib.delayed(_fit_and_score)(self.estimator, candidates[i], X, y,
                                            folds[k][0], folds[k][1], seeds[k],
                                            n_threads, keep, classifier, (i, k),
-                                           self.val_curves, tuple(self.ignore_warnings))
+                                           self.val_curves, tuple(self.ignore_warnings),
+                                           self.error_score)
             for i, k in tasks)
         results = {}  # with keep, every set's fold models stay until the best is known
         for done, res in enumerate(out, start=1):
@@ -544,7 +680,7 @@ class KFoldSearch:
             results[i, k] = res
             info = {"index": i, "fold": k, "params": candidates[i], "loss": res["loss"],
                     "score": res["score"], "fit_time": res["fit_time"],
-                    "done": done, "total": len(tasks)}
+                    "done": done, "total": len(tasks), "error": res["error"]}
             if self.callback is not None:
                 self.callback(info)
             elif self.verbose:
@@ -553,23 +689,24 @@ class KFoldSearch:
                       f"score={res['score']:.4f} ({res['fit_time']:.2f}s)",
                       file=sys.stderr, flush=True)
 
-        self.cv_results_ = self._collect(candidates, results, n_folds, classifier)
-        mean = self.cv_results_["mean_val_loss"]
-        self.best_index_ = int(np.argmin(np.where(np.isnan(mean), np.inf, mean)))
-        self.best_params_ = dict(candidates[self.best_index_])
-        self.best_score_ = float(mean[self.best_index_])
-        self.n_splits_ = n_folds
-        self.classifier_ = classifier
+        cv_results = self._collect(candidates, results, n_folds, classifier)
+        failed = [(i, k) for i, k in tasks if results[i, k]["error"] is not None]
+        if failed:
+            self._report_failures(failed, results, candidates, len(tasks))
+        mean = cv_results["mean_val_loss"]
+        best_index = int(np.argmin(np.where(np.isnan(mean), np.inf, mean)))
 
-        self.fold_models_ = None
-        self.ensemble_ = None
-        self.best_estimator_ = None
+        # Everything is set at the end, so a failed refit leaves a previous fit intact.
+        fitted = {"cv_results_": cv_results, "best_index_": best_index,
+                  "best_params_": dict(candidates[best_index]),
+                  "best_score_": float(mean[best_index]), "n_splits_": n_folds,
+                  "classifier_": classifier, "fold_models_": None, "ensemble_": None,
+                  "best_estimator_": None}
         if keep:
-            self.fold_models_ = [results[self.best_index_, k]["model"]
-                                 for k in range(n_folds)]
-            self.ensemble_ = VotingEnsemble(self.fold_models_)
+            fitted["fold_models_"] = [results[best_index, k]["model"] for k in range(n_folds)]
+            fitted["ensemble_"] = VotingEnsemble(fitted["fold_models_"])
         if self.refit in (True, "both"):
-            est = clone(self.estimator, **self.best_params_)
+            est = clone(self.estimator, **fitted["best_params_"])
             if self.random_state is not None and "random_state" in est.get_params():
                 est.set_params(random_state=_fold_seed(self.random_state, n_folds))
             t0 = time.perf_counter()
@@ -577,13 +714,29 @@ class KFoldSearch:
                 for category in self.ignore_warnings or ():
                     warnings.simplefilter("ignore", category)
                 est.fit(X, y)
-            self.refit_time_ = time.perf_counter() - t0
-            self.best_estimator_ = est
+            fitted["refit_time_"] = time.perf_counter() - t0
+            fitted["best_estimator_"] = est
         elif self.refit == "ensemble":
-            self.best_estimator_ = self.ensemble_
-        if self.best_estimator_ is not None and hasattr(self.best_estimator_, "classes_"):
-            self.classes_ = self.best_estimator_.classes_
+            fitted["best_estimator_"] = fitted["ensemble_"]
+        best = fitted["best_estimator_"]
+        if best is not None and hasattr(best, "classes_"):
+            fitted["classes_"] = best.classes_
+        elif hasattr(self, "classes_"):
+            del self.classes_
+        self.__dict__.update(fitted)
         return self
+
+    @staticmethod
+    def _report_failures(failed, results, candidates, total):
+        """Warn about failed fits; raise if no parameter set ran on every fold."""
+        i, k = failed[0]
+        first = f"set {i} {candidates[i]} fold {k}: {results[i, k]['error']}"
+        if len({i for i, _ in failed}) == len(candidates):
+            raise ValueError(f"every parameter set failed on at least one fold ({len(failed)} "
+                             f"of {total} fits raised); the first: {first}")
+        warnings.warn(f"{len(failed)} of {total} fits failed and count as an infinite "
+                      f"validation loss; the first: {first}",
+                      _sk("FitFailedWarning", FitFailedWarning), stacklevel=3)
 
     @staticmethod
     def _collect(candidates, results, n_folds, classifier):
@@ -624,13 +777,19 @@ class KFoldSearch:
         cv["loss_curves"] = [[results[i, k]["loss_curve"] for k in range(n_folds)]
                              for i in range(n)]
         cv["n_iter"] = [[results[i, k]["n_iter"] for k in range(n_folds)] for i in range(n)]
+        cv["fit_errors"] = [[results[i, k]["error"] for k in range(n_folds)]
+                            for i in range(n)]
         return cv
 
     # delegation to the chosen model ------------------------------------------------
     def _check_fitted(self):
-        if getattr(self, "best_estimator_", None) is None:
-            raise AttributeError("KFoldSearch is not fitted with refit enabled; "
-                                 "use cv_results_ / best_params_")
+        if not hasattr(self, "cv_results_"):
+            raise _sk("NotFittedError", NotFittedError)(
+                "This KFoldSearch instance is not fitted yet. Call 'fit' with appropriate "
+                "arguments before using this estimator.")
+        if self.best_estimator_ is None:  # as scikit-learn's search with refit=False
+            raise AttributeError("KFoldSearch was fitted with refit=False: there is no "
+                                 "model to predict with; use cv_results_ / best_params_")
         return self.best_estimator_
 
     def predict(self, X):

@@ -418,3 +418,233 @@ def test_awkward_dict_keys_round_trip(tmp_path, key):
     back = fastoptim.load(path)["obj"]
     assert set(back) == {key, "other"} and back["other"] == {key: 1}
     np.testing.assert_array_equal(back[key], np.arange(3.0))
+
+
+# ------------------------------------------------------- hostile files and names
+def _entries(path):
+    with zipfile.ZipFile(path) as z:
+        return {n: z.read(n) for n in z.namelist()}
+
+
+def _write_zip(path, entries, compression=zipfile.ZIP_STORED):
+    with zipfile.ZipFile(path, "w", compression=compression) as z:
+        for n, data in entries.items():
+            z.writestr(n, data)
+
+
+def _npy(a):
+    import io
+    buf = io.BytesIO()
+    np.lib.format.write_array(buf, np.asarray(a), allow_pickle=False)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("names", [
+    ["allow_pickle", "w", "file"], ["args", "kwds", "path"], ["", "x.npy", "a b"]])
+def test_any_name_round_trips(tmp_path, names):
+    objs = {n: v for n, v in zip(names, [np.arange(3.0), 7, {"allow_pickle": "s"}])}
+    save(tmp_path / "n.npz", **objs)
+    back = load(tmp_path / "n.npz")
+    assert list(back) == names
+    np.testing.assert_array_equal(back[names[0]], np.arange(3.0))
+    assert back[names[1]] == 7 and back[names[2]] == {"allow_pickle": "s"}
+
+
+@pytest.mark.parametrize("tag_value, stored, match", [
+    (2, np.array(2.5), r"int entry 'x' is stored as float64 \(2.5\), not as an integer"),
+    (2, np.array(2.0), "not as an integer"),
+    (2, np.array(True), "not as an integer"),
+    (2.5, np.array(2, np.int64), "not as a float"),
+    (True, np.array(1, np.int8), "not as a bool"),
+    ("s", np.array(b"s"), "not as a str"),
+    (None, np.array(0.0), "not as a bool"),
+    (2, np.arange(2), "not 0-d"),
+])
+def test_leaf_stored_with_another_dtype_is_refused(tmp_path, tag_value, stored, match):
+    save(tmp_path / "ok.npz", x=tag_value)
+    entries = _entries(tmp_path / "ok.npz")
+    entries["x.npy"] = _npy(stored)
+    _write_zip(tmp_path / "bad.npz", entries)
+    with pytest.raises(ValueError, match=match):
+        load(tmp_path / "bad.npz")
+
+
+def _bomb(path, n, manifest_for="x"):
+    """A checkpoint whose float64 array of n zeros is deflated (inflates ~1000x)."""
+    save(path.with_suffix(".small.npz"), **{manifest_for: np.zeros(1)})
+    entries = _entries(path.with_suffix(".small.npz"))
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr("__fastoptim__.npy", entries["__fastoptim__.npy"])
+        with z.open("x.npy", "w", force_zip64=True) as m:
+            np.lib.format.write_array(m, np.zeros(n))
+
+
+def test_inflating_archive_is_refused_before_any_array_is_read(tmp_path, monkeypatch):
+    path = tmp_path / "bomb.npz"
+    n = 2**24  # 128 MiB of zeros in a file of about 130 kB
+    _bomb(path, n)
+    assert os.path.getsize(path) < 8 * n / 100
+    reads = []
+    real = np.lib.format.read_array
+    monkeypatch.setattr(np.lib.format, "read_array", lambda *a, **k: reads.append(1) or
+                        real(*a, **k))
+    with pytest.raises(ValueError, match="over the max_bytes limit"):
+        load(path)  # default: no more than the file's own size
+    with pytest.raises(ValueError, match="over the max_bytes limit"):
+        load(path, max_bytes=8 * n - 1)
+    assert reads == []  # refused from the declared sizes alone
+    assert load(path, max_bytes=8 * n + 1000)["x"].shape == (n,)  # allowed explicitly
+
+
+def test_npy_header_must_agree_with_declared_size(tmp_path, monkeypatch):
+    save(tmp_path / "ok.npz", x=np.zeros(4))
+    entries = _entries(tmp_path / "ok.npz")
+    header = entries["x.npy"]
+    # the header claims 10**9 elements, the entry holds 32 bytes of data
+    lie = header.replace(b"(4,)", b"(1000000000,)").replace(b" " * 9 + b"\n", b"\n", 1)
+    assert len(lie) == len(header)
+    entries["x.npy"] = lie
+    _write_zip(tmp_path / "lie.npz", entries)
+    with pytest.raises(ValueError, match="over the max_bytes limit"):
+        load(tmp_path / "lie.npz")
+    with pytest.raises(ValueError, match=r"need 8,000,000,128 bytes, the archive declares 160"):
+        load(tmp_path / "lie.npz", max_bytes=10**10)
+
+
+def test_max_bytes_is_checked():
+    for bad in ("1", -1, True, 1.5):
+        with pytest.raises(TypeError, match="max_bytes must be None or an int >= 0"):
+            load("never-opened.npz", max_bytes=bad)
+
+
+def _damaged(tmp_path):
+    save(tmp_path / "ok.npz", opt={"state": {0: {"step": 3, "buf": np.arange(5.0)}},
+                                   "lr": 0.1}, w=np.ones((2, 3), np.float32))
+    good = (tmp_path / "ok.npz").read_bytes()
+    entries = _entries(tmp_path / "ok.npz")
+    cases = {"empty": b"", "text": b"step,lr\n1,0.1\n", "npy": _npy(np.arange(3)),
+             "pickle": b"\x80\x04\x95" + b"\x00" * 40,
+             "zip header only": good[:30]}
+    for n in (len(good) // 3, len(good) // 2, len(good) - 30, len(good) - 1):
+        cases[f"truncated at {n}"] = good[:n]
+    rng = np.random.default_rng(7)
+    for i in range(300):
+        d = bytearray(good)
+        for j in rng.integers(0, len(d), size=3):
+            d[j] ^= 1 + int(rng.integers(255))
+        cases[f"flipped {i}"] = bytes(d)
+    # well-formed zips with a hostile manifest
+    def with_manifest(text):
+        return dict(entries, **{"__fastoptim__.npy": _npy(np.array(text))})
+    deep = '{"format": 1, "root": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    nested = '{"t": "list", "items": []}'
+    for _ in range(300):
+        nested = '{"t": "list", "items": [' + nested + "]}"
+    zips = {"deep JSON": with_manifest(deep),
+            "deep tree": with_manifest('{"format": 1, "root": {"t": "dict", "items": '
+                                       '[["s", "a", ' + nested + "]]}}"),
+            "not JSON": with_manifest("{not json"),
+            "JSON list": with_manifest("[1, 2]"),
+            "bad items": with_manifest('{"format": 1, "root": {"t": "dict", "items": 5}}'),
+            "bad key": with_manifest('{"format": 1, "root": {"t": "dict", "items": '
+                                     '[["i", "0", {"t": "int", "k": "w"}]]}}'),
+            "manifest 2-d": dict(entries, **{"__fastoptim__.npy": _npy(np.zeros((2, 2)))}),
+            "other file": dict(entries, **{"readme.txt": b"hi"}),
+            # an object-dtype header (writing one needs pickle: edit a float64 header)
+            "object array": dict(entries, **{"w.npy": _npy(np.zeros(2))
+                                             .replace(b"'<f8'", b"'|O' ")})}
+    for name, ents in zips.items():
+        buf = tmp_path / "z.npz"
+        _write_zip(buf, ents)
+        cases[name] = buf.read_bytes()
+    return cases
+
+
+def test_damaged_files_raise_value_error(tmp_path):
+    path = tmp_path / "bad.npz"
+    loaded = 0
+    for name, data in _damaged(tmp_path).items():
+        path.write_bytes(data)
+        try:
+            load(path)
+            loaded += 1  # a flip in a timestamp or other unchecked field
+        except ValueError as e:
+            assert "Traceback" not in str(e) and str(path) in str(e), (name, e)
+            if name in ("empty", "text", "npy", "pickle"):
+                assert "not a valid fastoptim checkpoint" in str(e), (name, e)
+            if name == "object array":
+                assert "refusing to unpickle" in str(e)
+            if name.startswith("deep"):
+                assert "nested" in str(e), e
+    assert loaded < 30
+
+
+def test_save_refuses_what_cannot_round_trip(tmp_path):
+    deep = []
+    cur = deep
+    for _ in range(10_000):
+        cur.append([])
+        cur = cur[0]
+    loop = []
+    loop.append(loop)
+    cases = [
+        (dict(x={"k" * 65_536: 1}), ValueError, "key path too long"),
+        (dict(x=deep), ValueError, "nested more than 100 levels"),
+        (dict(x=loop), ValueError, "holds itself"),
+        (dict(x=np.ma.masked_array([1.0, 2.0], mask=[0, 1])), TypeError, "masked arrays"),
+        (dict(__fastoptim__=1), ValueError, "reserved"),
+        (dict(x={2**63: 1}), ValueError, "does not fit in int64"),
+        (dict(x=-2**63 - 1), ValueError, "does not fit in int64"),
+        (dict(x={1.5: 1}), TypeError, "dict keys must be str or int"),
+        (dict(x={True: 1}), TypeError, "dict keys must be str or int"),
+        (dict(x=object()), TypeError, "cannot save a object"),
+        (dict(x=np.zeros(1, dtype=[("é\u0101", "f8")])), TypeError, "latin-1"),
+    ]
+    for kw, exc, match in cases:
+        with pytest.raises(exc, match=match):
+            save(tmp_path / "s.npz", **kw)
+    assert os.listdir(tmp_path) == []
+    save(tmp_path / "s.npz", x={np.int64(3): np.float64(np.nan), -2**63: [2**63 - 1]})
+    back = load(tmp_path / "s.npz")["x"]
+    assert list(back) == [3, -2**63] and np.isnan(back[3]) and back[-2**63] == [2**63 - 1]
+
+
+_KILLED_SAVE = """
+import os, signal, sys
+import numpy as np
+import fastoptim
+real = np.lib.format.write_array
+calls = []
+def dying(*a, **k):
+    calls.append(1)
+    if len(calls) == 2:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(*a, **k)
+np.lib.format.write_array = dying
+fastoptim.save(sys.argv[1], w=np.zeros(5), big=np.ones(10_000))
+"""
+
+
+def test_killed_save_leaves_a_temp_file_the_next_save_removes(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import subprocess_env
+
+    path = tmp_path / "ck.npz"
+    save(path, note="first")
+    other = tmp_path / "other.npz.fastoptim-tmp"
+    other.write_bytes(b"not ours")
+    res = subprocess.run([sys.executable, "-c", _KILLED_SAVE, str(path)], cwd=tmp_path,
+                         env=subprocess_env(), capture_output=True, timeout=120)
+    assert res.returncode == -9, res.stderr
+    left = [n for n in os.listdir(tmp_path) if n.startswith(".ck.npz.")]
+    assert len(left) == 1  # the killed writer's temporary file
+    # a temporary file of a save still running (this process) must be left alone
+    host, pid = ckpt._tmp_tag()
+    running = tmp_path / f".ck.npz.{host}.{pid}.abc{ckpt._TMP_SUFFIX}"
+    running.write_bytes(b"in progress")
+    assert load(path)["note"] == "first"
+    save(path, note="second")
+    assert sorted(os.listdir(tmp_path)) == sorted(["ck.npz", other.name, running.name])
+    assert load(path)["note"] == "second"

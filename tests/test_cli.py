@@ -256,3 +256,141 @@ def test_unwritable_output_dir_is_one_line(tmp_path, capsys):
     blocker.write_text("not a directory")
     rc = cli.main(["--quick", "--n-jobs", "1", "-q", "--output-dir", str(blocker)])
     _assert_one_line_error(rc, capsys.readouterr().err, r"cannot (create|write)")
+
+
+# ------------------------------------------------- the command driven with bad input
+def _assert_clean_failure(res, pattern, status=2):
+    """A failed run: the given status, one line on stderr naming the problem."""
+    assert res.returncode == status, (res.returncode, res.stderr)
+    assert "Traceback" not in res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1, res.stderr
+    assert lines[0].startswith("fastoptim") and ": error: " in lines[0], lines[0]
+    assert re.search(pattern, lines[0]), lines[0]
+
+
+def _csv(rows):
+    return "a,b,label\n" + "".join(f"{a},{b},{lab}\n" for a, b, lab in rows)
+
+
+_ENOUGH = [(i % 7, i % 5, "xy"[i % 2]) for i in range(40)]  # 20 per class
+
+BAD_FILES = [
+    ("missing", None, [], r"no such file"),
+    ("empty", "", [], r"is empty"),
+    ("header only", "a,b,label\n", [], r"header only"),
+    ("non-numeric", _csv([(1, 2, "x"), ("one", 2, "y")]), [], r"line 3: column 'a' is not a "
+                                                              r"number: 'one'"),
+    ("nan", _csv([(1, 2, "x"), ("nan", 2, "y")]), [], r"nan or inf"),
+    ("inf", _csv([(1, "-inf", "x"), (1, 2, "y")]), [], r"nan or inf"),
+    ("huge", _csv([(1.7e308, 1, "x"), (-1.7e308, 2, "y")] + _ENOUGH), [],
+     r"too large to standardize .* 1\.7e\+308"),
+    ("wrong label column", _csv(_ENOUGH), ["--label-column", "species"],
+     r"no column named 'species'"),
+    ("one class", _csv([(i, i, "x") for i in range(10)]), [], r"at least 2 classes"),
+    ("ragged", "a,b,label\n1,2,x\n1,2\n", [], r"line 3: 2 fields, expected 3"),
+    ("binary", b"\xff\xfe\x00garbage\x81\n", [], r"cannot read|not a number|column"),
+]
+
+
+@pytest.mark.parametrize("content, extra, pattern", [c[1:] for c in BAD_FILES],
+                         ids=[c[0] for c in BAD_FILES])
+def test_bad_csv_files_from_the_command_line(tmp_path, content, extra, pattern):
+    path = tmp_path / "data.csv"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content is not None:
+        path.write_text(content)
+    res = _run_module("--csv", str(path), *extra, "--quick", "--no-plots", "-q",
+                      "--n-jobs", "1", cwd=tmp_path)
+    _assert_clean_failure(res, pattern)
+    assert res.stdout == "" or "Traceback" not in res.stdout
+
+
+BAD_FLAGS = [
+    (["--folds", "1"], r"at least 2 folds"),
+    (["--folds", "two"], r"positive integer"),
+    (["--epochs", "0"], r"positive integer"),
+    (["--epochs", "1e9999"], r"positive integer"),
+    (["--n-jobs", "0"], r"must not be 0"),
+    (["--n-jobs", "many"], r"expected an integer"),
+    (["--test-size", "1.5"], r"--test-size must be between 0 and 1"),
+    (["--test-size", "nan"], r"--test-size must be between 0 and 1"),
+    (["--seed", "x"], r"invalid int value"),
+    (["--seed", "-1"], r"--seed must be"),
+    (["--bogus"], r"unrecognized arguments: --bogus"),
+    (["--label-column", "y"], r"--label-column needs --csv"),
+    (["--csv"], r"expected one argument"),
+    (["bench", "--sizes", "0"], r"sizes must be between 1 and"),
+    (["bench", "--sizes", "-1"], r"sizes must be between 1 and"),
+    (["bench", "--sizes", str(10**12)], r"sizes must be between 1 and"),
+    (["bench", "--sizes", "1e3x"], r"expected an array size"),
+    (["bench", "--kernels", "lion"], r"invalid choice: 'lion'"),
+]
+
+
+@pytest.mark.parametrize("flags, pattern", BAD_FLAGS, ids=[" ".join(f) for f, _ in BAD_FLAGS])
+def test_bad_flags_from_the_command_line(tmp_path, flags, pattern):
+    res = _run_module(*flags, "--no-plots" if flags[0] != "bench" else "--no-torch",
+                      cwd=tmp_path)
+    _assert_clean_failure(res, pattern)
+    assert res.stdout == ""
+
+
+def test_unwritable_output_dir_from_the_command_line(tmp_path):
+    if not plotting.have_matplotlib():
+        pytest.skip("pictures need matplotlib")
+    if not _have_estimator():
+        pytest.skip("fastoptim.nn.MLPClassifier not available")
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    res = _run_module("--quick", "--folds", "2", "--epochs", "1", "--n-jobs", "1", "-q",
+                      "--output-dir", str(blocker / "sub"), cwd=tmp_path)
+    _assert_clean_failure(res, r"cannot (create|write).*file/sub")
+
+
+def _popen(*args, cwd, **kwargs):
+    env = subprocess_env()
+    env.setdefault("MPLBACKEND", "Agg")
+    return subprocess.Popen([sys.executable, "-m", "fastoptim", *args], cwd=cwd, env=env,
+                            **kwargs)
+
+
+@needs_estimator
+def test_closed_pipe_exits_quietly(tmp_path):
+    # as `fastoptim | head -1`: the reader takes one line and goes away
+    proc = _popen("--quick", "--folds", "2", "--epochs", "1", "--n-jobs", "1", "-q",
+                  "--no-plots", cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = proc.stdout.readline()
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    proc.wait(timeout=300)
+    assert first.startswith(b"fastoptim: digits")
+    assert proc.returncode == cli.EXIT_BROKEN_PIPE
+    assert err == ""
+
+
+@needs_estimator
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_full_disk_on_stdout_is_one_line(tmp_path):
+    with open("/dev/full", "w") as full:
+        proc = _popen("--quick", "--folds", "2", "--epochs", "1", "--n-jobs", "1", "-q",
+                      "--no-plots", cwd=tmp_path, stdout=full, stderr=subprocess.PIPE,
+                      text=True)
+        err = proc.communicate(timeout=300)[1]
+    _assert_clean_failure(subprocess.CompletedProcess([], proc.returncode, "", err),
+                          r"cannot write the output: No space left on device", status=1)
+
+
+@needs_estimator
+def test_too_many_jobs_are_capped_with_a_note(tmp_path):
+    import joblib
+
+    res = _run_module("--quick", "--folds", "2", "--epochs", "1", "--n-jobs", str(2**70),
+                      "-q", "--no-plots", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    cores = joblib.cpu_count()
+    assert res.stderr.strip().splitlines() == [
+        f"fastoptim: note: --n-jobs: n_jobs={2**70} is more than the {cores} usable CPU "
+        f"core(s); using {cores} workers"]
+    assert f"on {cores} job(s)" in res.stdout

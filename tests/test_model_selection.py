@@ -500,3 +500,194 @@ def test_dask_backend_gives_the_same_results():
         with joblib.parallel_config(backend="dask"):
             remote = _run(None)
     assert _summary(remote, X) == _summary(local, X)
+
+
+# --------------------------------------------------------------------------- hostile use
+class Diverging(OracleClassifier):
+    """Raises FloatingPointError in fit when ``q`` is above 1 (a learning rate that
+    diverges), or when the training set holds ``fail_rows`` rows or more."""
+
+    _names = ("q", "fail_rows")
+
+    def __init__(self, q=0.9, fail_rows=10**9):
+        super().__init__(q=q)
+        self.fail_rows = fail_rows
+
+    def fit(self, X, y):
+        if self.q > 1 or len(y) >= self.fail_rows:
+            raise FloatingPointError("the training loss became nan at epoch 3")
+        return super().fit(X, y)
+
+
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_a_diverging_set_is_recorded_as_failed_and_the_search_goes_on(n_jobs):
+    from fastoptim.model_selection import FitFailedWarning
+
+    X, y = _oracle_data()
+    seen = []
+    search = KFoldSearch(Diverging(), [{"q": 0.7}, {"q": 5.0}, {"q": 0.9}], cv=4,
+                         n_jobs=n_jobs, refit="both", callback=seen.append)
+    with pytest.warns(FitFailedWarning, match=r"4 of 12 fits failed .* the first: set 1 "
+                                              r"\{'q': 5.0\} fold \d: FloatingPointError"):
+        search.fit(X, y)
+    cv = search.cv_results_
+    assert cv["mean_val_loss"][1] == np.inf and np.isfinite(cv["mean_val_loss"][[0, 2]]).all()
+    assert np.isnan(cv["mean_val_score"][1])  # error_score=nan, as scikit-learn
+    assert cv["rank_val_loss"].tolist() == [2, 3, 1]
+    assert all(e.startswith("FloatingPointError: the training loss became nan")
+               for e in cv["fit_errors"][1])
+    assert cv["fit_errors"][0] == cv["fit_errors"][2] == [None] * 4
+    assert search.best_params_ == {"q": 0.9}
+    assert search.predict(X).tolist() == y.tolist()
+    assert sum(s["error"] is not None for s in seen) == 4
+
+
+def test_a_set_failing_on_one_fold_is_never_chosen():
+    X, y = _oracle_data()  # 100 rows; 5 folds train on 80 rows each
+    sets = [{"q": 0.99, "fail_rows": 80}, {"q": 0.6}]
+    with pytest.warns(RuntimeWarning, match="5 of 10 fits failed"):
+        search = KFoldSearch(Diverging(), sets, cv=5, refit=False).fit(X, y)
+    assert search.best_index_ == 1
+
+
+def test_every_set_failing_is_an_error_and_keeps_the_previous_fit():
+    X, y = _oracle_data()
+    search = KFoldSearch(Diverging(), [{"q": 0.8}], cv=4, refit=True).fit(X, y)
+    before = dict(search.__dict__)
+    search.set_params(param_sets=[{"q": 2.0}, {"q": 3.0}])
+    with pytest.raises(ValueError, match=r"every parameter set failed on at least one fold "
+                                         r"\(8 of 8 fits raised\); the first: set 0"):
+        search.fit(X, y)
+    search.set_params(param_sets=[{"q": 3.0}], error_score="raise")
+    with pytest.raises(FloatingPointError):
+        search.fit(X, y)
+    # the refit on all 100 rows fails after the folds (80 rows) ran
+    search.set_params(param_sets=[{"q": 0.7, "fail_rows": 100}], error_score=np.nan)
+    with pytest.raises(FloatingPointError):
+        search.fit(X, y)
+    after = dict(search.__dict__)
+    for k in ("cv_results_", "best_estimator_", "best_index_", "best_params_"):
+        assert after[k] is before[k]
+    assert search.predict(X).tolist() == y.tolist()
+
+
+def test_predict_before_fit_is_not_fitted_error():
+    from fastoptim.nn import NotFittedError
+
+    X, y = _oracle_data()
+    search = KFoldSearch(OracleClassifier(), [{"q": 0.6}], cv=3)
+    for method in ("predict", "predict_proba"):
+        with pytest.raises(NotFittedError, match="not fitted yet"):
+            getattr(search, method)(X)
+    with pytest.raises(NotFittedError):
+        search.score(X, y)
+    assert issubclass(NotFittedError, (ValueError, AttributeError))
+    search.set_params(refit=False).fit(X, y)
+    with pytest.raises(AttributeError, match="refit=False") as info:
+        search.predict(X)
+    assert not isinstance(info.value, NotFittedError)
+
+
+def test_not_fitted_error_is_also_scikit_learns():
+    exceptions = pytest.importorskip("sklearn.exceptions")
+    with pytest.raises(exceptions.NotFittedError):
+        KFoldSearch(OracleClassifier(), [{"q": 0.6}]).predict(np.zeros((2, 2)))
+
+
+class _Recorder:
+    def __init__(self):
+        self.n_jobs = []
+
+    def install(self, monkeypatch):
+        import joblib
+        real = joblib.Parallel
+
+        def parallel(*args, **kwargs):
+            self.n_jobs.append(kwargs.get("n_jobs"))
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(joblib, "Parallel", parallel)
+        return self
+
+
+@pytest.mark.parametrize("n_jobs", [1000, 2**70])
+def test_n_jobs_is_capped_at_the_usable_cores(monkeypatch, n_jobs):
+    import joblib
+
+    cores = joblib.cpu_count()
+    rec = _Recorder().install(monkeypatch)
+    X, y = _blobs()
+    with pytest.warns(UserWarning, match=rf"n_jobs={n_jobs} is more than the {cores} usable "
+                                         rf"CPU core\(s\); using {cores} workers"):
+        big = _run(n_jobs)
+    assert rec.n_jobs == [cores]
+    assert _summary(big, X) == _summary(_run(1), X)
+
+
+def test_n_jobs_within_the_cores_is_not_capped(monkeypatch, recwarn):
+    rec = _Recorder().install(monkeypatch)
+    X, y = _oracle_data()
+    for n_jobs in (None, 1, -1, -1000):
+        KFoldSearch(OracleClassifier(), [{"q": 0.6}], cv=2, n_jobs=n_jobs,
+                    refit=False).fit(X, y)
+    assert rec.n_jobs == [None, 1, -1, -1000]
+    assert not [w for w in recwarn if "usable CPU" in str(w.message)]
+
+
+BAD_SEARCH_ARGS = [
+    (dict(cv=1), ValueError, "cv must be an int >= 2"),
+    (dict(cv=2.5), TypeError, "cv must be an int >= 2 or a splitter"),
+    (dict(cv=True), TypeError, "cv must be an int >= 2 or a splitter"),
+    (dict(n_jobs=0), ValueError, "n_jobs must not be 0"),
+    (dict(n_jobs=1.5), TypeError, "n_jobs must be None or an int"),
+    (dict(n_jobs="2"), TypeError, "n_jobs must be None or an int"),
+    (dict(random_state=-1), ValueError, "random_state must be >= 0"),
+    (dict(random_state=1.5), TypeError, "random_state must be None or an int"),
+    (dict(random_state=np.random.default_rng(0)), TypeError, "random_state must be None"),
+    (dict(pre_dispatch="__import__('os')"), ValueError, "pre_dispatch must be"),
+    (dict(pre_dispatch=0), ValueError, "pre_dispatch must be"),
+    (dict(callback=5), TypeError, "callback must be None or callable"),
+    (dict(val_curves="yes"), TypeError, "val_curves must be True or False"),
+    (dict(ignore_warnings=UserWarning), TypeError, "ignore_warnings must be a tuple"),
+    (dict(error_score="ignore"), TypeError, "error_score must be 'raise' or a number"),
+    (dict(verbose="loud"), TypeError, "verbose must be an int"),
+    (dict(refit="yes"), ValueError, "refit must be"),
+]
+
+
+@pytest.mark.parametrize("kwargs, exc, match", BAD_SEARCH_ARGS,
+                         ids=[str(k) for k, _, _ in BAD_SEARCH_ARGS])
+def test_bad_search_arguments_are_refused_before_any_fit(kwargs, exc, match):
+    X, y = _oracle_data()
+    calls = []
+    search = KFoldSearch(OracleClassifier(), [{"q": 0.6}], cv=2,
+                         callback=calls.append).set_params(**kwargs)
+    with pytest.raises(exc, match=match):
+        search.fit(X, y)
+    assert calls == [] and not hasattr(search, "cv_results_")
+
+
+@pytest.mark.parametrize("cls, kwargs, exc, match", [
+    (KFold, dict(n_splits=True), TypeError, "n_splits must be an integer"),
+    (KFold, dict(n_splits=3.0), TypeError, "n_splits must be an integer"),
+    (KFold, dict(n_splits=-(2**70)), ValueError, "n_splits must be an integer >= 2"),
+    (StratifiedKFold, dict(shuffle="no"), TypeError, "shuffle must be True or False"),
+    (StratifiedKFold, dict(random_state=-5), ValueError, "random_state must be >= 0"),
+    (KFold, dict(random_state="seed"), TypeError, "random_state must be None, a Generator"),
+])
+def test_bad_splitter_arguments(cls, kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        cls(**kwargs)
+
+
+def test_splitters_refuse_bad_data():
+    with pytest.raises(ValueError, match=r"cannot split 10 samples into 1180591620717411303424"):
+        list(KFold(2**70).split(np.zeros(10)))
+    with pytest.raises(TypeError, match="X must be array-like"):
+        list(KFold(2).split(5))
+    with pytest.raises(ValueError, match="at least one dimension"):
+        list(KFold(2).split(np.float64(3.0)))
+    with pytest.raises(ValueError, match="y has a 0-d array"):
+        list(StratifiedKFold(2).split(np.zeros(4), 3))
+    with pytest.raises(ValueError, match="y has a 0-d array"):
+        KFoldSearch(OracleClassifier(), [{"q": 0.6}]).fit(np.zeros((4, 2)), 1)
