@@ -231,8 +231,11 @@ def make_estimator(hidden, epochs, batch_size, seed):
 
     est = MLPClassifier(hidden_layer_sizes=(hidden,), max_iter=epochs,
                         batch_size=batch_size, random_state=seed)
+    # float32 training, as before the estimators followed X's dtype (scikit-learn's rule
+    # would train the float64 digits in float64): the main job's numbers stay comparable
     fixed = {"early_stopping": False, "shuffle": True, "alpha": 1e-4,
-             "n_iter_no_change": epochs + 1, "tol": 0.0, "verbose": False}
+             "n_iter_no_change": epochs + 1, "tol": 0.0, "verbose": False,
+             "dtype": np.float32}
     valid = est.get_params()
     est.set_params(**{k: v for k, v in fixed.items() if k in valid})
     return est

@@ -484,8 +484,12 @@ def _fit_and_score(estimator, params, X, y, train, val, seed, n_threads, keep_mo
         history = _history(est)
     if not np.isfinite(loss):
         loss = np.inf
+    # epochs trained: n_iter_ counts only the last call's (scikit-learn), and the per-epoch
+    # path calls partial_fit once per epoch; loss_curve_ has one entry per epoch of all
+    curve = getattr(est, "loss_curve_", None)
+    n_iter = len(curve) if curve is not None else getattr(est, "n_iter_", None)
     return {"loss": loss, "score": score, "fit_time": fit_time,
-            "n_iter": getattr(est, "n_iter_", None), "history": history,
+            "n_iter": n_iter, "history": history,
             "loss_curve": (np.asarray(est.loss_curve_, dtype=np.float64)
                            if getattr(est, "loss_curve_", None) is not None else None),
             "model": est if keep_model else None, "task": task, "error": None}

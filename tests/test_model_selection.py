@@ -691,3 +691,16 @@ def test_splitters_refuse_bad_data():
         list(StratifiedKFold(2).split(np.zeros(4), 3))
     with pytest.raises(ValueError, match="y has a 0-d array"):
         KFoldSearch(OracleClassifier(), [{"q": 0.6}]).fit(np.zeros((4, 2)), 1)
+
+
+@pytest.mark.parametrize("val_curves", [False, True])
+def test_recorded_epochs_are_the_epochs_trained_on_both_paths(val_curves):
+    # with val_curves each epoch is one partial_fit, whose n_iter_ is 1 (scikit-learn)
+    from fastoptim import MLPClassifier
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((60, 4)), np.arange(60) % 3
+    est = MLPClassifier(hidden_layer_sizes=(4,), max_iter=4, n_iter_no_change=10, tol=0.0,
+                        random_state=0)
+    search = KFoldSearch(est, [{"alpha": 1e-4}], cv=3, refit=False, n_jobs=1,
+                         val_curves=val_curves, ignore_warnings=(Warning,)).fit(X, y)
+    assert search.cv_results_["n_iter"] == [[4, 4, 4]]
