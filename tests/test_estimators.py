@@ -448,3 +448,11 @@ def test_works_without_sklearn(tmp_path):
                          env=subprocess_env(), timeout=120, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert "ok This MLPClassifier instance is not fitted yet" in out.stdout
+
+
+def test_float32_regressor_refuses_targets_beyond_float32_range():
+    X = np.random.default_rng(0).random((20, 3)).astype(np.float32)
+    est = MLPRegressor(hidden_layer_sizes=(3,), max_iter=2)
+    with pytest.raises(ValueError, match="beyond float32's range"):
+        est.fit(X, np.full(20, 1e39))
+    assert not hasattr(est, "coefs_")

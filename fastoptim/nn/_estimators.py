@@ -657,6 +657,8 @@ class _BaseMLP(_ParamsMixin):
         _check_lengths(X, y)
         sw = _check_sample_weight(sample_weight, X.shape[0], dtype)
         Y, enc, output, strat = self._encode_y(y, first, classes, incremental)
+        _check_representable(Y, dtype, "y")       # regression targets beyond float32's range
+        Y = np.ascontiguousarray(Y, dtype=dtype)  # the network's dtype: no cast per batch
 
         # the network and optimizer to train: fresh ones, or copies of the fitted ones
         sizes = [X.shape[1], *self._hidden_sizes(), Y.shape[1]]
