@@ -35,9 +35,16 @@ class VotingEnsemble:
     """
 
     def __init__(self, models):
+        if isinstance(models, (str, bytes, dict)) or not hasattr(models, "__iter__"):
+            raise TypeError(f"models must be a list of fitted estimators, got "
+                            f"{type(models).__name__}")
         self.models = list(models)
         if not self.models:
             raise ValueError("VotingEnsemble needs at least one model")
+        for i, m in enumerate(self.models):
+            if not callable(getattr(m, "predict", None)):
+                raise TypeError(f"models[{i}] must be a fitted estimator with predict(), "
+                                f"got {type(m).__name__}")
         self._is_classifier = all(hasattr(m, "classes_") for m in self.models)
         if self._is_classifier:
             self.classes_ = np.unique(np.concatenate(
@@ -99,7 +106,13 @@ class VotingEnsemble:
 
 
 def _n(X):
-    return int(X.shape[0]) if hasattr(X, "shape") else len(X)
+    """Rows of X, which must be 2-D (samples, features) like every member's input."""
+    shape = getattr(X, "shape", None)
+    if shape is None:
+        shape = np.shape(X)
+    if len(shape) != 2:
+        raise ValueError(f"X must be 2-D (n_samples, n_features), got shape {tuple(shape)}")
+    return int(shape[0])
 
 
 def _rows(X, idx):

@@ -18,6 +18,7 @@ runs the same search on a Dask cluster.  Every fit is seeded from
 ``n_jobs`` or the backend.
 """
 
+import inspect
 import itertools
 import numbers
 import os
@@ -54,8 +55,15 @@ class FitFailedWarning(RuntimeWarning):
 
 
 # --------------------------------------------------------------------------- helpers
+def _check_estimator(estimator):
+    if inspect.isclass(estimator) or not callable(getattr(estimator, "get_params", None)):
+        raise TypeError(f"estimator must be an estimator instance with get_params() "
+                        f"(scikit-learn's API), got {type(estimator).__name__}")
+
+
 def clone(estimator, **params):
     """A new, unfitted estimator with the same constructor parameters (plus ``params``)."""
+    _check_estimator(estimator)
     kwargs = dict(estimator.get_params(deep=False) if _accepts_deep(estimator)
                   else estimator.get_params())
     kwargs.update(params)
@@ -153,17 +161,42 @@ def _take(X, idx):
     return np.asarray(X)[idx]
 
 
+def _labels(name, values):
+    arr = np.asarray(values)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be a 1-D array of labels, got shape {arr.shape}")
+    return arr
+
+
+def _reals(name, values, ndims=(1, 2)):
+    """values as a float64 array of one of the allowed ranks (no OverflowError)."""
+    if np.ma.isMaskedArray(values):
+        raise TypeError(f"{name} is a masked array; its mask would be ignored: pass "
+                        f"{name}.compressed() or {name}.filled(...)")
+    try:
+        arr = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"{name} must hold real numbers within the float range") from None
+    if arr.ndim not in ndims or arr.size == 0:
+        raise ValueError(f"{name} must be a non-empty {' or '.join(f'{d}-D' for d in ndims)} "
+                         f"array, got shape {arr.shape}")
+    return arr
+
+
 def log_loss(y_true, proba, classes):
     """Mean negative log-likelihood of ``y_true`` under ``proba`` (columns = ``classes``).
 
     Probabilities are clipped to ``[1e-15, 1]`` and renormalised; a label that is not
     in ``classes`` gets probability 1e-15.
     """
-    y_true = np.asarray(y_true)
-    proba = np.asarray(proba, dtype=np.float64)
+    y_true = _labels("y_true", y_true)
+    proba = _reals("proba", proba)
     if proba.ndim == 1:
         proba = np.column_stack([1.0 - proba, proba])
-    classes = np.asarray(classes)
+    classes = _labels("classes", classes)
+    if proba.shape != (len(y_true), len(classes)) or not len(classes):
+        raise ValueError(f"proba must have shape (len(y_true), len(classes)) = "
+                         f"({len(y_true)}, {len(classes)}), got {proba.shape}")
     proba = np.clip(proba, _EPS, 1.0)
     proba = proba / proba.sum(axis=1, keepdims=True)
     order = np.argsort(classes, kind="stable")
@@ -175,9 +208,16 @@ def log_loss(y_true, proba, classes):
     return float(-np.mean(np.log(p)))
 
 
+def _pair(y_true, y_pred):
+    y_true, y_pred = _reals("y_true", y_true), _reals("y_pred", y_pred)
+    if y_pred.size != y_true.size or len(y_pred) != len(y_true):
+        raise ValueError(f"y_true and y_pred have different shapes: {y_true.shape} and "
+                         f"{y_pred.shape}")
+    return y_true, y_pred.reshape(y_true.shape)
+
+
 def mean_squared_error(y_true, y_pred):
-    y_true = np.asarray(y_true, dtype=np.float64)
-    y_pred = np.asarray(y_pred, dtype=np.float64).reshape(y_true.shape)
+    y_true, y_pred = _pair(y_true, y_pred)
     return float(np.mean((y_true - y_pred) ** 2))
 
 
@@ -186,8 +226,7 @@ def accuracy_score(y_true, y_pred):
 
 
 def r2_score(y_true, y_pred):
-    y_true = np.asarray(y_true, dtype=np.float64)
-    y_pred = np.asarray(y_pred, dtype=np.float64).reshape(y_true.shape)
+    y_true, y_pred = _pair(y_true, y_pred)
     ss_res = np.sum((y_true - y_pred) ** 2)
     ss_tot = np.sum((y_true - y_true.mean(axis=0)) ** 2)
     return float(1.0 - ss_res / ss_tot) if ss_tot > 0 else 0.0
@@ -652,6 +691,7 @@ class KFoldSearch:
         if y.ndim == 0 or n_samples != y.shape[0]:
             raise ValueError(f"X has {n_samples} samples but y has "
                              f"{y.shape[0] if y.ndim else 'a 0-d array'}")
+        _check_estimator(self.estimator)
         classifier = is_classifier(self.estimator)
         candidates = _expand(self.param_sets)
         valid = set(self.estimator.get_params())

@@ -5,6 +5,9 @@ matplotlib (``pip install "fastoptim[plot]"``), imported lazily with the Agg bac
 so it works without a display.
 """
 
+import numbers
+import os
+
 import numpy as np
 
 __all__ = ["rosenbrock", "rosenbrock_grad", "optimizer_paths", "have_matplotlib",
@@ -25,14 +28,61 @@ ROSENBROCK_SETTINGS = {
 COLORS = {"Momentum": "tab:blue", "RMSProp": "tab:orange", "Adam": "tab:green"}
 
 
+def _reals(name, value):
+    """value as a float64 array of real numbers (a scalar stays 0-d)."""
+    if isinstance(value, (str, bytes, bool, np.bool_)) or np.ma.isMaskedArray(value):
+        raise TypeError(f"{name} must be a real number or an array of them, "
+                        f"got {type(value).__name__}")
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError, OverflowError):
+        raise TypeError(f"{name} must be a real number or an array of them, "
+                        f"got {type(value).__name__}") from None
+    return arr
+
+
+def _finite_real(name, value):
+    arr = _reals(name, value)
+    if arr.ndim != 0 or not np.isfinite(arr):
+        raise ValueError(f"{name} must be a finite real number, got {value!r}")
+    return float(arr)
+
+
+def _point(name, value):
+    arr = _reals(name, value)
+    if arr.shape != (2,) or not np.isfinite(arr).all():
+        raise ValueError(f"{name} must be a point (x, y) of two finite reals, got {value!r}")
+    return arr
+
+
+def _check_path(path):
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a file name (str or os.PathLike), "
+                        f"got {type(path).__name__}")
+
+
+def _check_mapping(name, value):
+    if not isinstance(value, dict) or not value or not all(isinstance(k, str) for k in value):
+        raise TypeError(f"{name} must be a non-empty dict {{label (str): values}}, "
+                        f"got {type(value).__name__}")
+
+
 def rosenbrock(x, y, a=1.0, b=100.0):
-    """f(x, y) = (a - x)^2 + b (y - x^2)^2 (minimum 0 at (a, a^2))."""
-    return (a - x) ** 2 + b * (y - x * x) ** 2
+    """f(x, y) = (a - x)^2 + b (y - x^2)^2 (minimum 0 at (a, a^2)); x, y may be arrays.
+    Values too large for a double give inf."""
+    x, y = _reals("x", x), _reals("y", y)
+    a, b = _finite_real("a", a), _finite_real("b", b)
+    with np.errstate(over="ignore", invalid="ignore"):
+        f = (a - x) ** 2 + b * (y - x * x) ** 2
+    return float(f) if f.ndim == 0 else f
 
 
 def rosenbrock_grad(p, a=1.0, b=100.0):
-    x, y = float(p[0]), float(p[1])
-    return np.array([-2.0 * (a - x) - 4.0 * b * x * (y - x * x), 2.0 * b * (y - x * x)])
+    """The gradient of :func:`rosenbrock` at the point ``p = (x, y)``."""
+    x, y = _point("p", p)
+    a, b = _finite_real("a", a), _finite_real("b", b)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return np.array([-2.0 * (a - x) - 4.0 * b * x * (y - x * x), 2.0 * b * (y - x * x)])
 
 
 def _functional_api():
@@ -46,6 +96,16 @@ def optimizer_paths(n_steps=2000, start=ROSENBROCK_START, settings=None):
     Uses fastoptim's in-place functional API on a 2-element float64 array.
     Returns ``{name: array of shape (n_steps + 1, 2)}``.
     """
+    if isinstance(n_steps, (bool, np.bool_)) or not isinstance(n_steps, numbers.Integral) \
+            or not 1 <= n_steps <= 10 ** 7:
+        raise ValueError(f"n_steps must be an int in [1, 10**7], got {n_steps!r}")
+    start = _point("start", start)
+    if settings is not None:
+        _check_mapping("settings", settings)
+        unknown = set(settings) - set(ROSENBROCK_SETTINGS)
+        if unknown or not all(isinstance(v, dict) for v in settings.values()):
+            raise ValueError(f"settings must map {sorted(ROSENBROCK_SETTINGS)} to dicts of "
+                             f"keyword arguments, got {settings!r}")
     sgd_, rmsprop_, adam_ = _functional_api()
     settings = {**ROSENBROCK_SETTINGS, **(settings or {})}
     paths = {}
@@ -90,6 +150,13 @@ def plot_learning_curves(curves, path, title=None, ylabel="validation log-loss")
 
     Draws the mean per epoch with a band of +- one standard deviation across folds.
     """
+    _check_mapping("curves", curves)
+    curves = {label: _reals(f"curves[{label!r}]", c) for label, c in curves.items()}
+    for label, c in curves.items():
+        if c.ndim not in (1, 2) or c.size == 0:
+            raise ValueError(f"curves[{label!r}] must be a non-empty 1-D (epochs) or 2-D "
+                             f"(folds, epochs) array, got shape {c.shape}")
+    _check_path(path)
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
     for label, c in curves.items():
@@ -130,6 +197,16 @@ def _lognorm(levels):
 def plot_rosenbrock_paths(paths, path, start=ROSENBROCK_START, settings=None):
     """Contour plot of the Rosenbrock function with each optimizer's path (left) and
     the function value per step (right)."""
+    _check_mapping("paths", paths)
+    paths = {name: _reals(f"paths[{name!r}]", p) for name, p in paths.items()}
+    for name, p in paths.items():
+        if p.ndim != 2 or p.shape[1] != 2 or p.shape[0] < 2:
+            raise ValueError(f"paths[{name!r}] must have shape (steps + 1, 2) with at least "
+                             f"one step, got {p.shape}")
+    start = _point("start", start)
+    if settings is not None:
+        _check_mapping("settings", settings)
+    _check_path(path)
     plt = _pyplot()
     settings = {**ROSENBROCK_SETTINGS, **(settings or {})}
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 5.2), dpi=110,

@@ -704,3 +704,30 @@ def test_recorded_epochs_are_the_epochs_trained_on_both_paths(val_curves):
     search = KFoldSearch(est, [{"alpha": 1e-4}], cv=3, refit=False, n_jobs=1,
                          val_curves=val_curves, ignore_warnings=(Warning,)).fit(X, y)
     assert search.cv_results_["n_iter"] == [[4, 4, 4]]
+
+
+@pytest.mark.parametrize("call, exc", [
+    (lambda ms: ms.clone(object()), TypeError),
+    (lambda ms: ms.clone(ms.KFold), TypeError),
+    (lambda ms: ms.log_loss([0, 1], [[0.5, 0.5]], [0, 1]), ValueError),
+    (lambda ms: ms.log_loss([0, 1], [[0.5, 0.5], [0.5, 0.5]], []), ValueError),
+    (lambda ms: ms.mean_squared_error([1.0, 2.0], [10 ** 400, 1.0]), ValueError),
+    (lambda ms: ms.r2_score([1.0, 2.0], [1.0, 2.0, 3.0]), ValueError),
+    (lambda ms: ms.VotingEnsemble("models"), TypeError),
+    (lambda ms: ms.VotingEnsemble([None]), TypeError),
+    (lambda ms: ms.KFoldSearch(None, [{}], cv=2).fit(np.zeros((4, 2)), np.arange(4)),
+     TypeError),
+])
+def test_bad_arguments_are_named_errors(call, exc):
+    from fastoptim import model_selection as ms
+    with pytest.raises(exc):
+        call(ms)
+
+
+def test_ensemble_refuses_input_that_is_not_2d():
+    from fastoptim import MLPClassifier, VotingEnsemble
+    X, y = np.random.default_rng(0).standard_normal((30, 3)), np.arange(30) % 3
+    ens = VotingEnsemble([MLPClassifier(hidden_layer_sizes=(3,), max_iter=2,
+                                        random_state=s).fit(X, y) for s in (0, 1)])
+    with pytest.raises(ValueError, match="2-D"):
+        ens.votes(np.float32(1.0))

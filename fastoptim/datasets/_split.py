@@ -119,6 +119,8 @@ def train_val_test_split(X, y, *, val_size=0.15, test_size=0.15, stratify="auto"
 
     Returns ``X_train, X_val, X_test, y_train, y_val, y_test``.
     """
+    if y is None:
+        raise TypeError("train_val_test_split needs y (use train_test_split for X alone)")
     n = _check_lengths(X, y)
     n_test = _n_from_size(test_size, n, "test_size")
     n_val = _n_from_size(val_size, n, "val_size")
