@@ -313,9 +313,9 @@ class _Plan:
         self.n_threads = opt.n_threads
         self.read_hypers = opt._read_hypers
         head = [*b.params, *hyper.raw, *b.states]
-        self.call = call
-        self.tail = len(head)
+        self.tail = len(head)  # then b.expected
         self.live = head + b.expected
+        self.call = call
 
     def is_armed(self, opt):
         """Is everything the armed call depends on what the optimizer holds now?  The
@@ -333,8 +333,8 @@ class _Plan:
         if type(params) not in (list, tuple) or len(params) != len(b.ids):
             return False
         states = self.read_states(self.state)
-        return all(map(is_, chain(params, self.read_hypers(g), states,
-                                  chain.from_iterable(map(b.read, states))), self.live))
+        return all(map(is_, (*params, *self.read_hypers(g), *states,
+                             *chain.from_iterable(map(b.read, states))), self.live))
 
     def counted(self, b, step):
         """Bucket b's step counts were all set to ``step``, its buffers unchanged."""
@@ -733,19 +733,16 @@ class Optimizer:
         On any error nothing is changed (no param or state written, no step counted).
         """
         with self._lock:
-            return self._step(grads)
-
-    def _step(self, grads):
-        plan = self._plan
-        if plan is not None and plan.call is not None and self.nonfinite == "ignore":
-            # grads as given: the kernel refuses a None or a non-list before any write
-            try:
-                armed = plan.is_armed(self)
-            except Exception:  # a value the comparison chokes on: the full checks word it
-                armed = False
-            if armed and self._try_whole_step(plan, plan.call, grads):
-                return True
-        return self._checked_step(grads)
+            plan = self._plan
+            if plan is not None and plan.call is not None and self.nonfinite == "ignore":
+                # grads as given: the kernel refuses a None or a non-list before any write
+                try:
+                    armed = plan.is_armed(self)
+                except Exception:  # a value the check chokes on: the full checks word it
+                    armed = False
+                if armed and self._try_whole_step(plan, plan.call, grads):
+                    return True
+            return self._checked_step(grads)
 
     def _try_whole_step(self, plan, call, grads):
         """The whole step is one kernel call, and the kernel checks every grad (type,
