@@ -113,3 +113,21 @@ def test_step_overhead_vs_torch(benchmark, impl):
     for p, tp in zip(params, tparams):
         np.testing.assert_allclose(p, tp.detach().numpy(), rtol=1e-6, atol=1e-7)
     benchmark(topt.step)
+
+
+@pytest.mark.parametrize("n_params", [1, 10])
+def test_class_step_overhead_1000_elements(benchmark, n_params):
+    """``Adam.step`` over n float32 arrays of 1,000 elements: almost all of it is the
+    class layer's per-step checks (live param_groups / state, hyperparameters)."""
+    benchmark.group = f"optimizer-step-adam-class-{n_params}x1000-float32"
+    rng = np.random.default_rng(0)
+    gs = [(0.01 * rng.standard_normal(1000)).astype(np.float32) for _ in range(n_params)]
+    params = [np.zeros(1000, np.float32) for _ in range(n_params)]
+    ref = [np.zeros(1000, np.float32) for _ in range(n_params)]
+    opt, ref_step = Adam(params, lr=1e-3), functional_adam(ref)
+    for _ in range(3):  # same results as the functional API, before timing
+        opt.step(gs)
+        ref_step(gs)
+    for p, q in zip(params, ref):
+        assert np.array_equal(p, q)
+    benchmark(opt.step, gs)

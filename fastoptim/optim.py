@@ -26,7 +26,8 @@ the live objects by identity each time (cheap); anything changed is re-checked i
 import numbers
 import threading
 from bisect import bisect_right
-from operator import is_, methodcaller
+from itertools import chain, repeat
+from operator import is_, itemgetter, methodcaller
 
 import numpy as np
 
@@ -43,8 +44,12 @@ _NONFINITE_MODES = ("ignore", "raise", "skip")
 _INF = float("inf")
 _BIG_INT = 2**63  # larger ints take the full checks (a double may not hold them)
 _NONE_TYPE = type(None)
-_GET_STEP = methodcaller("get", "step")
 _MAX_STEP = 2**53  # the bias corrections raise the betas to the step count, as a double
+#: value types that cannot change in place: a group value of one of these (or a tuple of
+#: them) that is the same object as at the last check needs no new check
+_IMMUTABLE_TYPES = frozenset({float, int, bool, _NONE_TYPE, np.float16, np.float32, np.float64,
+                              np.longdouble, np.int8, np.int16, np.int32, np.int64, np.uint8,
+                              np.uint16, np.uint32, np.uint64, np.bool_})
 
 
 # -------------------------------------------------------- hyperparameters
@@ -126,6 +131,34 @@ def _plain_torch_flags(g, keys):
         elif value is not False and not (value is None and key in ("foreach", "fused")):
             return False
     return not (g.get("fused") is True and g.get("foreach") is True)
+
+
+def _tuple_getter(keys):
+    """``itemgetter(*keys)``, a tuple even for one key or none."""
+    if not keys:
+        return lambda d: ()
+    if len(keys) == 1:
+        key = keys[0]
+        return lambda d: (d[key],)
+    return itemgetter(*keys)
+
+
+def _immutable(values):
+    return all(type(v) in _IMMUTABLE_TYPES
+               or (type(v) is tuple and all(type(x) in _IMMUTABLE_TYPES for x in v))
+               for v in values)
+
+
+class _Hyper:
+    """A group's checked hyperparameters: the values read from the group (``raw``) and
+    the state buffer names its options need."""
+
+    __slots__ = ("group", "raw", "names")
+
+    def __init__(self, group, raw, names):
+        self.group = group
+        self.raw = raw
+        self.names = names
 
 
 # ----------------------------------------------------------------- arrays
@@ -218,26 +251,45 @@ class _Bucket:
     """Parameters updated together by one functional call."""
 
     __slots__ = ("group", "ids", "params", "names", "missing", "fresh", "step", "states",
-                 "bufs", "getters", "all")
+                 "bufs", "read", "stride", "expected", "missing_getters", "all")
 
     def __init__(self, group, ids, params, names, missing, fresh, step, states, bufs,
                  n_params):
-        self.group = group
+        self.group = group          # the param group (dict)
         self.ids = ids              # flattened indices
         self.params = params        # list of ndarrays
         self.names = names          # state buffers the group's options need
         self.missing = missing      # those of them to create at the next step
         self.fresh = fresh          # no state yet (entries absent or empty dicts)
-        self.step = step            # every param's step count so far
+        self.step = step            # every param's step count so far (the same int object)
         self.states = states        # the state dicts (None where a param has none)
         self.bufs = bufs            # {name: [ndarray, ...]} for the names not missing
-        # (getter, expected buffers or None when missing): the per-step identity check
-        self.getters = [(methodcaller("get", n), bufs.get(n)) for n in names]
+        # The per-step identity check, one pass over every state dict: ``read(st)`` gives
+        # its step count and buffers, ``expected`` all of them in a row, ``stride`` apart.
+        keys = ("step",) + tuple(n for n in names if n not in missing)
+        self.read = _tuple_getter(keys)
+        self.stride = len(keys)
+        self.expected = [] if fresh else [step if k == "step" else st[k]
+                                          for st in states for k in keys]
+        self.missing_getters = [methodcaller("get", n) for n in missing]
         self.all = ids == list(range(n_params))  # True: pass the grads list as given
+
+    def is_current(self, state):
+        """Are the live state dicts, step counts and buffers the planned ones? (identity)"""
+        states = self.states
+        if not all(map(is_, map(state.get, self.ids), states)):
+            return False
+        if self.fresh:
+            return not any(states)  # an empty dict filled in place
+        if not all(map(is_, chain.from_iterable(map(self.read, states)), self.expected)):
+            return False
+        return all(all(map(is_, map(get, states), repeat(None)))
+                   for get in self.missing_getters)
 
 
 class _Plan:
-    __slots__ = ("state", "groups", "flat", "buckets", "written", "fast")
+    __slots__ = ("state", "groups", "flat", "buckets", "written", "fast", "call", "live",
+                 "tail", "n_threads", "read_states", "read_hypers")
 
     def __init__(self, state, groups, flat, buckets, written):
         self.state = state          # the state dict the plan was built from
@@ -248,15 +300,60 @@ class _Plan:
         b = buckets[0] if len(buckets) == 1 else None
         # One kernel call with every param and all of its state: try it first.
         self.fast = b is not None and b.all and not b.missing and not b.fresh
+        # Armed (see arm): that kernel call, bound, and what it depends on.
+        self.call = self.live = None
+        if self.fast:
+            self.read_states = _tuple_getter(b.ids)
+
+    def arm(self, opt, hyper, call):
+        """A fast plan whose group's values passed their check and cannot change in
+        place: the next steps may run ``call`` as long as every object it was made from
+        is still the live one (is_armed)."""
+        b = self.buckets[0]
+        self.n_threads = opt.n_threads
+        self.read_hypers = opt._read_hypers
+        head = [*b.params, *hyper.raw, *b.states]
+        self.tail = len(head)  # then b.expected
+        self.live = head + b.expected
+        self.call = call
+
+    def is_armed(self, opt):
+        """Is everything the armed call depends on what the optimizer holds now?  The
+        state dict, the group, n_threads, then one pass of identity checks over the
+        params, the group's values, the state dicts, their step counts and buffers."""
+        groups = opt.param_groups
+        if (type(groups) is not list or len(groups) != 1 or opt.state is not self.state
+                or opt.n_threads is not self.n_threads):
+            return False
+        g = groups[0]
+        b = self.buckets[0]
+        if g is not b.group:
+            return False
+        params = g["params"]
+        if type(params) not in (list, tuple) or len(params) != len(b.ids):
+            return False
+        states = self.read_states(self.state)
+        return all(map(is_, (*params, *self.read_hypers(g), *states,
+                             *chain.from_iterable(map(b.read, states))), self.live))
+
+    def counted(self, b, step):
+        """Bucket b's step counts were all set to ``step``, its buffers unchanged."""
+        b.step = step
+        counts = [step] * len(b.ids)
+        b.expected[::b.stride] = counts
+        if self.live is not None:
+            self.live[self.tail::b.stride] = counts
 
 
 class Optimizer:
     """Base class: param groups, lazy state, validation, state_dict / load_state_dict.
 
-    A subclass defines ``_check_group(group)`` (validate hyperparameters, raise),
-    ``_buffer_names(group)`` (state buffers the group's options need) and
-    ``_update(group, params, grads, bufs, step, first, n_threads)`` (one functional call
-    on lists; ``first``: the buffers were just created).
+    A subclass lists the group keys it reads in ``_HYPERPARAMETERS`` (with
+    ``_TORCH_FLAGS``) and defines ``_check_group(group)`` (validate them, raise),
+    ``_buffer_names(group)`` (state buffers the group's options need),
+    and ``_kernel_call(group, params, bufs, first, n_threads)``: the functional call on
+    these lists with the group's checked values, as a function of ``(grads, step)``
+    (``first``: the buffers were just created).
 
     ``nonfinite``: ``"ignore"`` (default, like torch: no check), ``"raise"``
     (FloatingPointError naming the first non-finite gradient) or ``"skip"`` (the whole
@@ -276,12 +373,26 @@ class Optimizer:
     _ALL_BUFFERS = ()
     #: torch's implementation switches the class accepts (no-ops here)
     _TORCH_FLAGS = ()
+    #: the other group keys _check_group, _buffer_names and _kernel_call read
+    _HYPERPARAMETERS = ()
     _TORCH_FLAG_DEFAULTS = {"foreach": None, "fused": None, "capturable": False,
                             "differentiable": False}
     #: options a loaded group cannot override (AdamW's decoupled weight decay, as torch)
     _FORCED_GROUP_OPTIONS = {}
     #: torch's SGD keeps no step count: its state dicts load without one (counted from 0)
     _STEP_OPTIONAL = False
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        # What a group's check depends on: its keys (KeyError when one is absent) and
+        # the switches _check_torch_flags reads with .get.
+        required = _tuple_getter((*cls._HYPERPARAMETERS, *cls._TORCH_FLAGS))
+        optional = tuple(k for k in ("foreach", "fused", "differentiable")
+                         if k not in cls._TORCH_FLAGS)
+        if optional:
+            def read(group):
+                return required(group) + tuple(map(group.get, optional))
+        cls._read_hypers = staticmethod(read if optional else required)
 
     def __init__(self, params, defaults, *, nonfinite="ignore", n_threads=None):
         if nonfinite not in _NONFINITE_MODES:
@@ -294,6 +405,7 @@ class Optimizer:
             raise type(exc)(f"Invalid n_threads: {n_threads!r} ({exc})") from None
         self._lock = threading.RLock()
         self._plan = None
+        self._hypers = []  # per group: the _Hyper of its last check, or None
         self._sizes = []  # params per group when last checked: state is kept by position
         self.defaults = dict(defaults)
         self.nonfinite = nonfinite
@@ -315,6 +427,7 @@ class Optimizer:
         d = dict(self.__dict__)
         del d["_lock"]
         d["_plan"] = None  # rebuilt (and re-checked) at the next step
+        d["_hypers"] = []
         return d
 
     def __setstate__(self, d):
@@ -323,6 +436,7 @@ class Optimizer:
         self.__dict__.update(d)
         self._lock = threading.RLock()
         self._plan = None
+        self._hypers = []
         if "_sizes" not in d:
             self._sizes = [len(g["params"]) for g in self.param_groups]
         for key in self._TORCH_FLAGS:  # groups pickled before these keys existed
@@ -405,53 +519,65 @@ class Optimizer:
     def _buffer_names(self, group):  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _update(self, group, params, grads, bufs, step, first, n_threads):  # pragma: no cover
+    def _kernel_call(self, group, params, bufs, first, n_threads):  # pragma: no cover
         raise NotImplementedError
 
     # ------------------------------------------------------------------- plan
     def _check_groups(self):
-        """Every group's hyperparameters, before anything is updated (each step)."""
+        """Every group's hyperparameters, before anything is updated (each step): a list
+        of _Hyper.  A group whose values are the very objects of its last check, all of
+        kinds that cannot change in place, reuses that check."""
         groups = self.param_groups
         if type(groups) is not list:
             raise TypeError(f"param_groups must be a list of dicts, got {type(groups).__name__}")
+        cache = self._hypers
+        if len(cache) != len(groups):
+            cache = self._hypers = [None] * len(groups)
+        out = []
         for i, group in enumerate(groups):
-            if not isinstance(group, dict):
-                raise TypeError(f"param_groups[{i}] must be a dict, got {type(group).__name__}")
-            try:
-                self._check_group(group)
-            except KeyError as exc:
-                raise ValueError(f"param_groups[{i}] has no {exc.args[0]!r} entry") from None
+            h = cache[i]
+            if h is not None and h.group is group:
+                try:
+                    raw = self._read_hypers(group)
+                except KeyError:
+                    pass  # the full check words it
+                else:
+                    if False not in map(is_, raw, h.raw):
+                        out.append(h)
+                        continue
+            h = self._check_hypers(i, group)
+            cache[i] = h if _immutable(h.raw) else None
+            out.append(h)
+        return out
 
-    def _plan_is_current(self, plan):
+    def _check_hypers(self, i, group):
+        """Group i's hyperparameters checked in full -> _Hyper (raises naming the group)."""
+        if not isinstance(group, dict):
+            raise TypeError(f"param_groups[{i}] must be a dict, got {type(group).__name__}")
+        try:
+            self._check_group(group)
+            raw = self._read_hypers(group)
+        except KeyError as exc:
+            raise ValueError(f"param_groups[{i}] has no {exc.args[0]!r} entry") from None
+        return _Hyper(group, raw, self._buffer_names(group))
+
+    def _plan_is_current(self, plan, hypers):
         """Are the live param lists and state what the plan was built from? (identity)"""
-        state = self.state
         groups = self.param_groups
-        if state is not plan.state or len(groups) != len(plan.groups):
+        if self.state is not plan.state or len(groups) != len(plan.groups):
             return False
-        for g, (group, params, names) in zip(groups, plan.groups):
+        for g, h, (group, params, names) in zip(groups, hypers, plan.groups):
             live = g.get("params")
-            if (g is not group or type(live) not in (list, tuple) or len(live) != len(params)
-                    or not all(map(is_, live, params)) or self._buffer_names(g) != names):
+            if (g is not group or h.names != names or type(live) not in (list, tuple)
+                    or len(live) != len(params) or False in map(is_, live, params)):
                 return False
+        state = self.state
         for b in plan.buckets:
-            states = list(map(state.get, b.ids))
-            if not all(map(is_, states, b.states)):
+            if not b.is_current(state):
                 return False
-            if b.fresh:
-                if any(states):  # an empty dict filled in place
-                    return False
-                continue
-            if not all(step == b.step for step in map(_GET_STEP, states)):
-                return False
-            for getter, bufs in b.getters:
-                if bufs is None:
-                    if not all(map(is_, map(getter, states), [None] * len(states))):
-                        return False
-                elif not all(map(is_, map(getter, states), bufs)):
-                    return False
         return True
 
-    def _build_plan(self):
+    def _build_plan(self, hypers):
         """Check params and state in full, then split each group into buckets of equal
         step count, dtype and missing buffers.  Raises (changing nothing) on bad input."""
         groups, state = self.param_groups, self.state
@@ -467,7 +593,7 @@ class Optimizer:
                 _check_param(p, f"param {len(flat)} (param_groups[{gi}]['params'][{j}])")
                 labels.append(f"param {len(flat)}")
                 flat.append(p)
-            plan_groups.append((g, list(params), self._buffer_names(g)))
+            plan_groups.append((g, list(params), hypers[gi].names))
         if not flat:
             raise ValueError("the optimizer has no params")
         sizes = [len(g["params"]) for g in groups]
@@ -477,9 +603,9 @@ class Optimizer:
                              "params with add_param_group (or clear opt.state first)")
         _check_no_shared_memory(flat, labels)  # first: the clearest message for a param
         arrays, steps, missing_of, entries = list(flat), {}, {}, {}
-        owner = [g for g in groups for _ in g["params"]]
+        names_of = [names for _, params, names in plan_groups for _ in params]
         for i, p in enumerate(flat):
-            names = self._buffer_names(owner[i])
+            names = names_of[i]
             st = state.get(i)
             if st is not None and not isinstance(st, dict):
                 raise TypeError(f"state[{i}] must be a dict, got {type(st).__name__}")
@@ -500,10 +626,6 @@ class Optimizer:
             missing_of[i] = tuple(missing)
             entries[i] = st
         _check_no_shared_memory(arrays, labels)
-        # Checked: normalise torch-style step counts (float, 0-d array, absent for SGD).
-        for i, st in entries.items():
-            if type(st.get("step")) is not int:
-                st["step"] = steps[i]
         buckets = []
         start = 0
         for g, params, names in plan_groups:
@@ -513,10 +635,15 @@ class Optimizer:
                 keys.setdefault(key, []).append(i)
             for (step, _, missing, fresh), ids in keys.items():
                 states = [state.get(i) for i in ids]
+                if not fresh:
+                    # Checked: one int object per bucket (the plan compares it by identity),
+                    # which also normalises torch-style counts (float, 0-d array, absent).
+                    for st in states:
+                        st["step"] = step
                 bufs = {name: [states[k][name] for k in range(len(ids))]
                         for name in names if name not in missing}
-                buckets.append(_Bucket(g, ids, [flat[i] for i in ids], names, missing, fresh,
-                                       step, states, bufs, len(flat)))
+                buckets.append(_Bucket(g, ids, [flat[i] for i in ids], names, missing,
+                                       fresh, step, states, bufs, len(flat)))
             start += len(params)
         ranges = sorted((*_byte_range(a), labels[k]) for k, a in enumerate(arrays) if a.size)
         written = tuple([r[j] for r in ranges] for j in range(3))
@@ -606,34 +733,51 @@ class Optimizer:
         On any error nothing is changed (no param or state written, no step counted).
         """
         with self._lock:
-            return self._step(grads)
+            plan = self._plan
+            if plan is not None and plan.call is not None and self.nonfinite == "ignore":
+                # grads as given: the kernel refuses a None or a non-list before any write
+                try:
+                    armed = plan.is_armed(self)
+                except Exception:  # a value the check chokes on: the full checks word it
+                    armed = False
+                if armed and self._try_whole_step(plan, plan.call, grads):
+                    return True
+            return self._checked_step(grads)
 
-    def _step(self, grads):
-        self._check_groups()
+    def _try_whole_step(self, plan, call, grads):
+        """The whole step is one kernel call, and the kernel checks every grad (type,
+        dtype, shape, layout, memory shared with a buffer) before it writes anything.  So
+        try it as given; only a rejected call pays for the checks of _checked_step, which
+        copy a grad that just needs another layout and word the error."""
+        b = plan.buckets[0]
+        step = b.step + 1
+        try:
+            call(grads, step)
+        except (TypeError, ValueError):
+            return False  # nothing was changed
+        for st in b.states:
+            st["step"] = step
+        plan.counted(b, step)
+        return True
+
+    def _checked_step(self, grads):
+        hypers = self._check_groups()
         plan = self._plan
         try:
-            current = plan is not None and self._plan_is_current(plan)
+            current = plan is not None and self._plan_is_current(plan, hypers)
         except Exception:  # a value the comparison chokes on: the full checks word it
             current = False
         if not current:
-            plan = self._build_plan()
-        if (plan.fast and self.nonfinite == "ignore"
-                and (type(grads) is list or type(grads) is tuple)
-                and _NONE_TYPE not in map(type, grads)):
-            # The whole step is one kernel call, and the kernel checks every grad (type,
-            # dtype, shape, layout, memory shared with a buffer) before it writes
-            # anything.  So try it as given; only a rejected call pays for the checks
-            # below, which copy a grad that just needs another layout and word the error.
+            plan = self._build_plan(hypers)
+        plan.call = plan.live = None
+        if plan.fast:
             b = plan.buckets[0]
-            step = b.step + 1
-            try:
-                self._update(b.group, b.params, grads, b.bufs, step, False, self.n_threads)
-            except (TypeError, ValueError):
-                pass  # nothing was changed
-            else:
-                b.step = step
-                for st in b.states:
-                    st["step"] = step
+            call = self._kernel_call(b.group, b.params, b.bufs, False, self.n_threads)
+            if self._hypers[0] is hypers[0]:  # its values cannot change in place
+                plan.arm(self, hypers[0], call)
+            if (self.nonfinite == "ignore" and (type(grads) is list or type(grads) is tuple)
+                    and _NONE_TYPE not in map(type, grads)
+                    and self._try_whole_step(plan, call, grads)):
                 return True
         grads = self._check_grads(grads, plan.flat)
         if len(plan.buckets) > 1:  # several kernel calls: check what none of them sees
@@ -668,7 +812,8 @@ class Optimizer:
         done = 0
         try:
             for b, ids, params, gs, bufs, new, _ in calls:
-                self._update(b.group, params, gs, bufs, b.step + 1, bool(new), self.n_threads)
+                self._kernel_call(b.group, params, bufs, bool(new), self.n_threads)(gs,
+                                                                                  b.step + 1)
                 done += 1
         finally:  # the state of what was updated (all of it, unless a kernel refused)
             for b, ids, params, gs, bufs, new, whole in calls[:done]:
@@ -680,8 +825,8 @@ class Optimizer:
                     st["step"] = step
                     for name, arrays in new.items():
                         st[name] = arrays[k]
-                if whole and not new:
-                    b.step = step
+                if whole and not new and not b.fresh:
+                    plan.counted(b, step)
                 else:
                     self._plan = None  # state created or steps now differ: re-plan
             if done != len(calls):
@@ -837,6 +982,7 @@ class SGD(Optimizer):
 
     _ALL_BUFFERS = ("momentum_buffer",)
     _TORCH_FLAGS = ("foreach", "differentiable", "fused")
+    _HYPERPARAMETERS = ("lr", "momentum", "dampening", "weight_decay", "nesterov", "maximize")
     _STEP_OPTIONAL = True
 
     def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0,
@@ -867,14 +1013,19 @@ class SGD(Optimizer):
     def _buffer_names(self, g):
         return ("momentum_buffer",) if g["momentum"] != 0 else ()
 
-    def _update(self, g, params, grads, bufs, step, first, n_threads):
-        # sgd_ starts the buffer from the gradient exactly when step == 1; torch starts it
-        # whenever the buffer is missing, which is what ``first`` says.
-        _F.sgd_(params, grads, bufs.get("momentum_buffer"), step=1 if first else max(step, 2),
-                lr=_num(g["lr"]), momentum=_num(g["momentum"]),
-                dampening=_num(g["dampening"]), nesterov=bool(g["nesterov"]),
-                weight_decay=_num(g["weight_decay"]), maximize=bool(g["maximize"]),
-                n_threads=n_threads)
+    def _kernel_call(self, g, params, bufs, first, n_threads):
+        lr, momentum, dampening, weight_decay = map(
+            _num, (g["lr"], g["momentum"], g["dampening"], g["weight_decay"]))
+        nesterov, maximize = bool(g["nesterov"]), bool(g["maximize"])
+        buf = bufs.get("momentum_buffer")
+
+        def update(grads, step):
+            # sgd_ starts the buffer from the gradient exactly when step == 1; torch
+            # starts it whenever the buffer is missing, which is what ``first`` says.
+            _F.sgd_(params, grads, buf, step=1 if first else max(step, 2), lr=lr,
+                    momentum=momentum, dampening=dampening, nesterov=nesterov,
+                    weight_decay=weight_decay, maximize=maximize, n_threads=n_threads)
+        return update
 
 
 class Momentum(SGD):
@@ -908,6 +1059,8 @@ class RMSprop(Optimizer):
 
     _ALL_BUFFERS = ("square_avg", "momentum_buffer", "grad_avg")
     _TORCH_FLAGS = ("capturable", "foreach", "differentiable")
+    _HYPERPARAMETERS = ("lr", "alpha", "eps", "weight_decay", "momentum", "centered",
+                        "maximize")
 
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0,
                  centered=False, capturable=False, foreach=None, maximize=False,
@@ -941,13 +1094,19 @@ class RMSprop(Optimizer):
             names += ("grad_avg",)
         return names
 
-    def _update(self, g, params, grads, bufs, step, first, n_threads):
-        _F.rmsprop_(params, grads, bufs["square_avg"], step=step, lr=_num(g["lr"]),
-                    alpha=_num(g["alpha"]), eps=_num(g["eps"]),
-                    weight_decay=_num(g["weight_decay"]), momentum=_num(g["momentum"]),
-                    momentum_buffer=bufs.get("momentum_buffer"), centered=bool(g["centered"]),
-                    grad_avg=bufs.get("grad_avg"), maximize=bool(g["maximize"]),
-                    n_threads=n_threads)
+    def _kernel_call(self, g, params, bufs, first, n_threads):
+        lr, alpha, eps, weight_decay, momentum = map(
+            _num, (g["lr"], g["alpha"], g["eps"], g["weight_decay"], g["momentum"]))
+        centered, maximize = bool(g["centered"]), bool(g["maximize"])
+        square_avg, momentum_buffer = bufs["square_avg"], bufs.get("momentum_buffer")
+        grad_avg = bufs.get("grad_avg")
+
+        def update(grads, step):
+            _F.rmsprop_(params, grads, square_avg, step=step, lr=lr, alpha=alpha, eps=eps,
+                        weight_decay=weight_decay, momentum=momentum,
+                        momentum_buffer=momentum_buffer, centered=centered,
+                        grad_avg=grad_avg, maximize=maximize, n_threads=n_threads)
+        return update
 
 
 # --------------------------------------------------------------------- Adam
@@ -972,6 +1131,8 @@ class Adam(Optimizer):
     _STEP_BOUND_BUFFERS = ("exp_avg", "exp_avg_sq")
     _ALL_BUFFERS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
     _TORCH_FLAGS = ("foreach", "capturable", "differentiable", "fused")
+    _HYPERPARAMETERS = ("lr", "betas", "eps", "weight_decay", "amsgrad", "maximize",
+                        "decoupled_weight_decay")
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
                  amsgrad=False, *, foreach=None, maximize=False, capturable=False,
@@ -1010,14 +1171,21 @@ class Adam(Optimizer):
         names = ("exp_avg", "exp_avg_sq")
         return names + ("max_exp_avg_sq",) if g["amsgrad"] else names
 
-    def _update(self, g, params, grads, bufs, step, first, n_threads):
+    def _kernel_call(self, g, params, bufs, first, n_threads):
         beta1, beta2 = g["betas"]
-        _F.adam_(params, grads, bufs["exp_avg"], bufs["exp_avg_sq"], step=step,
-                 lr=_num(g["lr"]), beta1=_num(beta1), beta2=_num(beta2), eps=_num(g["eps"]),
-                 weight_decay=_num(g["weight_decay"]),
-                 decoupled_weight_decay=bool(g["decoupled_weight_decay"]),
-                 amsgrad=bool(g["amsgrad"]), max_exp_avg_sq=bufs.get("max_exp_avg_sq"),
-                 maximize=bool(g["maximize"]), n_threads=n_threads)
+        lr, beta1, beta2, eps, weight_decay = map(
+            _num, (g["lr"], beta1, beta2, g["eps"], g["weight_decay"]))
+        decoupled, amsgrad = bool(g["decoupled_weight_decay"]), bool(g["amsgrad"])
+        maximize = bool(g["maximize"])
+        exp_avg, exp_avg_sq = bufs["exp_avg"], bufs["exp_avg_sq"]
+        max_exp_avg_sq = bufs.get("max_exp_avg_sq")
+
+        def update(grads, step):
+            _F.adam_(params, grads, exp_avg, exp_avg_sq, step=step, lr=lr, beta1=beta1,
+                     beta2=beta2, eps=eps, weight_decay=weight_decay,
+                     decoupled_weight_decay=decoupled, amsgrad=amsgrad,
+                     max_exp_avg_sq=max_exp_avg_sq, maximize=maximize, n_threads=n_threads)
+        return update
 
 
 class AdamW(Adam):

@@ -481,3 +481,74 @@ def test_copies_continue_identically_with_their_own_lock(cls, kw, how, rng):
     assert_same_run(twin, opt)
     assert not np.shares_memory(twin.param_groups[0]["params"][0],
                                 opt.param_groups[0]["params"][0])
+
+
+# ---- the one-kernel-call fast step (one group, one dtype): it reuses its checks only
+# ---- while every object they were made from is the live one
+def _one_call(cls, kw, rng, steps=3):
+    params = [rng.standard_normal(4), rng.standard_normal((2, 3)), rng.standard_normal(1)]
+    opt = cls(params, **kw)
+    for _ in range(steps):
+        opt.step(grads_for(rng, params))
+    return opt, params
+
+
+def _in_place_nan(opt):
+    opt.param_groups[0]["lr"][...] = np.nan
+
+
+def _equal_swap(key, first, then):
+    """A step with group value ``first`` (valid), then ``then``: equal, of a refused type."""
+    def edit(opt):
+        group = opt.param_groups[0]
+        group[key] = first
+        opt.step([np.zeros_like(p) for p in group["params"]])
+        group[key] = then
+    return edit
+
+
+FAST_BAD_EDITS = [
+    ("lr 1 then True", _equal_swap("lr", 1, True), TypeError, "learning rate"),
+    ("foreach False then 0", _equal_swap("foreach", False, 0), TypeError, "foreach"),
+    ("key deleted", lambda o: o.param_groups[0].pop("maximize"), ValueError, "maximize"),
+    # values that change in place are checked again every step
+    ("0-d array lr set to nan", _in_place_nan, ValueError, "nan"),
+    ("step a 1-element array", lambda o: o.state[0].__setitem__(
+        "step", np.array([o.state[0]["step"]])), ValueError, "step"),
+]
+
+
+@pytest.mark.parametrize("cls,kw", CONFIGS, ids=IDS)
+@pytest.mark.parametrize("what,edit,exc,match", FAST_BAD_EDITS,
+                         ids=[e[0] for e in FAST_BAD_EDITS])
+def test_fast_step_rechecks_what_changed(cls, kw, what, edit, exc, match, rng):
+    if what.startswith("0-d"):
+        kw = dict(kw, lr=np.array(kw["lr"]))
+    opt, params = _one_call(cls, kw, rng)
+    if what.startswith("foreach") and "foreach" not in cls._TORCH_FLAGS:
+        pytest.skip("no foreach switch")
+    edit(opt)
+    before = snapshot(opt)
+    with pytest.raises(exc, match=match):
+        opt.step(grads_for(rng, params))
+    assert snapshot(opt) == before
+
+
+@pytest.mark.parametrize("cls,kw", CONFIGS, ids=IDS)
+def test_fast_step_uses_replaced_equal_objects(cls, kw, rng):
+    """Objects equal to the planned ones but not the same are the ones used: a
+    1-element param and buffer replaced by equal copies, a new equal lr."""
+    opt, params = _one_call(cls, kw, rng)
+    opt2, params2 = copy.deepcopy((opt, params))
+    new_p = params2[2].copy()
+    opt2.param_groups[0]["params"][2] = new_p
+    name = next(k for k in opt2.state[2] if k != "step")
+    new_buf = opt2.state[2][name].copy()
+    opt2.state[2][name] = new_buf
+    opt2.param_groups[0]["lr"] = float(str(kw["lr"]))
+    gs = grads_for(rng, params)
+    opt.step(gs)
+    opt2.step(gs)
+    assert opt2.state[2][name] is new_buf and opt2.param_groups[0]["params"][2] is new_p
+    assert_same_run(opt2, opt)
+    assert not np.array_equal(new_p, params2[2])  # the replaced one was not updated
