@@ -1005,8 +1005,11 @@ def count_cases():
     warnings.simplefilter("ignore")
     per_module = {}
     for entry, (kind, owner, method) in sorted(discover().items()):
-        module = owner.__module__.replace("._network", "").replace("._training", "") \
-            .replace("._estimators", "").replace("._split", "")
+        # the public module a name is exported from (fastoptim.nn, not fastoptim.nn._network)
+        parts = owner.__module__.split(".")
+        while parts[-1].startswith("_"):
+            parts.pop()
+        module = ".".join(parts)
         _, cases = _cases(entry)
         n_entries, n_cases = per_module.get(module, (0, 0))
         per_module[module] = (n_entries + 1, n_cases + len(cases or ()))
