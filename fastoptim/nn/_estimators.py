@@ -160,56 +160,6 @@ class _ParamsMixin:
                 self._optimizer = cls([self.net_.params_flat])
                 self._optimizer.load_state_dict(opt_state)
 
-    def _bind_views(self):
-        """coefs_ / intercepts_: this estimator's own lists of views into net_.params_flat."""
-        self.coefs_ = list(self.net_.coefs)
-        self.intercepts_ = list(self.net_.intercepts)
-
-    def _sync_params(self):
-        """Copy arrays assigned into coefs_ / intercepts_ (``est.coefs_[i] = W``) into the
-        parameter buffer and put the views back, so predict and training use the same
-        weights.  Checks every entry before copying any."""
-        net = self.net_
-        pairs = []
-        for name, mine, views in (("coefs_", self.coefs_, net.coefs),
-                                  ("intercepts_", self.intercepts_, net.intercepts)):
-            if not isinstance(mine, list) or len(mine) != len(views):
-                raise ValueError(f"{name} must be a list of {len(views)} arrays")
-            for i, (a, v) in enumerate(zip(mine, views)):
-                if a is v:
-                    continue
-                a = np.asarray(a)
-                if a.shape != v.shape or a.dtype.kind not in "biuf":
-                    raise ValueError(f"{name}[{i}] must be a real array of shape {v.shape}, "
-                                     f"got {a.dtype} of shape {a.shape}")
-                pairs.append((v, a))
-        if pairs:
-            for v, a in pairs:
-                v[...] = a
-            self._bind_views()
-
-    def __getstate__(self):
-        if "net_" in self.__dict__:
-            self._sync_params()
-        state = dict(self.__dict__)
-        state.pop("coefs_", None)       # views into net_.params_flat: rebuilt on load
-        state.pop("intercepts_", None)
-        opt = state.pop("_optimizer", None)
-        if opt is not None:             # bound to net_.params_flat: rebuilt on load
-            state["_optimizer_state"] = (type(opt), opt.state_dict())
-        return state
-
-    def __setstate__(self, state):
-        state = dict(state)
-        opt_state = state.pop("_optimizer_state", None)
-        self.__dict__.update(state)
-        if "net_" in state:
-            self._bind_views()
-            if opt_state is not None:
-                cls, opt_state = opt_state
-                self._optimizer = cls([self.net_.params_flat])
-                self._optimizer.load_state_dict(opt_state)
-
     def __sklearn_tags__(self):
         from sklearn.utils import (ClassifierTags, InputTags, RegressorTags, Tags,
                                    TargetTags)
