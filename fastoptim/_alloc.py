@@ -34,9 +34,15 @@ def zeros_state_like(param, index=1):
     order = "F" if param.flags.f_contiguous and not param.flags.c_contiguous else "C"
     if param.nbytes < _MIN_STAGGER_NBYTES:
         return np.zeros(param.shape, dtype=param.dtype, order=order)
-    raw = np.zeros(param.nbytes + _PAGE, dtype=np.uint8)
-    want = (param.ctypes.data + index * _STAGGER_BYTES) % _PAGE
-    start = (want - raw.ctypes.data) % _PAGE
-    start -= start % param.dtype.itemsize  # keep the dtype's alignment
-    flat = raw[start:start + param.nbytes].view(param.dtype)
-    return flat.reshape(param.shape, order=order)
+    return zeros_at_page_offset(param, param.ctypes.data + index * _STAGGER_BYTES)
+
+
+def zeros_at_page_offset(like, offset):
+    """A zero array shaped like `like` (same dtype and memory order) whose data starts
+    at `offset` modulo 4096 (rounded down to the dtype's alignment), whatever its size."""
+    order = "F" if like.flags.f_contiguous and not like.flags.c_contiguous else "C"
+    raw = np.zeros(like.nbytes + _PAGE, dtype=np.uint8)
+    start = (offset - raw.ctypes.data) % _PAGE
+    start -= start % like.dtype.itemsize  # keep the dtype's alignment
+    flat = raw[start:start + like.nbytes].view(like.dtype)
+    return flat.reshape(like.shape, order=order)
