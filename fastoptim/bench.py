@@ -89,8 +89,8 @@ class Case:
         self.torch_cls, self.torch_opts = torch_cls, torch_opts
         self.step = 1
 
-    def _call(self, fn, param, states, step):
-        kwargs = dict(self.options, step=step)
+    def _call(self, fn, param, states, step, **extra):
+        kwargs = dict(self.options, step=step, **extra)
         if self.kernel == "adam_amsgrad":
             fn(param, self.grad, states[0], states[1], max_exp_avg_sq=states[2], **kwargs)
         else:
@@ -145,16 +145,20 @@ def best_time(fn, min_time=0.2, max_repeats=2000):
     return best
 
 
-def best_times_interleaved(fns, min_time=0.2, max_rounds=400, calls_per_turn=4):
+def best_times_interleaved(fns, min_time=0.2, max_rounds=400, calls_per_turn=4, pause=0.0):
     """best_time of several functions taking turns, so that each sees the same
     machine: on a shared VM the memory bandwidth drifts from minute to minute, and a
     ratio of two minima taken far apart measures the drift as much as the code.
-    Each turn starts with an untimed call, so in-cache sizes are timed warm."""
+    Each turn starts with an untimed call, so in-cache sizes are timed warm.  With
+    `pause` (seconds), the process sleeps before every timed call, as a training
+    loop leaves the kernels' threads idle between steps."""
     best, spent, rounds = [float("inf")] * len(fns), 0.0, 0
     while (spent < min_time or rounds < 3) and rounds < max_rounds:
         for k, fn in enumerate(fns):
             fn()  # warm this function's buffers back into cache
             for _ in range(calls_per_turn):
+                if pause:
+                    time.sleep(pause)
                 t0 = time.perf_counter()
                 fn()
                 dt = time.perf_counter() - t0
@@ -278,6 +282,50 @@ def many_arrays_report(shapes=MANY_SHAPES, file=None):
             [f"{len(shapes)} calls, one per array", _fmt_time(t_each), f"{t_each / t_flat:.2f}x"]]
     _print_markdown(["how", "time", "vs one array"], rows, file)
     return t_flat, t_one, t_each
+
+
+THREAD_SIZES = (4_096, 8_192, 16_384, 32_768, 65_536, 131_072, 262_144)
+
+
+def thread_report(kernels_=None, dtypes=None, sizes=THREAD_SIZES, pause=0.0015, file=None):
+    """One thread against two on one call, with the parallel threshold lowered to 0 so
+    that both really run, the threads idle for `pause` seconds before every call (as
+    between the steps of a training loop), timed taking turns.  Prints, per kernel and
+    dtype, the two-thread / one-thread time at each size and the smallest size from
+    which two threads win at every larger size (the crossover)."""
+    file = file or sys.stdout
+    kernels_ = kernels_ or list(KERNELS)
+    dtypes = dtypes or list(DTYPES)
+    saved = kernels.get_parallel_min_elements()
+    header = ["kernel", "dtype"] + [f"{n:,}" for n in sizes] + ["crossover"]
+    rows = []
+    try:
+        kernels.set_parallel_min_elements(0)
+        for name in kernels_:
+            for dt in dtypes:
+                ratios = []
+                for size in sizes:
+                    case = Case(name, DTYPES[dt], size)
+
+                    def on_threads(n_threads, case=case):
+                        return lambda: case._call(case.fn, case.param, case.states, 2,
+                                                  n_threads=n_threads)
+                    t1, t2 = best_times_interleaved([on_threads(1), on_threads(2)],
+                                                    min_time=0.3, max_rounds=60, pause=pause)
+                    ratios.append(t2 / t1)
+                wins = [r < 1 for r in ratios]
+                cross = next((f"{sizes[k]:,}" for k in range(len(sizes)) if all(wins[k:])),
+                             f"> {sizes[-1]:,}")
+                rows.append([name, dt] + [f"{r:.2f}" for r in ratios] + [cross])
+                print("  ".join(rows[-1]), file=sys.stderr, flush=True)
+    finally:
+        kernels.set_parallel_min_elements(saved)
+    print(file=file)
+    print(f"Time on 2 threads / time on 1 thread for one call, threads idle {pause * 1e3:g} ms "
+          f"before each call (threshold lowered to 0; it is {saved:,} elements):", file=file)
+    print(file=file)
+    _print_markdown(header, rows, file)
+    return rows
 
 
 def _fmt_time(seconds):
