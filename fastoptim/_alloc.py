@@ -1,12 +1,13 @@
-"""Allocation of optimizer state buffers that do not 4K-alias their parameter.
+"""Allocation of buffers at chosen offsets within a 4 KiB page.
 
 Arrays from NumPy's allocator start at the same offset within a 4 KiB page, so
-element i of param, exp_avg and exp_avg_sq share address bits 0-11.  A fused kernel
-that streams through all of them at once then suffers 4K aliasing and L1 set
-conflicts: measured here, Adam on 16 M float32 elements on one thread took 11.6 ms
-with all buffers at one page offset and 8.9 ms with the state buffers staggered
-(two threads: 8.2 vs 8.0 ms).  State buffers
-from `zeros_state_like` start at param's page offset plus k * 1088 bytes (mod 4096).
+element i of param, grad, exp_avg and exp_avg_sq share address bits 0-11.  A fused
+kernel streaming through all of them at once runs slower than through buffers at
+staggered page offsets (at 16 M elements up to 1.5x for Adam and 3x for SGD with
+momentum on the development machine: `python -m fastoptim.bench`, columns "same
+offset" and "staggered").  State buffers from `zeros_state_like` start at param's
+page offset plus k * 1088 bytes (mod 4096), which reduces it (params and grads keep theirs);
+`zeros_at_page_offset` places a buffer anywhere (the benchmarks' staggered cases).
 """
 
 import numbers
@@ -34,9 +35,15 @@ def zeros_state_like(param, index=1):
     order = "F" if param.flags.f_contiguous and not param.flags.c_contiguous else "C"
     if param.nbytes < _MIN_STAGGER_NBYTES:
         return np.zeros(param.shape, dtype=param.dtype, order=order)
-    raw = np.zeros(param.nbytes + _PAGE, dtype=np.uint8)
-    want = (param.ctypes.data + index * _STAGGER_BYTES) % _PAGE
-    start = (want - raw.ctypes.data) % _PAGE
-    start -= start % param.dtype.itemsize  # keep the dtype's alignment
-    flat = raw[start:start + param.nbytes].view(param.dtype)
-    return flat.reshape(param.shape, order=order)
+    return zeros_at_page_offset(param, param.ctypes.data + index * _STAGGER_BYTES)
+
+
+def zeros_at_page_offset(like, offset):
+    """A zero array shaped like `like` (same dtype and memory order) whose data starts
+    at `offset` modulo 4096 (rounded down to the dtype's alignment), whatever its size."""
+    order = "F" if like.flags.f_contiguous and not like.flags.c_contiguous else "C"
+    raw = np.zeros(like.nbytes + _PAGE, dtype=np.uint8)
+    start = (offset - raw.ctypes.data) % _PAGE
+    start -= start % like.dtype.itemsize  # keep the dtype's alignment
+    flat = raw[start:start + like.nbytes].view(like.dtype)
+    return flat.reshape(like.shape, order=order)

@@ -893,26 +893,61 @@ cdef bint _finite_range(const floating* x, Py_ssize_t n) noexcept nogil:
 
 
 # ---------------------------------------------------------------------------
-# Bandwidth probe for the benchmarks
+# Bandwidth probes for the benchmarks
 # ---------------------------------------------------------------------------
 
 cdef void _axpy_range(floating* a, const Slot* s, Py_ssize_t lo, Py_ssize_t hi,
                       const Scalars* c) noexcept nogil:
     cdef const floating* b = <const floating*> s.g
+    cdef floating* x0 = <floating*> s.s0
+    cdef floating* x1 = <floating*> s.s1
+    cdef floating* x2 = <floating*> s.s2
     cdef floating scale = <floating> c.lr
+    cdef floating d
     cdef Py_ssize_t i
-    for i in range(lo, hi):
-        a[i] = a[i] + scale * b[i]
+    # One loop per number of extra streams, so no loop loads from a NULL pointer.
+    if not c.has_state0:
+        for i in range(lo, hi):
+            a[i] = a[i] + scale * b[i]
+    elif not c.has_state1:
+        for i in range(lo, hi):
+            d = scale * b[i]
+            a[i] = a[i] + d
+            x0[i] = x0[i] + d
+    elif not c.has_state2:
+        for i in range(lo, hi):
+            d = scale * b[i]
+            a[i] = a[i] + d
+            x0[i] = x0[i] + d
+            x1[i] = x1[i] + d
+    else:
+        for i in range(lo, hi):
+            d = scale * b[i]
+            a[i] = a[i] + d
+            x0[i] = x0[i] + d
+            x1[i] = x1[i] + d
+            x2[i] = x2[i] + d
 
 
 def stream_axpy(a, b, double s, n_threads):
     """a += s * b in place: the simplest loop with the optimizers' access pattern
-    (read every buffer once, write the updated one back), so its GB/s is the limit
-    an in-place update can reach on this machine.  Driven like the optimizers (same
-    checks, same threads and threshold)."""
+    (read every buffer once, write the updated one back).  Driven like the
+    optimizers (same checks, same threads and threshold)."""
+    stream_probe(a, b, (), s, n_threads)
+
+
+def stream_probe(a, b, states, double s, n_threads):
+    """a += s * b and x += s * b for each x in `states` (0 to 3 arrays), in place:
+    a trivial loop with an optimizer's own streams and traffic (Adam: read
+    param, grad, exp_avg, exp_avg_sq, write param, exp_avg, exp_avg_sq), so its
+    time is the limit that optimizer's kernel can reach on these buffers."""
     cdef Scalars c
+    if not isinstance(states, (tuple, list)) or len(states) > 3:
+        raise TypeError("states must be a list or tuple of at most 3 arrays")
+    states = tuple(states) + (None,) * (3 - len(states))
     c.lr = s
-    _run(KIND_AXPY, ("a", "b"), (a, b), (True, True), &c, n_threads)
+    _run(KIND_AXPY, ("a", "b", "states[0]", "states[1]", "states[2]"),
+         (a, b) + states, (True, True) + tuple(x is not None for x in states), &c, n_threads)
 
 
 # ---------------------------------------------------------------------------

@@ -3,9 +3,16 @@
 Each case builds one optimizer step three ways on the same arrays -- fastoptim's
 kernel, the NumPy reference, and (when torch is installed) torch.optim's fused,
 foreach and for-loop steps -- so the pytest-benchmark suite (bench/) and the report
-time exactly the same work.  Bandwidth is measured in the same run by an in-place
-streaming loop (a += s * b) with the kernels' access pattern; each kernel's GB/s uses
-the bytes per element it must move (read every buffer once, write the updated ones).
+time exactly the same work.
+
+Where the buffers live matters at large sizes: NumPy (through glibc) starts every
+large array at the same offset within a 4 KiB page, and a fused kernel streaming
+through several such buffers at once runs slower than through buffers at staggered
+page offsets.  Each kernel is therefore timed on buffers placed both ways
+("same": plain NumPy allocation, what users have; "staggered": every buffer at its
+own page offset).  The limit is a probe with the kernel's own streams and traffic
+(Adam: read param, grad, exp_avg, exp_avg_sq; write param, exp_avg, exp_avg_sq) on
+staggered buffers, its best placement, timed taking turns with the kernel.
 """
 
 import argparse
@@ -16,7 +23,7 @@ import numpy as np
 
 import fastoptim
 from fastoptim import reference
-from fastoptim._alloc import zeros_state_like
+from fastoptim._alloc import zeros_at_page_offset, zeros_state_like
 from fastoptim._backend import get_num_threads, kernels
 
 # kernel name: (fastoptim function, reference function, state buffer names, options,
@@ -39,13 +46,35 @@ DTYPES = {"float32": np.float32, "float64": np.float64}
 MANY_SHAPES = [int(n) for n in np.random.default_rng(1).integers(1_000, 100_001, size=50)]
 
 
-class Case:
-    """One optimizer step on one set of arrays, callable several ways."""
+PLACEMENTS = ("same", "staggered")
 
-    def __init__(self, kernel, dtype, size, seed=0):
+
+def staggered_copies(arrays):
+    """Copies of `arrays` whose data start at page offsets spread evenly over 4 KiB
+    (64-byte aligned): no two of them at the same offset, whatever their size."""
+    step = (4096 // len(arrays)) // 64 * 64
+    return [_filled(zeros_at_page_offset(a, 64 * 7 + k * step), a) for k, a in enumerate(arrays)]
+
+
+def _filled(dst, src):
+    dst[...] = src
+    return dst
+
+
+class Case:
+    """One optimizer step on one set of arrays, callable several ways.
+
+    placement "same": param and grad as NumPy makes them and state from np.zeros
+    (every large buffer at the same page offset: the common case); "staggered":
+    every buffer at its own page offset."""
+
+    def __init__(self, kernel, dtype, size, seed=0, placement="same"):
+        if placement not in PLACEMENTS:
+            raise ValueError(f"placement must be one of {PLACEMENTS}, got {placement!r}")
         fn_name, states, options, torch_cls, torch_opts, words = KERNELS[kernel]
         rng = np.random.default_rng(seed)
         self.kernel, self.dtype, self.size = kernel, np.dtype(dtype), size
+        self.placement = placement
         self.fn = getattr(fastoptim, fn_name)
         self.ref_fn = getattr(reference, fn_name)
         self.options = options
@@ -53,13 +82,15 @@ class Case:
         self.bytes_per_step = words * self.dtype.itemsize * size
         self.param = rng.standard_normal(size).astype(dtype)
         self.grad = rng.standard_normal(size).astype(dtype)
-        # As the optimizer classes allocate them: no 4K aliasing with the param.
-        self.states = [zeros_state_like(self.param, k + 1) for k in range(len(states))]
+        self.states = [np.zeros(size, dtype) for _ in states]
+        if placement == "staggered":
+            self.param, self.grad, *self.states = staggered_copies(
+                [self.param, self.grad] + self.states)
         self.torch_cls, self.torch_opts = torch_cls, torch_opts
         self.step = 1
 
-    def _call(self, fn, param, states, step):
-        kwargs = dict(self.options, step=step)
+    def _call(self, fn, param, states, step, **extra):
+        kwargs = dict(self.options, step=step, **extra)
         if self.kernel == "adam_amsgrad":
             fn(param, self.grad, states[0], states[1], max_exp_avg_sq=states[2], **kwargs)
         else:
@@ -114,16 +145,20 @@ def best_time(fn, min_time=0.2, max_repeats=2000):
     return best
 
 
-def best_times_interleaved(fns, min_time=0.2, max_rounds=400, calls_per_turn=4):
+def best_times_interleaved(fns, min_time=0.2, max_rounds=400, calls_per_turn=4, pause=0.0):
     """best_time of several functions taking turns, so that each sees the same
     machine: on a shared VM the memory bandwidth drifts from minute to minute, and a
     ratio of two minima taken far apart measures the drift as much as the code.
-    Each turn starts with an untimed call, so in-cache sizes are timed warm."""
+    Each turn starts with an untimed call, so in-cache sizes are timed warm.  With
+    `pause` (seconds), the process sleeps before every timed call, as a training
+    loop leaves the kernels' threads idle between steps."""
     best, spent, rounds = [float("inf")] * len(fns), 0.0, 0
     while (spent < min_time or rounds < 3) and rounds < max_rounds:
         for k, fn in enumerate(fns):
             fn()  # warm this function's buffers back into cache
             for _ in range(calls_per_turn):
+                if pause:
+                    time.sleep(pause)
                 t0 = time.perf_counter()
                 fn()
                 dt = time.perf_counter() - t0
@@ -132,19 +167,21 @@ def best_times_interleaved(fns, min_time=0.2, max_rounds=400, calls_per_turn=4):
     return best
 
 
-class StreamProbe:
-    """The bandwidth probe: a += s * b in place (3 * itemsize bytes per element), the
-    simplest loop with the optimizers' access pattern, on the kernels' threads."""
+class TrafficProbe:
+    """The limit for one kernel: a trivial in-place loop (kernels.stream_probe) with
+    the kernel's streams and traffic -- read param, grad and each state buffer, write
+    param and the state buffers -- on buffers at staggered page offsets (its best
+    placement), on the kernels' threads."""
 
-    def __init__(self, size, dtype, n_threads=None):
-        self.a = np.ones(size, dtype)
-        self.b = zeros_state_like(self.a, 1)  # another page offset than a, like state
-        self.b += 1
+    def __init__(self, kernel, size, dtype, n_threads=None):
+        n_states = len(KERNELS[kernel][1])
+        arrays = staggered_copies([np.ones(size, dtype) for _ in range(2 + n_states)])
+        self.a, self.b, self.states = arrays[0], arrays[1], tuple(arrays[2:])
         self.n_threads = n_threads or get_num_threads()
-        self.bytes_per_call = 3 * self.a.itemsize * size
+        self.bytes_per_call = (3 + 2 * n_states) * self.a.itemsize * size
 
     def __call__(self):
-        kernels.stream_axpy(self.a, self.b, 1e-9, self.n_threads)
+        kernels.stream_probe(self.a, self.b, self.states, 1e-9, self.n_threads)
 
 
 def report(kernels_=None, dtypes=None, sizes=SIZES, with_torch=True, file=None):
@@ -155,45 +192,52 @@ def report(kernels_=None, dtypes=None, sizes=SIZES, with_torch=True, file=None):
     if use_torch:
         import torch
         torch_threads = torch.get_num_threads()
-    header = ["kernel", "dtype", "size", "fastoptim", "numpy", "speed-up", "GB/s",
-              "probe GB/s", "% limit"]
+    header = ["kernel", "dtype", "size", "same offset", "staggered", "same/stag", "numpy",
+              "speed-up", "GB/s", "probe GB/s", "% of probe"]
     if use_torch:
         header += ["torch fused", "torch/fastoptim"]
     rows = []
     for dt in dtypes:
         for size in sizes:
-            # The limit at this size (in cache for the small ones), timed in turn with
-            # each kernel so that "% limit" compares like with like, at the same moment.
-            probe = StreamProbe(size, DTYPES[dt])
             for name in kernels_:
-                case = Case(name, DTYPES[dt], size)
-                case.check_equal_to_reference()
-                t_fast, t_probe = best_times_interleaved([case.fastoptim_step, probe],
-                                                         min_time=0.6)
-                t_ref = best_time(case.reference_step, min_time=0.1, max_repeats=50)
-                gbs = case.bytes_per_step / t_fast / 1e9
-                limit = probe.bytes_per_call / t_probe / 1e9
-                row = [name, dt, f"{size:,}", _fmt_time(t_fast), _fmt_time(t_ref),
-                       f"{t_ref / t_fast:.1f}x", f"{gbs:.1f}", f"{limit:.1f}",
-                       f"{100 * gbs / limit:.0f}%"]
+                same = Case(name, DTYPES[dt], size, placement="same")
+                stag = Case(name, DTYPES[dt], size, placement="staggered")
+                same.check_equal_to_reference()
+                probe = TrafficProbe(name, size, DTYPES[dt])
+                fns = [same.fastoptim_step, stag.fastoptim_step, probe]
+                torch_fn = None
                 if use_torch:
                     try:
-                        step_fn = case.torch_step_fn("fused")
+                        torch_fn = same.torch_step_fn("fused")
                     except (TypeError, RuntimeError):  # torch has no fused kernel for it
-                        row += ["no fused", "-"]
+                        pass
                     else:
-                        t_torch = best_time(step_fn)
-                        row += [_fmt_time(t_torch), f"{t_torch / t_fast:.1f}x"]
+                        fns.append(torch_fn)
+                # All in turn, so that every ratio in the row compares the same moment.
+                times = best_times_interleaved(fns, min_time=0.8)
+                t_same, t_stag, t_probe = times[:3]
+                t_ref = best_time(same.reference_step, min_time=0.1, max_repeats=50)
+                # The probe moves the kernel's bytes: its GB/s is the kernel's limit.
+                row = [name, dt, f"{size:,}", _fmt_time(t_same), _fmt_time(t_stag),
+                       f"{t_same / t_stag:.2f}", _fmt_time(t_ref), f"{t_ref / t_same:.1f}x",
+                       f"{same.bytes_per_step / t_same / 1e9:.1f}",
+                       f"{probe.bytes_per_call / t_probe / 1e9:.1f}",
+                       f"{100 * t_probe / t_same:.0f}%"]
+                if use_torch:
+                    row += ([_fmt_time(times[3]), f"{times[3] / t_same:.2f}x"]
+                            if torch_fn is not None else ["no fused", "-"])
                 rows.append(row)
                 print("  ".join(row), file=sys.stderr, flush=True)
-            del probe
+                del same, stag, probe, torch_fn, fns
     rows.sort(key=lambda r: (kernels_.index(r[0]), dtypes.index(r[1])))  # stable: sizes stay in order
     print(file=file)
     print(f"fastoptim {fastoptim.__version__}, kernels {kernels.ISA}, "
           f"{get_num_threads()} threads"
           + (f"; torch {torch.__version__} with {torch_threads} threads" if use_torch else "")
-          + ". Limit: the in-place streaming probe (a += s*b) on arrays of the row's size, "
-            "timed in turn with fastoptim's kernel.", file=file)
+          + ". Best of interleaved rounds. same offset: param, grad and state from plain "
+            "NumPy allocation; staggered: every buffer at its own page offset; probe: the "
+            "kernel's own streams and traffic in a trivial loop, staggered; GB/s, % of probe "
+            "and torch/fastoptim use the same-offset time.", file=file)
     print(file=file)
     _print_markdown(header, rows, file)
     return rows
@@ -239,6 +283,50 @@ def many_arrays_report(shapes=MANY_SHAPES, file=None):
             [f"{len(shapes)} calls, one per array", _fmt_time(t_each), f"{t_each / t_flat:.2f}x"]]
     _print_markdown(["how", "time", "vs one array"], rows, file)
     return t_flat, t_one, t_each
+
+
+THREAD_SIZES = (4_096, 8_192, 16_384, 32_768, 65_536, 131_072, 262_144)
+
+
+def thread_report(kernels_=None, dtypes=None, sizes=THREAD_SIZES, pause=0.0015, file=None):
+    """One thread against two on one call, with the parallel threshold lowered to 0 so
+    that both really run, the threads idle for `pause` seconds before every call (as
+    between the steps of a training loop), timed taking turns.  Prints, per kernel and
+    dtype, the two-thread / one-thread time at each size and the smallest size from
+    which two threads win at every larger size (the crossover)."""
+    file = file or sys.stdout
+    kernels_ = kernels_ or list(KERNELS)
+    dtypes = dtypes or list(DTYPES)
+    saved = kernels.get_parallel_min_elements()
+    header = ["kernel", "dtype"] + [f"{n:,}" for n in sizes] + ["crossover"]
+    rows = []
+    try:
+        kernels.set_parallel_min_elements(0)
+        for name in kernels_:
+            for dt in dtypes:
+                ratios = []
+                for size in sizes:
+                    case = Case(name, DTYPES[dt], size)
+
+                    def on_threads(n_threads, case=case):
+                        return lambda: case._call(case.fn, case.param, case.states, 2,
+                                                  n_threads=n_threads)
+                    t1, t2 = best_times_interleaved([on_threads(1), on_threads(2)],
+                                                    min_time=0.3, max_rounds=60, pause=pause)
+                    ratios.append(t2 / t1)
+                wins = [r < 1 for r in ratios]
+                cross = next((f"{sizes[k]:,}" for k in range(len(sizes)) if all(wins[k:])),
+                             f"> {sizes[-1]:,}")
+                rows.append([name, dt] + [f"{r:.2f}" for r in ratios] + [cross])
+                print("  ".join(rows[-1]), file=sys.stderr, flush=True)
+    finally:
+        kernels.set_parallel_min_elements(saved)
+    print(file=file)
+    print(f"Time on 2 threads / time on 1 thread for one call, threads idle {pause * 1e3:g} ms "
+          f"before each call (threshold lowered to 0; it is {saved:,} elements):", file=file)
+    print(file=file)
+    _print_markdown(header, rows, file)
+    return rows
 
 
 def _fmt_time(seconds):

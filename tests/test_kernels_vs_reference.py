@@ -122,3 +122,42 @@ def test_list_of_arrays_in_one_call_equals_one_call_per_array(kind, rng):
             call(reference, kind, p, g, s, step, lr, options)
     for p, s, q, t in zip(params, states, singles, single_states):
         _assert_identical(p, s, q, t)
+
+
+@pytest.mark.parametrize("n_states", [0, 1, 2, 3])
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("variant_module", kernels_variants(),
+                         ids=lambda m: m.__name__.rsplit(".", 1)[-1])
+def test_traffic_probe_adds_scaled_grad_to_every_stream(variant_module, dtype, n_states):
+    # The benchmarks' limit must do the kernel's traffic: every written stream updated.
+    rng = np.random.default_rng(4)
+    for n, n_threads in ((5, 1), (40_000, 2)):  # below and above the parallel threshold
+        a, b = rng.standard_normal(n).astype(dtype), rng.standard_normal(n).astype(dtype)
+        states = [rng.standard_normal(n).astype(dtype) for _ in range(n_states)]
+        d = dtype(0.25) * b
+        want = [a + d] + [x + d for x in states]
+        variant_module.stream_probe(a, b, states, 0.25, n_threads)
+        for got, expected in zip([a] + states, want):
+            np.testing.assert_array_equal(got, expected, strict=True)
+    with pytest.raises(TypeError, match="states"):
+        variant_module.stream_probe(a, b, [a, a, a, a], 0.25, 1)
+    with pytest.raises(ValueError, match="share memory"):
+        variant_module.stream_probe(a, b, [b], 0.25, 1)
+
+
+def test_benchmark_placements_give_same_results_and_offsets():
+    # bench.Case's "staggered" buffers really sit at distinct page offsets, and the
+    # kernel gives the same bits whichever placement it runs on.
+    from fastoptim.bench import Case
+    same = Case("adam_amsgrad", np.float32, 300_000, placement="same")
+    stag = Case("adam_amsgrad", np.float32, 300_000, placement="staggered")
+    bufs = [stag.param, stag.grad] + stag.states
+    assert len({b.ctypes.data % 4096 for b in bufs}) == len(bufs)
+    for case in (same, stag):
+        for _ in range(3):
+            case.fastoptim_step()
+    np.testing.assert_array_equal(same.param, stag.param, strict=True)
+    for a, b in zip(same.states, stag.states):
+        np.testing.assert_array_equal(a, b, strict=True)
+    with pytest.raises(ValueError, match="placement"):
+        Case("adam", np.float32, 10, placement="aligned")
