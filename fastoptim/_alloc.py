@@ -1,13 +1,16 @@
 """Allocation of buffers at chosen offsets within a 4 KiB page.
 
 Arrays from NumPy's allocator start at the same offset within a 4 KiB page, so
-element i of param, grad, exp_avg and exp_avg_sq share address bits 0-11.  A fused
-kernel streaming through all of them at once runs slower than through buffers at
-staggered page offsets (at 16 M elements up to 1.5x for Adam and 3x for SGD with
-momentum on the development machine: `python -m fastoptim.bench`, columns "same
-offset" and "staggered").  State buffers from `zeros_state_like` start at param's
-page offset plus k * 1088 bytes (mod 4096), which reduces it (params and grads keep theirs);
-`zeros_at_page_offset` places a buffer anywhere (the benchmarks' staggered cases).
+element i of param, grad, exp_avg and exp_avg_sq share address bits 0-11 and fall in
+the same L1 cache set.  A loop streaming through all of them at once then loses time
+to conflicts in the L1 (on AMD Zen: its way predictor, which cannot hold two lines of
+one set whose virtual addresses hash alike).  The kernels recover most of it
+themselves (fastoptim/_kernels.pxi, `_apply_rule`), but buffers at staggered page
+offsets stay the fastest placement, so the buffers fastoptim allocates itself are
+placed so: state buffers from `zeros_state_like` start at param's page offset plus
+k * 1088 bytes (mod 4096), a gradient buffer from `zeros_grad_like` halfway between
+param and its first state buffer (+544 bytes).  `zeros_at_page_offset` places a
+buffer anywhere (the benchmarks' staggered cases).
 """
 
 import numbers
@@ -36,6 +39,17 @@ def zeros_state_like(param, index=1):
     if param.nbytes < _MIN_STAGGER_NBYTES:
         return np.zeros(param.shape, dtype=param.dtype, order=order)
     return zeros_at_page_offset(param, param.ctypes.data + index * _STAGGER_BYTES)
+
+
+def zeros_grad_like(param):
+    """A zero array shaped like `param` (same dtype and memory order) for its gradient,
+    at a page offset of its own: 544 bytes past param's, between param and its first
+    state buffer from `zeros_state_like` (at least 544 bytes from each of them)."""
+    param = np.asarray(param)
+    order = "F" if param.flags.f_contiguous and not param.flags.c_contiguous else "C"
+    if param.nbytes < _MIN_STAGGER_NBYTES:
+        return np.zeros(param.shape, dtype=param.dtype, order=order)
+    return zeros_at_page_offset(param, param.ctypes.data + _STAGGER_BYTES // 2)
 
 
 def zeros_at_page_offset(like, offset):

@@ -125,3 +125,73 @@ def test_traffic_probe_at_the_same_page_offset(variant_module, n_states):
         for got, expected in zip([bufs[0]] + bufs[2:], want):
             np.testing.assert_array_equal(got, expected, strict=True)
 
+
+# --- buffers fastoptim allocates itself --------------------------------------------
+
+def _page_distance(a, b):
+    d = (a.ctypes.data - b.ctypes.data) % PAGE
+    return min(d, PAGE - d)
+
+
+def test_network_grads_and_optimizer_state_at_their_own_page_offsets():
+    from fastoptim.nn import MLP
+    from fastoptim.optim import Adam
+    net = MLP([200, 100, 10], dtype=np.float64, seed=0)
+    assert net.params_flat.nbytes >= 1 << 16   # large enough to be placed
+    opt = Adam([net.params_flat], amsgrad=True)
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((32, 200)), rng.integers(0, 10, 32)
+    net.loss_and_grad(X, y)
+    opt.step([net.grads_flat])
+    st = opt.state[0]
+    bufs = [net.params_flat, net.grads_flat, st["exp_avg"], st["exp_avg_sq"],
+            st["max_exp_avg_sq"]]
+    for i in range(len(bufs)):
+        for j in range(i + 1, len(bufs)):
+            assert _page_distance(bufs[i], bufs[j]) >= 512, (i, j)
+    # and after a pickle round trip (the network is rebuilt by __init__)
+    import pickle
+    net2 = pickle.loads(pickle.dumps(net))
+    assert _page_distance(net2.params_flat, net2.grads_flat) >= 512
+
+
+def test_network_results_do_not_depend_on_where_grads_live(monkeypatch):
+    from fastoptim._alloc import zeros_at_page_offset
+    from fastoptim.nn import MLP, _network
+    from fastoptim.optim import Adam
+    rng = np.random.default_rng(1)
+    X, y = rng.standard_normal((64, 200)), rng.integers(0, 10, 64)
+
+    def train():
+        net = MLP([200, 100, 10], dtype=np.float32, seed=0)
+        opt = Adam([net.params_flat], lr=1e-2)
+        for _ in range(5):
+            net.loss_and_grad(X, y)
+            opt.step([net.grads_flat])
+        return net
+
+    placed = train()
+    # grads at param's own page offset, as two NumPy allocations of that size would be
+    monkeypatch.setattr(_network, "zeros_grad_like",
+                        lambda p: zeros_at_page_offset(p, p.ctypes.data))
+    plain = train()
+    assert _page_distance(plain.params_flat, plain.grads_flat) == 0
+    assert _page_distance(placed.params_flat, placed.grads_flat) >= 512
+    np.testing.assert_array_equal(placed.params_flat, plain.params_flat, strict=True)
+    np.testing.assert_array_equal(placed.grads_flat, plain.grads_flat, strict=True)
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_zeros_grad_like(dtype, order):
+    from fastoptim._alloc import zeros_grad_like, zeros_state_like
+    big = np.ones((300, 200), dtype=dtype, order=order)
+    g = zeros_grad_like(big)
+    assert g.shape == big.shape and g.dtype == big.dtype and not g.any()
+    assert g.flags.f_contiguous == big.flags.f_contiguous
+    assert g.flags.c_contiguous == big.flags.c_contiguous
+    for k in (1, 2, 3):
+        assert _page_distance(g, zeros_state_like(big, k)) >= 512
+    assert _page_distance(g, big) >= 512
+    small = np.ones(10, dtype=dtype)
+    assert zeros_grad_like(small).shape == (10,)

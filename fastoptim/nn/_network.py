@@ -37,6 +37,7 @@ import numbers
 
 import numpy as np
 
+from .._alloc import zeros_grad_like
 from ._training import make_optimizer, train
 
 __all__ = ["MLP", "ACTIVATIONS", "OUTPUTS"]
@@ -199,7 +200,8 @@ class MLP:
         self.n_weights = sum(a * b for a, b in shapes)
         self.n_params = self.n_weights + sum(b for _, b in shapes)
         self.params_flat = np.zeros(self.n_params, dtype=self.dtype)
-        self.grads_flat = np.zeros(self.n_params, dtype=self.dtype)
+        # at its own page offset, away from params_flat and the optimizer's state
+        self.grads_flat = zeros_grad_like(self.params_flat)
         self.coefs, self.intercepts = self._split(self.params_flat, shapes)
         self.coef_grads, self.intercept_grads = self._split(self.grads_flat, shapes)
         self.weights_flat = self.params_flat[:self.n_weights]
