@@ -8,7 +8,8 @@ setup.py's flags) in a temporary directory, then times each kernel on three plac
   np       param, grad and state from plain np.zeros (what users have; large arrays all at
            page offset 16, each NumPy allocation apart),
   collide  page offset 16, buffers 2^26 + 2^12 bytes apart (NumPy's 16 Mi-element float32
-           placement) at any size: the L1 way-predictor conflicts in cache,
+           placement; larger arrays: NumPy's spacing for them) at any size: the L1
+           way-predictor conflicts in cache,
   stag     bench.staggered_copies (every buffer at its own page offset).
 Prints best-of-interleaved times, new/old per placement, and same/staggered per version.
 """
@@ -65,7 +66,9 @@ def build(rev):
     return k_old, k_new
 
 
-def carve(n, dt, count, delta=(1 << 26) + (1 << 12)):
+def carve(n, dt, count):
+    # NumPy's spacing of 16 Mi float32 arrays, or of these arrays if they are larger
+    delta = max((1 << 26) + (1 << 12), -(-n * dt.itemsize // 4096) * 4096 + 4096)
     m = mmap.mmap(-1, count * delta + n * dt.itemsize + 8192,
                   flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     _MAPS.append(m)
