@@ -274,8 +274,7 @@ class _FusedStep(torch.optim.Optimizer):
         elif isinstance(params, (str, bytes, dict)) or not hasattr(params, "__iter__"):
             raise TypeError("param_group['params'] must be a tensor or a list of tensors, "
                             f"got {type(params).__name__}")
-        params = list(params)
-        param_group["params"] = params  # an iterator is read once
+        params = list(params)  # an iterator is read once: torch gets this list
         tensors = []
         for j, p in enumerate(params):
             if isinstance(p, tuple):
@@ -296,6 +295,7 @@ class _FusedStep(torch.optim.Optimizer):
         unique = list({id(p): p for p in existing + tensors}.values())
         _check_disjoint([_as_array(p, "") for p in unique],
                         [f"param {k}" for k in range(len(unique))])
+        param_group["params"] = params
         super().add_param_group(param_group)
         self._cache_key = None
 
@@ -347,6 +347,8 @@ class _FusedStep(torch.optim.Optimizer):
             if not isinstance(st, dict):
                 raise TypeError(f"state[{sid!r}] must be a dict, got {type(st).__name__}")
             p = param_of[sid]
+            if st and self._COUNTS_STEPS and "step" not in st:
+                raise ValueError(f"state[{sid!r}] has no 'step' entry")
             for key, v in st.items():
                 if key == "step":
                     _integral_step(v, f"state[{sid!r}]['step']")
