@@ -608,9 +608,9 @@ class _Armed:
         self.group, self.state = group, opt.state
         self.params = list(group["params"])
         self.values = list(group.values())
-        self.hyper = opt._hyper(group) if all(
-            type(v) in _IMMUTABLE or (type(v) is tuple and all(type(x) in _IMMUTABLE for x in v))
-            for k, v in group.items() if k not in ("params", "param_names")) else None
+        self.hyper = opt._hyper(group) if _immutable(group) else None
+        self.names = [name for name, _ in call.names]
+        self.spec = opt._BUFFERS
         self.states = [opt.state.get(p) for p in self.params]
         keys = (("step",) if opt._COUNTS_STEPS else ()) + tuple(n for n, _ in call.names)
         self.read = (lambda st: ()) if not keys else (
@@ -650,10 +650,20 @@ class _Armed:
         params = group.get("params")
         values = list(group.values())
         n = len(self.params)
-        if (type(params) is not list or len(params) != n or len(values) != len(self.values)
-                or not all(map(is_, params, self.params))
-                or not all(map(is_, values, self.values))):
+        if type(params) is not list or len(params) != n or not all(map(is_, params, self.params)):
             return False
+        hyper, cacheable = self.hyper, True
+        changed = len(values) != len(self.values) or not all(map(is_, values, self.values))
+        if changed:
+            # new values (a scheduler sets lr each step): fine while the same buffers are
+            # needed; the functional checks the values
+            try:
+                if [name for name, _, needed in self.spec if needed(group)] != self.names:
+                    return False
+                hyper = self.hyper_of(group)
+            except Exception:
+                return False
+            cacheable = _immutable(group)
         states = list(map(self.state.get, params))
         if not all(map(is_, states, self.states)):
             return False
@@ -674,13 +684,14 @@ class _Armed:
                 arrays = [g.numpy() for g in grads]  # None, sparse, other device: refused
             except Exception:
                 return False
-        hyper = self.hyper
         try:
             if hyper is None:
                 hyper = self.hyper_of(group)
             self.run(arrays, count + 1 if self.counts else 2, hyper)
         except (TypeError, ValueError, KeyError):
             return False  # nothing was written: the full step words the error
+        if changed:
+            self.values, self.hyper = values, (hyper if cacheable else None)
         if self.counts:
             count += 1
             for a in self.step_arrays:
@@ -691,6 +702,13 @@ class _Armed:
             self.grad_ptrs = list(map(_data_ptr, grads))
         _increment_version(self.written)
         return True
+
+
+def _immutable(group):
+    """Are the group's values (but its params) of kinds that cannot change in place?"""
+    return all(type(v) in _IMMUTABLE or (type(v) is tuple and all(type(x) in _IMMUTABLE
+                                                                    for x in v))
+               for k, v in group.items() if k not in ("params", "param_names"))
 
 
 def _needed_always(group):
