@@ -385,5 +385,99 @@ def main(argv=None):
     return run(build_parser().parse_args(argv))
 
 
+# ----------------------------------------------------------- fastoptim.torch backend
+#: models of the torch-backend report: name -> layer widths of an MLP (Tanh between
+#: layers); "big" is sized by torch_backend_report(big_params=...)
+TORCH_MODELS = {"policy 8-64-64-2": (8, 64, 64, 2), "mlp 784-256-128-10": (784, 256, 128, 10)}
+TORCH_CONTENDERS = ("fastoptim.torch", "torch default", "torch foreach", "torch for-loop",
+                    "torch fused")
+
+
+def torch_mlp(widths, seed=0):
+    """An MLP over torch with these layer widths (Tanh between the layers)."""
+    import torch
+    torch.manual_seed(seed)
+    layers = []
+    for a, b in zip(widths[:-1], widths[1:]):
+        layers += [torch.nn.Linear(a, b), torch.nn.Tanh()]
+    return torch.nn.Sequential(*layers[:-1])
+
+
+def big_widths(n_params):
+    """Four square layers of about n_params parameters in all."""
+    d = max(2, int((n_params / 4) ** 0.5))
+    return (d,) * 5
+
+
+class TorchBackendCase:
+    """One model and Adam through each contender: fastoptim.torch.Adam and
+    torch.optim.Adam by default (the for-loop on CPU), foreach=True, foreach=False and
+    fused=True.  They share the model's params and grads (each keeps its own state), so
+    the step alone is timed on the same memory; ``train_step(name)`` times forward,
+    backward and the step on a batch of ``batch`` rows."""
+
+    def __init__(self, widths, batch=32, seed=0):
+        import torch
+
+        import fastoptim.torch as ft
+        self.torch = torch
+        self.model = torch_mlp(widths, seed)
+        params = list(self.model.parameters())
+        self.n_params = sum(p.numel() for p in params)
+        g = torch.Generator().manual_seed(seed + 1)
+        self.X = torch.randn(batch, widths[0], generator=g)
+        self.Y = torch.randn(batch, widths[-1], generator=g)
+        self.optimizers = {
+            "fastoptim.torch": ft.Adam(params, lr=1e-4),
+            "torch default": torch.optim.Adam(params, lr=1e-4),
+            "torch foreach": torch.optim.Adam(params, lr=1e-4, foreach=True),
+            "torch for-loop": torch.optim.Adam(params, lr=1e-4, foreach=False),
+            "torch fused": torch.optim.Adam(params, lr=1e-4, fused=True),
+        }
+        self.backward()
+
+    def backward(self):
+        self.model.zero_grad()
+        ((self.model(self.X) - self.Y) ** 2).mean().backward()
+
+    def step_fn(self, name):
+        return self.optimizers[name].step
+
+    def train_step_fn(self, name):
+        opt = self.optimizers[name]
+
+        def train_step():
+            opt.zero_grad()
+            ((self.model(self.X) - self.Y) ** 2).mean().backward()
+            opt.step()
+        return train_step
+
+
+def torch_backend_report(big_params=100_000_000, min_time=0.3, file=None):
+    """fastoptim.torch.Adam against torch.optim.Adam's steps on three models: the step
+    alone and a whole training step (forward, backward, step), the contenders taking
+    turns (best of interleaved rounds); ratios are torch's time / fastoptim's."""
+    import torch
+    file = file or sys.stdout
+    models = dict(TORCH_MODELS)
+    models[f"big {big_params:,}"] = big_widths(big_params)
+    print(f"fastoptim {fastoptim.__version__}, kernels {kernels.ISA}, {get_num_threads()} "
+          f"threads; torch {torch.__version__} with {torch.get_num_threads()} threads. Adam, "
+          "float32, best of interleaved rounds; ratio = torch / fastoptim.", file=file)
+    header = ["model", "params", "timed"] + [c for c in TORCH_CONTENDERS] + \
+        [f"{c} ratio" for c in TORCH_CONTENDERS[1:]]
+    rows = []
+    for name, widths in models.items():
+        case = TorchBackendCase(widths)
+        for timed, make in (("step", case.step_fn), ("train step", case.train_step_fn)):
+            times = best_times_interleaved([make(c) for c in TORCH_CONTENDERS],
+                                           min_time=min_time)
+            rows.append([name, f"{case.n_params:,}", timed] + [_fmt_time(t) for t in times]
+                        + [f"{t / times[0]:.2f}x" for t in times[1:]])
+        del case
+    _print_markdown(header, rows, file)
+    return rows
+
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -22,6 +22,7 @@ per case, so an interpreter crash is a test failure naming the case that crashed
 import copy
 import gc
 import importlib
+import importlib.util
 import inspect
 import io
 import json
@@ -41,6 +42,8 @@ PUBLIC_MODULES = [
     "fastoptim.clip", "fastoptim.checkpoint", "fastoptim.nn", "fastoptim.datasets",
     "fastoptim.model_selection", "fastoptim.ensemble", "fastoptim.plotting", "fastoptim.cli",
 ]
+if importlib.util.find_spec("torch") is not None:  # the optional extra, when installed
+    PUBLIC_MODULES.append("fastoptim.torch")
 # Public names that are not entry points one can feed hostile input to, and why.
 NOT_ENTRY_POINTS = {
     # the test oracle: plain NumPy, unchecked on purpose (README says so)
@@ -105,6 +108,8 @@ def fingerprint(roots):
     def walk(x, path, depth):
         if depth > 8:
             return
+        if type(x).__module__.startswith("torch") and hasattr(x, "untyped_storage"):
+            x = _tensor_as_array(x)  # torch tensors (fastoptim.torch): their bytes
         if isinstance(x, np.ndarray):
             if x.dtype.hasobject:
                 out.append((path, "objarray", x.shape))
@@ -142,6 +147,18 @@ def fingerprint(roots):
     for i, r in enumerate(roots):
         walk(r, f"root{i}", 0)
     return out
+
+
+def _tensor_as_array(t):
+    """A torch tensor's values as an ndarray (its bytes, whatever the dtype)."""
+    try:
+        t = t.detach().cpu().contiguous()
+        if t.dtype.is_floating_point and t.element_size() == 2:  # bfloat16/float16: bits
+            import torch
+            t = t.view(torch.int16)
+        return t.numpy().copy()
+    except Exception:  # a meta or sparse tensor: what is printable of it
+        return np.array(repr(t))
 
 
 def arrays_of(fp):
@@ -291,6 +308,8 @@ def _sequence_variants(v):
         H("set", lambda v, c: set(range(len(v)))),
         H("dict", lambda v, c: {i: x for i, x in enumerate(v)}),
     ]
+    if v and type(v[0]).__module__.startswith("torch"):
+        out += _tensor_list_variants()
     if v and isinstance(v[0], np.ndarray):
         out += [H("first float16", lambda v, c: [v[0].astype(np.float16)] + list(v)[1:]),
                 H("first read-only", lambda v, c: [_ro(v[0])] + list(v)[1:]),
@@ -298,6 +317,36 @@ def _sequence_variants(v):
                 H("first wrong shape", lambda v, c: [np.zeros(v[0].size + 1, v[0].dtype)]
                   + list(v)[1:])]
     return out
+
+
+def _tensor_list_variants():
+    """A list of torch tensors (fastoptim.torch's params) with its first entry spoiled."""
+    import torch
+
+    def first(make):
+        return lambda v, c: [make(v[0])] + list(v)[1:]
+
+    def view_overlapping(t):
+        base = torch.zeros(t.numel() + 1, dtype=t.dtype)
+        return base[1:].view(t.shape).requires_grad_()
+
+    return [
+        H("first bfloat16", first(lambda t: t.detach().to(torch.bfloat16).requires_grad_())),
+        H("first float16", first(lambda t: t.detach().to(torch.float16).requires_grad_())),
+        H("first int64", first(lambda t: t.detach().to(torch.int64))),
+        H("first complex", first(lambda t: t.detach().to(torch.complex64).requires_grad_())),
+        H("first meta", first(lambda t: torch.empty_like(t, device="meta").requires_grad_())),
+        H("first non-contiguous", first(
+            lambda t: torch.zeros(t.numel() * 2, dtype=t.dtype)[::2].requires_grad_())),
+        H("first non-leaf", first(lambda t: t * 2)),
+        H("first sparse", first(lambda t: t.detach().to_sparse().requires_grad_())),
+        H("first ndarray", first(lambda t: t.detach().numpy().copy())),
+        H("first overlapping its own copy", lambda v, c: [view_overlapping(v[0])]
+          + list(v)[1:]),
+        H("first repeated", lambda v, c: [v[0]] * len(v)),
+        H("first a view of the second", lambda v, c: [v[1].detach()[:1].requires_grad_()]
+          + list(v)[1:] if len(v) > 1 else list(v)),
+    ]
 
 
 def _ro(a):
@@ -521,6 +570,47 @@ def _optimizer_calls(cls, method):
     return calls
 
 
+def _torch_optimizer(cls, stepped=True, dtype=None):
+    """A fastoptim.torch optimizer over two tensors in two groups, stepped once, each
+    with a grad for the next step."""
+    import torch
+    dtype = dtype or torch.float32
+    params = [torch.tensor(_vec(6, seed=10), dtype=dtype, requires_grad=True),
+              torch.tensor(_vec(4, seed=11), dtype=dtype, requires_grad=True)]
+    kwargs = {"SGD": dict(lr=0.1, momentum=0.9), "RMSprop": dict(momentum=0.5, centered=True),
+              "Adam": dict(amsgrad=True), "AdamW": dict(amsgrad=True)}[cls.__name__]
+    opt = cls([{"params": params[:1]}, {"params": params[1:], "lr": 0.01}], **kwargs)
+    for k, p in enumerate(params):
+        p.grad = torch.tensor(_vec(p.numel(), seed=12 + k), dtype=dtype)
+    if stepped:
+        opt.step()
+    return opt, params, kwargs
+
+
+def _torch_optimizer_calls(cls, method):
+    import torch
+    if method is None:
+        _, params, kwargs = _torch_optimizer(cls, stepped=False)
+        return [Call(cls, [params], kwargs)]
+    opt, params, _ = _torch_optimizer(cls)
+    if method == "step":
+        return [Call(opt.step), Call(opt.step, [lambda: 1.0])]
+    if method == "load_state_dict":
+        twin, _, _ = _torch_optimizer(cls, dtype=torch.float64)
+        twin.step()
+        return [Call(opt.load_state_dict, [twin.state_dict()])]
+    if method == "add_param_group":
+        return [Call(opt.add_param_group, [{"params": [torch.zeros(5, requires_grad=True)],
+                                             "lr": 0.01}])]
+    if method == "profile_hook_step":
+        return [Call(cls.profile_hook_step, [lambda *a, **k: None])]
+    if method.startswith("register_"):
+        return [Call(getattr(opt, method), [lambda *a: None])]
+    if method in ("state_dict", "zero_grad"):
+        return [Call(getattr(opt, method))]
+    return None
+
+
 SCHEDULER_ARGS = {
     "StepLR": dict(step_size=2), "ExponentialLR": dict(gamma=0.9),
     "CosineAnnealingLR": dict(T_max=5), "LinearLR": dict(), "MultiStepLR": dict(milestones=[2, 4]),
@@ -657,6 +747,8 @@ def _calls(entry, kind, owner, method, ctx):
         return table.get(name)
     if inspect.isclass(owner) and issubclass(owner, optim.Optimizer):
         return _optimizer_calls(owner, method)
+    if owner.__module__ == "fastoptim.torch":
+        return _torch_optimizer_calls(owner, method)
     if owner.__module__ == "fastoptim.lr_scheduler":
         return _scheduler_calls(owner, method)
     if owner in (nn.MLPClassifier, nn.MLPRegressor):

@@ -1,0 +1,45 @@
+"""fastoptim.torch.Adam against torch.optim.Adam (default, foreach, for-loop, fused) on
+an RL-sized policy, an MNIST-sized MLP and a big model: the step alone and a whole
+training step (forward, backward, step).
+
+    python -m pytest bench/test_bench_torch_backend.py --benchmark-only
+    FASTOPTIM_BENCH_BIG_PARAMS=100000000 python -m pytest bench/test_bench_torch_backend.py \\
+        --benchmark-only          # the 100 M-parameter model (default 2 M: CI stays fast)
+    python -c "from fastoptim.bench import torch_backend_report; torch_backend_report()"
+
+The report function times the contenders taking turns (the machine's drift cancels in
+the ratios); pytest-benchmark times them one after the other.  No timed assertion.
+"""
+
+import os
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from fastoptim.bench import TORCH_CONTENDERS, TORCH_MODELS, TorchBackendCase, big_widths  # noqa
+
+BIG = int(os.environ.get("FASTOPTIM_BENCH_BIG_PARAMS", 2_000_000))
+MODELS = dict(TORCH_MODELS, big=big_widths(BIG))
+_cases = {}
+
+
+def case(model):
+    if model not in _cases:
+        _cases.clear()  # one model's state at a time (the big one is large)
+        _cases[model] = TorchBackendCase(MODELS[model])
+    return _cases[model]
+
+
+@pytest.mark.parametrize("contender", TORCH_CONTENDERS)
+@pytest.mark.parametrize("model", list(MODELS))
+def test_step(benchmark, model, contender):
+    benchmark.group = f"torch backend step: {model}"
+    benchmark(case(model).step_fn(contender))
+
+
+@pytest.mark.parametrize("contender", TORCH_CONTENDERS)
+@pytest.mark.parametrize("model", list(MODELS))
+def test_train_step(benchmark, model, contender):
+    benchmark.group = f"torch backend train step: {model}"
+    benchmark(case(model).train_step_fn(contender))

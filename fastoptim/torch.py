@@ -1,0 +1,833 @@
+"""torch.optim optimizers whose step is fastoptim's fused kernels: ``fastoptim.torch``.
+
+    import fastoptim.torch
+    opt = fastoptim.torch.AdamW(model.parameters(), lr=1e-3)   # as torch.optim.AdamW
+    for x, y in batches:
+        opt.zero_grad()
+        loss_fn(model(x), y).backward()
+        opt.step()                                             # one kernel call per group
+
+The classes subclass torch's own (``torch.optim.Adam`` ...): the constructor, its
+defaults and argument checks, ``param_groups``, ``zero_grad``, the hooks,
+``state_dict()`` and ``load_state_dict()`` are torch's, with torch's state layout
+(``state[p]["step"]`` a scalar tensor, ``exp_avg`` ... tensors shaped like the param), so
+state dicts move between ``torch.optim.X`` and ``fastoptim.torch.X`` both ways, and
+``torch.optim.lr_scheduler`` drives them unchanged.  Only ``step`` is fastoptim's: it
+reads ``p.grad`` (a param whose grad is None is skipped, as torch does) and hands every
+param, grad and state buffer of a group to ONE call of the functional API
+(``fastoptim.functional``) as NumPy views of the tensors' own memory: zero-copy, in place.
+
+Zero-copy rules: CPU tensors of float32 or float64 (strided, contiguous in C or Fortran
+order; a grad and the state in its param's order, as autograd and ``zeros_like`` make
+them).  Anything else -- another device, dtype or layout, a sparse grad -- is a
+TypeError/ValueError naming the tensor, never a silent copy.  The views are cached per
+tensor and re-made when the tensor object or its memory (``data_ptr``) changes, so a
+replaced ``p.data``, a new ``p.grad`` or a replaced state tensor is always the one
+updated.  After a step the version counters of the tensors written are bumped
+(``torch.autograd.graph.increment_version``), as torch's in-place ops do.
+
+Adding an algorithm is a table entry: a subclass of torch's class (or of
+``torch.optim.Optimizer``) naming its functional, its state buffers and how a group's
+hyperparameters map to the functional's keyword arguments (see ``_FusedStep``).
+
+This module imports torch; ``import fastoptim`` does not import it.
+"""
+
+import math
+import numbers
+from itertools import chain
+from operator import attrgetter, is_, itemgetter
+
+import numpy as np
+import torch
+from torch.optim import optimizer as _torch_optimizer
+
+from . import functional as _F
+
+__all__ = ["SGD", "RMSprop", "Adam", "AdamW"]
+
+_NUMPY_DTYPES = {torch.float32: np.dtype(np.float32), torch.float64: np.dtype(np.float64)}
+_data_ptr = torch.Tensor.data_ptr
+_grad_of = attrgetter("grad")
+_item = np.ndarray.item
+_IMMUTABLE = (float, int, bool, str, type(None))
+_increment_version = torch.autograd.graph.increment_version
+_profiler_enabled = torch._C._autograd._profiler_enabled
+_record_function = torch.autograd.profiler.record_function
+# torch's registries of the hooks every optimizer runs (register_optimizer_step_*_hook)
+_GLOBAL_PRE_HOOKS = _torch_optimizer._global_optimizer_pre_hooks
+_GLOBAL_POST_HOOKS = _torch_optimizer._global_optimizer_post_hooks
+
+
+# ------------------------------------------------------------------ tensors as arrays
+def _check_tensor(t, label):
+    """A TypeError/ValueError unless fastoptim can update ``t`` in place."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{label} must be a torch.Tensor, got {type(t).__name__}")
+    if t.layout is not torch.strided:
+        raise TypeError(f"{label} is a {t.layout} tensor; fastoptim.torch updates dense "
+                        "(strided) tensors only")
+    if t.device.type != "cpu":
+        raise TypeError(f"{label} is on {t.device}; fastoptim.torch updates CPU tensors "
+                        "in place (use torch.optim for other devices)")
+    if t.dtype not in _NUMPY_DTYPES:
+        raise TypeError(f"{label} has dtype {t.dtype}; fastoptim.torch supports "
+                        "torch.float32 and torch.float64")
+
+
+def _as_array(t, label):
+    """The NumPy view of ``t``'s own memory (no copy), checked contiguous."""
+    _check_tensor(t, label)
+    try:
+        a = (t.detach() if t.requires_grad else t).numpy()
+    except RuntimeError as exc:  # a negative-bit view, an inference-only tensor kind ...
+        raise TypeError(f"{label} cannot be viewed as a NumPy array ({exc})") from None
+    if not (a.flags.c_contiguous or a.flags.f_contiguous):
+        raise ValueError(f"{label} is not contiguous (strides {tuple(t.stride())}); it is "
+                         "updated in place, so no copy can stand in: make the tensor "
+                         "itself contiguous (p.data = p.data.contiguous())")
+    return a
+
+
+def _same_order(a, p):
+    return a.flags.c_contiguous == p.flags.c_contiguous or \
+        a.flags.f_contiguous == p.flags.f_contiguous
+
+
+class _View:
+    """A tensor, its data pointer when viewed, and the NumPy view of its memory."""
+
+    __slots__ = ("tensor", "ptr", "array")
+
+    def __init__(self, tensor, array):
+        self.tensor, self.ptr, self.array = tensor, _data_ptr(tensor), array
+
+    def current(self, t):
+        return t is self.tensor and _data_ptr(t) == self.ptr
+
+
+def _view_like(t, label, param_view, cached):
+    """``cached`` if it still views ``t``, else a checked view of ``t`` shaped and
+    ordered like the param (grads and state buffers)."""
+    if cached is not None and cached.current(t):
+        return cached
+    a = _as_array(t, label)
+    p = param_view.array
+    if a.dtype != p.dtype:
+        raise TypeError(f"{label} has dtype {t.dtype}, its param has "
+                        f"{param_view.tensor.dtype}")
+    if a.shape != p.shape:
+        raise ValueError(f"{label} has shape {tuple(t.shape)}, its param has "
+                         f"{tuple(param_view.tensor.shape)}")
+    if not _same_order(a, p):
+        raise ValueError(f"{label} is not in its param's memory order (strides "
+                         f"{tuple(t.stride())} vs {tuple(param_view.tensor.stride())}); "
+                         "element k must be the same element of both")
+    return _View(t, a)
+
+
+def _byte_range(a):
+    start = a.__array_interface__["data"][0]
+    return start, start + a.nbytes
+
+
+def _check_disjoint(arrays, labels):
+    """Two of the arrays sharing memory -> ValueError naming both."""
+    ranges = sorted((*_byte_range(a), k) for k, a in enumerate(arrays) if a.size)
+    end, last = 0, None
+    for s, e, k in ranges:
+        if s < end:
+            raise ValueError(f"{labels[last]} and {labels[k]} share memory; every updated "
+                             "tensor needs its own memory (fastoptim.torch refuses params "
+                             "that are views of one another)")
+        if e > end:
+            end, last = e, k
+
+
+# ------------------------------------------------------------------ hyperparameters
+def _scalar(value):
+    """A hyperparameter as the functional API takes it: a one-element tensor (torch takes
+    a Tensor lr) becomes a Python float; anything else is passed on to be checked."""
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1 or value.is_complex() or value.dtype == torch.bool:
+            raise ValueError(f"a tensor hyperparameter must hold one real number, got "
+                             f"shape {tuple(value.shape)} and dtype {value.dtype}")
+        return float(value.detach().cpu().reshape(()).item())
+    if type(value) is int and -2 ** 53 <= value <= 2 ** 53:
+        return float(value)  # torch's defaults are ints (weight_decay=0): exact
+    return value
+
+
+def _integral_step(value, label):
+    """A saved step count (a tensor, as torch keeps it, or a number) as an int >= 0."""
+    v = value
+    if isinstance(v, torch.Tensor):
+        if v.numel() != 1 or v.is_complex():
+            raise ValueError(f"{label} must be a one-element tensor, got shape "
+                             f"{tuple(v.shape)}")
+        v = v.detach().cpu().reshape(()).item()
+    if isinstance(v, bool) or not isinstance(v, numbers.Real):
+        raise TypeError(f"{label} must be a number, got {type(value).__name__}")
+    try:
+        f = float(v)
+    except OverflowError:
+        raise ValueError(f"{label} is too large") from None
+    if not (math.isfinite(f) and f >= 0 and f.is_integer() and f < 2 ** 53):
+        raise ValueError(f"{label} must be a whole number >= 0, got {v}")
+    return int(f)
+
+
+def _scalar_dtype(fused):
+    # torch's _get_scalar_dtype: the dtype torch gives state["step"]
+    if fused:
+        return torch.float32
+    return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
+
+
+# ------------------------------------------------------------------------ the base
+class _Param:
+    """What the step caches for one param: views of it, its grad, its state buffers."""
+
+    __slots__ = ("view", "grad", "bufs", "step")
+
+    def __init__(self, view):
+        self.view = view
+        self.grad = None
+        self.bufs = {}
+        self.step = None  # _View of state["step"] (a scalar tensor)
+
+
+class _FusedStep(torch.optim.Optimizer):
+    """The step of every fastoptim.torch optimizer.  A subclass is a table entry:
+
+    * ``_FUNCTIONAL``: the name of the fastoptim.functional function to call, as
+      ``fn(params, grads, *positional buffers, step=, **keyword buffers, **hyper,
+      n_threads=)`` on lists of NumPy views;
+    * ``_BUFFERS``: ``(state name, "pos" or keyword name, needed(group))`` in call order
+      (a positional buffer a group does not need is passed as None);
+    * ``_hyper(group)``: the group's hyperparameters as the functional's keyword
+      arguments (the functional checks them);
+    * ``_COUNTS_STEPS``: torch keeps ``state["step"]`` (False for SGD: its buffers start
+      from the gradient instead, which the functional does at ``step=1``);
+    * ``_STEP_BOUND``: buffers that may not be missing once steps were counted (their
+      bias correction depends on the count); any other missing buffer starts at zeros.
+    """
+
+    _FUNCTIONAL = None
+    _BUFFERS = ()
+    _COUNTS_STEPS = True
+    _STEP_BOUND = ()
+
+    def _hyper(self, group):  # pragma: no cover - every subclass defines it
+        raise NotImplementedError
+
+    # -------------------------------------------------------------- construction
+    def _fastoptim_init(self):
+        self._cache = {}  # param -> _Param (rebuilt when the params change)
+        self._cache_key = None
+        self._armed = None  # the last step's single call, re-run while nothing changed
+        if getattr(self, "_step_supports_amp_scaling", False):
+            # torch's fused=True tells GradScaler the step unscales the grads itself; this
+            # step does not, so GradScaler must unscale them first (its default path)
+            del self._step_supports_amp_scaling
+
+    def _check_group_values(self, group):
+        """The group's hyperparameters, checked as the step will use them (a dry run of
+        the functional on no arrays)."""
+        if not isinstance(group, dict):
+            raise TypeError(f"a param group must be a dict, got {type(group).__name__}")
+        if group.get("differentiable"):
+            raise ValueError("differentiable=True is not supported: fastoptim's step runs in "
+                             "compiled code outside autograd (use torch.optim)")
+        for key in ("foreach", "fused", "capturable", "maximize"):
+            v = group.get(key)
+            if v is not None and not isinstance(v, (bool, np.bool_)):
+                raise TypeError(f"{key} must be a bool{' or None' if key in ('foreach', 'fused') else ''}, "
+                                f"got {type(v).__name__}")
+        if group.get("fused") and group.get("foreach"):
+            raise ValueError("`fused` and `foreach` cannot be `True` together.")
+        try:
+            hyper = self._hyper(group)
+        except KeyError as exc:
+            raise ValueError(f"the param group has no {exc.args[0]!r} entry") from None
+        fn = getattr(_F, self._FUNCTIONAL)
+        pos = [None if kind == "pos" and not needed(group) else []
+               for _, kind, needed in self._BUFFERS if kind == "pos"]
+        kw = {kind: [] for _, kind, needed in self._BUFFERS if kind != "pos" and needed(group)}
+        fn([], [], *pos, step=1, **kw, **hyper)
+
+    def add_param_group(self, param_group):
+        """torch's ``add_param_group``, after fastoptim's checks of the params (CPU,
+        float32/float64, dense, contiguous, no memory shared) and of the group's values
+        (as the step uses them); a refused group changes nothing."""
+        if not isinstance(param_group, dict):
+            raise TypeError(f"param_group must be a dict, but got {type(param_group).__name__}")
+        if "params" not in param_group:
+            raise ValueError("param_group must have a 'params' key")
+        params = param_group["params"]
+        if isinstance(params, torch.Tensor):
+            params = [params]
+        elif isinstance(params, (set, frozenset)):
+            raise TypeError("optimizer parameters need to be organized in ordered collections, "
+                            "but the ordering of tensors in sets will change between runs. "
+                            "Please use a list instead.")
+        elif isinstance(params, (str, bytes, dict)) or not hasattr(params, "__iter__"):
+            raise TypeError("param_group['params'] must be a tensor or a list of tensors, "
+                            f"got {type(params).__name__}")
+        params = list(params)  # an iterator is read once: torch gets this list
+        tensors = []
+        for j, p in enumerate(params):
+            if isinstance(p, tuple):
+                if len(p) != 2:
+                    raise ValueError("a named param must be a (name, tensor) pair")
+                p = p[1]
+            _as_array(p, f"param {j} of the group")
+            if not (p.is_leaf or p.retains_grad):
+                raise ValueError("can't optimize a non-leaf Tensor")
+            tensors.append(p)
+        merged = dict(self.defaults)
+        merged.update((k, v) for k, v in param_group.items() if k != "params")
+        self._check_group_values(merged)
+        existing = [p for g in self.param_groups for p in g["params"]]
+        seen = set(map(id, existing))
+        if any(id(p) in seen for p in tensors):
+            raise ValueError("some parameters appear in more than one parameter group")
+        unique = list({id(p): p for p in existing + tensors}.values())
+        _check_disjoint([_as_array(p, "") for p in unique],
+                        [f"param {k}" for k in range(len(unique))])
+        param_group["params"] = params
+        super().add_param_group(param_group)
+        self._cache_key = None
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        self._cache = {}
+        self._cache_key = None
+        self._armed = None
+
+    def __getstate__(self):
+        return super().__getstate__()  # torch's: defaults, state, param_groups (no caches)
+
+    def load_state_dict(self, state_dict):
+        """torch's ``load_state_dict`` (state tensors kept, or cast to the param's dtype,
+        as torch does), after checking the dict's shape and every group's values: a
+        refused dict changes nothing.  Buffers are checked (shape, layout) at the next step."""
+        if not isinstance(state_dict, dict) or not {"state", "param_groups"} <= set(state_dict):
+            raise ValueError("state_dict must be a dict with the keys 'state' and "
+                             "'param_groups' (from Optimizer.state_dict())")
+        groups, state = state_dict["param_groups"], state_dict["state"]
+        if not isinstance(groups, (list, tuple)) or not isinstance(state, dict):
+            raise TypeError("state_dict['param_groups'] must be a list of dicts and "
+                            "state_dict['state'] a dict")
+        if len(groups) != len(self.param_groups):
+            raise ValueError("loaded state dict has a different number of parameter groups")
+        ids = []
+        for gi, (saved, group) in enumerate(zip(groups, self.param_groups)):
+            if not isinstance(saved, dict) or not isinstance(saved.get("params"), (list, tuple)):
+                raise ValueError(f"param_groups[{gi}] must be a dict with a 'params' list")
+            if len(saved["params"]) != len(group["params"]):
+                raise ValueError("loaded state dict contains a parameter group that doesn't "
+                                 "match the size of optimizer's group")
+            merged = dict(self.defaults)
+            merged.update((k, v) for k, v in saved.items() if k != "params")
+            merged.update(self._FORCED_ON_LOAD)
+            self._check_group_values(merged)
+            ids += list(saved["params"])
+        try:
+            known = set(ids)
+        except TypeError:
+            raise TypeError("param ids in state_dict['param_groups'] must be hashable") from None
+        if len(known) != len(ids):
+            raise ValueError("state_dict['param_groups'] repeats a param id")
+        flat = [p for g in self.param_groups for p in g["params"]]
+        param_of = dict(zip(ids, flat))
+        for sid, st in state.items():
+            if sid not in param_of:
+                continue  # torch keeps state it cannot assign, as is
+            if not isinstance(st, dict):
+                raise TypeError(f"state[{sid!r}] must be a dict, got {type(st).__name__}")
+            p = param_of[sid]
+            if st and self._COUNTS_STEPS and "step" not in st:
+                raise ValueError(f"state[{sid!r}] has no 'step' entry")
+            for key, v in st.items():
+                if key == "step":
+                    _integral_step(v, f"state[{sid!r}]['step']")
+                elif isinstance(v, torch.Tensor):
+                    if v.shape != p.shape:
+                        raise ValueError(f"state[{sid!r}][{key!r}] has shape {tuple(v.shape)}, "
+                                         f"its param has {tuple(p.shape)}")
+                    if v.is_complex() or not (v.is_floating_point()):
+                        raise TypeError(f"state[{sid!r}][{key!r}] has dtype {v.dtype}; "
+                                        "expected a real floating-point tensor")
+                elif v is not None:
+                    raise TypeError(f"state[{sid!r}][{key!r}] must be a tensor, got "
+                                    f"{type(v).__name__}")
+        super().load_state_dict(state_dict)
+        self._cache_key = None
+
+    #: group values forced on load (AdamW keeps decoupled weight decay, as torch)
+    _FORCED_ON_LOAD = {}
+
+    # ----------------------------------------------------------------------- step
+    def step(self, closure=None):
+        """One update of every param with a grad (``closure`` re-evaluates the model and
+        returns the loss, run with grad enabled, as torch).  One fastoptim kernel call per
+        param group (per dtype and step count when they differ within a group).  A refused
+        step (a bad grad, buffer or group value) raises TypeError/ValueError and changes
+        nothing."""
+        # torch's hook wrapper (Optimizer.profile_hook_step), with its profiler range only
+        # when a profiler runs: record_function costs more than a small model's update.
+        if _profiler_enabled():
+            with _record_function(f"Optimizer.step#{type(self).__name__}.step"):
+                return self._hooked_step(closure)
+        return self._hooked_step(closure)
+
+    step.hooked = True  # torch's Optimizer does not wrap it again
+
+    def _hooked_step(self, closure):
+        args, kwargs = ((self,) if closure is None else (self, closure)), {}
+        for pre_hook in chain(_GLOBAL_PRE_HOOKS.values(),
+                              self._optimizer_step_pre_hooks.values()):
+            result = pre_hook(self, args, kwargs)
+            if result is not None:
+                if isinstance(result, tuple) and len(result) == 2:
+                    args, kwargs = result
+                else:
+                    raise RuntimeError(f"{self.step} must return None or a tuple of "
+                                       f"(new_args, new_kwargs), but got {result}.")
+        out = self._step(*args[1:], **kwargs)
+        self._optimizer_step_code()
+        for post_hook in chain(self._optimizer_step_post_hooks.values(),
+                               _GLOBAL_POST_HOOKS.values()):
+            post_hook(self, args, kwargs)
+        return out
+
+    def _step(self, closure=None):
+        loss = None
+        if closure is not None:
+            if not callable(closure):
+                raise TypeError(f"closure must be callable or None, got "
+                                f"{type(closure).__name__}")
+            with torch.enable_grad():
+                loss = closure()
+        armed = self._armed
+        if armed is not None and armed.try_step(self):
+            return loss
+        self._armed = None
+        calls = self._plan_calls()
+        if len(calls) > 1:
+            # each call checks its own arrays: check what none of them sees first (the
+            # values of every group, memory shared across calls)
+            for call in calls:
+                self._check_group_values(call.group)
+            arrays, labels = [], []
+            for call in calls:
+                for k in range(len(call.params)):
+                    for role, lst in (("param", call.params), ("grad", call.grads),
+                                      *call.bufs.items()):
+                        if lst is not None:
+                            arrays.append(lst[k])
+                            labels.append(f"{role} of param {call.ids[k]}")
+            _check_written_disjoint(arrays, labels)
+        for call in calls:
+            call.run()
+        written = []
+        for call in calls:
+            written += call.commit(self.state)
+        if written:
+            _increment_version(written)
+        if len(calls) == 1 and len(self.param_groups) == 1 and \
+                len(calls[0].ids) == len(self.param_groups[0]["params"]):
+            self._armed = _Armed(self, calls[0])
+        return loss
+
+    def _records(self):
+        """The cache of views, rebuilt when the param lists change."""
+        key = [p for g in self.param_groups for p in g["params"]]
+        if self._cache_key is None or len(key) != len(self._cache_key) or \
+                any(a is not b for a, b in zip(key, self._cache_key)):
+            self._cache = {id(p): self._cache.get(id(p)) for p in key}
+            self._cache_key = key
+        return self._cache
+
+    def _plan_calls(self):
+        """The functional calls of this step, every array checked; nothing written."""
+        cache = self._records()
+        state = self.state
+        calls = []
+        index = 0
+        for gi, group in enumerate(self.param_groups):
+            params = group["params"]
+            names = [(name, kind) for name, kind, needed in self._BUFFERS if needed(group)]
+            buckets = {}
+            for j, p in enumerate(params):
+                i = index + j
+                g = p.grad
+                if g is None:
+                    continue
+                rec = cache.get(id(p))
+                if rec is None or not rec.view.current(p):
+                    rec = _Param(_View(p, _as_array(p, f"param {i}")))
+                    cache[id(p)] = rec
+                if g.layout is not torch.strided:
+                    raise TypeError(f"the grad of param {i} is sparse ({g.layout}); "
+                                    f"{type(self).__name__} supports dense grads only")
+                rec.grad = _view_like(g, f"the grad of param {i}", rec.view, rec.grad)
+                st = state.get(p)
+                step = 0
+                if st:
+                    if self._COUNTS_STEPS:
+                        if "step" not in st:
+                            raise ValueError(f"state of param {i} has no 'step' (delete "
+                                             f"opt.state[p] to restart it)")
+                        step = self._read_step(rec, st["step"], i)
+                missing = []
+                for name, _ in names:
+                    t = st.get(name) if st else None
+                    if t is None:
+                        if st and step > 0 and name in self._STEP_BOUND:
+                            raise ValueError(f"state of param {i} is missing {name!r} at "
+                                             f"step {step} (delete opt.state[p] to restart "
+                                             "this param)")
+                        missing.append(name)
+                        rec.bufs.pop(name, None)
+                    else:
+                        rec.bufs[name] = _view_like(t, f"state[{name!r}] of param {i}",
+                                                    rec.view, rec.bufs.get(name))
+                key = (rec.view.array.dtype.char, step, tuple(missing))
+                buckets.setdefault(key, []).append((i, p, rec))
+            for (_, step, missing), members in buckets.items():
+                calls.append(_Call(self, group, names, step, missing, members))
+            index += len(params)
+        return calls
+
+    def _read_step(self, rec, t, i):
+        if isinstance(t, torch.Tensor):
+            cached = rec.step
+            if cached is None or not cached.current(t):
+                if t.numel() != 1 or t.device.type != "cpu" or t.dtype not in _NUMPY_DTYPES:
+                    _integral_step(t, f"state['step'] of param {i}")  # words the error
+                    raise TypeError(f"state['step'] of param {i} must be a float32/float64 "
+                                    f"CPU scalar tensor, got {t.dtype} on {t.device}")
+                rec.step = cached = _View(t, t.detach().numpy().reshape(()))
+            value = cached.array.item()
+            if not (value >= 0 and float(value).is_integer() and value < 2 ** 53):
+                raise ValueError(f"state['step'] of param {i} must be a whole number >= 0, "
+                                 f"got {value}")
+            return int(value)
+        rec.step = None
+        return _integral_step(t, f"state['step'] of param {i}")
+
+
+def _check_written_disjoint(arrays, labels):
+    """Across the calls of one step: no memory shared unless both are grads (read only)."""
+    ranges = sorted((*_byte_range(a), k) for k, a in enumerate(arrays) if a.size)
+    end, last = 0, None
+    for s, e, k in ranges:
+        if s < end and not (labels[k].startswith("grad") and labels[last].startswith("grad")):
+            raise ValueError(f"{labels[last]} and {labels[k]} share memory; every updated "
+                             "tensor needs its own memory")
+        if e > end:
+            end, last = e, k
+
+
+class _Call:
+    """One functional call: a group's params of one dtype and step count."""
+
+    __slots__ = ("opt", "group", "names", "step", "missing", "ids", "tensors", "recs",
+                 "params", "grads", "bufs", "new")
+
+    def __init__(self, opt, group, names, step, missing, members):
+        self.opt, self.group, self.names = opt, group, names
+        self.step, self.missing = step, missing
+        self.ids = [i for i, _, _ in members]
+        self.tensors = [p for _, p, _ in members]
+        self.recs = [r for _, _, r in members]
+        self.params = [r.view.array for r in self.recs]
+        self.grads = [r.grad.array for r in self.recs]
+        # zeros for missing buffers (kept only if the step succeeds), as torch makes them
+        self.new = {name: [torch.zeros_like(p, memory_format=torch.preserve_format)
+                           for p in self.tensors] for name in missing}
+        self.bufs = {}
+        for name, _ in names:
+            if name in self.new:
+                self.bufs[name] = [t.detach().numpy() for t in self.new[name]]
+            else:
+                self.bufs[name] = [r.bufs[name].array for r in self.recs]
+
+    def run(self):
+        opt = self.opt
+        pos, kw = [], {}
+        for name, kind, needed in opt._BUFFERS:
+            if kind == "pos":
+                pos.append(self.bufs.get(name))
+            elif name in self.bufs:
+                kw[kind] = self.bufs[name]
+        if opt._COUNTS_STEPS:
+            step = self.step + 1
+        else:  # SGD: a buffer just created starts from the gradient (step 1)
+            step = 1 if self.missing else 2
+        getattr(_F, opt._FUNCTIONAL)(self.params, self.grads, *pos, step=step, **kw,
+                                     **opt._hyper(self.group))
+
+    def commit(self, state):
+        """Store the new buffers and step counts; the tensors written, for their versions."""
+        opt = self.opt
+        written = list(self.tensors)
+        if not self.names and not opt._COUNTS_STEPS:
+            return written  # no state (SGD without momentum): torch makes no entry either
+        dtype = _scalar_dtype(self.group.get("fused"))
+        for k, (p, rec) in enumerate(zip(self.tensors, self.recs)):
+            st = state[p]
+            if opt._COUNTS_STEPS:  # first, as torch orders a new state dict
+                t = st.get("step")
+                if rec.step is not None and t is rec.step.tensor:
+                    rec.step.array[()] = self.step + 1
+                    written.append(t)
+                else:
+                    st["step"] = t = torch.tensor(float(self.step + 1), dtype=dtype)
+                    rec.step = _View(t, t.numpy().reshape(()))
+            for name, tensors in self.new.items():
+                st[name] = tensors[k]
+                rec.bufs[name] = _View(tensors[k], self.bufs[name][k])
+            for name, _ in self.names:
+                written.append(st[name])
+        return written
+
+
+class _Armed:
+    """A step that was one call over every param of the only group, kept to be run again
+    as long as every object it was made from is still the live one: the group and its
+    values, the params and their memory, the state dicts, buffers and step counts
+    (compared by identity, data pointer and value).  Only the grads are new each step
+    (``zero_grad()`` sets them to None); their views are made here and the kernel checks
+    them (dtype, shape, layout, memory shared) before it writes anything."""
+
+    def __init__(self, opt, call):
+        group = call.group
+        self.group, self.state = group, opt.state
+        self.params = list(group["params"])
+        self.values = list(group.values())
+        self.hyper = opt._hyper(group) if _immutable(group) else None
+        self.names = [name for name, _ in call.names]
+        self.spec = opt._BUFFERS
+        self.states = [opt.state.get(p) for p in self.params]
+        keys = (("step",) if opt._COUNTS_STEPS else ()) + tuple(n for n, _ in call.names)
+        self.read = (lambda st: ()) if not keys else (
+            (lambda st, k=keys[0]: (st[k],)) if len(keys) == 1 else itemgetter(*keys))
+        self.bufs = list(chain.from_iterable(map(self.read, self.states)))
+        self.written = self.params + self.bufs
+        self.ptrs = list(map(_data_ptr, self.written))
+        self.counts = opt._COUNTS_STEPS
+        self.step_arrays = [r.step.array for r in call.recs] if self.counts else []
+        self.count = call.step + 1  # the step counts stored now
+        self.grads = [r.grad.tensor for r in call.recs]
+        self.grad_arrays = list(call.grads)
+        self.grad_ptrs = list(map(_data_ptr, self.grads))
+        fn = getattr(_F, opt._FUNCTIONAL)
+        pos, kw = [], {}
+        names = dict(call.names)
+        for name, kind, _ in opt._BUFFERS:
+            arrays = [r.bufs[name].array for r in call.recs] if name in names else None
+            if kind == "pos":
+                pos.append(arrays)
+            elif arrays is not None:
+                kw[kind] = arrays
+        params = call.params
+        self.hyper_of = opt._hyper
+
+        def run(grads, step, hyper):
+            fn(params, grads, *pos, step=step, **kw, **hyper)
+        self.run = run
+
+    def try_step(self, opt):
+        """Run the step if nothing but the grads changed: True when done."""
+        groups = opt.param_groups
+        group = self.group
+        if type(groups) is not list or len(groups) != 1 or groups[0] is not group \
+                or opt.state is not self.state:
+            return False
+        params = group.get("params")
+        values = list(group.values())
+        n = len(self.params)
+        if type(params) is not list or len(params) != n or not all(map(is_, params, self.params)):
+            return False
+        hyper, cacheable = self.hyper, True
+        changed = len(values) != len(self.values) or not all(map(is_, values, self.values))
+        if changed:
+            # new values (a scheduler sets lr each step): fine while the same buffers are
+            # needed; the functional checks the values
+            try:
+                if [name for name, _, needed in self.spec if needed(group)] != self.names:
+                    return False
+                hyper = self.hyper_of(group)
+            except Exception:
+                return False
+            cacheable = _immutable(group)
+        states = list(map(self.state.get, params))
+        if not all(map(is_, states, self.states)):
+            return False
+        try:
+            bufs = list(chain.from_iterable(map(self.read, states)))
+        except (KeyError, TypeError):
+            return False
+        if not all(map(is_, bufs, self.bufs)) or list(map(_data_ptr, self.written)) != self.ptrs:
+            return False
+        count = self.count
+        if self.counts and list(map(_item, self.step_arrays)) != [count] * n:
+            return False  # a count edited in place
+        grads = list(map(_grad_of, params))
+        if all(map(is_, grads, self.grads)) and list(map(_data_ptr, grads)) == self.grad_ptrs:
+            arrays = self.grad_arrays
+        else:
+            try:
+                arrays = [g.numpy() for g in grads]  # None, sparse, other device: refused
+            except Exception:
+                return False
+        try:
+            if hyper is None:
+                hyper = self.hyper_of(group)
+            self.run(arrays, count + 1 if self.counts else 2, hyper)
+        except (TypeError, ValueError, KeyError):
+            return False  # nothing was written: the full step words the error
+        if changed:
+            self.values, self.hyper = values, (hyper if cacheable else None)
+        if self.counts:
+            count += 1
+            for a in self.step_arrays:
+                a[()] = count
+            self.count = count
+        if arrays is not self.grad_arrays:
+            self.grads, self.grad_arrays = grads, arrays
+            self.grad_ptrs = list(map(_data_ptr, grads))
+        _increment_version(self.written)
+        return True
+
+
+def _immutable(group):
+    """Are the group's values (but its params) of kinds that cannot change in place?"""
+    return all(type(v) in _IMMUTABLE or (type(v) is tuple and all(type(x) in _IMMUTABLE
+                                                                    for x in v))
+               for k, v in group.items() if k not in ("params", "param_names"))
+
+
+def _needed_always(group):
+    return True
+
+
+# ------------------------------------------------------------------------ the table
+class SGD(_FusedStep, torch.optim.SGD):
+    __doc__ = ("torch.optim.SGD with fastoptim's fused step (``fastoptim.sgd_``); "
+               "``foreach`` and ``fused`` are accepted and change nothing.\n\n"
+               + (torch.optim.SGD.__doc__ or ""))
+
+    _FUNCTIONAL = "sgd_"
+    _BUFFERS = (("momentum_buffer", "pos", lambda g: _scalar(g["momentum"]) != 0),)
+    _COUNTS_STEPS = False
+
+    def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0,
+                 nesterov=False, *, maximize=False, foreach=None, differentiable=False,
+                 fused=None):
+        self.defaults = {}  # _check_group_values reads only the group given
+        self._check_group_values(dict(lr=lr, momentum=momentum, dampening=dampening,
+                                      weight_decay=weight_decay, nesterov=nesterov,
+                                      maximize=maximize, foreach=foreach,
+                                      differentiable=differentiable, fused=fused))
+        torch.optim.SGD.__init__(self, params, lr, momentum, dampening, weight_decay, nesterov,
+                                 maximize=maximize, foreach=foreach,
+                                 differentiable=differentiable, fused=fused)
+        self._fastoptim_init()
+
+    def _hyper(self, g):
+        return dict(lr=_scalar(g["lr"]), momentum=_scalar(g["momentum"]),
+                    dampening=_scalar(g["dampening"]),
+                    weight_decay=_scalar(g["weight_decay"]), nesterov=g["nesterov"],
+                    maximize=g["maximize"])
+
+
+class RMSprop(_FusedStep, torch.optim.RMSprop):
+    __doc__ = ("torch.optim.RMSprop with fastoptim's fused step (``fastoptim.rmsprop_``); "
+               "``foreach`` and ``capturable`` are accepted and change nothing.\n\n"
+               + (torch.optim.RMSprop.__doc__ or ""))
+
+    _FUNCTIONAL = "rmsprop_"
+    _BUFFERS = (("square_avg", "pos", _needed_always),
+                ("momentum_buffer", "momentum_buffer", lambda g: _scalar(g["momentum"]) > 0),
+                ("grad_avg", "grad_avg", lambda g: bool(g["centered"])))
+
+    def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0,
+                 centered=False, capturable=False, foreach=None, maximize=False,
+                 differentiable=False):
+        self.defaults = {}
+        self._check_group_values(dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
+                                      momentum=momentum, centered=centered,
+                                      capturable=capturable, foreach=foreach,
+                                      maximize=maximize, differentiable=differentiable))
+        torch.optim.RMSprop.__init__(self, params, lr, alpha, eps, weight_decay, momentum,
+                                     centered, capturable, foreach, maximize, differentiable)
+        self._fastoptim_init()
+
+    def _hyper(self, g):
+        return dict(lr=_scalar(g["lr"]), alpha=_scalar(g["alpha"]), eps=_scalar(g["eps"]),
+                    weight_decay=_scalar(g["weight_decay"]), momentum=_scalar(g["momentum"]),
+                    centered=g["centered"], maximize=g["maximize"])
+
+
+class Adam(_FusedStep, torch.optim.Adam):
+    __doc__ = ("torch.optim.Adam with fastoptim's fused step (``fastoptim.adam_``); "
+               "``foreach``, ``fused`` and ``capturable`` are accepted and change nothing.\n\n"
+               + (torch.optim.Adam.__doc__ or ""))
+
+    _FUNCTIONAL = "adam_"
+    _BUFFERS = (("exp_avg", "pos", _needed_always), ("exp_avg_sq", "pos", _needed_always),
+                ("max_exp_avg_sq", "max_exp_avg_sq", lambda g: bool(g["amsgrad"])))
+    _STEP_BOUND = ("exp_avg", "exp_avg_sq")
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
+                 amsgrad=False, *, foreach=None, maximize=False, capturable=False,
+                 differentiable=False, fused=None, decoupled_weight_decay=False):
+        self.defaults = {}
+        self._check_group_values(dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                                      amsgrad=amsgrad, foreach=foreach, maximize=maximize,
+                                      capturable=capturable, differentiable=differentiable,
+                                      fused=fused,
+                                      decoupled_weight_decay=decoupled_weight_decay))
+        torch.optim.Adam.__init__(self, params, lr, betas, eps, weight_decay, amsgrad,
+                                  foreach=foreach, maximize=maximize, capturable=capturable,
+                                  differentiable=differentiable, fused=fused,
+                                  decoupled_weight_decay=decoupled_weight_decay)
+        self._fastoptim_init()
+
+    def _hyper(self, g):
+        betas = g["betas"]
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            raise TypeError(f"betas must be a pair of numbers, got {betas!r}")
+        return dict(lr=_scalar(g["lr"]), beta1=_scalar(betas[0]), beta2=_scalar(betas[1]),
+                    eps=_scalar(g["eps"]), weight_decay=_scalar(g["weight_decay"]),
+                    decoupled_weight_decay=g["decoupled_weight_decay"], amsgrad=g["amsgrad"],
+                    maximize=g["maximize"])
+
+
+class AdamW(_FusedStep, torch.optim.AdamW):
+    __doc__ = ("torch.optim.AdamW with fastoptim's fused step (``fastoptim.adam_`` with "
+               "decoupled weight decay); ``foreach``, ``fused`` and ``capturable`` are "
+               "accepted and change nothing.\n\n" + (torch.optim.AdamW.__doc__ or ""))
+
+    _FUNCTIONAL = Adam._FUNCTIONAL
+    _BUFFERS = Adam._BUFFERS
+    _STEP_BOUND = Adam._STEP_BOUND
+    _FORCED_ON_LOAD = {"decoupled_weight_decay": True}
+    _hyper = Adam._hyper
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
+                 amsgrad=False, *, maximize=False, foreach=None, capturable=False,
+                 differentiable=False, fused=None):
+        self.defaults = {}
+        self._check_group_values(dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                                      amsgrad=amsgrad, foreach=foreach, maximize=maximize,
+                                      capturable=capturable, differentiable=differentiable,
+                                      fused=fused, decoupled_weight_decay=True))
+        torch.optim.AdamW.__init__(self, params, lr, betas, eps, weight_decay, amsgrad,
+                                   maximize=maximize, foreach=foreach, capturable=capturable,
+                                   differentiable=differentiable, fused=fused)
+        self._fastoptim_init()
