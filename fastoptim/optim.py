@@ -37,7 +37,8 @@ from ._backend import resolve_n_threads
 
 from .clip import _all_finite, _nonfinite_index
 
-__all__ = ["Optimizer", "SGD", "Momentum", "RMSprop", "Adam", "AdamW"]
+__all__ = ["Optimizer", "SGD", "Momentum", "RMSprop", "Adam", "AdamW", "Adagrad", "Lion",
+           "Adamax", "RAdam", "Adadelta", "Rprop"]
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _NONFINITE_MODES = ("ignore", "raise", "skip")
@@ -670,6 +671,11 @@ class Optimizer:
         """A zero state buffer in p's memory order, at its own offset within a page."""
         return zeros_state_like(p, self._ALL_BUFFERS.index(name) + 1)
 
+    def _new_buffer(self, p, name, group):
+        """A state buffer as the param's first step creates it (zeros unless the class
+        starts it at a value, as Adagrad's sum and Rprop's step sizes)."""
+        return self._zeros_buffer(p, name)
+
     def _check_arrays(self, plan):
         """The plan's arrays are the same objects, but their flags or shape can change in
         place: re-check them before a step of several kernel calls updates any."""
@@ -805,7 +811,8 @@ class Optimizer:
             gs = grads if b.all and whole else [grads[b.ids[k]] for k in pos]
             bufs = {name: (arrays if whole else [arrays[k] for k in pos])
                     for name, arrays in b.bufs.items()}
-            new = {name: [self._zeros_buffer(p, name) for p in params] for name in b.missing}
+            new = {name: [self._new_buffer(p, name, b.group) for p in params]
+                   for name in b.missing}
             bufs.update(new)
             calls.append((b, [b.ids[k] for k in pos], params, gs, bufs, new, whole))
         state = self.state
@@ -1203,3 +1210,407 @@ class AdamW(Adam):
                          maximize=maximize, capturable=capturable,
                          differentiable=differentiable, fused=fused,
                          decoupled_weight_decay=True, nonfinite=nonfinite, n_threads=n_threads)
+
+
+# ------------------------------------------------ the template's optimizers
+class _Elementwise(Optimizer):
+    """Shared group checks of the optimizers whose kernels come from the template
+    (fastoptim/_kernels_elementwise.pxi.tp).  A subclass lists its values with torch's
+    checks and messages:
+
+    ``_REALS``: (key, label, low, high, high_closed): ``low <= v`` and ``v < high``
+    (``v <= high`` when closed); a bound of None is not checked.
+    ``_PAIRS``: (key, labels, ranges): a pair of reals, e.g. betas.
+    ``_BOOLS``: bool keys.  ``_EXTRA_CHECK(g)``: a check across values, or None.
+    """
+
+    _REALS = ()
+    _PAIRS = ()
+    _BOOLS = ("maximize",)
+
+    def _check_group(self, g):
+        if self._plain_group(g):
+            return  # checked every step: the common case in a few comparisons
+        for key, label, low, high, closed in self._REALS:
+            _check_range(label, g[key], low, high, closed)
+        for key, labels, ranges in self._PAIRS:
+            pair = g[key]
+            if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+                raise TypeError(f"Invalid {key}: {pair!r} (expected a pair of floats)")
+            for label, value, (low, high, closed) in zip(labels, pair, ranges):
+                _check_range(label, value, low, high, closed)
+        for key in self._BOOLS:
+            _check_bool(key, g[key])
+        _check_torch_flags(g, self._TORCH_FLAGS)
+        self._check_across(g)
+
+    def _plain_group(self, g):
+        for key, _, low, high, closed in self._REALS:
+            if not _plain_in(g[key], low, high, closed):
+                return False
+        for key, _, ranges in self._PAIRS:
+            pair = g[key]
+            if type(pair) is not tuple or len(pair) != 2 or not all(
+                    _plain_in(v, *r) for v, r in zip(pair, ranges)):
+                return False
+        return (all(type(g[key]) is bool for key in self._BOOLS)
+                and _plain_torch_flags(g, self._TORCH_FLAGS) and self._plain_across(g))
+
+    def _check_across(self, g):
+        """Checks between values (after each passed its own)."""
+
+    def _plain_across(self, g):
+        return True
+
+
+def _plain_in(value, low, high, closed):
+    t = type(value)
+    if not (t is float or (t is int and -_BIG_INT < value < _BIG_INT)):
+        return False
+    return ((low is None or low <= value)
+            and (high is None or (value <= high if closed else value < high)))
+
+
+def _check_range(label, value, low, high, closed):
+    """torch's ``low <= value (< or <=) high`` with its message ``Invalid <label>: <value>``."""
+    v = _real(label, value)
+    if (low is not None and not low <= v) or (
+            high is not None and not (v <= high if closed else v < high)):
+        raise ValueError(f"Invalid {label}: {_show(value)}")
+
+
+def _pair_tuple(value):
+    return tuple(value) if isinstance(value, list) else value
+
+
+_BETAS = ("betas", ("beta parameter at index 0", "beta parameter at index 1"),
+          ((0.0, 1.0, False), (0.0, 1.0, False)))
+
+
+class Adagrad(_Elementwise):
+    r"""Adagrad (torch.optim.Adagrad semantics).
+
+    .. code-block:: text
+
+        g = -g if maximize;  g += weight_decay * p
+        clr = lr / (1 + (t - 1) * lr_decay)
+        sum += g * g;   p += (-clr * g) / (sqrt(sum) + eps)
+
+    As torch's, the constructor creates every param's state (step 0, ``sum`` filled with
+    ``initial_accumulator_value``), and a sum created later starts at the optimizer's
+    default ``initial_accumulator_value``.  ``foreach`` / ``fused`` are accepted as
+    no-ops; ``differentiable=True`` is refused; sparse gradients do not exist here.
+    """
+
+    _ALL_BUFFERS = ("sum",)
+    _TORCH_FLAGS = ("foreach", "differentiable", "fused")
+    _HYPERPARAMETERS = ("lr", "lr_decay", "eps", "weight_decay", "initial_accumulator_value",
+                        "maximize")
+    _REALS = (("lr", "learning rate", 0.0, None, False),
+              ("lr_decay", "lr_decay value", 0.0, None, False),
+              ("weight_decay", "weight_decay value", 0.0, None, False),
+              ("initial_accumulator_value", "initial_accumulator_value value", 0.0, None,
+               False),
+              ("eps", "epsilon value", 0.0, None, False))
+
+    def __init__(self, params, lr=1e-2, lr_decay=0, weight_decay=0,
+                 initial_accumulator_value=0, eps=1e-10, foreach=None, *, maximize=False,
+                 differentiable=False, fused=None, nonfinite="ignore", n_threads=None):
+        defaults = dict(lr=lr, lr_decay=lr_decay, eps=eps, weight_decay=weight_decay,
+                        initial_accumulator_value=initial_accumulator_value,
+                        foreach=foreach, maximize=maximize, differentiable=differentiable,
+                        fused=fused)
+        self._check_group(defaults)
+        super().__init__(params, defaults, nonfinite=nonfinite, n_threads=n_threads)
+        flat = [(p, g) for g in self.param_groups for p in g["params"]]
+        for i, (p, g) in enumerate(flat):
+            self.state[i] = {"step": 0, "sum": self._new_buffer(p, "sum", g)}
+
+    def _new_buffer(self, p, name, group):
+        # torch fills a new sum with the optimizer's default, not the group's value
+        buf = self._zeros_buffer(p, name)
+        buf[...] = _num(self.defaults["initial_accumulator_value"])
+        return buf
+
+    def _buffer_names(self, g):
+        return ("sum",)
+
+    def _kernel_call(self, g, params, bufs, first, n_threads):
+        lr, lr_decay, eps, weight_decay = map(
+            _num, (g["lr"], g["lr_decay"], g["eps"], g["weight_decay"]))
+        maximize, state_sum = bool(g["maximize"]), bufs["sum"]
+
+        def update(grads, step):
+            _F.adagrad_(params, grads, state_sum, step=step, lr=lr, lr_decay=lr_decay,
+                        weight_decay=weight_decay, eps=eps, maximize=maximize,
+                        n_threads=n_threads)
+        return update
+
+
+class Lion(_Elementwise):
+    r"""Lion (Chen et al. 2023), as lion-pytorch's ``Lion`` (its constructor and rule).
+
+    .. code-block:: text
+
+        p *= 1 - lr * wd       (wd = weight_decay / the constructor's lr if decoupled_weight_decay)
+        p += -lr * sign(beta1 * m + (1 - beta1) * g)
+        m = beta2 * m + (1 - beta2) * g
+
+    Groups hold ``lr``, ``betas`` and ``weight_decay`` (lion-pytorch's keys); its state is
+    ``exp_avg`` (plus fastoptim's ``step`` count; lion-pytorch's state dicts load without
+    one).  ``use_triton`` is accepted as a no-op (the update is one fused kernel anyway).
+    lion-pytorch asserts ``lr > 0`` and betas in [0, 1]: ValueError here.
+    """
+
+    _ALL_BUFFERS = ("exp_avg",)
+    _HYPERPARAMETERS = ("lr", "betas", "weight_decay")
+    _STEP_OPTIONAL = True
+    _BOOLS = ()
+    _REALS = (("lr", "learning rate", 0.0, None, False),
+              ("weight_decay", "weight_decay value", None, None, False))
+    _PAIRS = (("betas", ("beta parameter at index 0", "beta parameter at index 1"),
+               ((0.0, 1.0, True), (0.0, 1.0, True))),)
+
+    def __init__(self, params, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, use_triton=False,
+                 decoupled_weight_decay=False, *, nonfinite="ignore", n_threads=None):
+        _check_bool("use_triton", use_triton)
+        _check_bool("decoupled_weight_decay", decoupled_weight_decay)
+        if not _real("learning rate", lr) > 0:
+            raise ValueError(f"Invalid learning rate: {_show(lr)} (Lion needs lr > 0)")
+        defaults = dict(lr=lr, betas=_pair_tuple(betas), weight_decay=weight_decay)
+        self._check_group(defaults)
+        self._init_lr = _real("learning rate", lr)
+        self.decoupled_wd = bool(decoupled_weight_decay)
+        super().__init__(params, defaults, nonfinite=nonfinite, n_threads=n_threads)
+
+    def _buffer_names(self, g):
+        return ("exp_avg",)
+
+    def _kernel_call(self, g, params, bufs, first, n_threads):
+        beta1, beta2 = g["betas"]
+        lr, beta1, beta2, weight_decay = map(_num, (g["lr"], beta1, beta2, g["weight_decay"]))
+        if self.decoupled_wd:
+            weight_decay /= self._init_lr
+        exp_avg = bufs["exp_avg"]
+
+        def update(grads, step):
+            _F.lion_(params, grads, exp_avg, step=step, lr=lr, beta1=beta1,
+                     beta2=beta2, weight_decay=weight_decay, n_threads=n_threads)
+        return update
+
+
+class Adamax(_Elementwise):
+    r"""Adamax (torch.optim.Adamax semantics).
+
+    .. code-block:: text
+
+        g = -g if maximize;  g += weight_decay * p
+        m += (1 - beta1) * (g - m);   u = max(beta2 * u, |g| + eps)
+        p += (-lr / (1 - beta1**t) * m) / u
+
+    ``foreach`` / ``capturable`` are accepted as no-ops; ``differentiable=True`` is refused.
+    """
+
+    _STEP_BOUND_BUFFERS = ("exp_avg", "exp_inf")
+    _ALL_BUFFERS = ("exp_avg", "exp_inf")
+    _TORCH_FLAGS = ("foreach", "differentiable", "capturable")
+    _HYPERPARAMETERS = ("lr", "betas", "eps", "weight_decay", "maximize")
+    _REALS = (("lr", "learning rate", 0.0, None, False),
+              ("eps", "epsilon value", 0.0, None, False))
+    _PAIRS = (_BETAS,)
+
+    def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
+                 foreach=None, *, maximize=False, differentiable=False, capturable=False,
+                 nonfinite="ignore", n_threads=None):
+        defaults = dict(lr=lr, betas=_pair_tuple(betas), eps=eps, weight_decay=weight_decay,
+                        foreach=foreach, maximize=maximize, differentiable=differentiable,
+                        capturable=capturable)
+        self._check_group(defaults)
+        super().__init__(params, defaults, nonfinite=nonfinite, n_threads=n_threads)
+
+    def _check_across(self, g):
+        _check_range("weight_decay value", g["weight_decay"], 0.0, None, False)
+
+    def _plain_across(self, g):
+        return _plain_in(g["weight_decay"], 0.0, None, False)
+
+    def _buffer_names(self, g):
+        return ("exp_avg", "exp_inf")
+
+    def _kernel_call(self, g, params, bufs, first, n_threads):
+        beta1, beta2 = g["betas"]
+        lr, beta1, beta2, eps, weight_decay = map(
+            _num, (g["lr"], beta1, beta2, g["eps"], g["weight_decay"]))
+        maximize = bool(g["maximize"])
+        exp_avg, exp_inf = bufs["exp_avg"], bufs["exp_inf"]
+
+        def update(grads, step):
+            _F.adamax_(params, grads, exp_avg, exp_inf, step=step, lr=lr, beta1=beta1,
+                       beta2=beta2, eps=eps, weight_decay=weight_decay, maximize=maximize,
+                       n_threads=n_threads)
+        return update
+
+
+class RAdam(_Elementwise):
+    r"""RAdam (torch.optim.RAdam semantics; ``decoupled_weight_decay=True``: RAdamW).
+
+    .. code-block:: text
+
+        g = -g if maximize
+        p *= 1 - lr * weight_decay  if decoupled  else  g += weight_decay * p
+        m += (1 - beta1) * (g - m);   v = beta2 * v + (1 - beta2) * g * g
+        rho_t = rho_inf - 2 t beta2**t / (1 - beta2**t),  rho_inf = 2 / (1 - beta2) - 1
+        p -= ((m / bc1 * lr) * (sqrt(bc2) / (sqrt(v) + eps))) * rect   if rho_t > 5
+        p -= m / bc1 * lr                                              otherwise
+
+    ``foreach`` / ``capturable`` are accepted as no-ops; ``differentiable=True`` is refused.
+    """
+
+    _STEP_BOUND_BUFFERS = ("exp_avg", "exp_avg_sq")
+    _ALL_BUFFERS = ("exp_avg", "exp_avg_sq")
+    _TORCH_FLAGS = ("foreach", "capturable", "differentiable")
+    _HYPERPARAMETERS = ("lr", "betas", "eps", "weight_decay", "maximize",
+                        "decoupled_weight_decay")
+    _REALS = (("lr", "learning rate", 0.0, None, False),
+              ("eps", "epsilon value", 0.0, None, False))
+    _PAIRS = (_BETAS,)
+    _BOOLS = ("maximize", "decoupled_weight_decay")
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
+                 decoupled_weight_decay=False, *, foreach=None, maximize=False,
+                 capturable=False, differentiable=False, nonfinite="ignore", n_threads=None):
+        defaults = dict(lr=lr, betas=_pair_tuple(betas), eps=eps, weight_decay=weight_decay,
+                        maximize=maximize, foreach=foreach, capturable=capturable,
+                        decoupled_weight_decay=decoupled_weight_decay,
+                        differentiable=differentiable)
+        self._check_group(defaults)
+        super().__init__(params, defaults, nonfinite=nonfinite, n_threads=n_threads)
+
+    _check_across = Adamax._check_across
+    _plain_across = Adamax._plain_across
+
+    def _buffer_names(self, g):
+        return ("exp_avg", "exp_avg_sq")
+
+    def _kernel_call(self, g, params, bufs, first, n_threads):
+        beta1, beta2 = g["betas"]
+        lr, beta1, beta2, eps, weight_decay = map(
+            _num, (g["lr"], beta1, beta2, g["eps"], g["weight_decay"]))
+        maximize, decoupled = bool(g["maximize"]), bool(g["decoupled_weight_decay"])
+        exp_avg, exp_avg_sq = bufs["exp_avg"], bufs["exp_avg_sq"]
+
+        def update(grads, step):
+            _F.radam_(params, grads, exp_avg, exp_avg_sq, step=step, lr=lr, beta1=beta1,
+                      beta2=beta2, eps=eps, weight_decay=weight_decay,
+                      decoupled_weight_decay=decoupled, maximize=maximize,
+                      n_threads=n_threads)
+        return update
+
+
+class Adadelta(_Elementwise):
+    r"""Adadelta (torch.optim.Adadelta semantics).
+
+    .. code-block:: text
+
+        g = -g if maximize;  g += weight_decay * p
+        sq = rho * sq + (1 - rho) * g * g
+        d = sqrt(acc + eps) / sqrt(sq + eps) * g;   acc = rho * acc + (1 - rho) * d * d
+        p += -lr * d
+
+    ``foreach`` / ``capturable`` are accepted as no-ops; ``differentiable=True`` is refused.
+    """
+
+    _ALL_BUFFERS = ("square_avg", "acc_delta")
+    _TORCH_FLAGS = ("foreach", "capturable", "differentiable")
+    _HYPERPARAMETERS = ("lr", "rho", "eps", "weight_decay", "maximize")
+    _REALS = (("lr", "learning rate", 0.0, None, False),
+              ("rho", "rho value", 0.0, 1.0, True),
+              ("eps", "epsilon value", 0.0, None, False),
+              ("weight_decay", "weight_decay value", 0.0, None, False))
+
+    def __init__(self, params, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0, foreach=None, *,
+                 capturable=False, maximize=False, differentiable=False, nonfinite="ignore",
+                 n_threads=None):
+        defaults = dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize,
+                        capturable=capturable, foreach=foreach, differentiable=differentiable)
+        self._check_group(defaults)
+        super().__init__(params, defaults, nonfinite=nonfinite, n_threads=n_threads)
+
+    def _buffer_names(self, g):
+        return ("square_avg", "acc_delta")
+
+    def _kernel_call(self, g, params, bufs, first, n_threads):
+        lr, rho, eps, weight_decay = map(_num, (g["lr"], g["rho"], g["eps"], g["weight_decay"]))
+        maximize = bool(g["maximize"])
+        square_avg, acc_delta = bufs["square_avg"], bufs["acc_delta"]
+
+        def update(grads, step):
+            _F.adadelta_(params, grads, square_avg, acc_delta, step=step, lr=lr, rho=rho,
+                         eps=eps, weight_decay=weight_decay, maximize=maximize,
+                         n_threads=n_threads)
+        return update
+
+
+class Rprop(_Elementwise):
+    r"""Rprop (torch.optim.Rprop semantics).
+
+    .. code-block:: text
+
+        g = -g if maximize
+        f = etaplus where g * prev > 0, etaminus where < 0, 1 elsewhere
+        step_size = clamp(step_size * f, *step_sizes);   g = 0 where g * prev < 0
+        p -= sign(g) * step_size;   prev = g
+
+    ``prev`` starts at zeros and ``step_size`` at the group's lr, as torch's state.
+    ``foreach`` / ``capturable`` are accepted as no-ops; ``differentiable=True`` is refused.
+    """
+
+    _ALL_BUFFERS = ("prev", "step_size")
+    _TORCH_FLAGS = ("foreach", "differentiable", "capturable")
+    _HYPERPARAMETERS = ("lr", "etas", "step_sizes", "maximize")
+    _REALS = (("lr", "learning rate", 0.0, None, False),)
+    _PAIRS = (("step_sizes", ("step_sizes[0]", "step_sizes[1]"),
+               ((None, None, False), (None, None, False))),)
+
+    def __init__(self, params, lr=1e-2, etas=(0.5, 1.2), step_sizes=(1e-6, 50), *,
+                 capturable=False, foreach=None, maximize=False, differentiable=False,
+                 nonfinite="ignore", n_threads=None):
+        defaults = dict(lr=lr, etas=_pair_tuple(etas), step_sizes=_pair_tuple(step_sizes),
+                        foreach=foreach, maximize=maximize, differentiable=differentiable,
+                        capturable=capturable)
+        self._check_group(defaults)
+        super().__init__(params, defaults, nonfinite=nonfinite, n_threads=n_threads)
+
+    def _check_across(self, g):
+        etas = g["etas"]
+        if not isinstance(etas, (tuple, list)) or len(etas) != 2:
+            raise TypeError(f"Invalid etas: {etas!r} (expected a pair of floats)")
+        lo, hi = (_real("eta values", e) for e in etas)
+        if not 0.0 < lo < 1.0 < hi:
+            raise ValueError(f"Invalid eta values: {_show(etas[0])}, {_show(etas[1])}")
+
+    def _plain_across(self, g):
+        etas = g["etas"]
+        return (type(etas) is tuple and len(etas) == 2 and _plain_in(etas[0], 0.0, 1.0, False)
+                and _plain_in(etas[1], 1.0, None, False) and etas[0] > 0 and etas[1] > 1)
+
+    def _new_buffer(self, p, name, group):
+        buf = self._zeros_buffer(p, name)
+        if name == "step_size":
+            buf[...] = _num(group["lr"])
+        return buf
+
+    def _buffer_names(self, g):
+        return ("prev", "step_size")
+
+    def _kernel_call(self, g, params, bufs, first, n_threads):
+        etaminus, etaplus = map(_num, g["etas"])
+        step_size_min, step_size_max = map(_num, g["step_sizes"])
+        maximize = bool(g["maximize"])
+        prev, step_size = bufs["prev"], bufs["step_size"]
+
+        def update(grads, step):
+            _F.rprop_(params, grads, prev, step_size, step=step, etaminus=etaminus,
+                      etaplus=etaplus, step_size_min=step_size_min,
+                      step_size_max=step_size_max, maximize=maximize, n_threads=n_threads)
+        return update
