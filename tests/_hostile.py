@@ -446,8 +446,33 @@ def _vec(n=6, dtype=np.float32, seed=0):
     return np.random.default_rng(seed).standard_normal(n).astype(dtype)
 
 
+# The template-generated optimizers: state buffers (started positive) and their richest
+# options.
+ELEMENTWISE_FUNCTIONAL = {
+    "adagrad_": (1, dict(lr=0.1, lr_decay=0.01, weight_decay=0.1, maximize=True)),
+    "lion_": (1, dict(lr=0.01, beta1=0.8, weight_decay=0.1)),
+    "adamax_": (2, dict(weight_decay=0.1, maximize=True)),
+    "radam_": (2, dict(weight_decay=0.1, decoupled_weight_decay=True)),
+    "adadelta_": (2, dict(weight_decay=0.1, maximize=True)),
+    "rprop_": (2, dict(etaminus=0.3, step_size_max=1.0, maximize=True)),
+}
+
+
+def _elementwise_functional_calls(fo, name):
+    n_bufs, options = ELEMENTWISE_FUNCTIONAL[name]
+    fn = getattr(fo, name)
+    single = Call(fn, [_vec(6), _vec(6, seed=1)] +
+                  [np.abs(_vec(6, seed=2 + k)) for k in range(n_bufs)], dict(options, step=3))
+    listed = Call(fn, [[_vec(6), _vec(3, seed=5)], [_vec(6, seed=1), _vec(3, seed=6)]] +
+                  [[np.abs(_vec(6, seed=2 + k)), np.abs(_vec(3, seed=7 + k))]
+                   for k in range(n_bufs)], dict(step=1))
+    return [single, listed]
+
+
 def _functional_calls(fo, name):
     p, g = _vec(6), _vec(6, seed=1)
+    if name in ELEMENTWISE_FUNCTIONAL:
+        return _elementwise_functional_calls(fo, name)
     if name == "sgd_":
         single = Call(fo.sgd_, [p, g, _vec(6, seed=2)], dict(step=2, lr=0.1, momentum=0.9))
         listed = Call(fo.sgd_, [[p, _vec(3, seed=3)], [g, _vec(3, seed=4)],
