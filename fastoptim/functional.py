@@ -14,10 +14,10 @@ import math
 
 from fastoptim._backend import kernels, resolve_n_threads
 from fastoptim._validation import check_flag, check_real, check_step
-from fastoptim.reference import radam_rectification
+from fastoptim.reference import nadam_momentum, radam_rectification
 
 __all__ = ["sgd_", "rmsprop_", "adam_", "adamw_", "adagrad_", "lion_", "adamax_", "radam_",
-           "adadelta_", "rprop_"]
+           "adadelta_", "rprop_", "nadam_", "asgd_"]
 
 # Steps up to here take the fast path; larger ones are checked (a double must hold them).
 _FAST_STEP_MAX = 2 ** 53
@@ -337,3 +337,68 @@ def rprop_(param, grad, prev, step_size, *, step, etaminus=0.5, etaplus=1.2,
     maximize = check_flag("maximize", maximize)
     kernels.rprop(param, grad, prev, step_size, _sign(maximize), etaminus, etaplus,
                   step_size_min, step_size_max, resolve_n_threads(n_threads))
+
+
+def nadam_(param, grad, exp_avg, exp_avg_sq, *, step, mu_product, lr=2e-3, beta1=0.9,
+           beta2=0.999, eps=1e-8, weight_decay=0.0, momentum_decay=4e-3,
+           decoupled_weight_decay=False, maximize=False, n_threads=None):
+    """NAdam (torch.optim.NAdam), in place.
+
+    ::
+
+        g = -g if maximize
+        p = p * (1 - lr * weight_decay)  if decoupled_weight_decay  else  g = g + weight_decay * p
+        mu_t = beta1 * (1 - 0.5 * 0.96**(t * momentum_decay))
+        m = lerp(m, g, 1 - beta1);  v = beta2 * v + (1 - beta2) * g * g
+        denom = sqrt(v / (1 - beta2**t)) + eps
+        p = p + (-lr * (1 - mu_t) / (1 - mu_product) * g) / denom
+        p = p + (-lr * mu_{t+1} / (1 - mu_product * mu_{t+1}) * m) / denom
+
+    ``mu_product`` is mu_1 * ... * mu_t, this step's mu included (torch keeps it per
+    parameter, as ``state["mu_product"]``; fastoptim.optim.NAdam does too): in [0, 1).
+    """
+    step = check_step(step)
+    mu_product = check_real("mu_product", mu_product, low=0.0, high=1.0, high_open=True)
+    lr = check_real("lr", lr, low=0.0)
+    beta1 = check_real("beta1", beta1, low=0.0, high=1.0, high_open=True)
+    beta2 = check_real("beta2", beta2, low=0.0, high=1.0, high_open=True)
+    eps = check_real("eps", eps, low=0.0)
+    weight_decay = check_real("weight_decay", weight_decay, low=0.0)
+    momentum_decay = check_real("momentum_decay", momentum_decay, low=0.0)
+    decoupled = check_flag("decoupled_weight_decay", decoupled_weight_decay)
+    maximize = check_flag("maximize", maximize)
+    mu = nadam_momentum(beta1, momentum_decay, step)
+    mu_next = nadam_momentum(beta1, momentum_decay, step + 1)
+    decay = 1 - lr * weight_decay if decoupled and weight_decay != 0 else 1.0
+    kernels.nadam(param, grad, exp_avg, exp_avg_sq, _sign(maximize), weight_decay, decay,
+                  1 - beta1, beta2, 1 - beta2, 1 - beta2 ** step, eps,
+                  -lr * (1.0 - mu) / (1.0 - mu_product),
+                  (-lr * mu_next) / (1.0 - mu_product * mu_next),
+                  weight_decay != 0 and not decoupled, abs(1 - beta1) < 0.5,
+                  resolve_n_threads(n_threads))
+
+
+def asgd_(param, grad, ax, *, step, eta, mu, lambd=1e-4, weight_decay=0.0, maximize=False,
+          n_threads=None):
+    """Averaged SGD (torch.optim.ASGD), in place, with this step's ``eta`` and ``mu``.
+
+    ::
+
+        g = -g if maximize;  g = g + weight_decay * p
+        p = p * (1 - lambd * eta);  p = p + (-eta) * g
+        ax = ax + (p - ax) * mu      if mu != 1
+        ax = p                       otherwise
+
+    torch keeps ``eta`` and ``mu`` per parameter (``state["eta"]``, ``state["mu"]``,
+    starting at lr and 1) and sets them after each step t to
+    ``lr / (1 + lambd * lr * t) ** alpha`` and ``1 / max(1, t - t0)``
+    (fastoptim.optim.ASGD does the same).
+    """
+    check_step(step)
+    eta = check_real("eta", eta)
+    mu = check_real("mu", mu)
+    lambd = check_real("lambd", lambd)
+    weight_decay = check_real("weight_decay", weight_decay, low=0.0)
+    maximize = check_flag("maximize", maximize)
+    kernels.asgd(param, grad, ax, _sign(maximize), weight_decay, 1 - lambd * eta, -eta, mu,
+                 weight_decay != 0, mu != 1, resolve_n_threads(n_threads))

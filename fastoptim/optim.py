@@ -32,13 +32,14 @@ from operator import is_, itemgetter, methodcaller
 import numpy as np
 
 from . import functional as _F
+from . import reference as _R
 from ._alloc import zeros_state_like
 from ._backend import resolve_n_threads
 
 from .clip import _all_finite, _nonfinite_index
 
 __all__ = ["Optimizer", "SGD", "Momentum", "RMSprop", "Adam", "AdamW", "Adagrad", "Lion",
-           "Adamax", "RAdam", "Adadelta", "Rprop"]
+           "Adamax", "RAdam", "Adadelta", "Rprop", "NAdam", "ASGD"]
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _NONFINITE_MODES = ("ignore", "raise", "skip")
@@ -247,15 +248,34 @@ def _parse_step(sid, step):
     return int(value)
 
 
+def _parse_scalar(sid, name, value):
+    """A saved per-param scalar (NAdam's mu_product, ...): a real number or a 0-d array (torch
+    saves a 0-d tensor) -> float; NaN and anything else refused."""
+    if value is None:
+        raise ValueError(f"state[{sid}] has no {name!r} entry (delete state[{sid}] to restart "
+                         "this param's state)")
+    v = value
+    if isinstance(v, np.ndarray) and v.ndim == 0 and v.dtype.kind in "fiu":
+        v = v.item()
+    if (isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real)
+            or isinstance(v, int) and abs(v) > _MAX_STEP):
+        raise TypeError(f"state[{sid}][{name!r}] must be a real number, got "
+                        f"{type(value).__name__}")
+    v = float(v)
+    if v != v:
+        raise ValueError(f"state[{sid}][{name!r}] must be a real number, got nan")
+    return v
+
+
 # ------------------------------------------------------------------- plan
 class _Bucket:
     """Parameters updated together by one functional call."""
 
     __slots__ = ("group", "ids", "params", "names", "missing", "fresh", "step", "states",
-                 "bufs", "read", "stride", "expected", "missing_getters", "all")
+                 "bufs", "read", "stride", "expected", "missing_getters", "all", "scalars")
 
     def __init__(self, group, ids, params, names, missing, fresh, step, states, bufs,
-                 n_params):
+                 n_params, scalar_names=(), scalars=None):
         self.group = group          # the param group (dict)
         self.ids = ids              # flattened indices
         self.params = params        # list of ndarrays
@@ -265,9 +285,11 @@ class _Bucket:
         self.step = step            # every param's step count so far (the same int object)
         self.states = states        # the state dicts (None where a param has none)
         self.bufs = bufs            # {name: [ndarray, ...]} for the names not missing
+        self.scalars = scalars      # every param's per-param scalar state (None: fresh)
         # The per-step identity check, one pass over every state dict: ``read(st)`` gives
-        # its step count and buffers, ``expected`` all of them in a row, ``stride`` apart.
-        keys = ("step",) + tuple(n for n in names if n not in missing)
+        # its step count, scalars and buffers, ``expected`` all of them in a row,
+        # ``stride`` apart.
+        keys = ("step",) + tuple(scalar_names) + tuple(n for n in names if n not in missing)
         self.read = _tuple_getter(keys)
         self.stride = len(keys)
         self.expected = [] if fresh else [step if k == "step" else st[k]
@@ -337,13 +359,20 @@ class _Plan:
         return all(map(is_, (*params, *self.read_hypers(g), *states,
                              *chain.from_iterable(map(b.read, states))), self.live))
 
-    def counted(self, b, step):
-        """Bucket b's step counts were all set to ``step``, its buffers unchanged."""
+    def counted(self, b, step, scalars=()):
+        """Bucket b's step counts were all set to ``step`` (and its per-param scalar state
+        to ``scalars``), its buffers unchanged."""
         b.step = step
         counts = [step] * len(b.ids)
         b.expected[::b.stride] = counts
         if self.live is not None:
             self.live[self.tail::b.stride] = counts
+        if scalars:
+            b.scalars = scalars
+            for j, value in enumerate(scalars, 1):
+                b.expected[j::b.stride] = [value] * len(b.ids)
+                if self.live is not None:
+                    self.live[self.tail + j::b.stride] = [value] * len(b.ids)
 
 
 class Optimizer:
@@ -382,6 +411,11 @@ class Optimizer:
     _FORCED_GROUP_OPTIONS = {}
     #: torch's SGD keeps no step count: its state dicts load without one (counted from 0)
     _STEP_OPTIONAL = False
+    #: per-param scalar state besides the step count (NAdam's mu_product, ASGD's eta and
+    #: mu): floats in ``state[i]``; params with different values go to different kernel
+    #: calls.  A class with some makes ``_kernel_call``'s function take a third argument,
+    #: the bucket's values (None for params without state yet), and return the new ones.
+    _SCALAR_STATE = ()
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -603,7 +637,7 @@ class Optimizer:
                              f"{self._sizes}: state is kept by param position, so add "
                              "params with add_param_group (or clear opt.state first)")
         _check_no_shared_memory(flat, labels)  # first: the clearest message for a param
-        arrays, steps, missing_of, entries = list(flat), {}, {}, {}
+        arrays, steps, missing_of, entries, scalars_of = list(flat), {}, {}, {}, {}
         names_of = [names for _, params, names in plan_groups for _ in params]
         for i, p in enumerate(flat):
             names = names_of[i]
@@ -614,6 +648,8 @@ class Optimizer:
                 steps[i], missing_of[i] = 0, names
                 continue
             steps[i] = self._saved_step(i, st)
+            scalars_of[i] = tuple(_parse_scalar(i, name, st.get(name))
+                                  for name in self._SCALAR_STATE)
             missing = []
             for name in names:
                 buf = st.get(name)
@@ -632,19 +668,22 @@ class Optimizer:
         for g, params, names in plan_groups:
             keys = {}
             for i in range(start, start + len(params)):
-                key = (steps[i], flat[i].dtype.char, missing_of[i], i not in entries)
+                key = (steps[i], flat[i].dtype.char, missing_of[i], i not in entries,
+                       scalars_of.get(i))
                 keys.setdefault(key, []).append(i)
-            for (step, _, missing, fresh), ids in keys.items():
+            for (step, _, missing, fresh, scalars), ids in keys.items():
                 states = [state.get(i) for i in ids]
                 if not fresh:
                     # Checked: one int object per bucket (the plan compares it by identity),
                     # which also normalises torch-style counts (float, 0-d array, absent).
                     for st in states:
                         st["step"] = step
+                        st.update(zip(self._SCALAR_STATE, scalars))
                 bufs = {name: [states[k][name] for k in range(len(ids))]
                         for name in names if name not in missing}
                 buckets.append(_Bucket(g, ids, [flat[i] for i in ids], names, missing,
-                                       fresh, step, states, bufs, len(flat)))
+                                       fresh, step, states, bufs, len(flat),
+                                       self._SCALAR_STATE, scalars))
             start += len(params)
         ranges = sorted((*_byte_range(a), labels[k]) for k, a in enumerate(arrays) if a.size)
         written = tuple([r[j] for r in ranges] for j in range(3))
@@ -758,13 +797,22 @@ class Optimizer:
         b = plan.buckets[0]
         step = b.step + 1
         try:
-            call(grads, step)
+            scalars = self._call(call, grads, step, b)
         except (TypeError, ValueError):
             return False  # nothing was changed
         for st in b.states:
             st["step"] = step
-        plan.counted(b, step)
+            if scalars:
+                st.update(zip(self._SCALAR_STATE, scalars))
+        plan.counted(b, step, scalars)
         return True
+
+    def _call(self, call, grads, step, b):
+        """Run a kernel call for bucket b's step ``step``: its new scalar state (or ())."""
+        if self._SCALAR_STATE:
+            return call(grads, step, b.scalars)
+        call(grads, step)
+        return ()
 
     def _checked_step(self, grads):
         hypers = self._check_groups()
@@ -816,24 +864,27 @@ class Optimizer:
             bufs.update(new)
             calls.append((b, [b.ids[k] for k in pos], params, gs, bufs, new, whole))
         state = self.state
-        done = 0
+        done, results = 0, []
         try:
             for b, ids, params, gs, bufs, new, _ in calls:
-                self._kernel_call(b.group, params, bufs, bool(new), self.n_threads)(gs,
-                                                                                  b.step + 1)
+                results.append(self._call(
+                    self._kernel_call(b.group, params, bufs, bool(new), self.n_threads),
+                    gs, b.step + 1, b))
                 done += 1
         finally:  # the state of what was updated (all of it, unless a kernel refused)
-            for b, ids, params, gs, bufs, new, whole in calls[:done]:
+            for (b, ids, params, gs, bufs, new, whole), scalars in zip(calls, results):
                 step = b.step + 1
                 for k, i in enumerate(ids):
                     st = state.get(i)
                     if st is None:
                         st = state[i] = {}
                     st["step"] = step
+                    if scalars:
+                        st.update(zip(self._SCALAR_STATE, scalars))
                     for name, arrays in new.items():
                         st[name] = arrays[k]
                 if whole and not new and not b.fresh:
-                    plan.counted(b, step)
+                    plan.counted(b, step, scalars)
                 else:
                     self._plan = None  # state created or steps now differ: re-plan
             if done != len(calls):
@@ -938,11 +989,13 @@ class Optimizer:
             step = self._saved_step(sid, st)
             names = self._buffer_names(group_of[i])
             extra = {k for k in st if k != "step" and k not in self._ALL_BUFFERS
-                     and st[k] is not None}
+                     and k not in self._SCALAR_STATE and st[k] is not None}
             if extra:
                 raise ValueError(f"state[{sid}] has unexpected entries {sorted(extra)} for "
                                  f"{type(self).__name__}")
             out = {"step": step}
+            for name in self._SCALAR_STATE:
+                out[name] = _parse_scalar(sid, name, st.get(name))
             for name in self._ALL_BUFFERS:
                 a = st.get(name)
                 if a is None:
@@ -1613,4 +1666,134 @@ class Rprop(_Elementwise):
             _F.rprop_(params, grads, prev, step_size, step=step, etaminus=etaminus,
                       etaplus=etaplus, step_size_min=step_size_min,
                       step_size_max=step_size_max, maximize=maximize, n_threads=n_threads)
+        return update
+
+
+def _float32(x):
+    """x rounded to float32, as a Python float: torch keeps per-param scalar state (NAdam's
+    mu_product, ASGD's eta and mu) in 0-d tensors of its default dtype, float32."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return float(np.float32(x))
+
+
+class NAdam(_Elementwise):
+    r"""NAdam (torch.optim.NAdam semantics; ``decoupled_weight_decay=True``: NAdamW).
+
+    .. code-block:: text
+
+        g = -g if maximize
+        p *= 1 - lr * weight_decay  if decoupled  else  g += weight_decay * p
+        mu_t = beta1 * (1 - 0.5 * 0.96**(t * momentum_decay));  mu_product *= mu_t
+        m += (1 - beta1) * (g - m);   v = beta2 * v + (1 - beta2) * g * g
+        denom = sqrt(v / (1 - beta2**t)) + eps
+        p += (-lr * (1 - mu_t) / (1 - mu_product) * g) / denom
+        p += (-lr * mu_{t+1} / (1 - mu_product * mu_{t+1}) * m) / denom
+
+    ``state[i]["mu_product"]`` is a float rounded to float32 and multiplied in float32, as
+    torch's 0-d float32 tensor (torch's default dtype).  ``foreach`` / ``capturable`` are
+    accepted as no-ops; ``differentiable=True`` is refused.
+    """
+
+    _STEP_BOUND_BUFFERS = ("exp_avg", "exp_avg_sq")
+    _ALL_BUFFERS = ("exp_avg", "exp_avg_sq")
+    _SCALAR_STATE = ("mu_product",)
+    _TORCH_FLAGS = ("foreach", "capturable", "differentiable")
+    _HYPERPARAMETERS = ("lr", "betas", "eps", "weight_decay", "momentum_decay",
+                        "decoupled_weight_decay", "maximize")
+    _REALS = (("lr", "learning rate", 0.0, None, False),
+              ("eps", "epsilon value", 0.0, None, False))
+    _PAIRS = (_BETAS,)
+    _BOOLS = ("maximize", "decoupled_weight_decay")
+
+    def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
+                 momentum_decay=4e-3, decoupled_weight_decay=False, *, foreach=None,
+                 maximize=False, capturable=False, differentiable=False, nonfinite="ignore",
+                 n_threads=None):
+        defaults = dict(lr=lr, betas=_pair_tuple(betas), eps=eps, weight_decay=weight_decay,
+                        momentum_decay=momentum_decay,
+                        decoupled_weight_decay=decoupled_weight_decay, maximize=maximize,
+                        foreach=foreach, capturable=capturable, differentiable=differentiable)
+        self._check_group(defaults)
+        super().__init__(params, defaults, nonfinite=nonfinite, n_threads=n_threads)
+
+    def _check_across(self, g):
+        _check_range("weight_decay value", g["weight_decay"], 0.0, None, False)
+        _check_range("momentum_decay value", g["momentum_decay"], 0.0, None, False)
+
+    def _plain_across(self, g):
+        return (_plain_in(g["weight_decay"], 0.0, None, False)
+                and _plain_in(g["momentum_decay"], 0.0, None, False))
+
+    def _buffer_names(self, g):
+        return ("exp_avg", "exp_avg_sq")
+
+    def _kernel_call(self, g, params, bufs, first, n_threads):
+        beta1, beta2 = g["betas"]
+        lr, beta1, beta2, eps, weight_decay, momentum_decay = map(
+            _num, (g["lr"], beta1, beta2, g["eps"], g["weight_decay"], g["momentum_decay"]))
+        maximize, decoupled = bool(g["maximize"]), bool(g["decoupled_weight_decay"])
+        exp_avg, exp_avg_sq = bufs["exp_avg"], bufs["exp_avg_sq"]
+        momentum = _R.nadam_momentum
+
+        def update(grads, step, scalars):
+            mu_product = 1.0 if scalars is None else scalars[0]
+            with np.errstate(over="ignore", invalid="ignore"):  # in float32, as torch's
+                mu_product = _float32(np.float32(mu_product)
+                                      * np.float32(momentum(beta1, momentum_decay, step)))
+            _F.nadam_(params, grads, exp_avg, exp_avg_sq, step=step, mu_product=mu_product,
+                      lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
+                      momentum_decay=momentum_decay, decoupled_weight_decay=decoupled,
+                      maximize=maximize, n_threads=n_threads)
+            return (mu_product,)
+        return update
+
+
+class ASGD(_Elementwise):
+    r"""Averaged SGD (torch.optim.ASGD semantics).
+
+    .. code-block:: text
+
+        g = -g if maximize;  g += weight_decay * p
+        p *= 1 - lambd * eta;   p += -eta * g
+        ax += (p - ax) * mu   (ax = p while mu == 1)
+        then eta = lr / (1 + lambd * lr * t)**alpha,  mu = 1 / max(1, t - t0)
+
+    ``state[i]["eta"]`` and ``["mu"]`` start at lr and 1 and are floats rounded to float32,
+    as torch's 0-d float32 tensors.  ``foreach`` / ``capturable`` are accepted as no-ops;
+    ``differentiable=True`` is refused.
+    """
+
+    _ALL_BUFFERS = ("ax",)
+    _SCALAR_STATE = ("eta", "mu")
+    _TORCH_FLAGS = ("foreach", "differentiable", "capturable")
+    _HYPERPARAMETERS = ("lr", "lambd", "alpha", "t0", "weight_decay", "maximize")
+    _REALS = (("lr", "learning rate", 0.0, None, False),
+              ("weight_decay", "weight_decay value", 0.0, None, False),
+              ("lambd", "lambd value", None, None, False),
+              ("alpha", "alpha value", None, None, False),
+              ("t0", "t0 value", None, None, False))
+
+    def __init__(self, params, lr=1e-2, lambd=1e-4, alpha=0.75, t0=1e6, weight_decay=0,
+                 foreach=None, maximize=False, differentiable=False, capturable=False, *,
+                 nonfinite="ignore", n_threads=None):
+        defaults = dict(lr=lr, lambd=lambd, alpha=alpha, t0=t0, weight_decay=weight_decay,
+                        foreach=foreach, maximize=maximize, differentiable=differentiable,
+                        capturable=capturable)
+        self._check_group(defaults)
+        super().__init__(params, defaults, nonfinite=nonfinite, n_threads=n_threads)
+
+    def _buffer_names(self, g):
+        return ("ax",)
+
+    def _kernel_call(self, g, params, bufs, first, n_threads):
+        lr, lambd, alpha, t0, weight_decay = map(
+            _num, (g["lr"], g["lambd"], g["alpha"], g["t0"], g["weight_decay"]))
+        maximize, ax = bool(g["maximize"]), bufs["ax"]
+
+        def update(grads, step, scalars):
+            eta, mu = (_float32(lr), 1.0) if scalars is None else scalars
+            _F.asgd_(params, grads, ax, step=step, eta=eta, mu=mu, lambd=lambd,
+                     weight_decay=weight_decay, maximize=maximize, n_threads=n_threads)
+            return (_float32(_R.asgd_eta(lr, lambd, alpha, step)),
+                    _float32(1 / max(1, step - t0)))
         return update

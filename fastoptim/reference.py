@@ -20,7 +20,7 @@ import math
 import numpy as np
 
 __all__ = ["sgd_", "rmsprop_", "adam_", "adamw_", "lerp_", "adagrad_", "lion_", "adamax_",
-           "radam_", "adadelta_", "rprop_"]
+           "radam_", "adadelta_", "rprop_", "nadam_", "asgd_"]
 
 
 def _as_lists(*arrays):
@@ -242,3 +242,56 @@ def rprop_(param, grad, prev, step_size, *, step, etaminus=0.5, etaplus=1.2,
         g[d < 0] = 0
         p -= _sign(g) * ss
         pv[...] = g
+
+
+def nadam_momentum(beta1, momentum_decay, step):
+    """NAdam's momentum coefficient mu_t, in double, as torch computes it."""
+    return beta1 * (1.0 - 0.5 * (0.96 ** (step * momentum_decay)))
+
+
+def nadam_(param, grad, exp_avg, exp_avg_sq, *, step, mu_product, lr=2e-3, beta1=0.9,
+           beta2=0.999, eps=1e-8, weight_decay=0.0, momentum_decay=4e-3,
+           decoupled_weight_decay=False, maximize=False, n_threads=None):
+    """torch.optim.NAdam: ``mu_product`` is mu_1 * ... * mu_t (this step's mu included)."""
+    bias_correction2 = 1 - beta2 ** step
+    mu = nadam_momentum(beta1, momentum_decay, step)
+    mu_next = nadam_momentum(beta1, momentum_decay, step + 1)
+    grad_coef = -lr * (1.0 - mu) / (1.0 - mu_product)
+    exp_avg_coef = (-lr * mu_next) / (1.0 - mu_product * mu_next)
+    for p, g, m, v in zip(*_as_lists(param, grad, exp_avg, exp_avg_sq)):
+        g = -g if maximize else g
+        if weight_decay != 0:
+            if decoupled_weight_decay:
+                p *= 1 - lr * weight_decay
+            else:
+                g = g + weight_decay * p
+        lerp_(m, g, 1 - beta1)
+        v *= beta2
+        v += (1 - beta2) * g * g
+        denom = np.sqrt(v / bias_correction2) + eps
+        p += (grad_coef * g) / denom
+        p += (exp_avg_coef * m) / denom
+
+
+def asgd_eta(lr, lambd, alpha, step):
+    """ASGD's next eta = lr / (1 + lambd * lr * step) ** alpha, in double (inf or NaN where
+    Python's float power would raise)."""
+    with np.errstate(all="ignore"):
+        return float(lr / (np.float64(1 + lambd * lr * step) ** alpha))
+
+
+def asgd_(param, grad, ax, *, step, eta, mu, lambd=1e-4, weight_decay=0.0, maximize=False,
+          n_threads=None):
+    """torch.optim.ASGD with this step's ``eta`` and ``mu`` (its per-param state):
+    p = p * (1 - lambd * eta) - eta * g;  ax += (p - ax) * mu (ax = p when mu == 1)."""
+    del step  # eta and mu carry the schedule; the compiled API checks step
+    for p, g, a in zip(*_as_lists(param, grad, ax)):
+        g = -g if maximize else g
+        if weight_decay != 0:
+            g = g + weight_decay * p
+        p *= 1 - lambd * eta
+        p += -eta * g
+        if mu != 1:
+            a += (p - a) * mu
+        else:
+            a[...] = p

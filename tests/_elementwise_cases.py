@@ -34,6 +34,13 @@ ELEMENTWISE = {
               _grid(etaminus=[0.5, 0.3], etaplus=[1.2, 1.7],
                     step_size_min=[1e-6, 5e-3], step_size_max=[50.0, 0.02],
                     maximize=[False, True])),
+    "nadam": (("exp_avg", "exp_avg_sq"), {},
+              _grid(lr=[0.01], mu_product=[0.5, 0.01], beta1=[0.9, 0.2], beta2=[0.999, 0.3],
+                    weight_decay=[0.0, 0.05], momentum_decay=[4e-3, 0.5],
+                    decoupled_weight_decay=[False, True], maximize=[False, True])),
+    "asgd": (("ax",), {},
+             _grid(eta=[0.01, 0.003], mu=[1.0, 0.3], lambd=[1e-4, 0.5],
+                   weight_decay=[0.0, 0.05], maximize=[False, True])),
 }
 
 

@@ -455,7 +455,11 @@ ELEMENTWISE_FUNCTIONAL = {
     "radam_": (2, dict(weight_decay=0.1, decoupled_weight_decay=True)),
     "adadelta_": (2, dict(weight_decay=0.1, maximize=True)),
     "rprop_": (2, dict(etaminus=0.3, step_size_max=1.0, maximize=True)),
+    "nadam_": (2, dict(mu_product=0.5, weight_decay=0.1, decoupled_weight_decay=True)),
+    "asgd_": (1, dict(eta=0.01, mu=0.5, weight_decay=0.1, maximize=True)),
 }
+# keyword arguments these functions require besides step
+ELEMENTWISE_REQUIRED = {"nadam_": ("mu_product",), "asgd_": ("eta", "mu")}
 
 
 def _elementwise_functional_calls(fo, name):
@@ -465,7 +469,8 @@ def _elementwise_functional_calls(fo, name):
                   [np.abs(_vec(6, seed=2 + k)) for k in range(n_bufs)], dict(options, step=3))
     listed = Call(fn, [[_vec(6), _vec(3, seed=5)], [_vec(6, seed=1), _vec(3, seed=6)]] +
                   [[np.abs(_vec(6, seed=2 + k)), np.abs(_vec(3, seed=7 + k))]
-                   for k in range(n_bufs)], dict(step=1))
+                   for k in range(n_bufs)],
+                  dict({k: options[k] for k in ELEMENTWISE_REQUIRED.get(name, ())}, step=1))
     return [single, listed]
 
 

@@ -134,8 +134,8 @@ def _bad_calls(kind, param, grad, state):
             yield TypeError, lambda key=key: fn(param, grad, *bufs, step=1,
                                                 **dict(opts, **{key: "0.1"}))
             # lion-pytorch takes any weight decay; Rprop's step size bounds are any reals
-            if key not in ("step_size_min", "step_size_max") and (kind, key) != (
-                    "lion", "weight_decay"):
+            if key not in ("step_size_min", "step_size_max", "eta", "mu", "lambd") and (
+                    kind, key) != ("lion", "weight_decay"):
                 yield ValueError, lambda key=key: fn(param, grad, *bufs, step=1,
                                                      **dict(opts, **{key: -1.0}))
 
@@ -154,6 +154,13 @@ def test_bad_input_is_refused_and_changes_nothing(kind, rng):
             np.testing.assert_array_equal(got, want)
         n += 1
     assert n > 10
+
+
+def test_nadam_refuses_a_mu_product_outside_0_1():
+    p = np.zeros(3)
+    for bad in (1.0, 1.5, -0.1, float("nan")):
+        with pytest.raises(ValueError, match="mu_product"):
+            functional.nadam_(p, p.copy(), np.zeros(3), np.zeros(3), step=1, mu_product=bad)
 
 
 def test_rprop_refuses_etas_outside_torchs_range():

@@ -11,7 +11,7 @@ import inspect
 import numpy as np
 import pytest
 
-from fastoptim.optim import Adadelta, Adagrad, Adamax, Lion, RAdam, Rprop
+from fastoptim.optim import ASGD, Adadelta, Adagrad, Adamax, Lion, NAdam, RAdam, Rprop
 
 SHAPES = [(4, 3), (5,), (2, 3)]
 CONFIGS = [
@@ -30,9 +30,14 @@ CONFIGS = [
     (Adadelta, dict(lr=0.5, rho=0.5, eps=1e-4, weight_decay=0.1, maximize=True)),
     (Rprop, dict(lr=0.01)),
     (Rprop, dict(lr=0.02, etas=(0.3, 1.7), step_sizes=(1e-3, 0.05), maximize=True)),
+    (NAdam, dict(lr=0.01)),
+    (NAdam, dict(lr=0.01, betas=(0.3, 0.9), weight_decay=0.1, momentum_decay=0.3)),
+    (NAdam, dict(lr=0.01, weight_decay=0.1, decoupled_weight_decay=True, maximize=True)),
+    (ASGD, dict(lr=0.01)),
+    (ASGD, dict(lr=0.05, lambd=0.1, alpha=0.5, t0=3, weight_decay=0.1, maximize=True)),
 ]
 IDS = [f"{c.__name__}-{'-'.join(f'{k}={v}' for k, v in kw.items())}" for c, kw in CONFIGS]
-CLASSES = [Adagrad, Lion, Adamax, RAdam, Adadelta, Rprop]
+CLASSES = [Adagrad, Lion, Adamax, RAdam, Adadelta, Rprop, NAdam, ASGD]
 
 
 def peer(cls):
@@ -219,6 +224,9 @@ REFUSED = [
     (Rprop, dict(lr=-1.0)), (Rprop, dict(etas=(0.0, 1.2))), (Rprop, dict(etas=(0.5, 1.0))),
     (Rprop, dict(etas=(1.5, 2.0))),
     (Adagrad, dict(fused=True, foreach=True)),
+    (NAdam, dict(lr=-1.0)), (NAdam, dict(betas=(0.9, 1.0))), (NAdam, dict(weight_decay=-1)),
+    (NAdam, dict(momentum_decay=-0.1)), (NAdam, dict(eps=-1.0)),
+    (ASGD, dict(lr=-1.0)), (ASGD, dict(weight_decay=-0.1)),
 ]
 
 
@@ -243,7 +251,7 @@ def test_lion_refuses_what_lion_pytorch_asserts_against(kw):
         Lion([np.zeros(2)], **kw)
 
 
-@pytest.mark.parametrize("cls", [Adagrad, Adamax, RAdam, Adadelta, Rprop])
+@pytest.mark.parametrize("cls", [Adagrad, Adamax, RAdam, Adadelta, Rprop, NAdam, ASGD])
 def test_differentiable_is_refused_and_switches_are_no_ops(cls, rng):
     with pytest.raises(ValueError, match="differentiable"):
         cls([np.zeros(2)], differentiable=True)
@@ -256,6 +264,31 @@ def test_differentiable_is_refused_and_switches_are_no_ops(cls, rng):
         a.step([g])
         b.step([g])
     np.testing.assert_array_equal(p, q)
+
+
+@pytest.mark.parametrize("cls,kw", [(NAdam, dict(lr=0.01)), (ASGD, dict(lr=0.05, t0=2))])
+def test_per_param_scalar_state_is_torchs_and_splits_kernel_calls(cls, kw, rng):
+    # Params whose scalar state differs (loaded, or set by hand) step with their own.
+    pair = Pair(cls, kw, np.float64, rng)
+    pair.step(3)
+    name = cls._SCALAR_STATE[0]
+    tstate = pair.topt.state[pair.tparams[1]]
+    tstate[name] = tstate[name] * 0.5
+    pair.opt.state[1][name] = float(tstate[name])
+    pair.step(3)
+    pair.assert_close()
+    for bad, exc in (("x", TypeError), (float("nan"), ValueError), (None, ValueError)):
+        before = [p.copy() for p in pair.params]
+        pair.opt.state[1][name] = bad
+        with pytest.raises(exc, match=name if bad is not None else "entry"):
+            pair.opt.step([np.ones(s) for s in SHAPES])
+        for p, q in zip(pair.params, before):
+            np.testing.assert_array_equal(p, q)
+    pair.opt.state[1][name] = float(tstate[name])
+    sd = pair.opt.state_dict()
+    sd["state"][0][name] = "x"
+    with pytest.raises(TypeError, match=name):
+        pair.opt.load_state_dict(sd)
 
 
 # ------------------------------------------------------------------ bad input
@@ -311,6 +344,8 @@ RUNS = {
     RAdam: (dict(lr=0.05), dict(lr=0.01), 20_000),
     Adadelta: (dict(lr=1.0), dict(lr=1.0), 20_000),
     Rprop: (dict(lr=0.01), dict(lr=0.01), 5_000),
+    NAdam: (dict(lr=0.05), dict(lr=0.01), 20_000),
+    ASGD: (dict(lr=0.05), dict(lr=1e-3), 20_000),
 }
 
 
