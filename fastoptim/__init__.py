@@ -15,8 +15,10 @@ from fastoptim._alloc import zeros_state_like
 from fastoptim._backend import get_num_threads, set_num_threads
 from fastoptim.functional import adam_, adamw_, rmsprop_, sgd_
 from fastoptim.optim import SGD, Adam, AdamW, Momentum, Optimizer, RMSprop
-from fastoptim.functional import adadelta_, adagrad_, adamax_, lion_, radam_, rprop_
-from fastoptim.optim import Adadelta, Adagrad, Adamax, Lion, RAdam, Rprop
+from fastoptim.functional import (adadelta_, adagrad_, adamax_, adamw_schedule_free_, asgd_,
+                                  lion_, nadam_, radam_, rprop_)
+from fastoptim.optim import (ASGD, Adadelta, Adagrad, Adamax, AdamWScheduleFree, Lion, NAdam,
+                             RAdam, Rprop)
 from fastoptim.clip import clip_grad_norm_, clip_grad_value_
 from fastoptim.checkpoint import load, save
 from fastoptim import lr_scheduler, optim
@@ -34,8 +36,10 @@ __all__ = [
     "MLP", "MLPClassifier", "MLPRegressor", "load_digits", "train_test_split",
     "train_val_test_split", "KFold", "StratifiedKFold", "KFoldSearch", "VotingEnsemble",
     "set_num_threads", "get_num_threads", "show_config", "zeros_state_like",
-    "adagrad_", "lion_", "adamax_", "radam_", "adadelta_", "rprop_",
-    "Adagrad", "Lion", "Adamax", "RAdam", "Adadelta", "Rprop",
+    "adagrad_", "lion_", "adamax_", "radam_", "adadelta_", "rprop_", "nadam_", "asgd_",
+    "adamw_schedule_free_",
+    "Adagrad", "Lion", "Adamax", "RAdam", "Adadelta", "Rprop", "NAdam", "ASGD",
+    "AdamWScheduleFree",
 ]
 
 

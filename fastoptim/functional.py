@@ -17,7 +17,7 @@ from fastoptim._validation import check_flag, check_real, check_step
 from fastoptim.reference import nadam_momentum, radam_rectification
 
 __all__ = ["sgd_", "rmsprop_", "adam_", "adamw_", "adagrad_", "lion_", "adamax_", "radam_",
-           "adadelta_", "rprop_", "nadam_", "asgd_"]
+           "adadelta_", "rprop_", "nadam_", "asgd_", "adamw_schedule_free_"]
 
 # Steps up to here take the fast path; larger ones are checked (a double must hold them).
 _FAST_STEP_MAX = 2 ** 53
@@ -402,3 +402,35 @@ def asgd_(param, grad, ax, *, step, eta, mu, lambd=1e-4, weight_decay=0.0, maxim
     maximize = check_flag("maximize", maximize)
     kernels.asgd(param, grad, ax, _sign(maximize), weight_decay, 1 - lambd * eta, -eta, mu,
                  weight_decay != 0, mu != 1, resolve_n_threads(n_threads))
+
+
+def adamw_schedule_free_(param, grad, z, exp_avg_sq, *, ckp1, lr, bias_correction2,
+                         beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, n_threads=None):
+    """Schedule-Free AdamW (Defazio et al. 2024; schedulefree.AdamWScheduleFree), one step
+    in place on ``param`` = y (the train-mode weights) and ``z``.
+
+    ::
+
+        v = beta2 * v + (1 - beta2) * g * g
+        g = g / (sqrt(v / bias_correction2) + eps);   g = g + weight_decay * y
+        y = lerp(y, z, ckp1);   y = y + lr * (beta1 * (1 - ckp1) - 1) * g
+        z = z - lr * g
+
+    The step's scalars come from the optimizer's schedule (fastoptim.optim.AdamWScheduleFree
+    computes them as schedulefree does): ``lr`` with warmup applied, ``ckp1`` in [0, 1]
+    the weight of this step in the average, ``bias_correction2 = 1 - beta2**(k + 1)``.
+    ``z`` starts as a copy of the param, ``exp_avg_sq`` at zeros.
+    """
+    ckp1 = check_real("ckp1", ckp1, low=0.0, high=1.0)
+    lr = check_real("lr", lr, low=0.0)
+    bias_correction2 = check_real("bias_correction2", bias_correction2, low=0.0, high=1.0)
+    if bias_correction2 == 0.0:
+        raise ValueError("bias_correction2 must be in (0, 1], got 0.0")
+    beta1 = check_real("beta1", beta1, low=0.0, high=1.0)
+    beta2 = check_real("beta2", beta2, low=0.0, high=1.0)
+    eps = check_real("eps", eps, low=0.0)
+    weight_decay = check_real("weight_decay", weight_decay)
+    kernels.adamw_schedule_free(param, grad, z, exp_avg_sq, beta2, 1 - beta2, bias_correction2,
+                                eps, weight_decay, ckp1, lr * (beta1 * (1 - ckp1) - 1), lr,
+                                weight_decay != 0, abs(ckp1) < 0.5,
+                                resolve_n_threads(n_threads))

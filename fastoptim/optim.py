@@ -39,7 +39,7 @@ from ._backend import resolve_n_threads
 from .clip import _all_finite, _nonfinite_index
 
 __all__ = ["Optimizer", "SGD", "Momentum", "RMSprop", "Adam", "AdamW", "Adagrad", "Lion",
-           "Adamax", "RAdam", "Adadelta", "Rprop", "NAdam", "ASGD"]
+           "Adamax", "RAdam", "Adadelta", "Rprop", "NAdam", "ASGD", "AdamWScheduleFree"]
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _NONFINITE_MODES = ("ignore", "raise", "skip")
@@ -1797,3 +1797,160 @@ class ASGD(_Elementwise):
             return (_float32(_R.asgd_eta(lr, lambd, alpha, step)),
                     _float32(1 / max(1, step - t0)))
         return update
+
+
+class AdamWScheduleFree(_Elementwise):
+    r"""Schedule-Free AdamW (Defazio et al. 2024), as ``schedulefree.AdamWScheduleFree``
+    (its constructor, group keys and single-tensor step).
+
+    .. code-block:: text
+
+        per group, each step:  sched = (k + 1) / warmup_steps if k < warmup_steps else 1
+            lr_t = lr * sched;  lr_max = max(lr_max, lr_t)
+            weight = (k + 1)**r * lr_max**weight_lr_power;  weight_sum += weight
+            ckp1 = weight / weight_sum (0 if weight_sum == 0);  k += 1
+        per param (p holds y in train mode):
+            v = beta2 * v + (1 - beta2) * g * g
+            g = g / (sqrt(v / (1 - beta2**k)) + eps) + weight_decay * y
+            y = lerp(y, z, ckp1) + lr_t * (beta1 * (1 - ckp1) - 1) * g;   z -= lr_t * g
+
+    Call ``train()`` before training and ``eval()`` before evaluating or saving: they
+    switch the params between y and the averaged x (``p = lerp(p, z, 1 - 1/beta1)`` and
+    back with ``1 - beta1``), as schedulefree's.  ``step`` in eval mode is a ValueError
+    (schedulefree raises Exception).  The group's ``k``, ``lr_max``, ``weight_sum`` and
+    ``scheduled_lr`` advance once per step, even for a group whose grads are all None, as
+    schedulefree's; they do not advance when the step is refused.  ``foreach`` is accepted
+    as a no-op.  Unlike schedulefree, betas must lie in [0, 1) and the schedule's values
+    are checked.
+    """
+
+    _ALL_BUFFERS = ("z", "exp_avg_sq")
+    _TORCH_FLAGS = ("foreach",)
+    _STEP_OPTIONAL = True  # schedulefree's state counts no steps (its groups keep k)
+    _HYPERPARAMETERS = ("lr", "betas", "eps", "r", "k", "warmup_steps", "train_mode",
+                        "weight_sum", "lr_max", "scheduled_lr", "weight_lr_power",
+                        "weight_decay")
+    _REALS = (("lr", "learning rate", 0.0, None, False),
+              ("eps", "epsilon value", 0.0, None, False),
+              ("weight_decay", "weight_decay value", None, None, False),
+              ("r", "r value", None, None, False),
+              ("weight_lr_power", "weight_lr_power value", None, None, False),
+              ("weight_sum", "weight_sum value", 0.0, None, False),
+              ("lr_max", "lr_max value", None, None, False),
+              ("scheduled_lr", "scheduled_lr value", None, None, False))
+    _PAIRS = (_BETAS,)
+    _BOOLS = ("train_mode",)
+
+    def __init__(self, params, lr=0.0025, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
+                 warmup_steps=0, r=0.0, weight_lr_power=2.0, foreach=True, *,
+                 nonfinite="ignore", n_threads=None):
+        defaults = dict(lr=lr, betas=_pair_tuple(betas), eps=eps, r=r, k=0,
+                        warmup_steps=warmup_steps, train_mode=False, weight_sum=0.0,
+                        lr_max=-1.0, scheduled_lr=0.0, weight_lr_power=weight_lr_power,
+                        weight_decay=weight_decay, foreach=foreach)
+        self._check_group(defaults)
+        self._schedule = {}  # id(group) -> this step's (lr, ckp1, bias_correction2)
+        super().__init__(params, defaults, nonfinite=nonfinite, n_threads=n_threads)
+
+    def __setstate__(self, d):
+        super().__setstate__(d)
+        self._schedule = {}
+
+    def _check_across(self, g):
+        for key in ("k", "warmup_steps"):
+            value = g[key]
+            if (isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral)
+                    or not 0 <= value <= _MAX_STEP):
+                raise ValueError(f"Invalid {key}: {_show(value)} (expected an int >= 0)")
+
+    def _plain_across(self, g):
+        return all(type(g[key]) is int and 0 <= g[key] <= _MAX_STEP
+                   for key in ("k", "warmup_steps"))
+
+    def _new_buffer(self, p, name, group):
+        buf = self._zeros_buffer(p, name)
+        if name == "z":
+            buf[...] = p  # z starts at the param, as schedulefree's clone
+        return buf
+
+    def _buffer_names(self, g):
+        return ("z", "exp_avg_sq")
+
+    @staticmethod
+    def _advance(g):
+        """The group's schedule for its next step, computed as schedulefree does:
+        (kernel scalars, group values after the step)."""
+        beta1, beta2 = map(_num, g["betas"])
+        k, warmup_steps = int(g["k"]), int(g["warmup_steps"])
+        r, weight_lr_power = _num(g["r"]), _num(g["weight_lr_power"])
+        sched = (k + 1) / warmup_steps if k < warmup_steps else 1.0
+        bias_correction2 = 1 - beta2 ** (k + 1)
+        lr = _num(g["lr"]) * sched
+        lr_max = max(lr, _num(g["lr_max"]))
+        with np.errstate(all="ignore"):
+            weight = float(np.float64(k + 1) ** r * np.float64(lr_max) ** weight_lr_power)
+        weight_sum = _num(g["weight_sum"]) + weight
+        ckp1 = weight / weight_sum if weight_sum != 0 else 0.0
+        return ((lr, ckp1, bias_correction2),
+                dict(k=k + 1, scheduled_lr=lr, lr_max=lr_max, weight_sum=weight_sum))
+
+    def step(self, grads):
+        """One schedule-free step (train mode only); see Optimizer.step."""
+        with self._lock:
+            groups = self.param_groups
+            if type(groups) is not list:
+                raise TypeError(f"param_groups must be a list of dicts, got "
+                                f"{type(groups).__name__}")
+            self._check_groups()
+            if not groups[0]["train_mode"]:
+                raise ValueError("Optimizer was not in train mode when step is called. "
+                                 "Please insert .train() and .eval() calls on the "
+                                 "optimizer. See documentation for details.")
+            advanced = [self._advance(g) for g in groups]
+            self._schedule = {id(g): a[0] for g, a in zip(groups, advanced)}
+            try:
+                done = self._checked_step(grads)
+            finally:
+                self._schedule = {}
+            if done:
+                for g, (_, after) in zip(groups, advanced):
+                    g.update(after)
+            return done
+
+    def _kernel_call(self, g, params, bufs, first, n_threads):
+        beta1, beta2 = map(_num, g["betas"])
+        eps, weight_decay = _num(g["eps"]), _num(g["weight_decay"])
+        z, exp_avg_sq = bufs["z"], bufs["exp_avg_sq"]
+
+        def update(grads, step):
+            lr, ckp1, bias_correction2 = self._schedule[id(g)]  # set by step()
+            _F.adamw_schedule_free_(params, grads, z, exp_avg_sq, ckp1=ckp1, lr=lr,
+                                    bias_correction2=bias_correction2, beta1=beta1,
+                                    beta2=beta2, eps=eps, weight_decay=weight_decay,
+                                    n_threads=n_threads)
+        return update
+
+    def _switch(self, to_train):
+        with self._lock:
+            for i, g in enumerate(self.param_groups):
+                self._check_hypers(i, g)
+            flat = [(p, g) for g in self.param_groups for p in g["params"]]
+            for g in self.param_groups:
+                if bool(g["train_mode"]) == to_train:
+                    continue
+                beta1 = _num(g["betas"][0])
+                weight = 1 - beta1 if to_train else 1 - 1 / beta1
+                for i, (p, pg) in enumerate(flat):
+                    z = self.state.get(i, {}).get("z") if pg is g else None
+                    if z is not None:
+                        _check_buffer(z, p, i, "z")
+                        _R.lerp_(p, z, weight)
+                g["train_mode"] = to_train
+
+    def train(self):
+        """Switch the params to y, the point gradients are taken at (before training)."""
+        self._switch(True)
+
+    def eval(self):
+        """Switch the params to x, the averaged weights (before evaluating or saving)."""
+        self._switch(False)

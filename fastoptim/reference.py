@@ -20,7 +20,7 @@ import math
 import numpy as np
 
 __all__ = ["sgd_", "rmsprop_", "adam_", "adamw_", "lerp_", "adagrad_", "lion_", "adamax_",
-           "radam_", "adadelta_", "rprop_", "nadam_", "asgd_"]
+           "radam_", "adadelta_", "rprop_", "nadam_", "asgd_", "adamw_schedule_free_"]
 
 
 def _as_lists(*arrays):
@@ -295,3 +295,19 @@ def asgd_(param, grad, ax, *, step, eta, mu, lambd=1e-4, weight_decay=0.0, maxim
             a += (p - a) * mu
         else:
             a[...] = p
+
+
+def adamw_schedule_free_(param, grad, z, exp_avg_sq, *, ckp1, lr, bias_correction2,
+                         beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, n_threads=None):
+    """schedulefree.AdamWScheduleFree's step (its single-tensor path) on y = param, with the
+    step's scalars: ``lr`` (warmup applied), ``ckp1`` = weight / weight_sum and
+    ``bias_correction2`` = 1 - beta2**(k + 1)."""
+    for y, g, zz, v in zip(*_as_lists(param, grad, z, exp_avg_sq)):
+        v *= beta2
+        v += (1 - beta2) * g * g
+        g = g / (np.sqrt(v / bias_correction2) + eps)
+        if weight_decay != 0:
+            g = g + weight_decay * y
+        lerp_(y, zz, ckp1)
+        y += (lr * (beta1 * (1 - ckp1) - 1)) * g
+        zz -= lr * g

@@ -41,7 +41,13 @@ ELEMENTWISE = {
     "asgd": (("ax",), {},
              _grid(eta=[0.01, 0.003], mu=[1.0, 0.3], lambd=[1e-4, 0.5],
                    weight_decay=[0.0, 0.05], maximize=[False, True])),
+    "adamw_schedule_free": (("z", "exp_avg_sq"), {},
+                            _grid(lr=[0.01], ckp1=[0.3, 0.8, 1.0], bias_correction2=[0.1, 1.0],
+                                  beta1=[0.9, 0.2], beta2=[0.999, 0.5],
+                                  weight_decay=[0.0, 0.05])),
 }
+# the functions that take no step count (Schedule-Free's schedule is its optimizer's)
+NO_STEP = {"adamw_schedule_free"}
 
 
 def richest(kind):
@@ -63,5 +69,6 @@ def call(module, kind, param, grad, state, step, options, n_threads=None):
     """module.<kind>_ (fastoptim.functional or fastoptim.reference) on these buffers."""
     names = ELEMENTWISE[kind][0]
     extra = {} if n_threads is None else {"n_threads": n_threads}
-    getattr(module, kind + "_")(param, grad, *(state[n] for n in names), step=step,
-                                **options, **extra)
+    if kind not in NO_STEP:
+        extra["step"] = step
+    getattr(module, kind + "_")(param, grad, *(state[n] for n in names), **options, **extra)

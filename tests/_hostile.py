@@ -457,20 +457,25 @@ ELEMENTWISE_FUNCTIONAL = {
     "rprop_": (2, dict(etaminus=0.3, step_size_max=1.0, maximize=True)),
     "nadam_": (2, dict(mu_product=0.5, weight_decay=0.1, decoupled_weight_decay=True)),
     "asgd_": (1, dict(eta=0.01, mu=0.5, weight_decay=0.1, maximize=True)),
+    "adamw_schedule_free_": (2, dict(ckp1=0.3, lr=0.01, bias_correction2=0.5,
+                                     weight_decay=0.1)),
 }
-# keyword arguments these functions require besides step
-ELEMENTWISE_REQUIRED = {"nadam_": ("mu_product",), "asgd_": ("eta", "mu")}
+# keyword arguments these functions require (besides step)
+ELEMENTWISE_REQUIRED = {"nadam_": ("mu_product",), "asgd_": ("eta", "mu"),
+                        "adamw_schedule_free_": ("ckp1", "lr", "bias_correction2")}
+NO_STEP = {"adamw_schedule_free_"}
 
 
 def _elementwise_functional_calls(fo, name):
     n_bufs, options = ELEMENTWISE_FUNCTIONAL[name]
     fn = getattr(fo, name)
+    step = {} if name in NO_STEP else {"step": 3}
     single = Call(fn, [_vec(6), _vec(6, seed=1)] +
-                  [np.abs(_vec(6, seed=2 + k)) for k in range(n_bufs)], dict(options, step=3))
+                  [np.abs(_vec(6, seed=2 + k)) for k in range(n_bufs)], dict(options, **step))
     listed = Call(fn, [[_vec(6), _vec(3, seed=5)], [_vec(6, seed=1), _vec(3, seed=6)]] +
                   [[np.abs(_vec(6, seed=2 + k)), np.abs(_vec(3, seed=7 + k))]
                    for k in range(n_bufs)],
-                  dict({k: options[k] for k in ELEMENTWISE_REQUIRED.get(name, ())}, step=1))
+                  dict({k: options[k] for k in ELEMENTWISE_REQUIRED.get(name, ())}, **step))
     return [single, listed]
 
 
@@ -513,6 +518,8 @@ def _optimizer(cls, stepped=True, mixed=False):
     elif issubclass(cls, fo.Adam):
         kwargs = dict(amsgrad=True)
     opt = cls(params, **kwargs)
+    if cls is fo.AdamWScheduleFree:
+        opt.train()  # it steps in train mode only
     if stepped:
         opt.step([_vec(6, seed=12), _vec(4, params[1].dtype, seed=13)])
     return opt, params, kwargs
@@ -546,6 +553,8 @@ def _optimizer_calls(cls, method):
             calls.append(Call(opt.add_param_group, [{"params": [_vec(5, seed=40)], "lr": 0.01}]))
         elif method == "zero_grad":
             calls.append(Call(opt.zero_grad))
+        elif method in ("train", "eval"):  # AdamWScheduleFree's weight switch
+            calls.append(Call(getattr(opt, method)))
         else:
             return []
     return calls

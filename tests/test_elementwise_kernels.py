@@ -9,7 +9,7 @@ import pytest
 
 import fastoptim
 from fastoptim import _backend, functional, reference
-from _elementwise_cases import ELEMENTWISE, call, make_state, richest
+from _elementwise_cases import ELEMENTWISE, NO_STEP, call, make_state, richest
 from conftest import kernels_variants
 
 KINDS = sorted(ELEMENTWISE)
@@ -113,30 +113,35 @@ def _bad_calls(kind, param, grad, state):
     bufs = [state[n] for n in names]
     fn = getattr(functional, kind + "_")
     opts = richest(kind)
-    yield TypeError, lambda: fn(param, grad, *bufs, step=1.5, **opts)
-    yield ValueError, lambda: fn(param, grad, *bufs, step=0, **opts)
-    yield TypeError, lambda: fn(param, grad.astype(np.float32), *bufs, step=1, **opts)
-    yield ValueError, lambda: fn(param, grad[:-1], *bufs, step=1, **opts)
-    yield ValueError, lambda: fn(param, grad, *([param] + bufs[1:]), step=1, **opts)
-    yield TypeError, lambda: fn(param, grad, *([None] + bufs[1:]), step=1, **opts)
-    yield TypeError, lambda: fn([param], [grad], *bufs, step=1, **opts)
+    if kind not in NO_STEP:
+        yield TypeError, lambda: fn(param, grad, *bufs, step=1.5, **opts)
+        yield ValueError, lambda: fn(param, grad, *bufs, step=0, **opts)
+        opts = dict(opts, step=1)
+    yield TypeError, lambda: fn(param, grad.astype(np.float32), *bufs, **opts)
+    yield ValueError, lambda: fn(param, grad[:-1], *bufs, **opts)
+    yield ValueError, lambda: fn(param, grad, *([param] + bufs[1:]), **opts)
+    yield TypeError, lambda: fn(param, grad, *([None] + bufs[1:]), **opts)
+    yield TypeError, lambda: fn([param], [grad], *bufs, **opts)
     ro = bufs[-1].copy()
     ro.flags.writeable = False
-    yield ValueError, lambda: fn(param, grad, *(bufs[:-1] + [ro]), step=1, **opts)
-    yield ValueError, lambda: fn(param, grad, *bufs, step=1, n_threads=0, **opts)
+    yield ValueError, lambda: fn(param, grad, *(bufs[:-1] + [ro]), **opts)
+    yield ValueError, lambda: fn(param, grad, *bufs, n_threads=0, **opts)
     for key, value in opts.items():
+        if key == "step":
+            continue
         if isinstance(value, bool):
-            yield TypeError, lambda key=key: fn(param, grad, *bufs, step=1,
+            yield TypeError, lambda key=key: fn(param, grad, *bufs,
                                                 **dict(opts, **{key: "yes"}))
         else:
-            yield ValueError, lambda key=key: fn(param, grad, *bufs, step=1,
+            yield ValueError, lambda key=key: fn(param, grad, *bufs,
                                                  **dict(opts, **{key: float("nan")}))
-            yield TypeError, lambda key=key: fn(param, grad, *bufs, step=1,
+            yield TypeError, lambda key=key: fn(param, grad, *bufs,
                                                 **dict(opts, **{key: "0.1"}))
             # lion-pytorch takes any weight decay; Rprop's step size bounds are any reals
             if key not in ("step_size_min", "step_size_max", "eta", "mu", "lambd") and (
-                    kind, key) != ("lion", "weight_decay"):
-                yield ValueError, lambda key=key: fn(param, grad, *bufs, step=1,
+                    kind, key) not in (("lion", "weight_decay"),
+                                       ("adamw_schedule_free", "weight_decay")):
+                yield ValueError, lambda key=key: fn(param, grad, *bufs,
                                                      **dict(opts, **{key: -1.0}))
 
 

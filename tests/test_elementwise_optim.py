@@ -11,7 +11,8 @@ import inspect
 import numpy as np
 import pytest
 
-from fastoptim.optim import ASGD, Adadelta, Adagrad, Adamax, Lion, NAdam, RAdam, Rprop
+from fastoptim.optim import (ASGD, Adadelta, Adagrad, Adamax, AdamWScheduleFree, Lion, NAdam,
+                             RAdam, Rprop)
 
 SHAPES = [(4, 3), (5,), (2, 3)]
 CONFIGS = [
@@ -35,17 +36,30 @@ CONFIGS = [
     (NAdam, dict(lr=0.01, weight_decay=0.1, decoupled_weight_decay=True, maximize=True)),
     (ASGD, dict(lr=0.01)),
     (ASGD, dict(lr=0.05, lambd=0.1, alpha=0.5, t0=3, weight_decay=0.1, maximize=True)),
+    (AdamWScheduleFree, dict(lr=0.01)),
+    (AdamWScheduleFree, dict(lr=0.01, betas=(0.5, 0.9), weight_decay=0.1, warmup_steps=10,
+                             r=0.5, weight_lr_power=1.0)),
 ]
 IDS = [f"{c.__name__}-{'-'.join(f'{k}={v}' for k, v in kw.items())}" for c, kw in CONFIGS]
-CLASSES = [Adagrad, Lion, Adamax, RAdam, Adadelta, Rprop, NAdam, ASGD]
+CLASSES = [Adagrad, Lion, Adamax, RAdam, Adadelta, Rprop, NAdam, ASGD, AdamWScheduleFree]
 
 
 def peer(cls):
     """The peer class, and the extra keywords that pick its single-tensor path."""
     if cls is Lion:
         return pytest.importorskip("lion_pytorch").Lion, {}
+    if cls is AdamWScheduleFree:
+        return pytest.importorskip("schedulefree").AdamWScheduleFree, {"foreach": False}
     torch = pytest.importorskip("torch")
     return getattr(torch.optim, cls.__name__), {"foreach": False}
+
+
+def make(cls, params, **kw):
+    """An optimizer ready to step (Schedule-Free's in train mode)."""
+    opt = cls(params, **kw)
+    if cls is AdamWScheduleFree:
+        opt.train()
+    return opt
 
 
 def tol(dtype):
@@ -68,8 +82,10 @@ class Pair:
         self.tparams = [self.torch.tensor(p.copy(), requires_grad=True) for p in self.params]
         groups = lambda ps: [dict(params=ps[:2]), dict(params=ps[2:], lr=kw["lr"] / 2)]
         tcls, extra = peer(cls)
-        self.opt = cls(groups(self.params), **kw)
+        self.opt = make(cls, groups(self.params), **kw)
         self.topt = tcls(groups(self.tparams), **kw, **extra)
+        if cls is AdamWScheduleFree:
+            self.topt.train()
 
     def step(self, n, which="both", mask=(1, 1, 1)):
         for _ in range(n):
@@ -88,8 +104,9 @@ class Pair:
             tstate = self.topt.state.get(tp, {})
             st = self.opt.state.get(i, {})
             for name, value in tstate.items():
-                if name == "step":  # lion-pytorch keeps none (a loaded one stays put)
-                    assert self.cls is Lion or st["step"] == int(value), i
+                if name == "step":  # lion-pytorch and schedulefree keep none (a loaded
+                    # one stays put)
+                    assert self.cls in (Lion, AdamWScheduleFree) or st["step"] == int(value), i
                 else:
                     assert rel_err(st[name], value.numpy()) <= tol(self.dtype), (i, name)
             assert bool(st) == bool(tstate), i
@@ -172,11 +189,11 @@ def test_own_state_dict_resumes_exactly(cls, rng):
     kw = next(k for c, k in CONFIGS[::-1] if c is cls)
     params = [rng.standard_normal(s) for s in SHAPES]
     grads = [[rng.standard_normal(s) for s in SHAPES] for _ in range(6)]
-    whole = cls([p.copy() for p in params], **kw)
+    whole = make(cls, [p.copy() for p in params], **kw)
     wp = [g["params"] for g in whole.param_groups][0]
     for g in grads:
         whole.step(g)
-    first = cls([p.copy() for p in params], **kw)
+    first = make(cls, [p.copy() for p in params], **kw)
     fp = first.param_groups[0]["params"]
     for g in grads[:3]:
         first.step(g)
@@ -291,11 +308,48 @@ def test_per_param_scalar_state_is_torchs_and_splits_kernel_calls(cls, kw, rng):
         pair.opt.load_state_dict(sd)
 
 
+# ------------------------------------------------------------- Schedule-Free
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_schedule_free_train_eval_switches_as_schedulefree(dtype, rng):
+    kw = dict(lr=0.02, betas=(0.8, 0.99), weight_decay=0.05, warmup_steps=5)
+    pair = Pair(AdamWScheduleFree, kw, dtype, rng)
+    for rounds in range(3):
+        pair.step(7)
+        pair.opt.eval()
+        pair.topt.eval()
+        pair.assert_close()  # x, the averaged weights
+        for g, tg in zip(pair.opt.param_groups, pair.topt.param_groups):
+            assert {k: v for k, v in g.items() if k not in ("params", "foreach")} == \
+                {k: v for k, v in tg.items() if k not in ("params", "foreach")}
+        pair.opt.eval()  # twice: no-op, as schedulefree's
+        pair.topt.eval()
+        pair.opt.train()
+        pair.topt.train()
+        pair.assert_close()  # back to y
+
+
+def test_schedule_free_step_in_eval_mode_is_refused_and_changes_nothing(rng):
+    params = [rng.standard_normal(s) for s in SHAPES]
+    opt = make(AdamWScheduleFree, params, lr=0.01)
+    opt.step([rng.standard_normal(s) for s in SHAPES])
+    opt.eval()
+    before = [p.copy() for p in params], dict(opt.param_groups[0])
+    with pytest.raises(ValueError, match="train mode"):
+        opt.step([rng.standard_normal(s) for s in SHAPES])
+    for p, q in zip(params, before[0]):
+        np.testing.assert_array_equal(p, q)
+    assert opt.param_groups[0]["k"] == before[1]["k"] == 1
+    opt.train()
+    with pytest.raises(TypeError):  # a refused step does not advance the schedule
+        opt.step([None, None, "x"])
+    assert opt.param_groups[0]["k"] == 1
+
+
 # ------------------------------------------------------------------ bad input
 @pytest.mark.parametrize("cls", CLASSES)
 def test_bad_steps_are_refused_and_change_nothing(cls, rng):
     params = [rng.standard_normal(s) for s in SHAPES]
-    opt = cls(params, lr=0.01)
+    opt = make(cls, params, lr=0.01)
     opt.step([rng.standard_normal(s) for s in SHAPES])
     before = ([p.copy() for p in params],
               {i: {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in st.items()}
@@ -346,13 +400,16 @@ RUNS = {
     Rprop: (dict(lr=0.01), dict(lr=0.01), 5_000),
     NAdam: (dict(lr=0.05), dict(lr=0.01), 20_000),
     ASGD: (dict(lr=0.05), dict(lr=1e-3), 20_000),
+    AdamWScheduleFree: (dict(lr=0.05), dict(lr=0.01), 20_000),
 }
 
 
 def _minimize(cls, kw, grad_fn, p, steps):
-    opt = cls([p], **kw)
+    opt = make(cls, [p], **kw)
     for _ in range(steps):
         opt.step([grad_fn(p)])
+    if cls is AdamWScheduleFree:
+        opt.eval()  # the averaged weights x: what schedule-free converges
     return p
 
 
