@@ -1932,19 +1932,22 @@ class AdamWScheduleFree(_Elementwise):
 
     def _switch(self, to_train):
         with self._lock:
-            for i, g in enumerate(self.param_groups):
-                self._check_hypers(i, g)
-            flat = [(p, g) for g in self.param_groups for p in g["params"]]
+            # everything checked before the first param moves
+            plan = self._build_plan(self._check_groups())
+            moves = []
             for g in self.param_groups:
                 if bool(g["train_mode"]) == to_train:
                     continue
                 beta1 = _num(g["betas"][0])
+                if not to_train and beta1 == 0:
+                    raise ValueError("eval() needs beta1 > 0: with beta1 = 0 the params are "
+                                     "z and the averaged weights cannot be recovered")
                 weight = 1 - beta1 if to_train else 1 - 1 / beta1
-                for i, (p, pg) in enumerate(flat):
-                    z = self.state.get(i, {}).get("z") if pg is g else None
-                    if z is not None:
-                        _check_buffer(z, p, i, "z")
-                        _R.lerp_(p, z, weight)
+                moves += [(p, b.bufs["z"][k], weight) for b in plan.buckets if b.group is g
+                          and "z" in b.bufs for k, p in enumerate(b.params)]
+            for p, z, weight in moves:
+                _R.lerp_(p, z, weight)
+            for g in self.param_groups:
                 g["train_mode"] = to_train
 
     def train(self):

@@ -433,3 +433,22 @@ def test_rosenbrock(cls, dtype):
         assert rosenbrock(p) < rosenbrock(np.array([-1.5, 2.0])) / 10, p
     else:
         np.testing.assert_allclose(p, [1.0, 1.0], atol=2e-2)
+
+
+def test_schedule_free_switch_checks_everything_before_moving_a_param(rng):
+    params = [rng.standard_normal(s) for s in SHAPES]
+    opt = make(AdamWScheduleFree, params, lr=0.01)
+    opt.step([rng.standard_normal(s) for s in SHAPES])
+    before = [p.copy() for p in params]
+    opt.state[2]["z"] = opt.state[2]["z"].astype(np.float32)  # the last param's z is bad
+    with pytest.raises(TypeError, match="z"):
+        opt.eval()
+    for p, q in zip(params, before):
+        np.testing.assert_array_equal(p, q)
+    assert opt.param_groups[0]["train_mode"] is True
+    opt.state[2]["z"] = opt.state[2]["z"].astype(np.float64)
+    opt.param_groups[0]["betas"] = (0.0, 0.999)
+    with pytest.raises(ValueError, match="beta1"):
+        opt.eval()
+    for p, q in zip(params, before):
+        np.testing.assert_array_equal(p, q)
