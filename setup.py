@@ -67,6 +67,26 @@ class BuildExt(build_ext):
         super().build_extensions()
 
 
+# Kernel sources generated from Tempita templates (as scikit-learn's .pyx.tp): rendered
+# here, before cythonize, on every build (sdists ship the templates, not the output).
+TEMPLATES = ["fastoptim/_kernels_elementwise.pxi.tp"]
+
+
+def render_templates():
+    from Cython import Tempita
+
+    for template in TEMPLATES:
+        with open(template) as f:
+            text = Tempita.sub(f.read())
+        target = template[:-len(".tp")]
+        if os.path.exists(target):
+            with open(target) as f:
+                if f.read() == text:
+                    continue  # unchanged: keep its timestamp (no needless rebuild)
+        with open(target, "w") as f:
+            f.write(text)
+
+
 def extensions():
     names = ["fastoptim._kernels_baseline"]
     if IS_X86_64:
@@ -77,12 +97,14 @@ def extensions():
             [name.replace(".", "/") + ".pyx"],
             include_dirs=[np.get_include(), "fastoptim"],
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_2_0_API_VERSION")],
-            depends=["fastoptim/_kernels.pxi", "fastoptim/_platform.h"],
+            depends=["fastoptim/_kernels.pxi", "fastoptim/_platform.h",
+                     *TEMPLATES, *(t[:-len(".tp")] for t in TEMPLATES)],
         )
         for name in names
     ]
 
 
+render_templates()
 setup(
     ext_modules=cythonize(
         extensions(),

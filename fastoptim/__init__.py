@@ -2,7 +2,7 @@
 
 Layers, from the bottom up:
   fastoptim._kernels_*      compiled Cython kernels (one module, built per instruction set)
-  fastoptim.functional      checked functional API: sgd_, rmsprop_, adam_, adamw_
+  fastoptim.functional      checked functional API: sgd_, rmsprop_, adam_, adamw_, adagrad_, ...
   fastoptim.reference       the same update rules in plain NumPy (tests, benchmarks)
   fastoptim.optim           optimizer classes (torch.optim-style; they only manage state)
   fastoptim.lr_scheduler, fastoptim.clip, fastoptim.checkpoint
@@ -15,6 +15,10 @@ from fastoptim._alloc import zeros_state_like
 from fastoptim._backend import get_num_threads, set_num_threads
 from fastoptim.functional import adam_, adamw_, rmsprop_, sgd_
 from fastoptim.optim import SGD, Adam, AdamW, Momentum, Optimizer, RMSprop
+from fastoptim.functional import (adadelta_, adagrad_, adamax_, adamw_schedule_free_, asgd_,
+                                  lion_, nadam_, radam_, rprop_)
+from fastoptim.optim import (ASGD, Adadelta, Adagrad, Adamax, AdamWScheduleFree, Lion, NAdam,
+                             RAdam, Rprop)
 from fastoptim.clip import clip_grad_norm_, clip_grad_value_
 from fastoptim.checkpoint import load, save
 from fastoptim import lr_scheduler, optim
@@ -32,6 +36,10 @@ __all__ = [
     "MLP", "MLPClassifier", "MLPRegressor", "load_digits", "train_test_split",
     "train_val_test_split", "KFold", "StratifiedKFold", "KFoldSearch", "VotingEnsemble",
     "set_num_threads", "get_num_threads", "show_config", "zeros_state_like",
+    "adagrad_", "lion_", "adamax_", "radam_", "adadelta_", "rprop_", "nadam_", "asgd_",
+    "adamw_schedule_free_",
+    "Adagrad", "Lion", "Adamax", "RAdam", "Adadelta", "Rprop", "NAdam", "ASGD",
+    "AdamWScheduleFree",
 ]
 
 

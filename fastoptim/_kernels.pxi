@@ -139,12 +139,16 @@ cdef struct Scalars:
     bint has_state0
     bint has_state1
     bint has_state2
+    int op                 # the generated loops (_kernels_elementwise.pxi): which optimizer,
+    int flags              # which loop variant (bit k: flag k of its template entry on)
+    double x[12]           # and its scalars, in the template entry's order
 
 cdef enum Kind:
     KIND_SGD
     KIND_RMSPROP
     KIND_ADAM
     KIND_AXPY      # the bandwidth probe
+    KIND_ELEMENTWISE  # the loops generated from _kernels_elementwise.pxi.tp (Scalars.op)
 
 
 # ---------------------------------------------------------------------------
@@ -405,6 +409,9 @@ cdef void _adam_range(floating* p, const Slot* s, Py_ssize_t lo, Py_ssize_t hi,
             p[i] = pi - step_size * (mi / denom)
 
 
+include "_kernels_elementwise.pxi"
+
+
 cdef inline void _apply(Kind kind, bint dbl, const Slot* s, Py_ssize_t lo, Py_ssize_t hi,
                         const Scalars* c) noexcept nogil:
     if kind == KIND_ADAM:
@@ -422,6 +429,8 @@ cdef inline void _apply(Kind kind, bint dbl, const Slot* s, Py_ssize_t lo, Py_ss
             _rmsprop_range(<double*> s.p, s, lo, hi, c)
         else:
             _rmsprop_range(<float*> s.p, s, lo, hi, c)
+    elif kind == KIND_ELEMENTWISE:
+        _elementwise_apply(dbl, s, lo, hi, c)
     else:
         if dbl:
             _axpy_range(<double*> s.p, s, lo, hi, c)

@@ -22,6 +22,7 @@ import time
 import numpy as np
 
 import fastoptim
+import fastoptim.optim
 from fastoptim import reference
 from fastoptim._alloc import zeros_at_page_offset, zeros_state_like
 from fastoptim._backend import get_num_threads, kernels
@@ -481,3 +482,102 @@ def torch_backend_report(big_params=100_000_000, min_time=0.3, file=None):
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# ----------------------------------------------- the template's optimizers
+# One row per optimizer generated from _kernels_elementwise.pxi.tp: a class step of
+# fastoptim.optim against its peer's default step (torch.optim's default is foreach) and
+# against a probe with the optimizer's own streams.
+# name: (fastoptim.optim class, options, peer module, peer class, peer options, state buffers)
+ELEMENTWISE = {
+    "Adagrad": ("Adagrad", {}, "torch.optim", "Adagrad", {}, 1),
+    "Lion": ("Lion", {}, "lion_pytorch", "Lion", {}, 1),
+    "Adamax": ("Adamax", {}, "torch.optim", "Adamax", {}, 2),
+    "RAdam": ("RAdam", {}, "torch.optim", "RAdam", {}, 2),
+    "Adadelta": ("Adadelta", {}, "torch.optim", "Adadelta", {}, 2),
+    "Rprop": ("Rprop", {}, "torch.optim", "Rprop", {}, 2),
+    "NAdam": ("NAdam", {}, "torch.optim", "NAdam", {}, 2),
+    "ASGD": ("ASGD", {}, "torch.optim", "ASGD", {}, 1),
+    "AdamWScheduleFree": ("AdamWScheduleFree", {}, "schedulefree", "AdamWScheduleFree", {}, 2),
+}
+ELEMENTWISE_SIZES = (65_536, 16_777_216)
+
+
+class ElementwiseCase:
+    """One step of a template optimizer's class over one float array: fastoptim's, its
+    peer's default (when the peer is installed) and the own-streams probe."""
+
+    def __init__(self, name, size, dtype=np.float32, seed=0):
+        cls_name, options, self.peer_module, self.peer_cls, self.peer_options, n_states = \
+            ELEMENTWISE[name]
+        rng = np.random.default_rng(seed)
+        self.name, self.size, self.dtype = name, size, np.dtype(dtype)
+        self.param = rng.standard_normal(size).astype(dtype)
+        self.grad = rng.standard_normal(size).astype(dtype)
+        self.grads = [self.grad]
+        self.opt = getattr(fastoptim.optim, cls_name)([self.param], **options)
+        if hasattr(self.opt, "train"):
+            self.opt.train()
+        self.probe = _StreamsProbe(n_states, size, dtype)
+        # read param, grad and every state buffer; write param and every state buffer
+        self.bytes_per_element = (3 + 2 * n_states) * self.dtype.itemsize
+
+    def fastoptim_step(self):
+        self.opt.step(self.grads)
+
+    def peer_step_fn(self):
+        """The peer's default step on a copy (ImportError when it is not installed)."""
+        import importlib
+
+        import torch
+        module = importlib.import_module(self.peer_module)
+        param = torch.nn.Parameter(torch.from_numpy(self.param.copy()))
+        param.grad = torch.from_numpy(self.grad.copy())
+        opt = getattr(module, self.peer_cls)([param], **self.peer_options)
+        if hasattr(opt, "train"):
+            opt.train()
+        return opt.step
+
+
+class _StreamsProbe(TrafficProbe):
+    """TrafficProbe for a given number of state buffers."""
+
+    def __init__(self, n_states, size, dtype, n_threads=None):
+        arrays = staggered_copies([np.ones(size, dtype) for _ in range(2 + n_states)])
+        self.a, self.b, self.states = arrays[0], arrays[1], tuple(arrays[2:])
+        self.n_threads = n_threads or get_num_threads()
+        self.bytes_per_call = (3 + 2 * n_states) * self.a.itemsize * size
+
+
+def elementwise_report(names=None, sizes=ELEMENTWISE_SIZES, dtype=np.float32, file=None):
+    """One row per template optimizer and size: bytes per element, the class step's time,
+    % of its own-streams probe, and the peer's default step (torch: foreach)."""
+    file = file or sys.stdout
+    header = ["optimizer", "bytes/elem", "size", "fastoptim", "probe", "% of probe",
+              "peer default", "peer/fastoptim"]
+    rows = []
+    for name in names or list(ELEMENTWISE):
+        for size in sizes:
+            case = ElementwiseCase(name, size, dtype)
+            fns = [case.fastoptim_step, case.probe]
+            try:
+                fns.append(case.peer_step_fn())
+            except ImportError:
+                pass
+            times = best_times_interleaved(fns, min_time=0.8)
+            row = [name, str(case.bytes_per_element), f"{size:,}", _fmt_time(times[0]),
+                   _fmt_time(times[1]), f"{100 * times[1] / times[0]:.0f}%"]
+            row += ([_fmt_time(times[2]), f"{times[2] / times[0]:.2f}x"] if len(times) > 2
+                    else ["not installed", "-"])
+            rows.append(row)
+            print("  ".join(row), file=sys.stderr, flush=True)
+            del case, fns
+    print(file=file)
+    print(f"fastoptim {fastoptim.__version__}, kernels {kernels.ISA}, {get_num_threads()} "
+          f"threads, {np.dtype(dtype).name}. Class steps (fastoptim.optim and the peer's: "
+          "torch.optim default = foreach, lion_pytorch.Lion, schedulefree's default) and the "
+          "probe with the optimizer's own streams (staggered), best of interleaved rounds.",
+          file=file)
+    print(file=file)
+    _print_markdown(header, rows, file)
+    return rows

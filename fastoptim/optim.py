@@ -32,12 +32,14 @@ from operator import is_, itemgetter, methodcaller
 import numpy as np
 
 from . import functional as _F
+from . import reference as _R
 from ._alloc import zeros_state_like
 from ._backend import resolve_n_threads
 
 from .clip import _all_finite, _nonfinite_index
 
-__all__ = ["Optimizer", "SGD", "Momentum", "RMSprop", "Adam", "AdamW"]
+__all__ = ["Optimizer", "SGD", "Momentum", "RMSprop", "Adam", "AdamW", "Adagrad", "Lion",
+           "Adamax", "RAdam", "Adadelta", "Rprop", "NAdam", "ASGD", "AdamWScheduleFree"]
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _NONFINITE_MODES = ("ignore", "raise", "skip")
@@ -246,15 +248,34 @@ def _parse_step(sid, step):
     return int(value)
 
 
+def _parse_scalar(sid, name, value):
+    """A saved per-param scalar (NAdam's mu_product, ...): a real number or a 0-d array (torch
+    saves a 0-d tensor) -> float; NaN and anything else refused."""
+    if value is None:
+        raise ValueError(f"state[{sid}] has no {name!r} entry (delete state[{sid}] to restart "
+                         "this param's state)")
+    v = value
+    if isinstance(v, np.ndarray) and v.ndim == 0 and v.dtype.kind in "fiu":
+        v = v.item()
+    if (isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real)
+            or isinstance(v, int) and abs(v) > _MAX_STEP):
+        raise TypeError(f"state[{sid}][{name!r}] must be a real number, got "
+                        f"{type(value).__name__}")
+    v = float(v)
+    if v != v:
+        raise ValueError(f"state[{sid}][{name!r}] must be a real number, got nan")
+    return v
+
+
 # ------------------------------------------------------------------- plan
 class _Bucket:
     """Parameters updated together by one functional call."""
 
     __slots__ = ("group", "ids", "params", "names", "missing", "fresh", "step", "states",
-                 "bufs", "read", "stride", "expected", "missing_getters", "all")
+                 "bufs", "read", "stride", "expected", "missing_getters", "all", "scalars")
 
     def __init__(self, group, ids, params, names, missing, fresh, step, states, bufs,
-                 n_params):
+                 n_params, scalar_names=(), scalars=None):
         self.group = group          # the param group (dict)
         self.ids = ids              # flattened indices
         self.params = params        # list of ndarrays
@@ -264,9 +285,11 @@ class _Bucket:
         self.step = step            # every param's step count so far (the same int object)
         self.states = states        # the state dicts (None where a param has none)
         self.bufs = bufs            # {name: [ndarray, ...]} for the names not missing
+        self.scalars = scalars      # every param's per-param scalar state (None: fresh)
         # The per-step identity check, one pass over every state dict: ``read(st)`` gives
-        # its step count and buffers, ``expected`` all of them in a row, ``stride`` apart.
-        keys = ("step",) + tuple(n for n in names if n not in missing)
+        # its step count, scalars and buffers, ``expected`` all of them in a row,
+        # ``stride`` apart.
+        keys = ("step",) + tuple(scalar_names) + tuple(n for n in names if n not in missing)
         self.read = _tuple_getter(keys)
         self.stride = len(keys)
         self.expected = [] if fresh else [step if k == "step" else st[k]
@@ -336,13 +359,20 @@ class _Plan:
         return all(map(is_, (*params, *self.read_hypers(g), *states,
                              *chain.from_iterable(map(b.read, states))), self.live))
 
-    def counted(self, b, step):
-        """Bucket b's step counts were all set to ``step``, its buffers unchanged."""
+    def counted(self, b, step, scalars=()):
+        """Bucket b's step counts were all set to ``step`` (and its per-param scalar state
+        to ``scalars``), its buffers unchanged."""
         b.step = step
         counts = [step] * len(b.ids)
         b.expected[::b.stride] = counts
         if self.live is not None:
             self.live[self.tail::b.stride] = counts
+        if scalars:
+            b.scalars = scalars
+            for j, value in enumerate(scalars, 1):
+                b.expected[j::b.stride] = [value] * len(b.ids)
+                if self.live is not None:
+                    self.live[self.tail + j::b.stride] = [value] * len(b.ids)
 
 
 class Optimizer:
@@ -381,6 +411,11 @@ class Optimizer:
     _FORCED_GROUP_OPTIONS = {}
     #: torch's SGD keeps no step count: its state dicts load without one (counted from 0)
     _STEP_OPTIONAL = False
+    #: per-param scalar state besides the step count (NAdam's mu_product, ASGD's eta and
+    #: mu): floats in ``state[i]``; params with different values go to different kernel
+    #: calls.  A class with some makes ``_kernel_call``'s function take a third argument,
+    #: the bucket's values (None for params without state yet), and return the new ones.
+    _SCALAR_STATE = ()
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -602,7 +637,7 @@ class Optimizer:
                              f"{self._sizes}: state is kept by param position, so add "
                              "params with add_param_group (or clear opt.state first)")
         _check_no_shared_memory(flat, labels)  # first: the clearest message for a param
-        arrays, steps, missing_of, entries = list(flat), {}, {}, {}
+        arrays, steps, missing_of, entries, scalars_of = list(flat), {}, {}, {}, {}
         names_of = [names for _, params, names in plan_groups for _ in params]
         for i, p in enumerate(flat):
             names = names_of[i]
@@ -613,6 +648,8 @@ class Optimizer:
                 steps[i], missing_of[i] = 0, names
                 continue
             steps[i] = self._saved_step(i, st)
+            scalars_of[i] = tuple(_parse_scalar(i, name, st.get(name))
+                                  for name in self._SCALAR_STATE)
             missing = []
             for name in names:
                 buf = st.get(name)
@@ -631,19 +668,22 @@ class Optimizer:
         for g, params, names in plan_groups:
             keys = {}
             for i in range(start, start + len(params)):
-                key = (steps[i], flat[i].dtype.char, missing_of[i], i not in entries)
+                key = (steps[i], flat[i].dtype.char, missing_of[i], i not in entries,
+                       scalars_of.get(i))
                 keys.setdefault(key, []).append(i)
-            for (step, _, missing, fresh), ids in keys.items():
+            for (step, _, missing, fresh, scalars), ids in keys.items():
                 states = [state.get(i) for i in ids]
                 if not fresh:
                     # Checked: one int object per bucket (the plan compares it by identity),
                     # which also normalises torch-style counts (float, 0-d array, absent).
                     for st in states:
                         st["step"] = step
+                        st.update(zip(self._SCALAR_STATE, scalars))
                 bufs = {name: [states[k][name] for k in range(len(ids))]
                         for name in names if name not in missing}
                 buckets.append(_Bucket(g, ids, [flat[i] for i in ids], names, missing,
-                                       fresh, step, states, bufs, len(flat)))
+                                       fresh, step, states, bufs, len(flat),
+                                       self._SCALAR_STATE, scalars))
             start += len(params)
         ranges = sorted((*_byte_range(a), labels[k]) for k, a in enumerate(arrays) if a.size)
         written = tuple([r[j] for r in ranges] for j in range(3))
@@ -669,6 +709,11 @@ class Optimizer:
     def _zeros_buffer(self, p, name):
         """A zero state buffer in p's memory order, at its own offset within a page."""
         return zeros_state_like(p, self._ALL_BUFFERS.index(name) + 1)
+
+    def _new_buffer(self, p, name, group):
+        """A state buffer as the param's first step creates it (zeros unless the class
+        starts it at a value, as Adagrad's sum and Rprop's step sizes)."""
+        return self._zeros_buffer(p, name)
 
     def _check_arrays(self, plan):
         """The plan's arrays are the same objects, but their flags or shape can change in
@@ -752,13 +797,22 @@ class Optimizer:
         b = plan.buckets[0]
         step = b.step + 1
         try:
-            call(grads, step)
+            scalars = self._call(call, grads, step, b)
         except (TypeError, ValueError):
             return False  # nothing was changed
         for st in b.states:
             st["step"] = step
-        plan.counted(b, step)
+            if scalars:
+                st.update(zip(self._SCALAR_STATE, scalars))
+        plan.counted(b, step, scalars)
         return True
+
+    def _call(self, call, grads, step, b):
+        """Run a kernel call for bucket b's step ``step``: its new scalar state (or ())."""
+        if self._SCALAR_STATE:
+            return call(grads, step, b.scalars)
+        call(grads, step)
+        return ()
 
     def _checked_step(self, grads):
         hypers = self._check_groups()
@@ -805,28 +859,32 @@ class Optimizer:
             gs = grads if b.all and whole else [grads[b.ids[k]] for k in pos]
             bufs = {name: (arrays if whole else [arrays[k] for k in pos])
                     for name, arrays in b.bufs.items()}
-            new = {name: [self._zeros_buffer(p, name) for p in params] for name in b.missing}
+            new = {name: [self._new_buffer(p, name, b.group) for p in params]
+                   for name in b.missing}
             bufs.update(new)
             calls.append((b, [b.ids[k] for k in pos], params, gs, bufs, new, whole))
         state = self.state
-        done = 0
+        done, results = 0, []
         try:
             for b, ids, params, gs, bufs, new, _ in calls:
-                self._kernel_call(b.group, params, bufs, bool(new), self.n_threads)(gs,
-                                                                                  b.step + 1)
+                results.append(self._call(
+                    self._kernel_call(b.group, params, bufs, bool(new), self.n_threads),
+                    gs, b.step + 1, b))
                 done += 1
         finally:  # the state of what was updated (all of it, unless a kernel refused)
-            for b, ids, params, gs, bufs, new, whole in calls[:done]:
+            for (b, ids, params, gs, bufs, new, whole), scalars in zip(calls, results):
                 step = b.step + 1
                 for k, i in enumerate(ids):
                     st = state.get(i)
                     if st is None:
                         st = state[i] = {}
                     st["step"] = step
+                    if scalars:
+                        st.update(zip(self._SCALAR_STATE, scalars))
                     for name, arrays in new.items():
                         st[name] = arrays[k]
                 if whole and not new and not b.fresh:
-                    plan.counted(b, step)
+                    plan.counted(b, step, scalars)
                 else:
                     self._plan = None  # state created or steps now differ: re-plan
             if done != len(calls):
@@ -931,11 +989,13 @@ class Optimizer:
             step = self._saved_step(sid, st)
             names = self._buffer_names(group_of[i])
             extra = {k for k in st if k != "step" and k not in self._ALL_BUFFERS
-                     and st[k] is not None}
+                     and k not in self._SCALAR_STATE and st[k] is not None}
             if extra:
                 raise ValueError(f"state[{sid}] has unexpected entries {sorted(extra)} for "
                                  f"{type(self).__name__}")
             out = {"step": step}
+            for name in self._SCALAR_STATE:
+                out[name] = _parse_scalar(sid, name, st.get(name))
             for name in self._ALL_BUFFERS:
                 a = st.get(name)
                 if a is None:
@@ -1203,3 +1263,697 @@ class AdamW(Adam):
                          maximize=maximize, capturable=capturable,
                          differentiable=differentiable, fused=fused,
                          decoupled_weight_decay=True, nonfinite=nonfinite, n_threads=n_threads)
+
+
+# ------------------------------------------------ the template's optimizers
+class _Elementwise(Optimizer):
+    """Shared group checks of the optimizers whose kernels come from the template
+    (fastoptim/_kernels_elementwise.pxi.tp).  A subclass lists its values with torch's
+    checks and messages:
+
+    ``_REALS``: (key, label, low, high, high_closed): ``low <= v`` and ``v < high``
+    (``v <= high`` when closed); a bound of None is not checked.
+    ``_PAIRS``: (key, labels, ranges): a pair of reals, e.g. betas.
+    ``_BOOLS``: bool keys.  ``_EXTRA_CHECK(g)``: a check across values, or None.
+    """
+
+    _REALS = ()
+    _PAIRS = ()
+    _BOOLS = ("maximize",)
+
+    def _check_group(self, g):
+        if self._plain_group(g):
+            return  # checked every step: the common case in a few comparisons
+        for key, label, low, high, closed in self._REALS:
+            _check_range(label, g[key], low, high, closed)
+        for key, labels, ranges in self._PAIRS:
+            pair = g[key]
+            if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+                raise TypeError(f"Invalid {key}: {pair!r} (expected a pair of floats)")
+            for label, value, (low, high, closed) in zip(labels, pair, ranges):
+                _check_range(label, value, low, high, closed)
+        for key in self._BOOLS:
+            _check_bool(key, g[key])
+        _check_torch_flags(g, self._TORCH_FLAGS)
+        self._check_across(g)
+
+    def _plain_group(self, g):
+        for key, _, low, high, closed in self._REALS:
+            if not _plain_in(g[key], low, high, closed):
+                return False
+        for key, _, ranges in self._PAIRS:
+            pair = g[key]
+            if type(pair) is not tuple or len(pair) != 2 or not all(
+                    _plain_in(v, *r) for v, r in zip(pair, ranges)):
+                return False
+        return (all(type(g[key]) is bool for key in self._BOOLS)
+                and _plain_torch_flags(g, self._TORCH_FLAGS) and self._plain_across(g))
+
+    def _check_across(self, g):
+        """Checks between values (after each passed its own)."""
+
+    def _plain_across(self, g):
+        return True
+
+
+def _plain_in(value, low, high, closed):
+    t = type(value)
+    if not (t is float or (t is int and -_BIG_INT < value < _BIG_INT)):
+        return False
+    return ((low is None or low <= value)
+            and (high is None or (value <= high if closed else value < high)))
+
+
+def _check_range(label, value, low, high, closed):
+    """torch's ``low <= value (< or <=) high`` with its message ``Invalid <label>: <value>``."""
+    v = _real(label, value)
+    if (low is not None and not low <= v) or (
+            high is not None and not (v <= high if closed else v < high)):
+        raise ValueError(f"Invalid {label}: {_show(value)}")
+
+
+def _pair_tuple(value):
+    return tuple(value) if isinstance(value, list) else value
+
+
+_BETAS = ("betas", ("beta parameter at index 0", "beta parameter at index 1"),
+          ((0.0, 1.0, False), (0.0, 1.0, False)))
+
+
+class Adagrad(_Elementwise):
+    r"""Adagrad (torch.optim.Adagrad semantics).
+
+    .. code-block:: text
+
+        g = -g if maximize;  g += weight_decay * p
+        clr = lr / (1 + (t - 1) * lr_decay)
+        sum += g * g;   p += (-clr * g) / (sqrt(sum) + eps)
+
+    As torch's, the constructor creates every param's state (step 0, ``sum`` filled with
+    ``initial_accumulator_value``), and a sum created later starts at the optimizer's
+    default ``initial_accumulator_value``.  ``foreach`` / ``fused`` are accepted as
+    no-ops; ``differentiable=True`` is refused; sparse gradients do not exist here.
+    """
+
+    _ALL_BUFFERS = ("sum",)
+    _TORCH_FLAGS = ("foreach", "differentiable", "fused")
+    _HYPERPARAMETERS = ("lr", "lr_decay", "eps", "weight_decay", "initial_accumulator_value",
+                        "maximize")
+    _REALS = (("lr", "learning rate", 0.0, None, False),
+              ("lr_decay", "lr_decay value", 0.0, None, False),
+              ("weight_decay", "weight_decay value", 0.0, None, False),
+              ("initial_accumulator_value", "initial_accumulator_value value", 0.0, None,
+               False),
+              ("eps", "epsilon value", 0.0, None, False))
+
+    def __init__(self, params, lr=1e-2, lr_decay=0, weight_decay=0,
+                 initial_accumulator_value=0, eps=1e-10, foreach=None, *, maximize=False,
+                 differentiable=False, fused=None, nonfinite="ignore", n_threads=None):
+        defaults = dict(lr=lr, lr_decay=lr_decay, eps=eps, weight_decay=weight_decay,
+                        initial_accumulator_value=initial_accumulator_value,
+                        foreach=foreach, maximize=maximize, differentiable=differentiable,
+                        fused=fused)
+        self._check_group(defaults)
+        super().__init__(params, defaults, nonfinite=nonfinite, n_threads=n_threads)
+        flat = [(p, g) for g in self.param_groups for p in g["params"]]
+        for i, (p, g) in enumerate(flat):
+            self.state[i] = {"step": 0, "sum": self._new_buffer(p, "sum", g)}
+
+    def _new_buffer(self, p, name, group):
+        # torch fills a new sum with the optimizer's default, not the group's value
+        buf = self._zeros_buffer(p, name)
+        buf[...] = _num(self.defaults["initial_accumulator_value"])
+        return buf
+
+    def _buffer_names(self, g):
+        return ("sum",)
+
+    def _kernel_call(self, g, params, bufs, first, n_threads):
+        lr, lr_decay, eps, weight_decay = map(
+            _num, (g["lr"], g["lr_decay"], g["eps"], g["weight_decay"]))
+        maximize, state_sum = bool(g["maximize"]), bufs["sum"]
+
+        def update(grads, step):
+            _F.adagrad_(params, grads, state_sum, step=step, lr=lr, lr_decay=lr_decay,
+                        weight_decay=weight_decay, eps=eps, maximize=maximize,
+                        n_threads=n_threads)
+        return update
+
+
+class Lion(_Elementwise):
+    r"""Lion (Chen et al. 2023), as lion-pytorch's ``Lion`` (its constructor and rule).
+
+    .. code-block:: text
+
+        p *= 1 - lr * wd       (wd = weight_decay / the constructor's lr if decoupled_weight_decay)
+        p += -lr * sign(beta1 * m + (1 - beta1) * g)
+        m = beta2 * m + (1 - beta2) * g
+
+    Groups hold ``lr``, ``betas`` and ``weight_decay`` (lion-pytorch's keys); its state is
+    ``exp_avg`` (plus fastoptim's ``step`` count; lion-pytorch's state dicts load without
+    one).  ``use_triton`` is accepted as a no-op (the update is one fused kernel anyway).
+    lion-pytorch asserts ``lr > 0`` and betas in [0, 1]: ValueError here.
+    """
+
+    _ALL_BUFFERS = ("exp_avg",)
+    _HYPERPARAMETERS = ("lr", "betas", "weight_decay")
+    _STEP_OPTIONAL = True
+    _BOOLS = ()
+    _REALS = (("lr", "learning rate", 0.0, None, False),
+              ("weight_decay", "weight_decay value", None, None, False))
+    _PAIRS = (("betas", ("beta parameter at index 0", "beta parameter at index 1"),
+               ((0.0, 1.0, True), (0.0, 1.0, True))),)
+
+    def __init__(self, params, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, use_triton=False,
+                 decoupled_weight_decay=False, *, nonfinite="ignore", n_threads=None):
+        _check_bool("use_triton", use_triton)
+        _check_bool("decoupled_weight_decay", decoupled_weight_decay)
+        if not _real("learning rate", lr) > 0:
+            raise ValueError(f"Invalid learning rate: {_show(lr)} (Lion needs lr > 0)")
+        defaults = dict(lr=lr, betas=_pair_tuple(betas), weight_decay=weight_decay)
+        self._check_group(defaults)
+        self._init_lr = _real("learning rate", lr)
+        self.decoupled_wd = bool(decoupled_weight_decay)
+        super().__init__(params, defaults, nonfinite=nonfinite, n_threads=n_threads)
+
+    def _buffer_names(self, g):
+        return ("exp_avg",)
+
+    def _kernel_call(self, g, params, bufs, first, n_threads):
+        beta1, beta2 = g["betas"]
+        lr, beta1, beta2, weight_decay = map(_num, (g["lr"], beta1, beta2, g["weight_decay"]))
+        if self.decoupled_wd:
+            weight_decay /= self._init_lr
+        exp_avg = bufs["exp_avg"]
+
+        def update(grads, step):
+            _F.lion_(params, grads, exp_avg, step=step, lr=lr, beta1=beta1,
+                     beta2=beta2, weight_decay=weight_decay, n_threads=n_threads)
+        return update
+
+
+class Adamax(_Elementwise):
+    r"""Adamax (torch.optim.Adamax semantics).
+
+    .. code-block:: text
+
+        g = -g if maximize;  g += weight_decay * p
+        m += (1 - beta1) * (g - m);   u = max(beta2 * u, |g| + eps)
+        p += (-lr / (1 - beta1**t) * m) / u
+
+    ``foreach`` / ``capturable`` are accepted as no-ops; ``differentiable=True`` is refused.
+    """
+
+    _STEP_BOUND_BUFFERS = ("exp_avg", "exp_inf")
+    _ALL_BUFFERS = ("exp_avg", "exp_inf")
+    _TORCH_FLAGS = ("foreach", "differentiable", "capturable")
+    _HYPERPARAMETERS = ("lr", "betas", "eps", "weight_decay", "maximize")
+    _REALS = (("lr", "learning rate", 0.0, None, False),
+              ("eps", "epsilon value", 0.0, None, False))
+    _PAIRS = (_BETAS,)
+
+    def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
+                 foreach=None, *, maximize=False, differentiable=False, capturable=False,
+                 nonfinite="ignore", n_threads=None):
+        defaults = dict(lr=lr, betas=_pair_tuple(betas), eps=eps, weight_decay=weight_decay,
+                        foreach=foreach, maximize=maximize, differentiable=differentiable,
+                        capturable=capturable)
+        self._check_group(defaults)
+        super().__init__(params, defaults, nonfinite=nonfinite, n_threads=n_threads)
+
+    def _check_across(self, g):
+        _check_range("weight_decay value", g["weight_decay"], 0.0, None, False)
+
+    def _plain_across(self, g):
+        return _plain_in(g["weight_decay"], 0.0, None, False)
+
+    def _buffer_names(self, g):
+        return ("exp_avg", "exp_inf")
+
+    def _kernel_call(self, g, params, bufs, first, n_threads):
+        beta1, beta2 = g["betas"]
+        lr, beta1, beta2, eps, weight_decay = map(
+            _num, (g["lr"], beta1, beta2, g["eps"], g["weight_decay"]))
+        maximize = bool(g["maximize"])
+        exp_avg, exp_inf = bufs["exp_avg"], bufs["exp_inf"]
+
+        def update(grads, step):
+            _F.adamax_(params, grads, exp_avg, exp_inf, step=step, lr=lr, beta1=beta1,
+                       beta2=beta2, eps=eps, weight_decay=weight_decay, maximize=maximize,
+                       n_threads=n_threads)
+        return update
+
+
+class RAdam(_Elementwise):
+    r"""RAdam (torch.optim.RAdam semantics; ``decoupled_weight_decay=True``: RAdamW).
+
+    .. code-block:: text
+
+        g = -g if maximize
+        p *= 1 - lr * weight_decay  if decoupled  else  g += weight_decay * p
+        m += (1 - beta1) * (g - m);   v = beta2 * v + (1 - beta2) * g * g
+        rho_t = rho_inf - 2 t beta2**t / (1 - beta2**t),  rho_inf = 2 / (1 - beta2) - 1
+        p -= ((m / bc1 * lr) * (sqrt(bc2) / (sqrt(v) + eps))) * rect   if rho_t > 5
+        p -= m / bc1 * lr                                              otherwise
+
+    ``foreach`` / ``capturable`` are accepted as no-ops; ``differentiable=True`` is refused.
+    """
+
+    _STEP_BOUND_BUFFERS = ("exp_avg", "exp_avg_sq")
+    _ALL_BUFFERS = ("exp_avg", "exp_avg_sq")
+    _TORCH_FLAGS = ("foreach", "capturable", "differentiable")
+    _HYPERPARAMETERS = ("lr", "betas", "eps", "weight_decay", "maximize",
+                        "decoupled_weight_decay")
+    _REALS = (("lr", "learning rate", 0.0, None, False),
+              ("eps", "epsilon value", 0.0, None, False))
+    _PAIRS = (_BETAS,)
+    _BOOLS = ("maximize", "decoupled_weight_decay")
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
+                 decoupled_weight_decay=False, *, foreach=None, maximize=False,
+                 capturable=False, differentiable=False, nonfinite="ignore", n_threads=None):
+        defaults = dict(lr=lr, betas=_pair_tuple(betas), eps=eps, weight_decay=weight_decay,
+                        maximize=maximize, foreach=foreach, capturable=capturable,
+                        decoupled_weight_decay=decoupled_weight_decay,
+                        differentiable=differentiable)
+        self._check_group(defaults)
+        super().__init__(params, defaults, nonfinite=nonfinite, n_threads=n_threads)
+
+    _check_across = Adamax._check_across
+    _plain_across = Adamax._plain_across
+
+    def _buffer_names(self, g):
+        return ("exp_avg", "exp_avg_sq")
+
+    def _kernel_call(self, g, params, bufs, first, n_threads):
+        beta1, beta2 = g["betas"]
+        lr, beta1, beta2, eps, weight_decay = map(
+            _num, (g["lr"], beta1, beta2, g["eps"], g["weight_decay"]))
+        maximize, decoupled = bool(g["maximize"]), bool(g["decoupled_weight_decay"])
+        exp_avg, exp_avg_sq = bufs["exp_avg"], bufs["exp_avg_sq"]
+
+        def update(grads, step):
+            _F.radam_(params, grads, exp_avg, exp_avg_sq, step=step, lr=lr, beta1=beta1,
+                      beta2=beta2, eps=eps, weight_decay=weight_decay,
+                      decoupled_weight_decay=decoupled, maximize=maximize,
+                      n_threads=n_threads)
+        return update
+
+
+class Adadelta(_Elementwise):
+    r"""Adadelta (torch.optim.Adadelta semantics).
+
+    .. code-block:: text
+
+        g = -g if maximize;  g += weight_decay * p
+        sq = rho * sq + (1 - rho) * g * g
+        d = sqrt(acc + eps) / sqrt(sq + eps) * g;   acc = rho * acc + (1 - rho) * d * d
+        p += -lr * d
+
+    ``foreach`` / ``capturable`` are accepted as no-ops; ``differentiable=True`` is refused.
+    """
+
+    _ALL_BUFFERS = ("square_avg", "acc_delta")
+    _TORCH_FLAGS = ("foreach", "capturable", "differentiable")
+    _HYPERPARAMETERS = ("lr", "rho", "eps", "weight_decay", "maximize")
+    _REALS = (("lr", "learning rate", 0.0, None, False),
+              ("rho", "rho value", 0.0, 1.0, True),
+              ("eps", "epsilon value", 0.0, None, False),
+              ("weight_decay", "weight_decay value", 0.0, None, False))
+
+    def __init__(self, params, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0, foreach=None, *,
+                 capturable=False, maximize=False, differentiable=False, nonfinite="ignore",
+                 n_threads=None):
+        defaults = dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize,
+                        capturable=capturable, foreach=foreach, differentiable=differentiable)
+        self._check_group(defaults)
+        super().__init__(params, defaults, nonfinite=nonfinite, n_threads=n_threads)
+
+    def _buffer_names(self, g):
+        return ("square_avg", "acc_delta")
+
+    def _kernel_call(self, g, params, bufs, first, n_threads):
+        lr, rho, eps, weight_decay = map(_num, (g["lr"], g["rho"], g["eps"], g["weight_decay"]))
+        maximize = bool(g["maximize"])
+        square_avg, acc_delta = bufs["square_avg"], bufs["acc_delta"]
+
+        def update(grads, step):
+            _F.adadelta_(params, grads, square_avg, acc_delta, step=step, lr=lr, rho=rho,
+                         eps=eps, weight_decay=weight_decay, maximize=maximize,
+                         n_threads=n_threads)
+        return update
+
+
+class Rprop(_Elementwise):
+    r"""Rprop (torch.optim.Rprop semantics).
+
+    .. code-block:: text
+
+        g = -g if maximize
+        f = etaplus where g * prev > 0, etaminus where < 0, 1 elsewhere
+        step_size = clamp(step_size * f, *step_sizes);   g = 0 where g * prev < 0
+        p -= sign(g) * step_size;   prev = g
+
+    ``prev`` starts at zeros and ``step_size`` at the group's lr, as torch's state.
+    ``foreach`` / ``capturable`` are accepted as no-ops; ``differentiable=True`` is refused.
+    """
+
+    _ALL_BUFFERS = ("prev", "step_size")
+    _TORCH_FLAGS = ("foreach", "differentiable", "capturable")
+    _HYPERPARAMETERS = ("lr", "etas", "step_sizes", "maximize")
+    _REALS = (("lr", "learning rate", 0.0, None, False),)
+    _PAIRS = (("step_sizes", ("step_sizes[0]", "step_sizes[1]"),
+               ((None, None, False), (None, None, False))),)
+
+    def __init__(self, params, lr=1e-2, etas=(0.5, 1.2), step_sizes=(1e-6, 50), *,
+                 capturable=False, foreach=None, maximize=False, differentiable=False,
+                 nonfinite="ignore", n_threads=None):
+        defaults = dict(lr=lr, etas=_pair_tuple(etas), step_sizes=_pair_tuple(step_sizes),
+                        foreach=foreach, maximize=maximize, differentiable=differentiable,
+                        capturable=capturable)
+        self._check_group(defaults)
+        super().__init__(params, defaults, nonfinite=nonfinite, n_threads=n_threads)
+
+    def _check_across(self, g):
+        etas = g["etas"]
+        if not isinstance(etas, (tuple, list)) or len(etas) != 2:
+            raise TypeError(f"Invalid etas: {etas!r} (expected a pair of floats)")
+        lo, hi = (_real("eta values", e) for e in etas)
+        if not 0.0 < lo < 1.0 < hi:
+            raise ValueError(f"Invalid eta values: {_show(etas[0])}, {_show(etas[1])}")
+
+    def _plain_across(self, g):
+        etas = g["etas"]
+        return (type(etas) is tuple and len(etas) == 2 and _plain_in(etas[0], 0.0, 1.0, False)
+                and _plain_in(etas[1], 1.0, None, False) and etas[0] > 0 and etas[1] > 1)
+
+    def _new_buffer(self, p, name, group):
+        buf = self._zeros_buffer(p, name)
+        if name == "step_size":
+            buf[...] = _num(group["lr"])
+        return buf
+
+    def _buffer_names(self, g):
+        return ("prev", "step_size")
+
+    def _kernel_call(self, g, params, bufs, first, n_threads):
+        etaminus, etaplus = map(_num, g["etas"])
+        step_size_min, step_size_max = map(_num, g["step_sizes"])
+        maximize = bool(g["maximize"])
+        prev, step_size = bufs["prev"], bufs["step_size"]
+
+        def update(grads, step):
+            _F.rprop_(params, grads, prev, step_size, step=step, etaminus=etaminus,
+                      etaplus=etaplus, step_size_min=step_size_min,
+                      step_size_max=step_size_max, maximize=maximize, n_threads=n_threads)
+        return update
+
+
+def _float32(x):
+    """x rounded to float32, as a Python float: torch keeps per-param scalar state (NAdam's
+    mu_product, ASGD's eta and mu) in 0-d tensors of its default dtype, float32."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return float(np.float32(x))
+
+
+class NAdam(_Elementwise):
+    r"""NAdam (torch.optim.NAdam semantics; ``decoupled_weight_decay=True``: NAdamW).
+
+    .. code-block:: text
+
+        g = -g if maximize
+        p *= 1 - lr * weight_decay  if decoupled  else  g += weight_decay * p
+        mu_t = beta1 * (1 - 0.5 * 0.96**(t * momentum_decay));  mu_product *= mu_t
+        m += (1 - beta1) * (g - m);   v = beta2 * v + (1 - beta2) * g * g
+        denom = sqrt(v / (1 - beta2**t)) + eps
+        p += (-lr * (1 - mu_t) / (1 - mu_product) * g) / denom
+        p += (-lr * mu_{t+1} / (1 - mu_product * mu_{t+1}) * m) / denom
+
+    ``state[i]["mu_product"]`` is a float rounded to float32 and multiplied in float32, as
+    torch's 0-d float32 tensor (torch's default dtype).  ``foreach`` / ``capturable`` are
+    accepted as no-ops; ``differentiable=True`` is refused.
+    """
+
+    _STEP_BOUND_BUFFERS = ("exp_avg", "exp_avg_sq")
+    _ALL_BUFFERS = ("exp_avg", "exp_avg_sq")
+    _SCALAR_STATE = ("mu_product",)
+    _TORCH_FLAGS = ("foreach", "capturable", "differentiable")
+    _HYPERPARAMETERS = ("lr", "betas", "eps", "weight_decay", "momentum_decay",
+                        "decoupled_weight_decay", "maximize")
+    _REALS = (("lr", "learning rate", 0.0, None, False),
+              ("eps", "epsilon value", 0.0, None, False))
+    _PAIRS = (_BETAS,)
+    _BOOLS = ("maximize", "decoupled_weight_decay")
+
+    def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
+                 momentum_decay=4e-3, decoupled_weight_decay=False, *, foreach=None,
+                 maximize=False, capturable=False, differentiable=False, nonfinite="ignore",
+                 n_threads=None):
+        defaults = dict(lr=lr, betas=_pair_tuple(betas), eps=eps, weight_decay=weight_decay,
+                        momentum_decay=momentum_decay,
+                        decoupled_weight_decay=decoupled_weight_decay, maximize=maximize,
+                        foreach=foreach, capturable=capturable, differentiable=differentiable)
+        self._check_group(defaults)
+        super().__init__(params, defaults, nonfinite=nonfinite, n_threads=n_threads)
+
+    def _check_across(self, g):
+        _check_range("weight_decay value", g["weight_decay"], 0.0, None, False)
+        _check_range("momentum_decay value", g["momentum_decay"], 0.0, None, False)
+
+    def _plain_across(self, g):
+        return (_plain_in(g["weight_decay"], 0.0, None, False)
+                and _plain_in(g["momentum_decay"], 0.0, None, False))
+
+    def _buffer_names(self, g):
+        return ("exp_avg", "exp_avg_sq")
+
+    def _kernel_call(self, g, params, bufs, first, n_threads):
+        beta1, beta2 = g["betas"]
+        lr, beta1, beta2, eps, weight_decay, momentum_decay = map(
+            _num, (g["lr"], beta1, beta2, g["eps"], g["weight_decay"], g["momentum_decay"]))
+        maximize, decoupled = bool(g["maximize"]), bool(g["decoupled_weight_decay"])
+        exp_avg, exp_avg_sq = bufs["exp_avg"], bufs["exp_avg_sq"]
+        momentum = _R.nadam_momentum
+
+        def update(grads, step, scalars):
+            mu_product = 1.0 if scalars is None else scalars[0]
+            with np.errstate(over="ignore", invalid="ignore"):  # in float32, as torch's
+                mu_product = _float32(np.float32(mu_product)
+                                      * np.float32(momentum(beta1, momentum_decay, step)))
+            _F.nadam_(params, grads, exp_avg, exp_avg_sq, step=step, mu_product=mu_product,
+                      lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
+                      momentum_decay=momentum_decay, decoupled_weight_decay=decoupled,
+                      maximize=maximize, n_threads=n_threads)
+            return (mu_product,)
+        return update
+
+
+class ASGD(_Elementwise):
+    r"""Averaged SGD (torch.optim.ASGD semantics).
+
+    .. code-block:: text
+
+        g = -g if maximize;  g += weight_decay * p
+        p *= 1 - lambd * eta;   p += -eta * g
+        ax += (p - ax) * mu   (ax = p while mu == 1)
+        then eta = lr / (1 + lambd * lr * t)**alpha,  mu = 1 / max(1, t - t0)
+
+    ``state[i]["eta"]`` and ``["mu"]`` start at lr and 1 and are floats rounded to float32,
+    as torch's 0-d float32 tensors.  ``foreach`` / ``capturable`` are accepted as no-ops;
+    ``differentiable=True`` is refused.
+    """
+
+    _ALL_BUFFERS = ("ax",)
+    _SCALAR_STATE = ("eta", "mu")
+    _TORCH_FLAGS = ("foreach", "differentiable", "capturable")
+    _HYPERPARAMETERS = ("lr", "lambd", "alpha", "t0", "weight_decay", "maximize")
+    _REALS = (("lr", "learning rate", 0.0, None, False),
+              ("weight_decay", "weight_decay value", 0.0, None, False),
+              ("lambd", "lambd value", None, None, False),
+              ("alpha", "alpha value", None, None, False),
+              ("t0", "t0 value", None, None, False))
+
+    def __init__(self, params, lr=1e-2, lambd=1e-4, alpha=0.75, t0=1e6, weight_decay=0,
+                 foreach=None, maximize=False, differentiable=False, capturable=False, *,
+                 nonfinite="ignore", n_threads=None):
+        defaults = dict(lr=lr, lambd=lambd, alpha=alpha, t0=t0, weight_decay=weight_decay,
+                        foreach=foreach, maximize=maximize, differentiable=differentiable,
+                        capturable=capturable)
+        self._check_group(defaults)
+        super().__init__(params, defaults, nonfinite=nonfinite, n_threads=n_threads)
+
+    def _buffer_names(self, g):
+        return ("ax",)
+
+    def _kernel_call(self, g, params, bufs, first, n_threads):
+        lr, lambd, alpha, t0, weight_decay = map(
+            _num, (g["lr"], g["lambd"], g["alpha"], g["t0"], g["weight_decay"]))
+        maximize, ax = bool(g["maximize"]), bufs["ax"]
+
+        def update(grads, step, scalars):
+            eta, mu = (_float32(lr), 1.0) if scalars is None else scalars
+            _F.asgd_(params, grads, ax, step=step, eta=eta, mu=mu, lambd=lambd,
+                     weight_decay=weight_decay, maximize=maximize, n_threads=n_threads)
+            return (_float32(_R.asgd_eta(lr, lambd, alpha, step)),
+                    _float32(1 / max(1, step - t0)))
+        return update
+
+
+class AdamWScheduleFree(_Elementwise):
+    r"""Schedule-Free AdamW (Defazio et al. 2024), as ``schedulefree.AdamWScheduleFree``
+    (its constructor, group keys and single-tensor step).
+
+    .. code-block:: text
+
+        per group, each step:  sched = (k + 1) / warmup_steps if k < warmup_steps else 1
+            lr_t = lr * sched;  lr_max = max(lr_max, lr_t)
+            weight = (k + 1)**r * lr_max**weight_lr_power;  weight_sum += weight
+            ckp1 = weight / weight_sum (0 if weight_sum == 0);  k += 1
+        per param (p holds y in train mode):
+            v = beta2 * v + (1 - beta2) * g * g
+            g = g / (sqrt(v / (1 - beta2**k)) + eps) + weight_decay * y
+            y = lerp(y, z, ckp1) + lr_t * (beta1 * (1 - ckp1) - 1) * g;   z -= lr_t * g
+
+    Call ``train()`` before training and ``eval()`` before evaluating or saving: they
+    switch the params between y and the averaged x (``p = lerp(p, z, 1 - 1/beta1)`` and
+    back with ``1 - beta1``), as schedulefree's.  ``step`` in eval mode is a ValueError
+    (schedulefree raises Exception).  The group's ``k``, ``lr_max``, ``weight_sum`` and
+    ``scheduled_lr`` advance once per step, even for a group whose grads are all None, as
+    schedulefree's; they do not advance when the step is refused.  ``foreach`` is accepted
+    as a no-op.  Unlike schedulefree, betas must lie in [0, 1) and the schedule's values
+    are checked.
+    """
+
+    _ALL_BUFFERS = ("z", "exp_avg_sq")
+    _TORCH_FLAGS = ("foreach",)
+    _STEP_OPTIONAL = True  # schedulefree's state counts no steps (its groups keep k)
+    _HYPERPARAMETERS = ("lr", "betas", "eps", "r", "k", "warmup_steps", "train_mode",
+                        "weight_sum", "lr_max", "scheduled_lr", "weight_lr_power",
+                        "weight_decay")
+    _REALS = (("lr", "learning rate", 0.0, None, False),
+              ("eps", "epsilon value", 0.0, None, False),
+              ("weight_decay", "weight_decay value", None, None, False),
+              ("r", "r value", None, None, False),
+              ("weight_lr_power", "weight_lr_power value", None, None, False),
+              ("weight_sum", "weight_sum value", 0.0, None, False),
+              ("lr_max", "lr_max value", None, None, False),
+              ("scheduled_lr", "scheduled_lr value", None, None, False))
+    _PAIRS = (_BETAS,)
+    _BOOLS = ("train_mode",)
+
+    def __init__(self, params, lr=0.0025, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
+                 warmup_steps=0, r=0.0, weight_lr_power=2.0, foreach=True, *,
+                 nonfinite="ignore", n_threads=None):
+        defaults = dict(lr=lr, betas=_pair_tuple(betas), eps=eps, r=r, k=0,
+                        warmup_steps=warmup_steps, train_mode=False, weight_sum=0.0,
+                        lr_max=-1.0, scheduled_lr=0.0, weight_lr_power=weight_lr_power,
+                        weight_decay=weight_decay, foreach=foreach)
+        self._check_group(defaults)
+        self._schedule = {}  # id(group) -> this step's (lr, ckp1, bias_correction2)
+        super().__init__(params, defaults, nonfinite=nonfinite, n_threads=n_threads)
+
+    def __setstate__(self, d):
+        super().__setstate__(d)
+        self._schedule = {}
+
+    def _check_across(self, g):
+        for key in ("k", "warmup_steps"):
+            value = g[key]
+            if (isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral)
+                    or not 0 <= value <= _MAX_STEP):
+                raise ValueError(f"Invalid {key}: {_show(value)} (expected an int >= 0)")
+
+    def _plain_across(self, g):
+        return all(type(g[key]) is int and 0 <= g[key] <= _MAX_STEP
+                   for key in ("k", "warmup_steps"))
+
+    def _new_buffer(self, p, name, group):
+        buf = self._zeros_buffer(p, name)
+        if name == "z":
+            buf[...] = p  # z starts at the param, as schedulefree's clone
+        return buf
+
+    def _buffer_names(self, g):
+        return ("z", "exp_avg_sq")
+
+    @staticmethod
+    def _advance(g):
+        """The group's schedule for its next step, computed as schedulefree does:
+        (kernel scalars, group values after the step)."""
+        beta1, beta2 = map(_num, g["betas"])
+        k, warmup_steps = int(g["k"]), int(g["warmup_steps"])
+        r, weight_lr_power = _num(g["r"]), _num(g["weight_lr_power"])
+        sched = (k + 1) / warmup_steps if k < warmup_steps else 1.0
+        bias_correction2 = 1 - beta2 ** (k + 1)
+        lr = _num(g["lr"]) * sched
+        lr_max = max(lr, _num(g["lr_max"]))
+        with np.errstate(all="ignore"):
+            weight = float(np.float64(k + 1) ** r * np.float64(lr_max) ** weight_lr_power)
+        weight_sum = _num(g["weight_sum"]) + weight
+        ckp1 = weight / weight_sum if weight_sum != 0 else 0.0
+        return ((lr, ckp1, bias_correction2),
+                dict(k=k + 1, scheduled_lr=lr, lr_max=lr_max, weight_sum=weight_sum))
+
+    def step(self, grads):
+        """One schedule-free step (train mode only); see Optimizer.step."""
+        with self._lock:
+            groups = self.param_groups
+            if type(groups) is not list:
+                raise TypeError(f"param_groups must be a list of dicts, got "
+                                f"{type(groups).__name__}")
+            self._check_groups()
+            if not groups[0]["train_mode"]:
+                raise ValueError("Optimizer was not in train mode when step is called. "
+                                 "Please insert .train() and .eval() calls on the "
+                                 "optimizer. See documentation for details.")
+            advanced = [self._advance(g) for g in groups]
+            self._schedule = {id(g): a[0] for g, a in zip(groups, advanced)}
+            try:
+                done = self._checked_step(grads)
+            finally:
+                self._schedule = {}
+            if done:
+                for g, (_, after) in zip(groups, advanced):
+                    g.update(after)
+            return done
+
+    def _kernel_call(self, g, params, bufs, first, n_threads):
+        beta1, beta2 = map(_num, g["betas"])
+        eps, weight_decay = _num(g["eps"]), _num(g["weight_decay"])
+        z, exp_avg_sq = bufs["z"], bufs["exp_avg_sq"]
+
+        def update(grads, step):
+            lr, ckp1, bias_correction2 = self._schedule[id(g)]  # set by step()
+            _F.adamw_schedule_free_(params, grads, z, exp_avg_sq, ckp1=ckp1, lr=lr,
+                                    bias_correction2=bias_correction2, beta1=beta1,
+                                    beta2=beta2, eps=eps, weight_decay=weight_decay,
+                                    n_threads=n_threads)
+        return update
+
+    def _switch(self, to_train):
+        with self._lock:
+            # everything checked before the first param moves
+            plan = self._build_plan(self._check_groups())
+            moves = []
+            for g in self.param_groups:
+                if bool(g["train_mode"]) == to_train:
+                    continue
+                beta1 = _num(g["betas"][0])
+                if not to_train and beta1 == 0:
+                    raise ValueError("eval() needs beta1 > 0: with beta1 = 0 the params are "
+                                     "z and the averaged weights cannot be recovered")
+                weight = 1 - beta1 if to_train else 1 - 1 / beta1
+                moves += [(p, b.bufs["z"][k], weight) for b in plan.buckets if b.group is g
+                          and "z" in b.bufs for k, p in enumerate(b.params)]
+            for p, z, weight in moves:
+                _R.lerp_(p, z, weight)
+            for g in self.param_groups:
+                g["train_mode"] = to_train
+
+    def train(self):
+        """Switch the params to y, the point gradients are taken at (before training)."""
+        self._switch(True)
+
+    def eval(self):
+        """Switch the params to x, the averaged weights (before evaluating or saving)."""
+        self._switch(False)

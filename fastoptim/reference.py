@@ -19,7 +19,8 @@ import math
 
 import numpy as np
 
-__all__ = ["sgd_", "rmsprop_", "adam_", "adamw_", "lerp_"]
+__all__ = ["sgd_", "rmsprop_", "adam_", "adamw_", "lerp_", "adagrad_", "lion_", "adamax_",
+           "radam_", "adadelta_", "rprop_", "nadam_", "asgd_", "adamw_schedule_free_"]
 
 
 def _as_lists(*arrays):
@@ -124,3 +125,189 @@ def adamw_(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, beta2=
     adam_(param, grad, exp_avg, exp_avg_sq, step=step, lr=lr, beta1=beta1, beta2=beta2,
           eps=eps, weight_decay=weight_decay, decoupled_weight_decay=True,
           amsgrad=amsgrad, max_exp_avg_sq=max_exp_avg_sq, maximize=maximize)
+
+
+# ------------------------------------------------- the template's optimizers
+def _sign(x):
+    """torch.sign: -1, 0 or 1 in x's dtype; 0 for NaN and -0.0 (np.sign gives NaN, -0.0)."""
+    one = x.dtype.type(1)
+    return np.where(x > 0, one, 0).astype(x.dtype) - np.where(x < 0, one, 0).astype(x.dtype)
+
+
+def adagrad_(param, grad, state_sum, *, step, lr=1e-2, lr_decay=0.0, weight_decay=0.0,
+             eps=1e-10, maximize=False, n_threads=None):
+    """torch.optim.Adagrad: sum += g * g;  p -= clr * g / (sqrt(sum) + eps)."""
+    clr = lr / (1 + (step - 1) * lr_decay)
+    for p, g, ss in zip(*_as_lists(param, grad, state_sum)):
+        g = -g if maximize else g
+        if weight_decay != 0:
+            g = g + weight_decay * p
+        ss += g * g
+        p += (-clr * g) / (np.sqrt(ss) + eps)
+
+
+def lion_(param, grad, exp_avg, *, step, lr=1e-4, beta1=0.9, beta2=0.99, weight_decay=0.0,
+          n_threads=None):
+    """lion-pytorch's update_fn: p *= 1 - lr * wd;  p -= lr * sign(beta1 * m + (1 - beta1) * g);
+    m = beta2 * m + (1 - beta2) * g."""
+    del step  # Lion keeps no step count; the compiled API checks it
+    for p, g, m in zip(*_as_lists(param, grad, exp_avg)):
+        p *= 1 - lr * weight_decay
+        p += -lr * _sign(m * beta1 + (1 - beta1) * g)
+        m *= beta2
+        m += (1 - beta2) * g
+
+
+def adamax_(param, grad, exp_avg, exp_inf, *, step, lr=2e-3, beta1=0.9, beta2=0.999,
+            eps=1e-8, weight_decay=0.0, maximize=False, n_threads=None):
+    """torch.optim.Adamax: m = lerp(m, g, 1 - beta1);  u = max(beta2 * u, |g| + eps);
+    p -= lr / (1 - beta1**t) * m / u."""
+    clr = lr / (1 - beta1 ** step)
+    for p, g, m, u in zip(*_as_lists(param, grad, exp_avg, exp_inf)):
+        g = -g if maximize else g
+        if weight_decay != 0:
+            g = g + weight_decay * p
+        lerp_(m, g, 1 - beta1)
+        u *= beta2
+        np.maximum(u, np.abs(g) + eps, out=u)
+        p += (-clr * m) / u
+
+
+def radam_rectification(beta2, step):
+    """RAdam's (rho_t > 5, rect) for this step, in double, as torch computes them."""
+    bias_correction2 = 1 - beta2 ** step
+    rho_inf = 2 / (1 - beta2) - 1
+    rho_t = rho_inf - 2 * step * (beta2 ** step) / bias_correction2
+    if not rho_t > 5.0:
+        return False, 1.0
+    rect = ((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)) ** 0.5
+    return True, rect
+
+
+def radam_(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, beta2=0.999,
+           eps=1e-8, weight_decay=0.0, decoupled_weight_decay=False, maximize=False,
+           n_threads=None):
+    """torch.optim.RAdam: Adam's moments; the rectified adaptive step when rho_t > 5,
+    else p -= lr * m / (1 - beta1**t)."""
+    bias_correction1 = 1 - beta1 ** step
+    bias_correction2 = 1 - beta2 ** step
+    rectify, rect = radam_rectification(beta2, step)
+    for p, g, m, v in zip(*_as_lists(param, grad, exp_avg, exp_avg_sq)):
+        g = -g if maximize else g
+        if weight_decay != 0:
+            if decoupled_weight_decay:
+                p *= 1 - lr * weight_decay
+            else:
+                g = g + weight_decay * p
+        lerp_(m, g, 1 - beta1)
+        v *= beta2
+        v += (1 - beta2) * g * g
+        bcm = m / bias_correction1
+        if rectify:
+            p -= ((bcm * lr) * (bias_correction2 ** 0.5 / (np.sqrt(v) + eps))) * rect
+        else:
+            p -= bcm * lr
+
+
+def adadelta_(param, grad, square_avg, acc_delta, *, step, lr=1.0, rho=0.9, eps=1e-6,
+              weight_decay=0.0, maximize=False, n_threads=None):
+    """torch.optim.Adadelta: sq = rho * sq + (1 - rho) * g * g;
+    d = sqrt(acc + eps) / sqrt(sq + eps) * g;  acc = rho * acc + (1 - rho) * d * d;  p -= lr * d."""
+    del step  # Adadelta's update does not use it; the compiled API checks it
+    for p, g, sq, acc in zip(*_as_lists(param, grad, square_avg, acc_delta)):
+        g = -g if maximize else g
+        if weight_decay != 0:
+            g = g + weight_decay * p
+        sq *= rho
+        sq += (1 - rho) * g * g
+        d = (np.sqrt(acc + eps) / np.sqrt(sq + eps)) * g
+        acc *= rho
+        acc += (1 - rho) * d * d
+        p += -lr * d
+
+
+def rprop_(param, grad, prev, step_size, *, step, etaminus=0.5, etaplus=1.2,
+           step_size_min=1e-6, step_size_max=50.0, maximize=False, n_threads=None):
+    """torch.optim.Rprop: step sizes grow by etaplus where the gradient kept its sign,
+    shrink by etaminus where it flipped (and that gradient counts as 0), clamped;
+    p -= sign(g) * step_size;  prev = g."""
+    del step  # Rprop's update does not use it; the compiled API checks it
+    for p, g, pv, ss in zip(*_as_lists(param, grad, prev, step_size)):
+        dtype = p.dtype.type
+        g = -g if maximize else g.copy()
+        d = g * pv
+        factor = np.where(d > 0, dtype(etaplus), np.where(d < 0, dtype(etaminus), dtype(1)))
+        ss *= factor
+        np.minimum(np.maximum(ss, dtype(step_size_min)), dtype(step_size_max), out=ss)
+        g[d < 0] = 0
+        p -= _sign(g) * ss
+        pv[...] = g
+
+
+def nadam_momentum(beta1, momentum_decay, step):
+    """NAdam's momentum coefficient mu_t, in double, as torch computes it."""
+    return beta1 * (1.0 - 0.5 * (0.96 ** (step * momentum_decay)))
+
+
+def nadam_(param, grad, exp_avg, exp_avg_sq, *, step, mu_product, lr=2e-3, beta1=0.9,
+           beta2=0.999, eps=1e-8, weight_decay=0.0, momentum_decay=4e-3,
+           decoupled_weight_decay=False, maximize=False, n_threads=None):
+    """torch.optim.NAdam: ``mu_product`` is mu_1 * ... * mu_t (this step's mu included)."""
+    bias_correction2 = 1 - beta2 ** step
+    mu = nadam_momentum(beta1, momentum_decay, step)
+    mu_next = nadam_momentum(beta1, momentum_decay, step + 1)
+    grad_coef = -lr * (1.0 - mu) / (1.0 - mu_product)
+    exp_avg_coef = (-lr * mu_next) / (1.0 - mu_product * mu_next)
+    for p, g, m, v in zip(*_as_lists(param, grad, exp_avg, exp_avg_sq)):
+        g = -g if maximize else g
+        if weight_decay != 0:
+            if decoupled_weight_decay:
+                p *= 1 - lr * weight_decay
+            else:
+                g = g + weight_decay * p
+        lerp_(m, g, 1 - beta1)
+        v *= beta2
+        v += (1 - beta2) * g * g
+        denom = np.sqrt(v / bias_correction2) + eps
+        p += (grad_coef * g) / denom
+        p += (exp_avg_coef * m) / denom
+
+
+def asgd_eta(lr, lambd, alpha, step):
+    """ASGD's next eta = lr / (1 + lambd * lr * step) ** alpha, in double (inf or NaN where
+    Python's float power would raise)."""
+    with np.errstate(all="ignore"):
+        return float(lr / (np.float64(1 + lambd * lr * step) ** alpha))
+
+
+def asgd_(param, grad, ax, *, step, eta, mu, lambd=1e-4, weight_decay=0.0, maximize=False,
+          n_threads=None):
+    """torch.optim.ASGD with this step's ``eta`` and ``mu`` (its per-param state):
+    p = p * (1 - lambd * eta) - eta * g;  ax += (p - ax) * mu (ax = p when mu == 1)."""
+    del step  # eta and mu carry the schedule; the compiled API checks step
+    for p, g, a in zip(*_as_lists(param, grad, ax)):
+        g = -g if maximize else g
+        if weight_decay != 0:
+            g = g + weight_decay * p
+        p *= 1 - lambd * eta
+        p += -eta * g
+        if mu != 1:
+            a += (p - a) * mu
+        else:
+            a[...] = p
+
+
+def adamw_schedule_free_(param, grad, z, exp_avg_sq, *, ckp1, lr, bias_correction2,
+                         beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, n_threads=None):
+    """schedulefree.AdamWScheduleFree's step (its single-tensor path) on y = param, with the
+    step's scalars: ``lr`` (warmup applied), ``ckp1`` = weight / weight_sum and
+    ``bias_correction2`` = 1 - beta2**(k + 1)."""
+    for y, g, zz, v in zip(*_as_lists(param, grad, z, exp_avg_sq)):
+        v *= beta2
+        v += (1 - beta2) * g * g
+        g = g / (np.sqrt(v / bias_correction2) + eps)
+        if weight_decay != 0:
+            g = g + weight_decay * y
+        lerp_(y, zz, ckp1)
+        y += (lr * (beta1 * (1 - ckp1) - 1)) * g
+        zz -= lr * g

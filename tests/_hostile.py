@@ -495,8 +495,43 @@ def _vec(n=6, dtype=np.float32, seed=0):
     return np.random.default_rng(seed).standard_normal(n).astype(dtype)
 
 
+# The template-generated optimizers: state buffers (started positive) and their richest
+# options.
+ELEMENTWISE_FUNCTIONAL = {
+    "adagrad_": (1, dict(lr=0.1, lr_decay=0.01, weight_decay=0.1, maximize=True)),
+    "lion_": (1, dict(lr=0.01, beta1=0.8, weight_decay=0.1)),
+    "adamax_": (2, dict(weight_decay=0.1, maximize=True)),
+    "radam_": (2, dict(weight_decay=0.1, decoupled_weight_decay=True)),
+    "adadelta_": (2, dict(weight_decay=0.1, maximize=True)),
+    "rprop_": (2, dict(etaminus=0.3, step_size_max=1.0, maximize=True)),
+    "nadam_": (2, dict(mu_product=0.5, weight_decay=0.1, decoupled_weight_decay=True)),
+    "asgd_": (1, dict(eta=0.01, mu=0.5, weight_decay=0.1, maximize=True)),
+    "adamw_schedule_free_": (2, dict(ckp1=0.3, lr=0.01, bias_correction2=0.5,
+                                     weight_decay=0.1)),
+}
+# keyword arguments these functions require (besides step)
+ELEMENTWISE_REQUIRED = {"nadam_": ("mu_product",), "asgd_": ("eta", "mu"),
+                        "adamw_schedule_free_": ("ckp1", "lr", "bias_correction2")}
+NO_STEP = {"adamw_schedule_free_"}
+
+
+def _elementwise_functional_calls(fo, name):
+    n_bufs, options = ELEMENTWISE_FUNCTIONAL[name]
+    fn = getattr(fo, name)
+    step = {} if name in NO_STEP else {"step": 3}
+    single = Call(fn, [_vec(6), _vec(6, seed=1)] +
+                  [np.abs(_vec(6, seed=2 + k)) for k in range(n_bufs)], dict(options, **step))
+    listed = Call(fn, [[_vec(6), _vec(3, seed=5)], [_vec(6, seed=1), _vec(3, seed=6)]] +
+                  [[np.abs(_vec(6, seed=2 + k)), np.abs(_vec(3, seed=7 + k))]
+                   for k in range(n_bufs)],
+                  dict({k: options[k] for k in ELEMENTWISE_REQUIRED.get(name, ())}, **step))
+    return [single, listed]
+
+
 def _functional_calls(fo, name):
     p, g = _vec(6), _vec(6, seed=1)
+    if name in ELEMENTWISE_FUNCTIONAL:
+        return _elementwise_functional_calls(fo, name)
     if name == "sgd_":
         single = Call(fo.sgd_, [p, g, _vec(6, seed=2)], dict(step=2, lr=0.1, momentum=0.9))
         listed = Call(fo.sgd_, [[p, _vec(3, seed=3)], [g, _vec(3, seed=4)],
@@ -532,6 +567,8 @@ def _optimizer(cls, stepped=True, mixed=False):
     elif issubclass(cls, fo.Adam):
         kwargs = dict(amsgrad=True)
     opt = cls(params, **kwargs)
+    if cls is fo.AdamWScheduleFree:
+        opt.train()  # it steps in train mode only
     if stepped:
         opt.step([_vec(6, seed=12), _vec(4, params[1].dtype, seed=13)])
     return opt, params, kwargs
@@ -565,6 +602,8 @@ def _optimizer_calls(cls, method):
             calls.append(Call(opt.add_param_group, [{"params": [_vec(5, seed=40)], "lr": 0.01}]))
         elif method == "zero_grad":
             calls.append(Call(opt.zero_grad))
+        elif method in ("train", "eval"):  # AdamWScheduleFree's weight switch
+            calls.append(Call(getattr(opt, method)))
         else:
             return []
     return calls
