@@ -37,7 +37,8 @@ from ._backend import resolve_n_threads
 
 from .clip import _all_finite, _nonfinite_index
 
-__all__ = ["Optimizer", "SGD", "Momentum", "RMSprop", "Adam", "AdamW"]
+__all__ = ["Optimizer", "SGD", "Momentum", "RMSprop", "Adam", "AdamW", "Adafactor", "Muon",
+           "LBFGS"]
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _NONFINITE_MODES = ("ignore", "raise", "skip")
@@ -190,15 +191,18 @@ def _check_param(p, label):
         raise ValueError(f"{label} is read-only")
 
 
-def _check_buffer(buf, p, i, name):
-    """A state buffer the kernel updates in place next to param i."""
+def _check_buffer(buf, p, i, name, shape=None):
+    """A state buffer the kernel updates in place next to param i (of ``shape``, by
+    default the param's)."""
     label = f"state[{i}][{name!r}]"
+    shape = p.shape if shape is None else shape
     if not isinstance(buf, np.ndarray):
         raise TypeError(f"{label} must be an ndarray, got {type(buf).__name__}")
     if buf.dtype != p.dtype:
         raise TypeError(f"{label} has dtype {buf.dtype}, param {i} has dtype {p.dtype}")
-    if buf.shape != p.shape:
-        raise ValueError(f"{label} has shape {buf.shape}, param {i} has shape {p.shape}")
+    if buf.shape != shape:
+        raise ValueError(f"{label} has shape {buf.shape}, expected {shape} for param {i} of "
+                         f"shape {p.shape}")
     flags = buf.flags
     if not (flags.c_contiguous or flags.f_contiguous) or not _same_order(buf, p):
         raise ValueError(f"{label} must be contiguous in the memory order of param {i} "
@@ -497,6 +501,7 @@ class Optimizer:
             group["param_names"] = list(names)
         for j, p in enumerate(params):
             _check_param(p, f"param {j} of the group")
+            self._check_param_kind(p, f"param {j} of the group")
         for g in self.param_groups:
             if ("param_names" in g) != ("param_names" in group):
                 kind = "with names" if "param_names" in group else "without names"
@@ -521,6 +526,18 @@ class Optimizer:
 
     def _kernel_call(self, group, params, bufs, first, n_threads):  # pragma: no cover
         raise NotImplementedError
+
+    # Optional: state whose buffers differ from param to param (Adafactor's factors).
+    def _param_buffers(self, names, p):
+        """The buffers of ``names`` (the group's) that param p uses."""
+        return names
+
+    def _buffer_shape(self, p, name):
+        """The shape of p's state buffer ``name``."""
+        return p.shape
+
+    def _check_param_kind(self, p, label):
+        """Refuse (ValueError) a param the algorithm does not apply to."""
 
     # ------------------------------------------------------------------- plan
     def _check_groups(self):
@@ -591,6 +608,7 @@ class Optimizer:
                                 f"{type(params).__name__}")
             for j, p in enumerate(params):
                 _check_param(p, f"param {len(flat)} (param_groups[{gi}]['params'][{j}])")
+                self._check_param_kind(p, f"param {len(flat)}")
                 labels.append(f"param {len(flat)}")
                 flat.append(p)
             plan_groups.append((g, list(params), hypers[gi].names))
@@ -605,7 +623,7 @@ class Optimizer:
         arrays, steps, missing_of, entries = list(flat), {}, {}, {}
         names_of = [names for _, params, names in plan_groups for _ in params]
         for i, p in enumerate(flat):
-            names = names_of[i]
+            names = names_of[i] = self._param_buffers(names_of[i], p)
             st = state.get(i)
             if st is not None and not isinstance(st, dict):
                 raise TypeError(f"state[{i}] must be a dict, got {type(st).__name__}")
@@ -620,7 +638,7 @@ class Optimizer:
                     self._check_missing(i, name, steps[i])
                     missing.append(name)
                 else:
-                    _check_buffer(buf, p, i, name)
+                    _check_buffer(buf, p, i, name, self._buffer_shape(p, name))
                     arrays.append(buf)
                     labels.append(f"state[{i}][{name!r}]")
             missing_of[i] = tuple(missing)
@@ -631,9 +649,10 @@ class Optimizer:
         for g, params, names in plan_groups:
             keys = {}
             for i in range(start, start + len(params)):
-                key = (steps[i], flat[i].dtype.char, missing_of[i], i not in entries)
+                key = (steps[i], flat[i].dtype.char, names_of[i], missing_of[i],
+                       i not in entries)
                 keys.setdefault(key, []).append(i)
-            for (step, _, missing, fresh), ids in keys.items():
+            for (step, _, names, missing, fresh), ids in keys.items():
                 states = [state.get(i) for i in ids]
                 if not fresh:
                     # Checked: one int object per bucket (the plan compares it by identity),
@@ -675,10 +694,11 @@ class Optimizer:
         place: re-check them before a step of several kernel calls updates any."""
         for i, p in enumerate(plan.flat):
             _check_param(p, f"param {i}")
+            self._check_param_kind(p, f"param {i}")
         for b in plan.buckets:
             for name, bufs in b.bufs.items():
                 for i, p, buf in zip(b.ids, b.params, bufs):
-                    _check_buffer(buf, p, i, name)
+                    _check_buffer(buf, p, i, name, self._buffer_shape(p, name))
 
     # ------------------------------------------------------------------- step
     def _check_grads(self, grads, params):
@@ -929,7 +949,7 @@ class Optimizer:
             if not st:
                 continue  # torch's empty entry: the param has no state yet
             step = self._saved_step(sid, st)
-            names = self._buffer_names(group_of[i])
+            names = self._param_buffers(self._buffer_names(group_of[i]), p)
             extra = {k for k in st if k != "step" and k not in self._ALL_BUFFERS
                      and st[k] is not None}
             if extra:
@@ -945,9 +965,10 @@ class Optimizer:
                 if not isinstance(a, np.ndarray):
                     raise TypeError(f"state[{sid}]['{name}'] must be an ndarray, "
                                     f"got {type(a).__name__}")
-                if a.shape != p.shape:
-                    raise ValueError(f"state[{sid}]['{name}'] has shape {a.shape}, "
-                                     f"param {i} has shape {p.shape}")
+                if a.shape != self._buffer_shape(p, name):
+                    raise ValueError(f"state[{sid}]['{name}'] has shape {a.shape}, expected "
+                                     f"{self._buffer_shape(p, name)} for param {i} of shape "
+                                     f"{p.shape}")
                 if a.dtype != p.dtype:
                     raise TypeError(f"state[{sid}]['{name}'] has dtype {a.dtype}, "
                                     f"param {i} has dtype {p.dtype}")
@@ -1203,3 +1224,162 @@ class AdamW(Adam):
                          maximize=maximize, capturable=capturable,
                          differentiable=differentiable, fused=fused,
                          decoupled_weight_decay=True, nonfinite=nonfinite, n_threads=n_threads)
+
+
+# ---------------------------------------------------------------- Adafactor
+class Adafactor(Optimizer):
+    r"""Adafactor (torch.optim.Adafactor semantics; see ``fastoptim.adafactor_``).
+
+    .. code-block:: text
+
+        rho = min(lr, 1 / sqrt(t));  alpha = max(eps2, rms(p)) * rho
+        p *= 1 - lr * weight_decay
+        >= 2 dims: row_var, col_var = lerp(.., mean(g*g over the last / second-last
+                   axis), t**beta2_decay);  v = row_var * col_var / max(mean(row_var), eps1)
+        else:      variance = lerp(variance, g*g, t**beta2_decay);  v = variance
+        u = g / sqrt(max(v, eps1**2));  p -= alpha / max(1, rms(u) / d) * u
+
+    State per param: ``step`` and ``row_var`` (shape ``(..., R, 1)``) and ``col_var``
+    (``(..., 1, C)``) for params of >= 2 dims, ``variance`` (the param's shape) for the
+    others, as torch's.  Params of >= 2 dims must be C-contiguous.  ``eps=(None, eps2)``:
+    eps1 is the machine epsilon of each param's dtype.  ``foreach`` is accepted as a
+    no-op.  A factor missing at step > 0 is a ValueError (torch: AssertionError).
+    """
+
+    _ALL_BUFFERS = ("row_var", "col_var", "variance")
+    _STEP_BOUND_BUFFERS = _ALL_BUFFERS
+    _TORCH_FLAGS = ("foreach",)
+    _HYPERPARAMETERS = ("lr", "beta2_decay", "eps", "d", "weight_decay", "maximize")
+
+    def __init__(self, params, lr=1e-2, beta2_decay=-0.8, eps=(None, 1e-3), d=1.0,
+                 weight_decay=0.0, *, foreach=None, maximize=False, nonfinite="ignore",
+                 n_threads=None):
+        defaults = dict(lr=lr, beta2_decay=beta2_decay,
+                        eps=tuple(eps) if isinstance(eps, list) else eps, d=d,
+                        weight_decay=weight_decay, foreach=foreach, maximize=maximize)
+        self._check_group(defaults)
+        super().__init__(params, defaults, nonfinite=nonfinite, n_threads=n_threads)
+
+    def _check_group(self, g):
+        _check_real("learning rate", g["lr"], lo=0.0)
+        beta2_decay = _real("beta2_decay", g["beta2_decay"])
+        if not beta2_decay <= 0.0:
+            raise ValueError(f"beta2_decay should be <= 0 but is: {beta2_decay}")
+        eps = g["eps"]
+        if not isinstance(eps, (tuple, list)) or len(eps) != 2:
+            raise TypeError(f"Invalid eps: {eps!r} (expected a pair (eps1 or None, eps2))")
+        if eps[0] is not None:
+            _check_real("epsilon1", eps[0], lo=0.0)
+        _check_real("epsilon2", eps[1], lo=0.0)
+        _check_real("clipping threshold d", g["d"], lo=1.0)
+        _check_real("weight_decay value", g["weight_decay"], lo=0.0)
+        _check_bool("maximize", g["maximize"])
+        _check_torch_flags(g, self._TORCH_FLAGS)
+
+    def _buffer_names(self, g):
+        return self._ALL_BUFFERS
+
+    def _param_buffers(self, names, p):
+        return names[:2] if p.ndim >= 2 else names[2:]
+
+    def _buffer_shape(self, p, name):
+        if name == "row_var":
+            return p.shape[:-1] + (1,)
+        if name == "col_var":
+            return p.shape[:-2] + (1, p.shape[-1])
+        return p.shape
+
+    def _zeros_buffer(self, p, name):
+        shape = self._buffer_shape(p, name)
+        return np.zeros(shape, p.dtype) if name != "variance" else super()._zeros_buffer(p, name)
+
+    def _kernel_call(self, g, params, bufs, first, n_threads):
+        lr, beta2_decay, d, weight_decay = map(
+            _num, (g["lr"], g["beta2_decay"], g["d"], g["weight_decay"]))
+        eps1 = None if g["eps"][0] is None else _num(g["eps"][0])
+        eps2 = _num(g["eps"][1])
+        maximize = bool(g["maximize"])
+        row_var, col_var, variance = map(bufs.get, self._ALL_BUFFERS)
+
+        def update(grads, step):
+            _F.adafactor_(params, grads, row_var, col_var, variance, step=step, lr=lr,
+                          beta2_decay=beta2_decay, eps1=eps1, eps2=eps2, d=d,
+                          weight_decay=weight_decay, maximize=maximize, n_threads=n_threads)
+        return update
+
+
+# --------------------------------------------------------------------- Muon
+class Muon(Optimizer):
+    r"""Muon (torch.optim.Muon semantics; see ``fastoptim.muon_``) for 2-D params.
+
+    .. code-block:: text
+
+        buf = lerp(buf, g, 1 - momentum);  u = lerp(g, buf, momentum) if nesterov else buf
+        p *= 1 - lr * weight_decay;  p -= lr * ratio * newton_schulz(u)
+
+    Every param must be 2-D (a ValueError otherwise, as torch's constructor): give the
+    others (biases, embeddings, ...) to another optimizer such as ``AdamW``.  The
+    Newton-Schulz products run in the param's dtype (torch: bfloat16).  State per param:
+    ``momentum_buffer`` (torch's only key) and a ``step`` count; torch's state dicts,
+    which have no step, load with the count at 0.
+    """
+
+    _ALL_BUFFERS = ("momentum_buffer",)
+    _HYPERPARAMETERS = ("lr", "weight_decay", "momentum", "nesterov", "ns_coefficients",
+                        "eps", "ns_steps", "adjust_lr_fn")
+    _STEP_OPTIONAL = True
+
+    def __init__(self, params, lr=1e-3, weight_decay=0.1, momentum=0.95, nesterov=True,
+                 ns_coefficients=(3.4445, -4.775, 2.0315), eps=1e-7, ns_steps=5,
+                 adjust_lr_fn=None, *, nonfinite="ignore", n_threads=None):
+        defaults = dict(lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov,
+                        ns_coefficients=(tuple(ns_coefficients)
+                                         if isinstance(ns_coefficients, list)
+                                         else ns_coefficients),
+                        eps=eps, ns_steps=ns_steps, adjust_lr_fn=adjust_lr_fn)
+        self._check_group(defaults)
+        super().__init__(params, defaults, nonfinite=nonfinite, n_threads=n_threads)
+
+    def _check_param_kind(self, p, label):
+        if p.ndim != 2:
+            raise ValueError(f"Muon only supports 2D parameters whereas we found a parameter "
+                             f"with size: {p.shape} ({label}; optimize it with another "
+                             "optimizer, e.g. AdamW)")
+
+    def _check_group(self, g):
+        _check_real("learning rate", g["lr"], lo=0.0)
+        _check_real("momentum value", g["momentum"], lo=0.0)
+        _check_real("weight decay value", g["weight_decay"], lo=0.0)
+        _check_bool("nesterov", g["nesterov"])
+        coefficients = g["ns_coefficients"]
+        if not isinstance(coefficients, (tuple, list)) or len(coefficients) != 3:
+            raise ValueError("Coefficients must be a tuple of exactly 3 values")
+        for k, c in enumerate(coefficients):
+            _check_real(f"ns_coefficients[{k}]", c)
+        _check_real("epsilon value", g["eps"])
+        steps = g["ns_steps"]
+        if isinstance(steps, (bool, np.bool_)) or not isinstance(steps, numbers.Integral):
+            raise TypeError(f"Invalid ns_steps: {steps!r} (expected an int)")
+        if not 0 <= steps < 100:
+            raise ValueError(f"Invalid ns_steps: {_show(steps)} (the number of steps must be "
+                             ">= 0 and less than 100 for computational efficiency)")
+        fn = g["adjust_lr_fn"]
+        if fn is not None and not (type(fn) is str and fn in ("original", "match_rms_adamw")):
+            raise ValueError(f"Adjust learning rate function {fn!r} is not supported")
+
+    def _buffer_names(self, g):
+        return self._ALL_BUFFERS
+
+    def _kernel_call(self, g, params, bufs, first, n_threads):
+        lr, weight_decay, momentum, eps = map(
+            _num, (g["lr"], g["weight_decay"], g["momentum"], g["eps"]))
+        coefficients = tuple(map(_num, g["ns_coefficients"]))
+        nesterov, ns_steps, adjust_lr_fn = bool(g["nesterov"]), int(g["ns_steps"]), \
+            g["adjust_lr_fn"]
+        buf = bufs["momentum_buffer"]
+
+        def update(grads, step):
+            _F.muon_(params, grads, buf, lr=lr, weight_decay=weight_decay, momentum=momentum,
+                     nesterov=nesterov, ns_coefficients=coefficients, eps=eps,
+                     ns_steps=ns_steps, adjust_lr_fn=adjust_lr_fn, n_threads=n_threads)
+        return update
