@@ -578,3 +578,47 @@ def muon_momentum(param, grad, momentum_buffer, update, double weight, double mo
         free(first_block)
         free(slots)
     return sums if indexed else sums[0]
+
+
+cdef void _add_scaled_range(floating* y, const floating* x, Py_ssize_t lo, Py_ssize_t hi,
+                            floating alpha) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(lo, hi):
+        y[i] = _fma(alpha, x[i], y[i])
+
+
+def add_scaled(y, x, double alpha, n_threads):
+    """y += alpha * x rounded once (a fused multiply-add), in place: what torch's CPU
+    ``y.add_(x, alpha=alpha)`` computes (its loops use FMA); alpha is rounded to the
+    arrays' dtype first, as torch does.  LBFGS uses it to follow torch's iterates."""
+    cdef tuple names = ("y", "x")
+    cdef int threads = _thread_count(n_threads)
+    cdef bint indexed, dbl = False
+    cdef Py_ssize_t total = 0, n, lo, hi
+    cdef Slot* slots
+    cdef int tid, team
+    if not cnp.PyArray_Check(y):
+        raise TypeError(f"y must be a numpy.ndarray, got {type(y).__name__}")
+    lists, indexed = _prepare(names, (y, x), (True, True))
+    slots = _gather(names, lists, indexed, True, &dbl, &total)
+    n = slots[0].n if len(lists[0]) else 0
+    with nogil:
+        if threads > 1 and n >= PARALLEL_MIN_ELEMENTS and FASTOPTIM_HAVE_OPENMP:
+            with parallel(num_threads=threads):
+                tid = threadid()
+                team = fastoptim_omp_num_threads()
+                _thread_share(n, tid, team, &lo, &hi)
+                if dbl:
+                    _add_scaled_range(<double*> slots[0].p, <const double*> slots[0].g, lo, hi,
+                                      <double> alpha)
+                else:
+                    _add_scaled_range(<float*> slots[0].p, <const float*> slots[0].g, lo, hi,
+                                      <float> alpha)
+        elif n:
+            if dbl:
+                _add_scaled_range(<double*> slots[0].p, <const double*> slots[0].g, 0, n,
+                                  <double> alpha)
+            else:
+                _add_scaled_range(<float*> slots[0].p, <const float*> slots[0].g, 0, n,
+                                  <float> alpha)
+    free(slots)

@@ -33,7 +33,7 @@ import numpy as np
 
 from . import functional as _F
 from ._alloc import zeros_state_like
-from ._backend import resolve_n_threads
+from ._backend import kernels as _kernels, resolve_n_threads
 
 from .clip import _all_finite, _nonfinite_index
 
@@ -1389,10 +1389,23 @@ class Muon(Optimizer):
 # torch.optim.lbfgs ported to NumPy, operation for operation.  Scalars keep the dtype
 # torch gives them: a dot product of float32 vectors is a float32 (NumPy scalar), a
 # Python float mixed with it stays a "weak" float (NEP 50, like torch's 0-d tensors).
+def _add_scaled(y, x, alpha):
+    """y += alpha * x with one rounding, as torch's y.add_(x, alpha=alpha) on CPU."""
+    _kernels.add_scaled(y, x, float(alpha), 1)
+
+
 def _dot(a, b):
     """a . b as NumPy's sum of a * b (torch's CPU dot adds small vectors in order, as
     this does; BLAS's dot rounds differently)."""
     return (a * b).sum()
+
+
+def _rdiv(num, den):
+    """num / den as torch computes a Python number over a tensor: den.reciprocal() * num
+    (two roundings); a NumPy scalar stands for torch's 0-d tensor."""
+    if isinstance(den, np.generic) and not isinstance(num, np.generic):
+        return (1 / den) * num
+    return num / den
 
 
 def _cubic_interpolate(x1, f1, g1, x2, f2, g2, bounds=None):
@@ -1401,7 +1414,7 @@ def _cubic_interpolate(x1, f1, g1, x2, f2, g2, bounds=None):
         xmin_bound, xmax_bound = bounds
     else:
         xmin_bound, xmax_bound = (x1, x2) if x1 <= x2 else (x2, x1)
-    d1 = g1 + g2 - 3 * (f1 - f2) / (x1 - x2)
+    d1 = g1 + g2 - _rdiv(3 * (f1 - f2), x1 - x2)
     d2_square = d1**2 - g1 * g2
     if d2_square >= 0:
         d2 = np.sqrt(d2_square)
@@ -1601,7 +1614,8 @@ class LBFGS(Optimizer):
     def _add_grad(params, step_size, update):
         offset = 0
         for p in params:
-            p += step_size * update[offset:offset + p.size].reshape(p.shape)
+            part = update[offset:offset + p.size].reshape(p.shape)
+            _add_scaled(p, part if p.flags.c_contiguous else np.asfortranarray(part), step_size)
             offset += p.size
 
     def step(self, closure):
@@ -1623,7 +1637,8 @@ class LBFGS(Optimizer):
                 raise
 
     def _step(self, closure, group, params):
-        lr = _num(group["lr"])
+        lr = group["lr"]  # as torch's _to_scalar: a Python number stays as it is (int 1)
+        lr = lr.reshape(()).item() if isinstance(lr, np.ndarray) else lr
         max_iter, max_eval = group["max_iter"], group["max_eval"]
         tolerance_grad, tolerance_change = group["tolerance_grad"], group["tolerance_change"]
         line_search_fn, history_size = group["line_search_fn"], group["history_size"]
@@ -1668,11 +1683,11 @@ class LBFGS(Optimizer):
                 q = -flat_grad
                 for i in range(num_old - 1, -1, -1):
                     al[i] = _dot(old_stps[i], q) * ro[i]
-                    q += -al[i] * old_dirs[i]
+                    _add_scaled(q, old_dirs[i], -al[i])
                 d = r = q * H_diag
                 for i in range(num_old):
                     be_i = _dot(old_dirs[i], r) * ro[i]
-                    r += (al[i] - be_i) * old_stps[i]
+                    _add_scaled(r, old_stps[i], al[i] - be_i)
             if prev_flat_grad is None:
                 prev_flat_grad = flat_grad.copy()
             else:
