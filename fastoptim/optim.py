@@ -201,6 +201,8 @@ def _check_buffer(buf, p, i, name, shape=None):
     if buf.dtype != p.dtype:
         raise TypeError(f"{label} has dtype {buf.dtype}, param {i} has dtype {p.dtype}")
     if buf.shape != shape:
+        if shape == p.shape:
+            raise ValueError(f"{label} has shape {buf.shape}, param {i} has shape {p.shape}")
         raise ValueError(f"{label} has shape {buf.shape}, expected {shape} for param {i} of "
                          f"shape {p.shape}")
     flags = buf.flags
@@ -966,9 +968,10 @@ class Optimizer:
                     raise TypeError(f"state[{sid}]['{name}'] must be an ndarray, "
                                     f"got {type(a).__name__}")
                 if a.shape != self._buffer_shape(p, name):
-                    raise ValueError(f"state[{sid}]['{name}'] has shape {a.shape}, expected "
-                                     f"{self._buffer_shape(p, name)} for param {i} of shape "
-                                     f"{p.shape}")
+                    expected = ("" if self._buffer_shape(p, name) == p.shape else
+                                f" (expected {self._buffer_shape(p, name)})")
+                    raise ValueError(f"state[{sid}]['{name}'] has shape {a.shape}{expected}, "
+                                     f"param {i} has shape {p.shape}")
                 if a.dtype != p.dtype:
                     raise TypeError(f"state[{sid}]['{name}'] has dtype {a.dtype}, "
                                     f"param {i} has dtype {p.dtype}")
