@@ -11,6 +11,8 @@ from fastoptim import functional as F
 from fastoptim import reference as R
 from fastoptim.optim import LBFGS, Adafactor, AdamW, Muon
 
+from conftest import kernels_variants
+
 DTYPES = [np.float32, np.float64]
 ADAFACTOR_SHAPES = [(7, 9), (3, 5, 130), (300, 257), (11,), (), (2, 1, 1), (1, 33)]
 
@@ -27,11 +29,18 @@ def _rel(a, b):
 
 
 # ------------------------------------------------------------- kernels vs reference
+@pytest.fixture(params=kernels_variants(), ids=lambda m: m.__name__.rsplit(".", 1)[-1])
+def variant(request, monkeypatch):
+    """Run the functional API on one compiled variant (AVX2 and baseline)."""
+    monkeypatch.setattr(F, "kernels", request.param)
+    return request.param
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", ADAFACTOR_SHAPES)
 @pytest.mark.parametrize("options", [dict(), dict(weight_decay=0.1, lr=0.05, maximize=True),
                                      dict(eps1=1e-3, eps2=0.0, d=1.5, beta2_decay=-0.5)])
-def test_adafactor_matches_reference_bit_for_bit(dtype, shape, options):
+def test_adafactor_matches_reference_bit_for_bit(variant, dtype, shape, options):
     rng = np.random.default_rng(1)
     p0 = np.asarray(rng.standard_normal(shape), dtype=dtype)
     runs = []
@@ -49,8 +58,9 @@ def test_adafactor_matches_reference_bit_for_bit(dtype, shape, options):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape,nesterov", [((7, 9), True), ((130, 50), False), ((64, 64), True)])
-def test_muon_matches_reference_bit_for_bit(dtype, shape, nesterov):
+@pytest.mark.parametrize("shape,nesterov", [((7, 9), True), ((130, 50), False), ((64, 64), True),
+                                            ((200, 150), True)])
+def test_muon_matches_reference_bit_for_bit(variant, dtype, shape, nesterov):
     # The same NumPy (BLAS) products run on both sides; the compiled momentum pass and
     # its norm follow the reference's order, so the bits agree.
     rng = np.random.default_rng(3)
@@ -202,6 +212,24 @@ def _to_torch(torch, sd):
         return v
     return {"state": {k: {n: conv(v) for n, v in st.items()} for k, st in sd["state"].items()},
             "param_groups": [dict(g) for g in sd["param_groups"]]}
+
+
+def test_adafactor_float32_close_to_torch():
+    # float32: torch's reductions and its (not always correctly rounded) float32 sqrt
+    # differ in the last bits; 20 steps stay within float32 rounding.
+    torch = _torch()
+    rng = np.random.default_rng(12)
+    params = [rng.standard_normal(s).astype(np.float32) for s in SHAPES]
+    tparams = [torch.tensor(p.copy(), requires_grad=True) for p in params]
+    opt, topt = Adafactor(params, lr=0.05), torch.optim.Adafactor(tparams, lr=0.05)
+    for _ in range(20):
+        grads = [rng.standard_normal(s).astype(np.float32) for s in SHAPES]
+        opt.step(grads)
+        for tp, g in zip(tparams, grads):
+            tp.grad = torch.tensor(g)
+        topt.step()
+    for p, tp in zip(params, tparams):
+        assert _rel(p, tp.detach().numpy()) <= 1e-5
 
 
 @pytest.mark.parametrize("cls_name,kw", [("Adafactor", dict(lr=0.05, weight_decay=0.1)),
