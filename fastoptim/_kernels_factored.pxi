@@ -3,8 +3,8 @@
 # Included by _kernels.pxi, so it shares its checks (_checked, _gather, _prepare)
 # and thread helpers.
 #
-#   adafactor: per param, three parallel passes with the GIL released once for the
-#     whole call: (A) row and column sums of g*g and the row sums of p*p, (B) the
+#   adafactor: per param, three passes (each one OpenMP region when the param is large
+#     enough), with the GIL released once for the whole call: (A) row and column sums of g*g and the row sums of p*p, (B) the
 #     update u = g / sqrt(max(row_var * col_var / mean(row_var), eps1**2)) and the
 #     row sums of u*u, (C) p = p * (1 - lr * weight_decay) - (alpha / denom) * u,
 #     with u computed again (storing it would cost a write and a read more).

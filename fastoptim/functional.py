@@ -296,6 +296,8 @@ def muon_(param, grad, momentum_buffer, *, lr=1e-3, weight_decay=0.1, momentum=0
     sums = kernels.muon_momentum(params, grads, bufs, updates, 1 - momentum, momentum,
                                  nesterov, resolve_n_threads(n_threads))
     for p, u, sumsq in zip(params, updates, sums):
+        if p.size == 0:
+            continue  # nothing to update (torch divides by zero here)
         rows, cols = p.shape
         if adjust_lr_fn is None or adjust_lr_fn == "original":
             adjusted_lr = lr * math.sqrt(max(1, rows / cols))

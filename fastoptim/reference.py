@@ -205,6 +205,8 @@ def muon_(param, grad, momentum_buffer, *, lr=1e-3, weight_decay=0.1, momentum=0
     for p, g, buf in zip(*_as_lists(param, grad, momentum_buffer)):
         dtype = p.dtype.type
         lerp_(buf, g, 1 - momentum)
+        if p.size == 0:
+            continue
         update = g.copy(order="K")
         if nesterov:
             lerp_(update, buf, momentum)

@@ -168,6 +168,16 @@ def test_muon_close_to_torch_bfloat16():
     assert _rel(p, tp.detach().numpy()) < 2e-2
 
 
+def test_empty_params_are_left_alone():
+    # torch divides by zero on an empty param; here it is simply not changed
+    p, buf = np.zeros((0, 3)), np.zeros((0, 3))
+    F.muon_(p, p.copy(), buf)
+    R.muon_(p, p.copy(), buf)
+    q = np.zeros((3, 0))
+    F.adafactor_(q, q.copy(), np.zeros((3, 1)), np.zeros((1, 0)), step=1)
+    assert Muon([np.zeros((0, 4))]).step([np.zeros((0, 4))])
+
+
 def test_muon_refuses_non_2d_like_torch():
     torch = _torch()
     with pytest.raises(ValueError, match="2D"):
