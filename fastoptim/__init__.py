@@ -13,12 +13,12 @@ Layers, from the bottom up:
 
 from fastoptim._alloc import zeros_state_like
 from fastoptim._backend import get_num_threads, set_num_threads
-from fastoptim.functional import adam_, adamw_, rmsprop_, sgd_
-from fastoptim.optim import SGD, Adam, AdamW, Momentum, Optimizer, RMSprop
-from fastoptim.functional import (adadelta_, adagrad_, adamax_, adamw_schedule_free_, asgd_,
-                                  lion_, nadam_, radam_, rprop_)
-from fastoptim.optim import (ASGD, Adadelta, Adagrad, Adamax, AdamWScheduleFree, Lion, NAdam,
-                             RAdam, Rprop)
+from fastoptim.functional import (adadelta_, adafactor_, adagrad_, adam_, adamax_, adamw_,
+                                  adamw_schedule_free_, asgd_, lion_, muon_, nadam_, radam_,
+                                  rmsprop_, rprop_, sgd_)
+from fastoptim.optim import (ASGD, LBFGS, SGD, Adadelta, Adafactor, Adagrad, Adam, Adamax, AdamW,
+                             AdamWScheduleFree, Lion, Momentum, Muon, NAdam, Optimizer, RAdam,
+                             RMSprop, Rprop)
 from fastoptim.clip import clip_grad_norm_, clip_grad_value_
 from fastoptim.checkpoint import load, save
 from fastoptim import lr_scheduler, optim
@@ -30,8 +30,8 @@ from fastoptim.ensemble import VotingEnsemble
 __version__ = "0.1.0"
 
 __all__ = [
-    "sgd_", "rmsprop_", "adam_", "adamw_",
-    "Optimizer", "SGD", "Momentum", "RMSprop", "Adam", "AdamW",
+    "sgd_", "rmsprop_", "adam_", "adamw_", "adafactor_", "muon_",
+    "Optimizer", "SGD", "Momentum", "RMSprop", "Adam", "AdamW", "Adafactor", "Muon", "LBFGS",
     "clip_grad_norm_", "clip_grad_value_", "save", "load", "lr_scheduler", "optim",
     "MLP", "MLPClassifier", "MLPRegressor", "load_digits", "train_test_split",
     "train_val_test_split", "KFold", "StratifiedKFold", "KFoldSearch", "VotingEnsemble",

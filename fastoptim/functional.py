@@ -11,13 +11,16 @@ README.md ("Update rules") and each docstring.
 """
 
 import math
+import numbers
+
+import numpy as np
 
 from fastoptim._backend import kernels, resolve_n_threads
 from fastoptim._validation import check_flag, check_real, check_step
 from fastoptim.reference import nadam_momentum, radam_rectification
 
 __all__ = ["sgd_", "rmsprop_", "adam_", "adamw_", "adagrad_", "lion_", "adamax_", "radam_",
-           "adadelta_", "rprop_", "nadam_", "asgd_", "adamw_schedule_free_"]
+           "adadelta_", "rprop_", "nadam_", "asgd_", "adamw_schedule_free_", "adafactor_", "muon_"]
 
 # Steps up to here take the fast path; larger ones are checked (a double must hold them).
 _FAST_STEP_MAX = 2 ** 53
@@ -434,3 +437,131 @@ def adamw_schedule_free_(param, grad, z, exp_avg_sq, *, ckp1, lr, bias_correctio
                                 eps, weight_decay, ckp1, lr * (beta1 * (1 - ckp1) - 1), lr,
                                 weight_decay != 0, abs(ckp1) < 0.5,
                                 resolve_n_threads(n_threads))
+def adafactor_(param, grad, row_var=None, col_var=None, variance=None, *, step, lr=1e-2,
+               beta2_decay=-0.8, eps1=None, eps2=1e-3, d=1.0, weight_decay=0.0,
+               maximize=False, n_threads=None):
+    """Adafactor (torch.optim.Adafactor, its single-tensor path), in place.
+
+    ::
+
+        g = -g if maximize;  w = step ** beta2_decay;  rho = min(lr, 1 / sqrt(step))
+        alpha = max(eps2, norm(p) / sqrt(p.size)) * rho
+        p = p * (1 - lr * weight_decay)                          if weight_decay != 0
+        params of >= 2 dims (factored over the last two axes, R x C):
+            row_var = lerp(row_var, norm(g, axis=-1)**2 / C, w)   shape (..., R, 1)
+            col_var = lerp(col_var, norm(g, axis=-2)**2 / R, w)   shape (..., 1, C)
+            v = row_var * col_var / max(mean(row_var, axis=-2), eps1)
+        other params:  variance = lerp(variance, g * g, w);  v = variance
+        u = g / sqrt(max(v, eps1**2))            (torch: rsqrt, i.e. 1 / sqrt, times g)
+        p = p - alpha / max(1, norm(u) / (sqrt(p.size) * d)) * u
+
+    ``eps1=None`` is the machine epsilon of the params' dtype.  Params of >= 2 dims
+    must be C-contiguous and need ``row_var`` and ``col_var`` (zeros at step 1), the
+    others ``variance`` (zeros, param's shape): single arrays, or lists with None where
+    a param does not use that buffer.  Norms are summed in double in a fixed order
+    (any thread count gives the same bits).  An empty param is left as it is.
+    """
+    if not (type(step) is int and 1 <= step <= _FAST_STEP_MAX):
+        step = check_step(step)
+    lr = check_real("lr", lr, low=0.0)
+    beta2_decay = check_real("beta2_decay", beta2_decay, high=0.0)
+    if eps1 is not None:
+        eps1 = check_real("eps1", eps1, low=0.0)
+    eps2 = check_real("eps2", eps2, low=0.0)
+    d = check_real("d", d, low=1.0)
+    weight_decay = check_real("weight_decay", weight_decay, low=0.0)
+    maximize = check_flag("maximize", maximize)
+    # Scalars in double, as torch computes them from the (float) step count.
+    weight = float(step) ** beta2_decay
+    rho = min(lr, 1 / (float(step) ** 0.5))
+    kernels.adafactor(param, grad, row_var, col_var, variance, weight, rho, eps1, eps2, d,
+                      1 - lr * weight_decay, weight_decay != 0, maximize,
+                      resolve_n_threads(n_threads))
+
+
+_MUON_ADJUST_LR_FNS = (None, "original", "match_rms_adamw")
+
+
+def _check_ns_coefficients(value):
+    if not isinstance(value, (tuple, list)) or len(value) != 3:
+        raise TypeError(f"ns_coefficients must be a tuple of 3 real numbers, got {value!r}")
+    return tuple(check_real(f"ns_coefficients[{k}]", v) for k, v in enumerate(value))
+
+
+def _newton_schulz(update, sumsq, coefficients, ns_steps, eps):
+    """torch's _zeropower_via_newtonschulz in the update's dtype: X / max(norm, eps),
+    then ns_steps of  A = X X^T;  X = a X + (b A + c A A) X  (on the transpose of a
+    tall matrix).  The products are BLAS's (NumPy ``@``)."""
+    dtype = update.dtype.type
+    a, b, c = coefficients
+    tall = update.shape[0] > update.shape[1]
+    x = update.T if tall else update
+    norm = dtype(math.sqrt(sumsq))
+    x = x / (norm if not norm < dtype(eps) else dtype(eps))
+    for _ in range(ns_steps):
+        gram = x @ x.T
+        x = a * x + (b * gram + c * (gram @ gram)) @ x
+    return x.T if tall else x
+
+
+def muon_(param, grad, momentum_buffer, *, lr=1e-3, weight_decay=0.1, momentum=0.95,
+          nesterov=True, ns_coefficients=(3.4445, -4.775, 2.0315), eps=1e-7, ns_steps=5,
+          adjust_lr_fn=None, n_threads=None):
+    """Muon (torch.optim.Muon) for 2-D params, in place.
+
+    ::
+
+        buf = lerp(buf, g, 1 - momentum)
+        u = lerp(g, buf, momentum) if nesterov else buf
+        O = newton_schulz(u)        (ns_steps quintic steps, ns_coefficients (a, b, c))
+        p = p * (1 - lr * weight_decay)
+        p = p - lr * ratio * O      ratio: sqrt(max(1, rows / cols)) ("original", None)
+                                           or 0.2 * sqrt(max(rows, cols)) ("match_rms_adamw")
+
+    The momentum, the update and its norm are one compiled pass; the Newton-Schulz
+    products are BLAS matrix products in the param's dtype (torch computes them in
+    bfloat16).  ``momentum_buffer`` starts at zeros.  Every param must be 2-D.
+    """
+    lr = check_real("lr", lr, low=0.0)
+    weight_decay = check_real("weight_decay", weight_decay, low=0.0)
+    momentum = check_real("momentum", momentum, low=0.0)
+    nesterov = check_flag("nesterov", nesterov)
+    ns_coefficients = _check_ns_coefficients(ns_coefficients)
+    eps = check_real("eps", eps)
+    if isinstance(ns_steps, bool) or not isinstance(ns_steps, numbers.Integral):
+        raise TypeError(f"ns_steps must be an int in [0, 100), got {type(ns_steps).__name__}")
+    if not 0 <= ns_steps < 100:
+        raise ValueError(f"ns_steps must be an int in [0, 100), got {ns_steps}")
+    if not (adjust_lr_fn is None or (type(adjust_lr_fn) is str
+                                     and adjust_lr_fn in _MUON_ADJUST_LR_FNS)):
+        raise ValueError(f"adjust_lr_fn must be None, 'original' or 'match_rms_adamw', "
+                         f"got {adjust_lr_fn!r}")
+    single = isinstance(param, np.ndarray)
+    params = [param] if single else param
+    grads = [grad] if single else grad
+    bufs = [momentum_buffer] if single else momentum_buffer
+    if not isinstance(params, (list, tuple)):
+        raise TypeError(f"param must be a numpy.ndarray or a list/tuple of them, got "
+                        f"{type(params).__name__}")
+    params = tuple(params)
+    for k, p in enumerate(params):
+        if isinstance(p, np.ndarray) and p.ndim != 2:
+            label = "param" if single else f"param[{k}]"
+            raise ValueError(f"Muon only supports 2-D params: {label} has shape {p.shape} "
+                             "(optimize the others with AdamW, for example)")
+    updates = [np.empty_like(p) if isinstance(p, np.ndarray) and p.dtype.kind == "f" else None
+               for p in params]
+    # The compiled pass checks every array (params included) before writing anything.
+    sums = kernels.muon_momentum(params, grads, bufs, updates, 1 - momentum, momentum,
+                                 nesterov, resolve_n_threads(n_threads))
+    for p, u, sumsq in zip(params, updates, sums):
+        if p.size == 0:
+            continue  # nothing to update (torch divides by zero here)
+        rows, cols = p.shape
+        if adjust_lr_fn is None or adjust_lr_fn == "original":
+            adjusted_lr = lr * math.sqrt(max(1, rows / cols))
+        else:
+            adjusted_lr = lr * (0.2 * math.sqrt(max(rows, cols)))
+        ortho = _newton_schulz(u, sumsq, ns_coefficients, ns_steps, eps)
+        p *= 1 - lr * weight_decay
+        p += -adjusted_lr * ortho

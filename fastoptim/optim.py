@@ -34,12 +34,13 @@ import numpy as np
 from . import functional as _F
 from . import reference as _R
 from ._alloc import zeros_state_like
-from ._backend import resolve_n_threads
+from ._backend import kernels as _kernels, resolve_n_threads
 
 from .clip import _all_finite, _nonfinite_index
 
 __all__ = ["Optimizer", "SGD", "Momentum", "RMSprop", "Adam", "AdamW", "Adagrad", "Lion",
-           "Adamax", "RAdam", "Adadelta", "Rprop", "NAdam", "ASGD", "AdamWScheduleFree"]
+           "Adamax", "RAdam", "Adadelta", "Rprop", "NAdam", "ASGD", "AdamWScheduleFree",
+           "Adafactor", "Muon", "LBFGS"]
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _NONFINITE_MODES = ("ignore", "raise", "skip")
@@ -192,15 +193,20 @@ def _check_param(p, label):
         raise ValueError(f"{label} is read-only")
 
 
-def _check_buffer(buf, p, i, name):
-    """A state buffer the kernel updates in place next to param i."""
+def _check_buffer(buf, p, i, name, shape=None):
+    """A state buffer the kernel updates in place next to param i (of ``shape``, by
+    default the param's)."""
     label = f"state[{i}][{name!r}]"
+    shape = p.shape if shape is None else shape
     if not isinstance(buf, np.ndarray):
         raise TypeError(f"{label} must be an ndarray, got {type(buf).__name__}")
     if buf.dtype != p.dtype:
         raise TypeError(f"{label} has dtype {buf.dtype}, param {i} has dtype {p.dtype}")
-    if buf.shape != p.shape:
-        raise ValueError(f"{label} has shape {buf.shape}, param {i} has shape {p.shape}")
+    if buf.shape != shape:
+        if shape == p.shape:
+            raise ValueError(f"{label} has shape {buf.shape}, param {i} has shape {p.shape}")
+        raise ValueError(f"{label} has shape {buf.shape}, expected {shape} for param {i} of "
+                         f"shape {p.shape}")
     flags = buf.flags
     if not (flags.c_contiguous or flags.f_contiguous) or not _same_order(buf, p):
         raise ValueError(f"{label} must be contiguous in the memory order of param {i} "
@@ -532,6 +538,7 @@ class Optimizer:
             group["param_names"] = list(names)
         for j, p in enumerate(params):
             _check_param(p, f"param {j} of the group")
+            self._check_param_kind(p, f"param {j} of the group")
         for g in self.param_groups:
             if ("param_names" in g) != ("param_names" in group):
                 kind = "with names" if "param_names" in group else "without names"
@@ -556,6 +563,18 @@ class Optimizer:
 
     def _kernel_call(self, group, params, bufs, first, n_threads):  # pragma: no cover
         raise NotImplementedError
+
+    # Optional: state whose buffers differ from param to param (Adafactor's factors).
+    def _param_buffers(self, names, p):
+        """The buffers of ``names`` (the group's) that param p uses."""
+        return names
+
+    def _buffer_shape(self, p, name):
+        """The shape of p's state buffer ``name``."""
+        return p.shape
+
+    def _check_param_kind(self, p, label):
+        """Refuse (ValueError) a param the algorithm does not apply to."""
 
     # ------------------------------------------------------------------- plan
     def _check_groups(self):
@@ -626,6 +645,7 @@ class Optimizer:
                                 f"{type(params).__name__}")
             for j, p in enumerate(params):
                 _check_param(p, f"param {len(flat)} (param_groups[{gi}]['params'][{j}])")
+                self._check_param_kind(p, f"param {len(flat)}")
                 labels.append(f"param {len(flat)}")
                 flat.append(p)
             plan_groups.append((g, list(params), hypers[gi].names))
@@ -640,7 +660,7 @@ class Optimizer:
         arrays, steps, missing_of, entries, scalars_of = list(flat), {}, {}, {}, {}
         names_of = [names for _, params, names in plan_groups for _ in params]
         for i, p in enumerate(flat):
-            names = names_of[i]
+            names = names_of[i] = self._param_buffers(names_of[i], p)
             st = state.get(i)
             if st is not None and not isinstance(st, dict):
                 raise TypeError(f"state[{i}] must be a dict, got {type(st).__name__}")
@@ -657,7 +677,7 @@ class Optimizer:
                     self._check_missing(i, name, steps[i])
                     missing.append(name)
                 else:
-                    _check_buffer(buf, p, i, name)
+                    _check_buffer(buf, p, i, name, self._buffer_shape(p, name))
                     arrays.append(buf)
                     labels.append(f"state[{i}][{name!r}]")
             missing_of[i] = tuple(missing)
@@ -668,10 +688,10 @@ class Optimizer:
         for g, params, names in plan_groups:
             keys = {}
             for i in range(start, start + len(params)):
-                key = (steps[i], flat[i].dtype.char, missing_of[i], i not in entries,
-                       scalars_of.get(i))
+                key = (steps[i], flat[i].dtype.char, names_of[i], missing_of[i],
+                       i not in entries, scalars_of.get(i))
                 keys.setdefault(key, []).append(i)
-            for (step, _, missing, fresh, scalars), ids in keys.items():
+            for (step, _, names, missing, fresh, scalars), ids in keys.items():
                 states = [state.get(i) for i in ids]
                 if not fresh:
                     # Checked: one int object per bucket (the plan compares it by identity),
@@ -720,10 +740,11 @@ class Optimizer:
         place: re-check them before a step of several kernel calls updates any."""
         for i, p in enumerate(plan.flat):
             _check_param(p, f"param {i}")
+            self._check_param_kind(p, f"param {i}")
         for b in plan.buckets:
             for name, bufs in b.bufs.items():
                 for i, p, buf in zip(b.ids, b.params, bufs):
-                    _check_buffer(buf, p, i, name)
+                    _check_buffer(buf, p, i, name, self._buffer_shape(p, name))
 
     # ------------------------------------------------------------------- step
     def _check_grads(self, grads, params):
@@ -987,7 +1008,7 @@ class Optimizer:
             if not st:
                 continue  # torch's empty entry: the param has no state yet
             step = self._saved_step(sid, st)
-            names = self._buffer_names(group_of[i])
+            names = self._param_buffers(self._buffer_names(group_of[i]), p)
             extra = {k for k in st if k != "step" and k not in self._ALL_BUFFERS
                      and k not in self._SCALAR_STATE and st[k] is not None}
             if extra:
@@ -1005,8 +1026,10 @@ class Optimizer:
                 if not isinstance(a, np.ndarray):
                     raise TypeError(f"state[{sid}]['{name}'] must be an ndarray, "
                                     f"got {type(a).__name__}")
-                if a.shape != p.shape:
-                    raise ValueError(f"state[{sid}]['{name}'] has shape {a.shape}, "
+                if a.shape != self._buffer_shape(p, name):
+                    expected = ("" if self._buffer_shape(p, name) == p.shape else
+                                f" (expected {self._buffer_shape(p, name)})")
+                    raise ValueError(f"state[{sid}]['{name}'] has shape {a.shape}{expected}, "
                                      f"param {i} has shape {p.shape}")
                 if a.dtype != p.dtype:
                     raise TypeError(f"state[{sid}]['{name}'] has dtype {a.dtype}, "
@@ -1957,3 +1980,617 @@ class AdamWScheduleFree(_Elementwise):
     def eval(self):
         """Switch the params to x, the averaged weights (before evaluating or saving)."""
         self._switch(False)
+# ---------------------------------------------------------------- Adafactor
+class Adafactor(Optimizer):
+    r"""Adafactor (torch.optim.Adafactor semantics; see ``fastoptim.adafactor_``).
+
+    .. code-block:: text
+
+        rho = min(lr, 1 / sqrt(t));  alpha = max(eps2, rms(p)) * rho
+        p *= 1 - lr * weight_decay
+        >= 2 dims: row_var, col_var = lerp(.., mean(g*g over the last / second-last
+                   axis), t**beta2_decay);  v = row_var * col_var / max(mean(row_var), eps1)
+        else:      variance = lerp(variance, g*g, t**beta2_decay);  v = variance
+        u = g / sqrt(max(v, eps1**2));  p -= alpha / max(1, rms(u) / d) * u
+
+    State per param: ``step`` and ``row_var`` (shape ``(..., R, 1)``) and ``col_var``
+    (``(..., 1, C)``) for params of >= 2 dims, ``variance`` (the param's shape) for the
+    others, as torch's.  Params of >= 2 dims must be C-contiguous.  ``eps=(None, eps2)``:
+    eps1 is the machine epsilon of each param's dtype.  ``foreach`` is accepted as a
+    no-op.  A factor missing at step > 0 is a ValueError (torch: AssertionError).
+    """
+
+    _ALL_BUFFERS = ("row_var", "col_var", "variance")
+    _STEP_BOUND_BUFFERS = _ALL_BUFFERS
+    _TORCH_FLAGS = ("foreach",)
+    _HYPERPARAMETERS = ("lr", "beta2_decay", "eps", "d", "weight_decay", "maximize")
+
+    def __init__(self, params, lr=1e-2, beta2_decay=-0.8, eps=(None, 1e-3), d=1.0,
+                 weight_decay=0.0, *, foreach=None, maximize=False, nonfinite="ignore",
+                 n_threads=None):
+        defaults = dict(lr=lr, beta2_decay=beta2_decay,
+                        eps=tuple(eps) if isinstance(eps, list) else eps, d=d,
+                        weight_decay=weight_decay, foreach=foreach, maximize=maximize)
+        self._check_group(defaults)
+        super().__init__(params, defaults, nonfinite=nonfinite, n_threads=n_threads)
+
+    def _check_group(self, g):
+        _check_real("learning rate", g["lr"], lo=0.0)
+        beta2_decay = _real("beta2_decay", g["beta2_decay"])
+        if not beta2_decay <= 0.0:
+            raise ValueError(f"beta2_decay should be <= 0 but is: {beta2_decay}")
+        eps = g["eps"]
+        if not isinstance(eps, (tuple, list)) or len(eps) != 2:
+            raise TypeError(f"Invalid eps: {eps!r} (expected a pair (eps1 or None, eps2))")
+        if eps[0] is not None:
+            _check_real("epsilon1", eps[0], lo=0.0)
+        _check_real("epsilon2", eps[1], lo=0.0)
+        _check_real("clipping threshold d", g["d"], lo=1.0)
+        _check_real("weight_decay value", g["weight_decay"], lo=0.0)
+        _check_bool("maximize", g["maximize"])
+        _check_torch_flags(g, self._TORCH_FLAGS)
+
+    def _buffer_names(self, g):
+        return self._ALL_BUFFERS
+
+    def _param_buffers(self, names, p):
+        return names[:2] if p.ndim >= 2 else names[2:]
+
+    def _buffer_shape(self, p, name):
+        if name == "row_var":
+            return p.shape[:-1] + (1,)
+        if name == "col_var":
+            return p.shape[:-2] + (1, p.shape[-1])
+        return p.shape
+
+    def _zeros_buffer(self, p, name):
+        shape = self._buffer_shape(p, name)
+        return np.zeros(shape, p.dtype) if name != "variance" else super()._zeros_buffer(p, name)
+
+    def _kernel_call(self, g, params, bufs, first, n_threads):
+        lr, beta2_decay, d, weight_decay = map(
+            _num, (g["lr"], g["beta2_decay"], g["d"], g["weight_decay"]))
+        eps1 = None if g["eps"][0] is None else _num(g["eps"][0])
+        eps2 = _num(g["eps"][1])
+        maximize = bool(g["maximize"])
+        row_var, col_var, variance = map(bufs.get, self._ALL_BUFFERS)
+
+        def update(grads, step):
+            _F.adafactor_(params, grads, row_var, col_var, variance, step=step, lr=lr,
+                          beta2_decay=beta2_decay, eps1=eps1, eps2=eps2, d=d,
+                          weight_decay=weight_decay, maximize=maximize, n_threads=n_threads)
+        return update
+
+
+# --------------------------------------------------------------------- Muon
+class Muon(Optimizer):
+    r"""Muon (torch.optim.Muon semantics; see ``fastoptim.muon_``) for 2-D params.
+
+    .. code-block:: text
+
+        buf = lerp(buf, g, 1 - momentum);  u = lerp(g, buf, momentum) if nesterov else buf
+        p *= 1 - lr * weight_decay;  p -= lr * ratio * newton_schulz(u)
+
+    Every param must be 2-D (a ValueError otherwise, as torch's constructor): give the
+    others (biases, embeddings, ...) to another optimizer such as ``AdamW``.  The
+    Newton-Schulz products run in the param's dtype (torch: bfloat16).  State per param:
+    ``momentum_buffer`` (torch's only key) and a ``step`` count; torch's state dicts,
+    which have no step, load with the count at 0.
+    """
+
+    _ALL_BUFFERS = ("momentum_buffer",)
+    _HYPERPARAMETERS = ("lr", "weight_decay", "momentum", "nesterov", "ns_coefficients",
+                        "eps", "ns_steps", "adjust_lr_fn")
+    _STEP_OPTIONAL = True
+
+    def __init__(self, params, lr=1e-3, weight_decay=0.1, momentum=0.95, nesterov=True,
+                 ns_coefficients=(3.4445, -4.775, 2.0315), eps=1e-7, ns_steps=5,
+                 adjust_lr_fn=None, *, nonfinite="ignore", n_threads=None):
+        defaults = dict(lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov,
+                        ns_coefficients=(tuple(ns_coefficients)
+                                         if isinstance(ns_coefficients, list)
+                                         else ns_coefficients),
+                        eps=eps, ns_steps=ns_steps, adjust_lr_fn=adjust_lr_fn)
+        self._check_group(defaults)
+        super().__init__(params, defaults, nonfinite=nonfinite, n_threads=n_threads)
+
+    def _check_param_kind(self, p, label):
+        if p.ndim != 2:
+            raise ValueError(f"Muon only supports 2D parameters whereas we found a parameter "
+                             f"with size: {p.shape} ({label}; optimize it with another "
+                             "optimizer, e.g. AdamW)")
+
+    def _check_group(self, g):
+        _check_real("learning rate", g["lr"], lo=0.0)
+        _check_real("momentum value", g["momentum"], lo=0.0)
+        _check_real("weight decay value", g["weight_decay"], lo=0.0)
+        _check_bool("nesterov", g["nesterov"])
+        coefficients = g["ns_coefficients"]
+        if not isinstance(coefficients, (tuple, list)) or len(coefficients) != 3:
+            raise ValueError("Coefficients must be a tuple of exactly 3 values")
+        for k, c in enumerate(coefficients):
+            _check_real(f"ns_coefficients[{k}]", c)
+        _check_real("epsilon value", g["eps"])
+        steps = g["ns_steps"]
+        if isinstance(steps, (bool, np.bool_)) or not isinstance(steps, numbers.Integral):
+            raise TypeError(f"Invalid ns_steps: {steps!r} (expected an int)")
+        if not 0 <= steps < 100:
+            raise ValueError(f"Invalid ns_steps: {_show(steps)} (the number of steps must be "
+                             ">= 0 and less than 100 for computational efficiency)")
+        fn = g["adjust_lr_fn"]
+        if fn is not None and not (type(fn) is str and fn in ("original", "match_rms_adamw")):
+            raise ValueError(f"Adjust learning rate function {fn!r} is not supported")
+
+    def _buffer_names(self, g):
+        return self._ALL_BUFFERS
+
+    def _kernel_call(self, g, params, bufs, first, n_threads):
+        lr, weight_decay, momentum, eps = map(
+            _num, (g["lr"], g["weight_decay"], g["momentum"], g["eps"]))
+        coefficients = tuple(map(_num, g["ns_coefficients"]))
+        nesterov, ns_steps, adjust_lr_fn = bool(g["nesterov"]), int(g["ns_steps"]), \
+            g["adjust_lr_fn"]
+        buf = bufs["momentum_buffer"]
+
+        def update(grads, step):
+            _F.muon_(params, grads, buf, lr=lr, weight_decay=weight_decay, momentum=momentum,
+                     nesterov=nesterov, ns_coefficients=coefficients, eps=eps,
+                     ns_steps=ns_steps, adjust_lr_fn=adjust_lr_fn, n_threads=n_threads)
+        return update
+
+
+# -------------------------------------------------------------------- LBFGS
+# torch.optim.lbfgs ported to NumPy, operation for operation.  Scalars keep the dtype
+# torch gives them: a dot product of float32 vectors is a float32 (NumPy scalar), a
+# Python float mixed with it stays a "weak" float (NEP 50, like torch's 0-d tensors).
+def _add_scaled(y, x, alpha):
+    """y += alpha * x with one rounding, as torch's y.add_(x, alpha=alpha) on CPU."""
+    _kernels.add_scaled(y, x, float(alpha), 1)
+
+
+def _dot(a, b):
+    """a . b as NumPy's sum of a * b (torch's CPU dot adds small vectors in order, as
+    this does; BLAS's dot rounds differently)."""
+    return (a * b).sum()
+
+
+def _rdiv(num, den):
+    """num / den as torch computes a Python number over a tensor: den.reciprocal() * num
+    (two roundings); a NumPy scalar stands for torch's 0-d tensor."""
+    if isinstance(den, np.generic) and not isinstance(num, np.generic):
+        return (1 / den) * num
+    return num / den
+
+
+def _cubic_interpolate(x1, f1, g1, x2, f2, g2, bounds=None):
+    # torch/optim/lbfgs.py (from torch7's polyinterp.lua)
+    if bounds is not None:
+        xmin_bound, xmax_bound = bounds
+    else:
+        xmin_bound, xmax_bound = (x1, x2) if x1 <= x2 else (x2, x1)
+    d1 = g1 + g2 - _rdiv(3 * (f1 - f2), x1 - x2)
+    d2_square = d1**2 - g1 * g2
+    if d2_square >= 0:
+        d2 = np.sqrt(d2_square)
+        if x1 <= x2:
+            min_pos = x2 - (x2 - x1) * ((g2 + d2 - d1) / (g2 - g1 + 2 * d2))
+        else:
+            min_pos = x1 - (x1 - x2) * ((g1 + d2 - d1) / (g1 - g2 + 2 * d2))
+        return min(max(min_pos, xmin_bound), xmax_bound)
+    return (xmin_bound + xmax_bound) / 2.0
+
+
+def _strong_wolfe(obj_func, x, t, d, f, g, gtd, c1=1e-4, c2=0.9, tolerance_change=1e-9,
+                  max_ls=25):
+    # torch/optim/lbfgs.py (from torch7's lswolfe.lua)
+    d_norm = np.abs(d).max()
+    g = g.copy()
+    f_new, g_new = obj_func(x, t, d)
+    ls_func_evals = 1
+    gtd_new = _dot(g_new, d)
+    t_prev, f_prev, g_prev, gtd_prev = 0, f, g, gtd
+    done = False
+    ls_iter = 0
+    while ls_iter < max_ls:
+        if f_new > (f + c1 * t * gtd) or (ls_iter > 1 and f_new >= f_prev):
+            bracket, bracket_f = [t_prev, t], [f_prev, f_new]
+            bracket_g, bracket_gtd = [g_prev, g_new.copy()], [gtd_prev, gtd_new]
+            break
+        if abs(gtd_new) <= -c2 * gtd:
+            bracket, bracket_f, bracket_g = [t], [f_new], [g_new]
+            done = True
+            break
+        if gtd_new >= 0:
+            bracket, bracket_f = [t_prev, t], [f_prev, f_new]
+            bracket_g, bracket_gtd = [g_prev, g_new.copy()], [gtd_prev, gtd_new]
+            break
+        min_step = t + 0.01 * (t - t_prev)
+        max_step = t * 10
+        tmp = t
+        t = _cubic_interpolate(t_prev, f_prev, gtd_prev, t, f_new, gtd_new,
+                               bounds=(min_step, max_step))
+        t_prev, f_prev, g_prev, gtd_prev = tmp, f_new, g_new.copy(), gtd_new
+        f_new, g_new = obj_func(x, t, d)
+        ls_func_evals += 1
+        gtd_new = _dot(g_new, d)
+        ls_iter += 1
+    if ls_iter == max_ls:
+        bracket, bracket_f, bracket_g = [0, t], [f, f_new], [g, g_new]
+    insuf_progress = False
+    low_pos, high_pos = (0, 1) if bracket_f[0] <= bracket_f[-1] else (1, 0)
+    while not done and ls_iter < max_ls:
+        if abs(bracket[1] - bracket[0]) * d_norm < tolerance_change:
+            break
+        t = _cubic_interpolate(bracket[0], bracket_f[0], bracket_gtd[0],
+                               bracket[1], bracket_f[1], bracket_gtd[1])
+        eps = 0.1 * (max(bracket) - min(bracket))
+        if min(max(bracket) - t, t - min(bracket)) < eps:
+            if insuf_progress or t >= max(bracket) or t <= min(bracket):
+                if abs(t - max(bracket)) < abs(t - min(bracket)):
+                    t = max(bracket) - eps
+                else:
+                    t = min(bracket) + eps
+                insuf_progress = False
+            else:
+                insuf_progress = True
+        else:
+            insuf_progress = False
+        f_new, g_new = obj_func(x, t, d)
+        ls_func_evals += 1
+        gtd_new = _dot(g_new, d)
+        ls_iter += 1
+        if f_new > (f + c1 * t * gtd) or f_new >= bracket_f[low_pos]:
+            bracket[high_pos], bracket_f[high_pos] = t, f_new
+            bracket_g[high_pos], bracket_gtd[high_pos] = g_new.copy(), gtd_new
+            low_pos, high_pos = (0, 1) if bracket_f[0] <= bracket_f[1] else (1, 0)
+        else:
+            if abs(gtd_new) <= -c2 * gtd:
+                done = True
+            elif gtd_new * (bracket[high_pos] - bracket[low_pos]) >= 0:
+                bracket[high_pos], bracket_f[high_pos] = bracket[low_pos], bracket_f[low_pos]
+                bracket_g[high_pos] = bracket_g[low_pos]
+                bracket_gtd[high_pos] = bracket_gtd[low_pos]
+            bracket[low_pos], bracket_f[low_pos] = t, f_new
+            bracket_g[low_pos], bracket_gtd[low_pos] = g_new.copy(), gtd_new
+    return bracket_f[low_pos], bracket_g[low_pos], bracket[low_pos], ls_func_evals
+
+
+def _check_count(label, value, lo):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"Invalid {label}: {value!r} (expected an int)")
+    if not lo <= value <= _MAX_STEP:
+        raise ValueError(f"Invalid {label}: {_show(value)} (expected an int in [{lo}, 2**53])")
+
+
+class LBFGS(Optimizer):
+    r"""L-BFGS (torch.optim.LBFGS semantics, with its ``strong_wolfe`` line search).
+
+    ``step(closure)``: ``closure()`` evaluates the objective at the params' current
+    values and returns ``(loss, grads)``: a real number and a list with one gradient
+    per param (an ndarray of the param's shape, or None for zeros), in the order the
+    params were given.  It must not change the params; step moves them (up to
+    ``max_iter`` iterations and ``max_eval`` evaluations) and returns the first
+    ``loss``.  One param group only; all params of one dtype.
+
+    State (as torch's, kept under the first param, ``opt.state[0]``): ``func_evals``,
+    ``n_iter``, ``d``, ``t``, ``old_dirs``, ``old_stps``, ``ro``, ``H_diag``,
+    ``prev_flat_grad``, ``prev_loss`` and ``al``.  A step that raises (a closure's
+    error, or grads of the wrong type, dtype or shape) restores the params and state
+    it started from.
+    """
+
+    _HYPERPARAMETERS = ("lr", "max_iter", "max_eval", "tolerance_grad", "tolerance_change",
+                        "history_size", "line_search_fn")
+    _STATE_KEYS = ("func_evals", "n_iter", "d", "t", "old_dirs", "old_stps", "ro", "H_diag",
+                   "prev_flat_grad", "prev_loss", "al")
+
+    def __init__(self, params, lr=1, max_iter=20, max_eval=None, tolerance_grad=1e-7,
+                 tolerance_change=1e-9, history_size=100, line_search_fn=None):
+        if isinstance(max_iter, numbers.Integral) and not isinstance(max_iter, bool) \
+                and max_eval is None:
+            max_eval = max_iter * 5 // 4
+        defaults = dict(lr=lr, max_iter=max_iter, max_eval=max_eval,
+                        tolerance_grad=tolerance_grad, tolerance_change=tolerance_change,
+                        history_size=history_size, line_search_fn=line_search_fn)
+        self._check_group(defaults)
+        super().__init__(params, defaults)
+
+    def _add_param_group(self, param_group):
+        if self.param_groups:
+            raise ValueError("LBFGS doesn't support per-parameter options (parameter groups)")
+        super()._add_param_group(param_group)
+        dtypes = {p.dtype for p in self.param_groups[0]["params"]}
+        if len(dtypes) > 1:
+            del self.param_groups[0]
+            raise TypeError(f"LBFGS needs all params of one dtype, got {sorted(map(str, dtypes))}")
+
+    def _check_group(self, g):
+        _check_real("learning rate", g["lr"], lo=0.0)
+        _check_count("max_iter", g["max_iter"], 0)
+        _check_count("max_eval", g["max_eval"], 0)
+        _real("tolerance_grad", g["tolerance_grad"])
+        _real("tolerance_change", g["tolerance_change"])
+        _check_count("history_size", g["history_size"], 1)
+        fn = g["line_search_fn"]
+        if fn is not None and not (type(fn) is str and fn == "strong_wolfe"):
+            raise ValueError(f"Invalid line_search_fn: {fn!r} (only 'strong_wolfe' or None "
+                             "is supported)")
+        if fn is not None and g["max_iter"] > 0 and g["max_eval"] < 1:
+            raise ValueError("Invalid max_eval: the line search needs max_eval >= 1")
+
+    def _buffer_names(self, g):
+        return ()
+
+    # ------------------------------------------------------------------ step
+    def _params(self):
+        if type(self.param_groups) is not list or len(self.param_groups) != 1:
+            raise ValueError("LBFGS doesn't support per-parameter options (parameter groups)")
+        group = self.param_groups[0]
+        self._check_group(group)
+        params = group["params"]
+        for i, p in enumerate(params):
+            _check_param(p, f"param {i}")
+        if len({p.dtype for p in params}) > 1:
+            raise TypeError("LBFGS needs all params of one dtype")
+        _check_no_shared_memory(params, [f"param {i}" for i in range(len(params))])
+        return group, params
+
+    @staticmethod
+    def _evaluate(closure, params):
+        """closure() -> (loss as a float, the grads as one flat vector)."""
+        out = closure()
+        if not isinstance(out, tuple) or len(out) != 2:
+            raise TypeError("closure() must return (loss, grads): the loss and a list with "
+                            f"one gradient per param, got {type(out).__name__}")
+        loss, grads = out
+        loss_value = _real("loss returned by the closure", loss) \
+            if not isinstance(loss, float) else loss
+        if not isinstance(grads, (list, tuple)) or len(grads) != len(params):
+            raise TypeError(f"closure() must return a list of {len(params)} gradients (one "
+                            "per param, None for zeros)")
+        views = []
+        for i, (g, p) in enumerate(zip(grads, params)):
+            if g is None:
+                views.append(np.zeros(p.size, p.dtype))
+                continue
+            if not isinstance(g, np.ndarray):
+                raise TypeError(f"grad {i} is {type(g).__name__}, expected an ndarray or None")
+            if g.dtype != p.dtype:
+                raise TypeError(f"grad {i} has dtype {g.dtype} but its param has dtype "
+                                f"{p.dtype}")
+            if g.shape != p.shape:
+                raise ValueError(f"grad {i} has shape {g.shape} but its param has shape "
+                                 f"{p.shape}")
+            views.append(g.ravel())
+        return loss, loss_value, np.concatenate(views)
+
+    @staticmethod
+    def _add_grad(params, step_size, update):
+        offset = 0
+        for p in params:
+            part = update[offset:offset + p.size].reshape(p.shape)
+            _add_scaled(p, part if p.flags.c_contiguous else np.asfortranarray(part), step_size)
+            offset += p.size
+
+    def step(self, closure):
+        """One L-BFGS step (torch's algorithm); returns the loss of the first closure call.
+        On any error the params and the state are restored to what they were."""
+        if not callable(closure):
+            raise TypeError("LBFGS.step needs a closure: a function returning (loss, grads)")
+        with self._lock:
+            group, params = self._params()
+            saved_params = [p.copy() for p in params]
+            saved_state = self.state
+            self.state = {k: _copy_lbfgs_state(v) for k, v in saved_state.items()}
+            try:
+                return self._step(closure, group, params)
+            except BaseException:
+                for p, x in zip(params, saved_params):
+                    p[...] = x
+                self.state = saved_state
+                raise
+
+    def _step(self, closure, group, params):
+        lr = group["lr"]  # as torch's _to_scalar: a Python number stays as it is (int 1)
+        lr = lr.reshape(()).item() if isinstance(lr, np.ndarray) else lr
+        max_iter, max_eval = group["max_iter"], group["max_eval"]
+        tolerance_grad, tolerance_change = group["tolerance_grad"], group["tolerance_change"]
+        line_search_fn, history_size = group["line_search_fn"], group["history_size"]
+        state = self.state.setdefault(0, {})
+        state.setdefault("func_evals", 0)
+        state.setdefault("n_iter", 0)
+        orig_loss, loss, flat_grad = self._evaluate(closure, params)
+        current_evals = 1
+        state["func_evals"] += 1
+        opt_cond = np.abs(flat_grad).max() <= tolerance_grad if flat_grad.size else True
+        if opt_cond:
+            return orig_loss
+        d, t = state.get("d"), state.get("t")
+        old_dirs, old_stps, ro = state.get("old_dirs"), state.get("old_stps"), state.get("ro")
+        H_diag = state.get("H_diag")
+        prev_flat_grad, prev_loss = state.get("prev_flat_grad"), state.get("prev_loss")
+        n_iter = 0
+        while n_iter < max_iter:
+            n_iter += 1
+            state["n_iter"] += 1
+            if state["n_iter"] == 1:
+                d = -flat_grad
+                old_dirs, old_stps, ro = [], [], []
+                H_diag = 1
+            else:
+                y = flat_grad - prev_flat_grad
+                s = d * t
+                ys = _dot(y, s)
+                if ys > 1e-10:
+                    if len(old_dirs) == history_size:
+                        old_dirs.pop(0)
+                        old_stps.pop(0)
+                        ro.pop(0)
+                    old_dirs.append(y)
+                    old_stps.append(s)
+                    ro.append(1.0 / ys)
+                    H_diag = ys / _dot(y, y)
+                num_old = len(old_dirs)
+                if "al" not in state:
+                    state["al"] = [None] * history_size
+                al = state["al"]
+                q = -flat_grad
+                for i in range(num_old - 1, -1, -1):
+                    al[i] = _dot(old_stps[i], q) * ro[i]
+                    _add_scaled(q, old_dirs[i], -al[i])
+                d = r = q * H_diag
+                for i in range(num_old):
+                    be_i = _dot(old_dirs[i], r) * ro[i]
+                    _add_scaled(r, old_stps[i], al[i] - be_i)
+            if prev_flat_grad is None:
+                prev_flat_grad = flat_grad.copy()
+            else:
+                prev_flat_grad[...] = flat_grad
+            prev_loss = loss
+            if state["n_iter"] == 1:
+                t = min(1.0, 1.0 / np.abs(flat_grad).sum()) * lr
+            else:
+                t = lr
+            gtd = _dot(flat_grad, d)
+            if gtd > -tolerance_change:
+                break
+            ls_func_evals = 0
+            if line_search_fn is not None:
+                x_init = [p.copy() for p in params]
+
+                def obj_func(x, t, d):
+                    self._add_grad(params, t, d)
+                    _, value, grad = self._evaluate(closure, params)
+                    for p, xp in zip(params, x):
+                        p[...] = xp
+                    return value, grad
+                loss, flat_grad, t, ls_func_evals = _strong_wolfe(
+                    obj_func, x_init, t, d, loss, flat_grad, gtd,
+                    max_ls=max_eval - current_evals)
+                self._add_grad(params, t, d)
+                opt_cond = np.abs(flat_grad).max() <= tolerance_grad
+            else:
+                self._add_grad(params, t, d)
+                if n_iter != max_iter:
+                    _, loss, flat_grad = self._evaluate(closure, params)
+                    opt_cond = np.abs(flat_grad).max() <= tolerance_grad
+                    ls_func_evals = 1
+            current_evals += ls_func_evals
+            state["func_evals"] += ls_func_evals
+            if n_iter == max_iter or current_evals >= max_eval or opt_cond:
+                break
+            if np.abs(d * t).max() <= tolerance_change:
+                break
+            if abs(loss - prev_loss) < tolerance_change:
+                break
+        state.update(d=d, t=t, old_dirs=old_dirs, old_stps=old_stps, ro=ro, H_diag=H_diag,
+                     prev_flat_grad=prev_flat_grad, prev_loss=prev_loss)
+        return orig_loss
+
+    # ------------------------------------------------------------ state dicts
+    def state_dict(self):
+        """torch's layout: ``{"state": {0: {...}}, "param_groups": [...]}``; copies."""
+        with self._lock:
+            sd = super().state_dict()
+            sd["state"] = {k: _copy_lbfgs_state(v) for k, v in self.state.items() if v}
+            return sd
+
+    def _load_state_dict(self, state_dict):
+        if not isinstance(state_dict, dict) or set(state_dict) != {"state", "param_groups"}:
+            raise ValueError("state_dict must be a dict with exactly the keys 'state' and "
+                             "'param_groups'")
+        saved_state = state_dict["state"]
+        if not isinstance(saved_state, dict):
+            raise TypeError("state_dict['state'] must be a dict")
+        old_groups = [dict(g) for g in self.param_groups]
+        old_state = self.state
+        # The groups are checked and loaded by the base class (no per-param buffers),
+        # then the state is checked against them; a failure restores both.
+        super()._load_state_dict({"state": {}, "param_groups": state_dict["param_groups"]})
+        try:
+            group = self.param_groups[0]
+            params = group["params"]
+            first_id = state_dict["param_groups"][0]["params"][0] if params else 0
+            new_state = {}
+            for sid, st in saved_state.items():
+                if not isinstance(st, dict):
+                    raise ValueError(f"state[{sid!r}] must be a dict")
+                if not st:
+                    continue
+                if isinstance(sid, bool) or sid != first_id:
+                    raise ValueError(f"state entry {sid!r}: LBFGS keeps its state under the "
+                                     f"first param ({first_id!r}) only")
+                new_state[0] = _parse_lbfgs_state(st, params[0].dtype,
+                                                  sum(p.size for p in params), group)
+        except BaseException:
+            for g, old in zip(self.param_groups, old_groups):
+                g.clear()
+                g.update(old)
+            self.state = old_state
+            raise
+        self.state = new_state
+
+
+def _copy_lbfgs_state(st):
+    return {k: ([x.copy() if isinstance(x, np.ndarray) else x for x in v]
+                if isinstance(v, list) else v.copy() if isinstance(v, np.ndarray) else v)
+            for k, v in st.items()}
+
+
+def _parse_lbfgs_state(st, dtype, n, group):
+    """A saved LBFGS state (ours, or torch's with tensors as .numpy() arrays), checked,
+    as NumPy values of the params' dtype."""
+    unknown = set(st) - set(LBFGS._STATE_KEYS)
+    if unknown:
+        raise ValueError(f"state[0] has unexpected entries {sorted(map(str, unknown))} for LBFGS")
+    scalar = np.dtype(dtype).type
+
+    def vector(name, v):
+        if not isinstance(v, np.ndarray) or v.dtype != dtype or v.shape != (n,):
+            raise ValueError(f"state[0]['{name}'] must be an ndarray of shape ({n},) and dtype "
+                             f"{dtype}")
+        return v.copy()
+
+    def real(name, v, keep_int=False):
+        if keep_int and type(v) is int:
+            return v
+        if isinstance(v, np.ndarray):
+            if v.size != 1:
+                raise ValueError(f"state[0]['{name}'] must be a number")
+            return scalar(_real(f"state[0]['{name}']", v))
+        return _real(f"state[0]['{name}']", v) if isinstance(v, float) or \
+            not isinstance(v, np.generic) else scalar(_real(f"state[0]['{name}']", v))
+
+    out = {}
+    for key in ("func_evals", "n_iter"):
+        if key in st:
+            _check_count(f"state[0]['{key}']", st[key], 0)
+            out[key] = int(st[key])
+    lists = [k for k in ("old_dirs", "old_stps", "ro") if st.get(k) is not None]
+    for k in lists:
+        if not isinstance(st[k], (list, tuple)):
+            raise ValueError(f"state[0]['{k}'] must be a list")
+    if lists and (len(lists) != 3 or len({len(st[k]) for k in lists}) != 1):
+        raise ValueError("state[0]['old_dirs'], ['old_stps'] and ['ro'] must be lists of "
+                         "one length")
+    for key, v in st.items():
+        if key in ("func_evals", "n_iter"):
+            continue
+        if v is None:
+            out[key] = None
+        elif key in ("d", "prev_flat_grad"):
+            out[key] = vector(key, v)
+        elif key in ("old_dirs", "old_stps"):
+            out[key] = [vector(key, x) for x in v]
+        elif key == "ro":
+            out[key] = [real(key, x) for x in v]
+        elif key == "al":
+            if not isinstance(v, (list, tuple)) or len(v) != group["history_size"]:
+                raise ValueError(f"state[0]['al'] must be a list of history_size="
+                                 f"{group['history_size']} entries")
+            out[key] = [None if x is None else real(key, x) for x in v]
+        elif key == "prev_loss":
+            out[key] = _real("state[0]['prev_loss']", v)
+        else:  # t, H_diag (torch's first H_diag is the int 1)
+            out[key] = real(key, v, keep_int=True)
+    return out

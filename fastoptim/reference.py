@@ -20,7 +20,8 @@ import math
 import numpy as np
 
 __all__ = ["sgd_", "rmsprop_", "adam_", "adamw_", "lerp_", "adagrad_", "lion_", "adamax_",
-           "radam_", "adadelta_", "rprop_", "nadam_", "asgd_", "adamw_schedule_free_"]
+           "radam_", "adadelta_", "rprop_", "nadam_", "asgd_", "adamw_schedule_free_",
+           "adafactor_", "muon_"]
 
 
 def _as_lists(*arrays):
@@ -311,3 +312,106 @@ def adamw_schedule_free_(param, grad, z, exp_avg_sq, *, ckp1, lr, bias_correctio
         lerp_(y, zz, ckp1)
         y += (lr * (beta1 * (1 - ckp1) - 1)) * g
         zz -= lr * g
+# ----------------------------------------------------------- Adafactor, Muon
+# The compiled kernels sum in double in a fixed order (fastoptim/_kernels_factored.pxi):
+# a row with four accumulators over the indices i % 4 (the tail goes to the first),
+# combined as (a0 + a1) + (a2 + a3); a column over the rows in order; a total over the
+# rows in order.  np.cumsum adds in order, so these helpers give the same bits.
+
+def _row_sumsq(x):
+    """Sum of x*x per row of the 2-D array x, in double, in the kernels' order."""
+    sq = x.astype(np.float64) ** 2  # exact for float32; one rounding for float64, as x*x
+    n, c = sq.shape
+    c4 = c - c % 4
+    lanes = np.zeros((n, 4))
+    if c4:
+        lanes = np.cumsum(sq[:, :c4].reshape(n, c4 // 4, 4), axis=1)[:, -1, :].copy()
+    for j in range(c4, c):
+        lanes[:, 0] += sq[:, j]
+    return (lanes[:, 0] + lanes[:, 1]) + (lanes[:, 2] + lanes[:, 3])
+
+
+def _ordered_sum(v):
+    """v[0] + v[1] + ... in order (a double)."""
+    return float(np.cumsum(v)[-1]) if len(v) else 0.0
+
+
+def _clamp_min(x, low):
+    """torch.clamp(x, min=low) (NaN stays NaN)."""
+    return np.maximum(x, low)
+
+
+def adafactor_(param, grad, row_var=None, col_var=None, variance=None, *, step, lr=1e-2,
+               beta2_decay=-0.8, eps1=None, eps2=1e-3, d=1.0, weight_decay=0.0,
+               maximize=False, n_threads=None):
+    """torch.optim.Adafactor (_single_tensor_adafactor): factored second moment
+    (row_var, col_var) for params of >= 2 dims, full (variance) for the others."""
+    lists = _as_lists(param, grad, row_var, col_var, variance)
+    for p, g, rv, cv, var in zip(*lists):
+        dtype = p.dtype.type
+        g = -g if maximize else g
+        e1 = np.finfo(p.dtype).eps.item() if eps1 is None else eps1
+        n = p.size
+        if n == 0:
+            continue
+        weight = step ** beta2_decay
+        rho = min(lr, 1 / (step ** 0.5))
+        cols = p.shape[-1] if p.ndim >= 2 else n
+        pnorm = float(dtype(math.sqrt(_ordered_sum(_row_sumsq(p.reshape(-1, cols))))))
+        alpha = max(eps2, pnorm / math.sqrt(n)) * rho
+        if weight_decay != 0:
+            p *= 1 - lr * weight_decay
+        if p.ndim >= 2:
+            rows = p.shape[-2]
+            g3 = g.reshape(-1, rows, cols)
+            row_norm = np.sqrt(_row_sumsq(g3.reshape(-1, cols))).astype(dtype)
+            lerp_(rv.reshape(-1), row_norm * row_norm / cols, weight)
+            g64 = g3.astype(np.float64)
+            col_norm = np.sqrt(np.cumsum(g64 * g64, axis=1)[:, -1, :]).astype(dtype)
+            lerp_(cv.reshape(-1), (col_norm * col_norm / rows).reshape(-1), weight)
+            r = rv.reshape(-1, rows)
+            row_mean = (np.cumsum(r.astype(np.float64), axis=1)[:, -1] / rows).astype(dtype)
+            row_mean = _clamp_min(row_mean, dtype(e1))
+            v = (r[:, :, None] * cv.reshape(-1, 1, cols)) / row_mean[:, None, None]
+            u = (1 / np.sqrt(_clamp_min(v, dtype(e1 * e1)))) * g3
+        else:
+            lerp_(var, g * g, weight)
+            u = (1 / np.sqrt(_clamp_min(var, dtype(e1 * e1)))) * g
+        unorm = float(dtype(math.sqrt(_ordered_sum(_row_sumsq(u.reshape(-1, cols))))))
+        denom = max(1.0, unorm / (math.sqrt(n) * d))
+        p += (-alpha / denom) * u.reshape(p.shape)
+
+
+def muon_(param, grad, momentum_buffer, *, lr=1e-3, weight_decay=0.1, momentum=0.95,
+          nesterov=True, ns_coefficients=(3.4445, -4.775, 2.0315), eps=1e-7, ns_steps=5,
+          adjust_lr_fn=None, n_threads=None):
+    """torch.optim.Muon (_single_tensor_muon) for 2-D params, with the Newton-Schulz
+    iteration in the param's dtype (torch runs it in bfloat16)."""
+    a, b, c = ns_coefficients
+    for p, g, buf in zip(*_as_lists(param, grad, momentum_buffer)):
+        dtype = p.dtype.type
+        lerp_(buf, g, 1 - momentum)
+        if p.size == 0:
+            continue
+        update = g.copy(order="K")
+        if nesterov:
+            lerp_(update, buf, momentum)
+        else:
+            update[...] = buf
+        flat = update.ravel(order="K")
+        blocks = [flat[k:k + 4096] for k in range(0, flat.size, 4096)]
+        sumsq = _ordered_sum([_row_sumsq(blk.reshape(1, -1))[0] for blk in blocks])
+        x = update.T if p.shape[0] > p.shape[1] else update
+        x = x / _clamp_min(dtype(math.sqrt(sumsq)), dtype(eps))
+        for _ in range(ns_steps):
+            gram = x @ x.T
+            x = a * x + (b * gram + c * (gram @ gram)) @ x
+        if p.shape[0] > p.shape[1]:
+            x = x.T
+        rows, cols = p.shape
+        if adjust_lr_fn is None or adjust_lr_fn == "original":
+            adjusted_lr = lr * math.sqrt(max(1, rows / cols))
+        else:  # "match_rms_adamw"
+            adjusted_lr = lr * (0.2 * math.sqrt(max(rows, cols)))
+        p *= 1 - lr * weight_decay
+        p += -adjusted_lr * x

@@ -544,6 +544,22 @@ def _functional_calls(fo, name):
         listed = Call(fo.rmsprop_, [[p, _vec(3, seed=5)], [g, _vec(3, seed=6)],
                                     [np.abs(_vec(6, seed=2)), np.abs(_vec(3, seed=7))]],
                       dict(step=1, weight_decay=0.1))
+    elif name == "adafactor_":
+        m, gm = _vec(6, seed=8).reshape(2, 3), _vec(6, seed=9).reshape(2, 3)
+        single = Call(fo.adafactor_, [m, gm, np.abs(_vec(2, seed=2)).reshape(2, 1),
+                                      np.abs(_vec(3, seed=3)).reshape(1, 3)],
+                      dict(step=2, weight_decay=0.1, maximize=True))
+        listed = Call(fo.adafactor_, [[m, p], [gm, g], [np.zeros((2, 1), np.float32), None],
+                                      [np.zeros((1, 3), np.float32), None],
+                                      [None, np.abs(_vec(6, seed=4))]],
+                      dict(step=1, eps1=1e-30, d=2.0))
+    elif name == "muon_":
+        m, gm = _vec(6, seed=8).reshape(2, 3), _vec(6, seed=9).reshape(2, 3)
+        single = Call(fo.muon_, [m, gm, _vec(6, seed=2).reshape(2, 3)], dict(lr=0.02))
+        listed = Call(fo.muon_, [[m, _vec(4, seed=5).reshape(2, 2)],
+                                 [gm, _vec(4, seed=6).reshape(2, 2)],
+                                 [np.zeros((2, 3), np.float32), np.zeros((2, 2), np.float32)]],
+                      dict(nesterov=False, adjust_lr_fn="match_rms_adamw", ns_steps=2))
     else:
         fn = getattr(fo, name)
         single = Call(fn, [p, g, _vec(6, seed=2), np.abs(_vec(6, seed=3))],
@@ -559,6 +575,9 @@ def _optimizer(cls, stepped=True, mixed=False):
     """An optimizer over two params (float32 and, when mixed, float64), stepped once."""
     import fastoptim.optim as fo
     params = [_vec(6, seed=10), _vec(4, np.float64 if mixed else np.float32, seed=11)]
+    if cls in (fo.Muon, fo.Adafactor):  # Muon: 2-D only; Adafactor: one factored param
+        params = [params[0].reshape(2, 3), params[1].reshape(2, 2) if cls is fo.Muon
+                  else params[1]]
     kwargs = {}
     if issubclass(cls, fo.SGD):
         kwargs = dict(lr=0.1, momentum=0.9)
@@ -566,12 +585,22 @@ def _optimizer(cls, stepped=True, mixed=False):
         kwargs = dict(momentum=0.5, centered=True)
     elif issubclass(cls, fo.Adam):
         kwargs = dict(amsgrad=True)
+    elif cls is fo.LBFGS:
+        kwargs = dict(history_size=3, max_iter=4, line_search_fn="strong_wolfe")
     opt = cls(params, **kwargs)
     if cls is fo.AdamWScheduleFree:
         opt.train()  # it steps in train mode only
     if stepped:
-        opt.step([_vec(6, seed=12), _vec(4, params[1].dtype, seed=13)])
+        opt.step(_lbfgs_closure(params) if cls is fo.LBFGS else _grads_like(params, seed=12))
     return opt, params, kwargs
+
+
+def _lbfgs_closure(params):
+    """(loss, grads) of sum((p - 1)**2) at the params' current values."""
+    def closure():
+        return (float(sum(((p.astype(np.float64) - 1) ** 2).sum() for p in params)),
+                [2 * (p - 1) for p in params])
+    return closure
 
 
 def _grads_like(params, seed=20):
@@ -588,18 +617,25 @@ def _optimizer_calls(cls, method):
         opt, params, kwargs = _optimizer(cls, stepped=False)
         return [Call(cls, [params], kwargs)]
     calls = []
-    for mixed in (False, True):
+    for mixed in ((False,) if cls is fo.LBFGS else (False, True)):  # LBFGS: one dtype
         opt, params, _ = _optimizer(cls, mixed=mixed)
-        if method == "step":
+        if method == "step" and cls is fo.LBFGS:
+            calls.append(Call(opt.step, [_lbfgs_closure(params)]))
+        elif method == "add_param_group" and cls is fo.LBFGS:  # one group only: refused
+            calls.append(Call(opt.add_param_group, [{"params": [_vec(5, seed=40)]}],
+                              allowed=("ValueError",)))
+        elif method == "step":
             calls.append(Call(opt.step, [_grads_like(params)]))
         elif method == "state_dict":
             calls.append(Call(opt.state_dict))
         elif method == "load_state_dict":
-            twin, _, _ = _optimizer(cls, mixed=mixed)
-            twin.step(_grads_like(params, seed=30))
+            twin, twin_params, _ = _optimizer(cls, mixed=mixed)
+            twin.step(_lbfgs_closure(twin_params) if cls is fo.LBFGS
+                      else _grads_like(params, seed=30))
             calls.append(Call(opt.load_state_dict, [twin.state_dict()]))
         elif method == "add_param_group":
-            calls.append(Call(opt.add_param_group, [{"params": [_vec(5, seed=40)], "lr": 0.01}]))
+            new = _vec(6, seed=40).reshape(2, 3) if cls is fo.Muon else _vec(5, seed=40)
+            calls.append(Call(opt.add_param_group, [{"params": [new], "lr": 0.01}]))
         elif method == "zero_grad":
             calls.append(Call(opt.zero_grad))
         elif method in ("train", "eval"):  # AdamWScheduleFree's weight switch
