@@ -984,3 +984,6 @@ def divide_like_adam(x, double c):
         with nogil:
             _divide_range(<float*> data, n, <float> c, fast)
     return fast
+
+
+include "_kernels_layers.pxi"
