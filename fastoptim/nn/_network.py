@@ -218,6 +218,11 @@ class MLP:
         self.grads_flat = np.zeros(self.n_params, dtype=self.dtype)
         self.coefs, self.intercepts = self._split(self.params_flat, shapes)
         self.coef_grads, self.intercept_grads = self._split(self.grads_flat, shapes)
+        # per layer, the (start, stop) ranges of its weights and bias in params_flat
+        self._layer_pieces = tuple(
+            ((off, off + a * b), (boff, boff + b)) for (a, b), off, boff in zip(
+                shapes, np.cumsum([0] + [a * b for a, b in shapes[:-1]]).tolist(),
+                (self.n_weights + np.cumsum([0] + [b for _, b in shapes[:-1]])).tolist()))
         self.weights_flat = self.params_flat[:self.n_weights]
         self.weight_grads_flat = self.grads_flat[:self.n_weights]
         self.alpha = alpha
