@@ -209,7 +209,7 @@ def make_optimizer(name, params, **kwargs):
 
 
 _BLAS_BIG_MACS = 1 << 26      # a product this large: BLAS threads pay, no need to time
-_BLAS_TINY_MACS = 1 << 16     # this small (a few us): one thread, no need to time
+_BLAS_TINY_MACS = 1 << 18     # below this OpenBLAS runs gemm on one thread anyway
 _controller = None
 _blas_choice = {}             # (layer sizes, rows, dtype, threads) -> measured count
 
