@@ -36,10 +36,11 @@ Compiled layer kernels (``fused=True``, the default; ``_kernels_layers.pxi``): t
 products stay in NumPy's BLAS and everything element-wise around them is one pass each:
 bias add + relu (tanh and the logistic use NumPy's SIMD tanh after the bias add), the
 output function + loss + delta + bias gradient, activation derivative x delta + bias
-gradient, and the L2 term added to each layer's weight gradient.  ``fused=False`` runs
-the NumPy reference path: same formulas, the same bits for relu/identity networks'
-deltas and weight gradients except where the sums' order differs (bias gradients, loss)
-and where libm's exp/log and NumPy's SIMD versions round differently (the output layer).
+gradient, and the L2 term added to each layer's weight gradient.  ``net.fused = False``
+runs the NumPy reference path, the same formulas: the same bits for the forward pass,
+the derivatives and (with an identity output) the weight gradients; bias gradients and
+losses within rounding (the kernels sum in double in a fixed order), softmax / logistic /
+exp outputs within a few ulp (libm's exp and log here, NumPy's SIMD ones there).
 """
 
 import numbers
