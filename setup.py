@@ -98,7 +98,7 @@ def extensions():
             include_dirs=[np.get_include(), "fastoptim"],
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_2_0_API_VERSION")],
             depends=["fastoptim/_kernels.pxi", "fastoptim/_kernels_factored.pxi",
-                     "fastoptim/_platform.h",
+                     "fastoptim/_kernels_layers.pxi", "fastoptim/_platform.h",
                      *TEMPLATES, *(t[:-len(".tp")] for t in TEMPLATES)],
         )
         for name in names

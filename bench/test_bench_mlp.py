@@ -7,9 +7,12 @@ Contenders, each timed over one epoch of the same 1,437 training rows (80 % stra
 split of digits, pixels / 16), shuffled every epoch, 23 mini-batches (22 x 64 + 29):
 
 * fastoptim ``MLP`` + ``fastoptim.optim.Adam`` (one fused step over ``params_flat``),
-  through the training loop ``fastoptim.nn.train`` -- and through the estimator
-  ``MLPClassifier.partial_fit`` (adds input checks per call);
-* scikit-learn ``MLPClassifier(solver="adam").partial_fit`` (one epoch per call);
+  through the training loop ``fastoptim.nn.train``, float32 and float64, with the
+  compiled layer kernels and with the NumPy reference path (``net.fused = False``, the
+  path before the kernels) -- and through the estimator ``MLPClassifier.partial_fit``
+  (adds input checks per call);
+* scikit-learn ``MLPClassifier(solver="adam").partial_fit`` (one epoch per call), on
+  float32 and on float64 input (it trains in the input's dtype);
 * PyTorch ``nn.Sequential`` + ``torch.optim.Adam`` with ``torch.set_num_threads(1)``
   (default foreach and ``fused=True``).
 
@@ -66,16 +69,19 @@ def _threads(limit):
 
 # ---- contenders: each returns (run_one_epoch, accuracy_on(X, y)) ---------------------------
 
-def fastoptim_loop(Xtr, ytr):
-    net = MLP(SIZES, "relu", "softmax", dtype=np.float32, alpha=1e-4, seed=0)
-    opt = Adam([net.params_flat], lr=LR)
-    X, Y = net.check_X(Xtr), net.targets(ytr)
-    rng = np.random.default_rng(0)
+def _fastoptim_loop(dtype, fused):
+    def make(Xtr, ytr):
+        net = MLP(SIZES, "relu", "softmax", dtype=dtype, alpha=1e-4, seed=0)
+        net.fused = fused
+        opt = Adam([net.params_flat], lr=LR)
+        X, Y = net.check_X(Xtr), net.targets(ytr)
+        rng = np.random.default_rng(0)
 
-    def epoch():
-        train(net, X, Y, opt, epochs=1, batch_size=BATCH, seed=rng, progress=False)
+        def epoch():
+            train(net, X, Y, opt, epochs=1, batch_size=BATCH, seed=rng, progress=False)
 
-    return epoch, lambda Xe, ye: float(np.mean(net.forward(Xe).argmax(1) == ye))
+        return epoch, lambda Xe, ye: float(np.mean(net.forward(Xe).argmax(1) == ye))
+    return make
 
 
 def fastoptim_estimator(Xtr, ytr):
@@ -85,12 +91,15 @@ def fastoptim_estimator(Xtr, ytr):
     return lambda: clf.partial_fit(Xtr, ytr, classes=classes), clf.score
 
 
-def sklearn_adam(Xtr, ytr):
-    nn = pytest.importorskip("sklearn.neural_network")
-    clf = nn.MLPClassifier(hidden_layer_sizes=tuple(SIZES[1:-1]), batch_size=BATCH,
-                           solver="adam", learning_rate_init=LR, random_state=0)
-    classes = np.unique(ytr)
-    return lambda: clf.partial_fit(Xtr, ytr, classes=classes), clf.score
+def _sklearn_adam(dtype):
+    def make(Xtr, ytr):
+        nn = pytest.importorskip("sklearn.neural_network")
+        clf = nn.MLPClassifier(hidden_layer_sizes=tuple(SIZES[1:-1]), batch_size=BATCH,
+                               solver="adam", learning_rate_init=LR, random_state=0)
+        classes = np.unique(ytr)
+        X = Xtr.astype(dtype)
+        return lambda: clf.partial_fit(X, ytr, classes=classes), clf.score
+    return make
 
 
 def _torch(fused):
@@ -127,9 +136,13 @@ def _torch(fused):
 
 
 CONTENDERS = {
-    "fastoptim-train": fastoptim_loop,
+    "fastoptim-train": _fastoptim_loop(np.float32, True),
+    "fastoptim-train-float64": _fastoptim_loop(np.float64, True),
+    "fastoptim-train-numpy-path": _fastoptim_loop(np.float32, False),
+    "fastoptim-train-float64-numpy-path": _fastoptim_loop(np.float64, False),
     "fastoptim-MLPClassifier.partial_fit": fastoptim_estimator,
-    "sklearn-MLPClassifier.partial_fit": sklearn_adam,
+    "sklearn-MLPClassifier.partial_fit": _sklearn_adam(np.float32),
+    "sklearn-MLPClassifier.partial_fit-float64": _sklearn_adam(np.float64),
     "torch-1thread-foreach": _torch(False),
     "torch-1thread-fused": _torch(True),
 }

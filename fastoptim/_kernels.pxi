@@ -994,3 +994,6 @@ def divide_like_adam(x, double c):
             _divide_range(<float*> data, n, <float> c, fast)
     return fast
 include "_kernels_factored.pxi"
+
+
+include "_kernels_layers.pxi"

@@ -467,6 +467,7 @@ class Optimizer:
     def __getstate__(self):
         d = dict(self.__dict__)
         del d["_lock"]
+        d.pop("_pieces", None)  # closures over the plan, rebuilt when needed
         d["_plan"] = None  # rebuilt (and re-checked) at the next step
         d["_hypers"] = []
         return d
@@ -1046,6 +1047,70 @@ class Optimizer:
         self._plan = None
 
 
+    # ------------------------------------------------------- stepping in pieces
+    #: True when a step updates every element from its own param, grad and state values
+    #: (and the group's values and step count) only: stepping a param piece by piece,
+    #: every piece once, gives the bits of one whole step.  fastoptim.nn steps each
+    #: layer during backward this way.  Read from the class's own body (not inherited:
+    #: a subclass may add per-param or global quantities -- norms, trust ratios, scalar
+    #: state -- so each class opts in itself).
+    _ELEMENTWISE = False
+
+    def _piecewise_step(self, grad, pieces):
+        """The next step of this optimizer's ONE param, in pieces: ``pieces[k]`` is a
+        list of (start, stop) element ranges of the flattened param, ``grad`` the whole
+        gradient (read when a piece runs).  Returns ``(calls, finish)``: ``calls[k]()``
+        updates the ranges of pieces[k]; ``finish()`` counts the step once every piece
+        ran.  None when the step cannot be split: a class that is not element-wise,
+        nonfinite checks (they need the whole gradient first), more than one param or
+        group, or state still to be created (the first step).  Checks as step() does."""
+        with self._lock:
+            if not type(self).__dict__.get("_ELEMENTWISE") or self.nonfinite != "ignore":
+                return None
+            plan = self._plan
+            try:
+                armed = plan is not None and plan.call is not None and plan.is_armed(self)
+            except Exception:  # a value the check chokes on: the full checks word it
+                armed = False
+            if not armed:
+                hypers = self._check_groups()
+                if plan is None or not self._plan_is_current(plan, hypers):
+                    plan = self._build_plan(hypers)
+                plan.call = plan.live = None
+                if not plan.fast or len(plan.flat) != 1 or plan.flat[0].ndim != 1:
+                    return None
+                b = plan.buckets[0]
+                call = self._kernel_call(b.group, b.params, b.bufs, False, self.n_threads)
+                if self._hypers[0] is hypers[0]:  # its values cannot change in place
+                    plan.arm(self, hypers[0], call)
+            b = plan.buckets[0]
+            key = (plan.call, grad, pieces)
+            cached = getattr(self, "_pieces", None)
+            if cached is None or cached[0] is None or any(
+                    x is not y for x, y in zip(cached[0], key)):
+                if self._check_grads([grad], plan.flat)[0] is not grad:
+                    return None  # a copy in another layout: the pieces must read grad
+                p, g = b.params[0], grad
+                calls = []
+                for ranges in pieces:
+                    part = [slice(lo, hi) for lo, hi in ranges]
+                    update = self._kernel_call(
+                        b.group, [p[s] for s in part],
+                        {name: [a[0][s] for s in part] for name, a in b.bufs.items()},
+                        False, self.n_threads)
+                    gs = [g[s] for s in part]
+                    calls.append(lambda update=update, gs=gs: update(gs, b.step + 1))
+                cached = (key if plan.call is not None else None, calls)
+                self._pieces = cached
+
+            def finish():
+                step = b.step + 1
+                for st in b.states:
+                    st["step"] = step
+                plan.counted(b, step)
+            return cached[1], finish
+
+
 # ---------------------------------------------------------------------- SGD
 class SGD(Optimizer):
     r"""Stochastic gradient descent with momentum (torch.optim.SGD semantics).
@@ -1064,6 +1129,7 @@ class SGD(Optimizer):
     """
 
     _ALL_BUFFERS = ("momentum_buffer",)
+    _ELEMENTWISE = True
     _TORCH_FLAGS = ("foreach", "differentiable", "fused")
     _HYPERPARAMETERS = ("lr", "momentum", "dampening", "weight_decay", "nesterov", "maximize")
     _STEP_OPTIONAL = True
@@ -1114,6 +1180,8 @@ class SGD(Optimizer):
 class Momentum(SGD):
     """SGD with momentum 0.9 by default (the course's "Momentum"); otherwise exactly SGD."""
 
+    _ELEMENTWISE = True
+
     def __init__(self, params, lr=1e-3, momentum=0.9, dampening=0, weight_decay=0,
                  nesterov=False, *, maximize=False, foreach=None, differentiable=False,
                  fused=None, nonfinite="ignore", n_threads=None):
@@ -1141,6 +1209,7 @@ class RMSprop(Optimizer):
     """
 
     _ALL_BUFFERS = ("square_avg", "momentum_buffer", "grad_avg")
+    _ELEMENTWISE = True
     _TORCH_FLAGS = ("capturable", "foreach", "differentiable")
     _HYPERPARAMETERS = ("lr", "alpha", "eps", "weight_decay", "momentum", "centered",
                         "maximize")
@@ -1213,6 +1282,7 @@ class Adam(Optimizer):
 
     _STEP_BOUND_BUFFERS = ("exp_avg", "exp_avg_sq")
     _ALL_BUFFERS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+    _ELEMENTWISE = True
     _TORCH_FLAGS = ("foreach", "capturable", "differentiable", "fused")
     _HYPERPARAMETERS = ("lr", "betas", "eps", "weight_decay", "amsgrad", "maximize",
                         "decoupled_weight_decay")
@@ -1277,6 +1347,7 @@ class AdamW(Adam):
     As torch's, it keeps ``decoupled_weight_decay=True`` in every group it loads.
     """
 
+    _ELEMENTWISE = True
     _FORCED_GROUP_OPTIONS = {"decoupled_weight_decay": True}
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,

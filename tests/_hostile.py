@@ -759,7 +759,8 @@ def _estimator_calls(cls, method):
     classifier = issubclass(cls, MLPClassifier)
     if not classifier:
         y = X[:, 0] * 2.0
-    ctor = dict(hidden_layer_sizes=(5,), max_iter=3, random_state=0)
+    ctor = dict(hidden_layer_sizes=(5,), max_iter=3, random_state=0, grad_accumulation=2,
+                step_in_backward=True)
     skip = {"max_iter": ("int 2**31", "int 2**63", "10**v huge"),
             "max_fun": ("int 2**31", "int 2**63", "10**v huge"),
             "n_iter_no_change": ("int 2**31", "int 2**63", "10**v huge", "inf")}
@@ -848,7 +849,9 @@ def _train_call():
     X, y = _data()
     net = MLP([4, 5, 3], seed=0)
     opt = fastoptim.Adam([net.params_flat])
-    return Call(train, [net, X, net.targets(y), opt], dict(epochs=2, batch_size=8, seed=0),
+    return Call(train, [net, X, net.targets(y), opt],
+                dict(epochs=2, batch_size=8, seed=0, grad_accumulation=2,
+                     step_in_backward=True),
                 skip={"epochs": ("int 2**31", "int 2**63", "10**v huge"),
                       "patience": ("int 2**31", "int 2**63", "10**v huge")})
 

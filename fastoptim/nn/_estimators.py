@@ -315,6 +315,8 @@ _CONSTRAINTS = {
     "rho": [_UNIT_LEFT],
     "dtype": [_DType()],
     "loss": [_Options("squared_error", "poisson")],
+    "grad_accumulation": [_Interval(int, 1, None, "left")],
+    "step_in_backward": [_Options("auto"), _Bool()],
 }
 
 
@@ -771,7 +773,9 @@ class _BaseMLP(_ParamsMixin):
                 _warn("Got `batch_size` less than 1 or larger than sample size. It is going "
                       "to be clipped", stacklevel=5)
             batch_size = min(int(self.batch_size), n)
-        runner = _Epochs(net, X, Y, opt, batch_size, sw)
+        runner = _Epochs(net, X, Y, opt, batch_size, sw,
+                         grad_accumulation=int(self.grad_accumulation),
+                         step_in_backward=self.step_in_backward)
         order = np.arange(n)
         sgd = self.solver == "sgd"
         lr0 = float(self.learning_rate_init)
@@ -781,7 +785,7 @@ class _BaseMLP(_ParamsMixin):
         count = st["_no_improvement_count"]
         n_iter = 0
         verbose = bool(self.verbose)
-        with _blas_threads(net, batch_size, "auto"):
+        with _blas_threads(net, -(-batch_size // runner.accumulation), "auto"):
             for _ in range(int(self.max_iter)):
                 if self.shuffle:
                     rng.shuffle(order)
@@ -914,8 +918,11 @@ class _partial_fit_only_stochastic:
 
 _COMMON_DOC = """
     Parameters are scikit-learn's (same names, defaults, checks and meaning) plus ``rho``
-    (RMSprop's squared-gradient decay, solver="rmsprop") and ``dtype`` (None: follow X,
-    float32 stays float32, the rest trains in float64).  ``max_iter`` counts epochs
+    (RMSprop's squared-gradient decay, solver="rmsprop"), ``dtype`` (None: follow X,
+    float32 stays float32, the rest trains in float64), ``grad_accumulation`` (each
+    mini-batch's gradient in that many micro-batches: less activation memory, the same
+    step within rounding) and ``step_in_backward`` (True/False/"auto": step each layer
+    as soon as its gradient is final; see :func:`fastoptim.nn.train`).  ``max_iter`` counts epochs
     (iterations for "lbfgs"); without ``early_stopping`` training stops when the training
     loss has not improved by ``tol`` for more than ``n_iter_no_change`` epochs; with it,
     ``validation_fraction`` of the training data is held out (stratified for binary y),
@@ -945,7 +952,7 @@ class MLPClassifier(_BaseMLP):
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
-                 rho=0.99, dtype=None):
+                 rho=0.99, dtype=None, grad_accumulation=1, step_in_backward="auto"):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -971,6 +978,8 @@ class MLPClassifier(_BaseMLP):
         self.max_fun = max_fun
         self.rho = rho
         self.dtype = dtype
+        self.grad_accumulation = grad_accumulation
+        self.step_in_backward = step_in_backward
 
     def _check_y(self, y):
         if y is None:
@@ -1119,7 +1128,7 @@ class MLPRegressor(_BaseMLP):
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
-                 rho=0.99, dtype=None):
+                 rho=0.99, dtype=None, grad_accumulation=1, step_in_backward="auto"):
         self.loss = loss
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -1146,6 +1155,8 @@ class MLPRegressor(_BaseMLP):
         self.max_fun = max_fun
         self.rho = rho
         self.dtype = dtype
+        self.grad_accumulation = grad_accumulation
+        self.step_in_backward = step_in_backward
 
     def _check_y(self, y):
         if y is None:

@@ -31,6 +31,16 @@ paired with its canonical output so that ``dL/dz = (out - Y) / n`` for all four:
 
 With per-row sample weights ``w`` (scikit-learn's weighting), each row's loss and delta
 are multiplied by ``w_i`` and every ``n`` above becomes ``sum(w)``.
+
+Compiled layer kernels (``fused=True``, the default; ``_kernels_layers.pxi``): the matrix
+products stay in NumPy's BLAS and everything element-wise around them is one pass each:
+bias add + relu (tanh and the logistic use NumPy's SIMD tanh after the bias add), the
+output function + loss + delta + bias gradient, activation derivative x delta + bias
+gradient, and the L2 term added to each layer's weight gradient.  ``net.fused = False``
+runs the NumPy reference path, the same formulas: the same bits for the forward pass,
+the derivatives and (with an identity output) the weight gradients; bias gradients and
+losses within rounding (the kernels sum in double in a fixed order), softmax / logistic /
+exp outputs within a few ulp (libm's exp and log here, NumPy's SIMD ones there).
 """
 
 import numbers
@@ -38,6 +48,8 @@ import numbers
 import numpy as np
 
 from .._alloc import zeros_grad_like
+from fastoptim._backend import kernels as _K, resolve_n_threads
+
 from ._training import make_optimizer, train
 
 __all__ = ["MLP", "ACTIVATIONS", "OUTPUTS"]
@@ -115,6 +127,11 @@ def _identity_deriv(a, d, s, mask):
 _FORWARD = {"relu": _relu, "tanh": _tanh, "sigmoid": _sigmoid, "identity": _identity}
 _DERIV = {"relu": _relu_deriv, "tanh": _tanh_deriv, "sigmoid": _sigmoid_deriv,
           "identity": _identity_deriv}
+
+
+_ACT_CODE = {name: _K.LAYER_ACTIVATIONS.index(name) for name in ACTIVATIONS}
+_OUT_CODE = {name: _K.LAYER_OUTPUTS.index(name) for name in OUTPUTS}
+_IDENTITY, _RELU = _ACT_CODE["identity"], _ACT_CODE["relu"]
 
 
 def _check_name(kind, value, allowed, aliases):
@@ -204,15 +221,25 @@ class MLP:
         self.grads_flat = zeros_grad_like(self.params_flat)
         self.coefs, self.intercepts = self._split(self.params_flat, shapes)
         self.coef_grads, self.intercept_grads = self._split(self.grads_flat, shapes)
+        # per layer, the (start, stop) ranges of its weights and bias in params_flat
+        self._layer_pieces = tuple(
+            ((off, off + a * b), (boff, boff + b)) for (a, b), off, boff in zip(
+                shapes, np.cumsum([0] + [a * b for a, b in shapes[:-1]]).tolist(),
+                (self.n_weights + np.cumsum([0] + [b for _, b in shapes[:-1]])).tolist()))
         self.weights_flat = self.params_flat[:self.n_weights]
         self.weight_grads_flat = self.grads_flat[:self.n_weights]
-        self._wscratch = np.empty(0, dtype=self.dtype)
         self.alpha = alpha
         # scikit-learn reports the squared error averaged over the outputs (its gradient
         # is that of the sum); True makes the reported data loss that average
         self.mean_over_outputs = False
         self._act = _FORWARD[self.activation]
         self._deriv = _DERIV[self.activation]
+        self._act_code = _ACT_CODE[self.activation]
+        self._out_code = _OUT_CODE[self.output]
+        #: True: the compiled layer kernels (fastoptim/_kernels_layers.pxi); False: the
+        #: NumPy reference path they are tested against
+        self.fused = True
+        self._gscratch = None
         self._capacity = 0
         self._views = {}
         self.init_params(seed)
@@ -230,8 +257,6 @@ class MLP:
                 or not np.isfinite(alpha):
             raise ValueError(f"alpha must be a finite real >= 0, got {alpha!r}")
         self._alpha = float(alpha)
-        if self._alpha and self._wscratch.size != self.n_weights:
-            self._wscratch = np.empty(self.n_weights, dtype=self.dtype)
 
     @property
     def n_layers(self):
@@ -329,6 +354,28 @@ class MLP:
 
     def _forward(self, X, v):
         """Fill v.acts; return the output layer's pre-activation (logits / outputs)."""
+        if not self.fused:
+            return self._forward_reference(X, v)
+        a = X
+        last = self.n_layers - 1
+        nt = resolve_n_threads(None)
+        relu = self._act_code == _RELU
+        for i, (W, b) in enumerate(zip(self.coefs, self.intercepts)):
+            z = v.acts[i]
+            if i == 0 and _is_sparse(a):
+                z[...] = a @ W
+            else:
+                np.matmul(a, W, out=z)
+            if i < last and relu:
+                _K.dense_forward(z, b, _RELU, nt)
+            else:
+                _K.dense_forward(z, b, _IDENTITY, nt)
+                if i < last:
+                    self._act(z, None)      # tanh / logistic: NumPy's SIMD tanh
+            a = z
+        return a
+
+    def _forward_reference(self, X, v):
         a = X
         last = self.n_layers - 1
         for i, (W, b) in enumerate(zip(self.coefs, self.intercepts)):
@@ -342,6 +389,20 @@ class MLP:
                 self._act(z, v.zeros[i])
             a = z
         return a
+
+    def _outputs(self, z, v):
+        """z := the output function of z, in place (predictions)."""
+        if self.fused:
+            _K.output_forward(z, self._out_code, resolve_n_threads(None))
+        else:
+            self._output_loss(z, None, v)
+
+    def _batch_loss_sum(self, z, Y, v):
+        """z := the output function of z; return the loss summed over the rows."""
+        if not self.fused:
+            return self._output_loss(z, Y, v)
+        return _K.output_backward(z, Y, None, float(max(z.shape[0], 1)), self._out_code,
+                                  v.deltas[-1], None, False, resolve_n_threads(None))
 
     def _softmax_xent(self, z, Y, v, w=None):
         """z := softmax(z) in place; return the summed (not averaged) cross-entropy."""
@@ -396,12 +457,69 @@ class MLP:
             return float(per.sum())
         return float(np.vdot(w, per.sum(axis=1)))
 
-    def _loss_grad_batch(self, X, Y, v, w=None):
+    def _loss_grad_batch(self, X, Y, v, w=None, *, total=None, accumulate=False,
+                         penalty=True, after_layer=None):
         """Mean loss (+ L2 penalty) of one batch; fills grads_flat.
 
-        ``w``: per-row sample weights, or None (all ones)."""
+        ``w``: per-row sample weights, or None (all ones).  Gradient accumulation over
+        micro-batches of one batch: ``total`` is the whole batch's row count (or weight
+        sum), ``accumulate`` adds to grads_flat instead of writing it, and ``penalty``
+        (the L2 term, in loss and gradient) is given to exactly one micro-batch.
+        ``after_layer(i)``: called once layer i's gradients are final (fused path only;
+        its weights are not read again by this backward)."""
         n = X.shape[0]
-        total = n if w is None else float(np.add.reduce(w, dtype=np.float64))
+        if total is None:
+            total = n if w is None else float(np.add.reduce(w, dtype=np.float64))
+        if not self.fused:
+            if after_layer is not None:
+                raise ValueError("after_layer needs the fused path")
+            return self._loss_grad_reference(X, Y, v, w, total, accumulate, penalty)
+        nt = resolve_n_threads(None)
+        out = self._forward(X, v)
+        d = v.deltas[-1]
+        loss = _K.output_backward(out, Y, w, float(total), self._out_code, d,
+                                  self.intercept_grads[-1], accumulate, nt) / total
+        if self.mean_over_outputs:
+            loss /= self.layer_sizes[-1]
+        alpha = self._alpha if penalty else 0.0
+        sumsq = 0.0
+        for i in range(self.n_layers - 1, -1, -1):
+            a_prev = X if i == 0 else v.acts[i - 1]
+            g = self.coef_grads[i]
+            target = self._grad_scratch(i) if accumulate else g
+            if i == 0 and _is_sparse(a_prev):
+                target[...] = a_prev.T @ d
+            else:
+                np.matmul(a_prev.T, d, out=target)
+            if accumulate:
+                _K.axpy_sumsq(g, target, 1.0, nt)
+            if alpha:
+                sumsq += _K.axpy_sumsq(g, self.coefs[i], alpha / total, nt)
+            if i > 0:
+                dp = v.deltas[i - 1]
+                np.matmul(d, self.coefs[i].T, out=dp)   # before layer i may be stepped
+            if after_layer is not None:
+                after_layer(i)
+            if i > 0:
+                _K.dense_backward(dp, v.acts[i - 1], self._act_code,
+                                  self.intercept_grads[i - 1], accumulate, nt)
+                d = dp
+        if alpha:
+            loss += 0.5 * alpha / total * sumsq
+        return loss
+
+    def _grad_scratch(self, i):
+        """A scratch matrix for layer i's weight gradient (the largest layer's size,
+        shared): accumulation adds a micro-batch's product without a parameter-sized
+        buffer."""
+        if self._gscratch is None:
+            self._gscratch = np.empty(max(W.size for W in self.coefs), dtype=self.dtype)
+        return self._gscratch[:self.coefs[i].size].reshape(self.coefs[i].shape)
+
+    def _loss_grad_reference(self, X, Y, v, w, total, accumulate, penalty):
+        """The NumPy path of _loss_grad_batch (the kernels' reference)."""
+        before = self.grads_flat.copy() if accumulate else None
+        n = X.shape[0]
         out = self._forward(X, v)
         loss = self._output_loss(out, Y, v, w) / total
         if self.mean_over_outputs:
@@ -409,7 +527,7 @@ class MLP:
         d = v.deltas[-1]
         np.subtract(out, Y, out=d)
         if w is None:
-            np.multiply(d, 1.0 / n, out=d)
+            np.multiply(d, 1.0 / total, out=d)
         else:
             np.multiply(d, (w / total).reshape(-1, 1), out=d)
         for i in range(self.n_layers - 1, -1, -1):
@@ -418,17 +536,18 @@ class MLP:
                 self.coef_grads[0][...] = a_prev.T @ d
             else:
                 np.matmul(a_prev.T, d, out=self.coef_grads[i])
-            np.matmul(v.ones, d, out=self.intercept_grads[i])
+            np.matmul(v.ones[:n], d, out=self.intercept_grads[i])
             if i > 0:
                 dp = v.deltas[i - 1]
                 np.matmul(d, self.coefs[i].T, out=dp)
                 self._deriv(v.acts[i - 1], dp, v.scratch[i - 1], v.masks[i - 1])
                 d = dp
-        if self.alpha:
+        if self.alpha and penalty:
             w, gw = self.weights_flat, self.weight_grads_flat
             loss += 0.5 * self.alpha / total * float(np.vdot(w, w))
-            np.multiply(w, self.alpha / total, out=self._wscratch)
-            np.add(gw, self._wscratch, out=gw)
+            np.add(gw, w * (self.alpha / total), out=gw)
+        if accumulate:
+            self.grads_flat += before
         return loss
 
     def _gather(self, X, Y, idx, v):
@@ -512,7 +631,7 @@ class MLP:
         for start, stop in self._batches(n):
             v = self._get_views(stop - start)
             z = self._forward(X[start:stop], v)
-            self._output_loss(z, None, v)
+            self._outputs(z, v)
             out[start:stop] = z
         return out
 
@@ -531,7 +650,7 @@ class MLP:
         for start, stop in self._batches(n):
             v = self._get_views(stop - start)
             z = self._forward(X[start:stop], v)
-            total += self._output_loss(z, Y[start:stop], v)
+            total += self._batch_loss_sum(z, Y[start:stop], v)
         loss = total / n
         if self.mean_over_outputs:
             loss /= self.layer_sizes[-1]

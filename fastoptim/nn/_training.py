@@ -32,45 +32,100 @@ def _check_count(name, value):
     return int(value)
 
 
-class _Epochs:
-    """Passes over (X, Y) in mini-batches, ONE optimizer call per batch for the whole
-    network; the buffers and batch views are set up once.  Shared by :func:`train` and
-    the scikit-learn estimators (which keep their own stopping rules)."""
+def _check_step_in_backward(value):
+    if not ((isinstance(value, str) and value == "auto") or isinstance(value, (bool, np.bool_))):
+        raise ValueError(f"step_in_backward must be True, False or 'auto', got {value!r}")
+    return value
 
-    def __init__(self, net, X, Y, optimizer, batch_size, sample_weight=None):
+
+def _step_in_backward(value, net, optimizer):
+    """Whether to try stepping each layer during backward (the optimizer may still
+    refuse a given step: see Optimizer._piecewise_step).  "auto": on when the
+    parameters outgrow the cache that the whole step after backward re-reads them from
+    (measured: on smaller networks it only adds a kernel call per layer)."""
+    if not getattr(net, "fused", False) or not callable(
+            getattr(optimizer, "_piecewise_step", None)):
+        return False
+    if isinstance(value, str):
+        return net.params_flat.nbytes >= _STEP_IN_BACKWARD_MIN_BYTES
+    return bool(value)
+
+
+_STEP_IN_BACKWARD_MIN_BYTES = 1 << 22     # 4 MiB (measured: README, network section)
+
+
+class _Epochs:
+    """Passes over (X, Y) in mini-batches, ONE optimizer step per batch for the whole
+    network; the buffers and batch views are set up once.  Shared by :func:`train` and
+    the scikit-learn estimators (which keep their own stopping rules).
+
+    ``grad_accumulation=k``: each mini-batch's gradient is computed in k micro-batches
+    of about batch_size / k rows (the first writes grads_flat, the others add to it; the
+    activation buffers hold one micro-batch), then one step.  ``step_in_backward``: each
+    layer's parameters are stepped as soon as its gradient is final in the last
+    micro-batch's backward (see _step_in_backward)."""
+
+    def __init__(self, net, X, Y, optimizer, batch_size, sample_weight=None, *,
+                 grad_accumulation=1, step_in_backward="auto"):
         self.net, self.X, self.Y, self.sw = net, X, Y, sample_weight
-        self.n = n = X.shape[0]
+        self.n = X.shape[0]
+        self.optimizer = optimizer
         self.step = optimizer.step
         self.grads = [net.grads_flat]
         self.batch_size = batch_size
-        net.reserve(batch_size)
-        self.n_full, self.tail = divmod(n, batch_size)
-        self.full_views = net._get_views(batch_size)
-        self.tail_views = net._get_views(self.tail) if self.tail else None
+        self.accumulation = min(grad_accumulation, batch_size)
+        net.reserve(-(-batch_size // self.accumulation))
+        self.in_backward = _step_in_backward(step_in_backward, net, optimizer)
         self.n_updates = 0
+
+    def _batch(self, start, stop, order, after_layer):
+        """Loss of rows [start, stop) of the epoch's order; gradients into grads_flat."""
+        net, X, Y, sw = self.net, self.X, self.Y, self.sw
+        k = self.accumulation
+        rows = stop - start
+        total = None
+        if k > 1 and sw is not None:
+            w = sw[order[start:stop]] if order is not None else sw[start:stop]
+            total = float(np.add.reduce(w, dtype=np.float64))
+        elif k > 1:
+            total = rows
+        loss = 0.0
+        for j in range(k):
+            lo, hi = start + rows * j // k, start + rows * (j + 1) // k
+            v = net._get_views(hi - lo)
+            if order is not None:
+                idx = order[lo:hi]
+                xb, yb = net._gather(X, Y, idx, v)
+                wb = None if sw is None else sw[idx]
+            else:
+                xb, yb = X[lo:hi], Y[lo:hi]
+                wb = None if sw is None else sw[lo:hi]
+            last = j == k - 1
+            loss += net._loss_grad_batch(xb, yb, v, wb, total=total, accumulate=j > 0,
+                                         penalty=last,
+                                         after_layer=after_layer if last else None)
+        return loss
 
     def run(self, order=None, before_step=None):
         """One epoch over the rows in ``order`` (None: as stored); returns scikit-learn's
         epoch loss, the batch losses weighted by their row counts over n.
-        ``before_step(samples_seen_this_epoch)`` runs before every update."""
-        X, Y, sw = self.X, self.Y, self.sw
-        loss_grad, gather = self.net._loss_grad_batch, self.net._gather
+        ``before_step(samples_seen_this_epoch)`` runs before every update (and before
+        the batch's backward, which may already step)."""
         total = 0.0
-        for b in range(self.n_full + (1 if self.tail else 0)):
-            start = b * self.batch_size
-            v = self.full_views if b < self.n_full else self.tail_views
-            stop = start + v.row.shape[0]
-            if order is not None:
-                idx = order[start:stop]
-                xb, yb = gather(X, Y, idx, v)
-                wb = None if sw is None else sw[idx]
-            else:
-                xb, yb = X[start:stop], Y[start:stop]
-                wb = None if sw is None else sw[start:stop]
-            total += loss_grad(xb, yb, v, wb) * (stop - start)
+        grad = self.net.grads_flat
+        pieces = self.net._layer_pieces
+        for start in range(0, self.n, self.batch_size):
+            stop = min(start + self.batch_size, self.n)
             if before_step is not None:
                 before_step(start)
-            self.step(self.grads)
+            split = self.optimizer._piecewise_step(grad, pieces) if self.in_backward else None
+            if split is None:
+                total += self._batch(start, stop, order, None) * (stop - start)
+                self.step(self.grads)
+            else:
+                calls, finish = split
+                total += self._batch(start, stop, order, lambda i: calls[i]()) * (stop - start)
+                finish()
             self.n_updates += 1
         return total / self.n
 
@@ -153,21 +208,13 @@ def make_optimizer(name, params, **kwargs):
     return cls(params, **kwargs)
 
 
-_BLAS_SMALL_MACS = 1 << 22     # below ~4 M multiply-adds per product, threads cost more
+_BLAS_BIG_MACS = 1 << 26      # a product this large: BLAS threads pay, no need to time
+_BLAS_TINY_MACS = 1 << 18     # below this OpenBLAS runs gemm on one thread anyway
 _controller = None
+_blas_choice = {}             # (layer sizes, rows, dtype, threads) -> measured count
 
 
-def _blas_threads(net, batch_size, blas_threads):
-    """Context limiting NumPy's BLAS threads during training (threadpoolctl, if installed).
-
-    "auto": one thread when every matrix product of a batch is small (thread start-up
-    and, on a busy machine, oversubscription cost more than they save); None: leave as is.
-    """
-    if isinstance(blas_threads, str) and blas_threads == "auto":
-        biggest = batch_size * max(W.size for W in net.coefs)
-        blas_threads = 1 if biggest <= _BLAS_SMALL_MACS else None
-    if blas_threads is None:
-        return contextlib.nullcontext()
+def _get_controller():
     global _controller
     if _controller is None:
         try:
@@ -176,9 +223,66 @@ def _blas_threads(net, batch_size, blas_threads):
             _controller = False
         else:
             _controller = ThreadpoolController()
-    if _controller is False:
+    return _controller
+
+
+def _time_products(net, rows, controller, threads, repeats):
+    """Best time of one batch's matrix products (forward, weight and delta gradients)
+    with ``threads`` BLAS threads, on scratch arrays of the network's shapes."""
+    dt = net.dtype
+    shapes = list(zip(net.layer_sizes[:-1], net.layer_sizes[1:]))
+    arrays = [(np.full((rows, a), 0.5, dt), np.full((a, b), 0.01, dt), np.empty((rows, b), dt),
+               np.empty((a, b), dt)) for a, b in shapes]
+    best = math.inf
+    with controller.limit(limits=threads, user_api="blas"):
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            for A, W, Z, G in arrays:
+                np.matmul(A, W, out=Z)
+                np.matmul(A.T, Z, out=G)
+                np.matmul(Z, W.T, out=A)
+            best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def _measured_blas_threads(net, rows, controller):
+    """The BLAS thread count for this network at ``rows`` rows per batch: one thread
+    unless the library's default count runs the batch's products measurably (10 %)
+    faster.  Timed once per process and shape, one and many threads interleaved."""
+    many = max((i.get("num_threads", 1) for i in controller.info()
+                if i.get("user_api") == "blas"), default=1)
+    if many <= 1:
+        return None
+    key = (net.layer_sizes, rows, net.dtype.str, many)
+    if key not in _blas_choice:
+        macs = rows * max(W.size for W in net.coefs)
+        if macs >= _BLAS_BIG_MACS or macs < _BLAS_TINY_MACS:
+            _blas_choice[key] = None if macs >= _BLAS_BIG_MACS else 1
+        else:
+            one = multi = math.inf
+            for r in range(2):
+                one = min(one, _time_products(net, rows, controller, 1, 3))
+                multi = min(multi, _time_products(net, rows, controller, many, 1 + 2 * r))
+                if multi > 2 * one:       # clearly slower (e.g. a busy machine): done
+                    break
+            _blas_choice[key] = None if multi < 0.9 * one else 1
+    return _blas_choice[key]
+
+
+def _blas_threads(net, batch_size, blas_threads):
+    """Context limiting NumPy's BLAS threads during training (threadpoolctl, if installed).
+
+    "auto": the count measured faster for this network's products at this batch size
+    (:func:`_measured_blas_threads`); None: leave as is; an int: that many.
+    """
+    controller = _get_controller()
+    if controller is False or blas_threads is None:
         return contextlib.nullcontext()
-    return _controller.limit(limits=int(blas_threads), user_api="blas")
+    if isinstance(blas_threads, str) and blas_threads == "auto":
+        blas_threads = _measured_blas_threads(net, batch_size, controller)
+        if blas_threads is None:
+            return contextlib.nullcontext()
+    return controller.limit(limits=int(blas_threads), user_api="blas")
 
 
 def _get_lr(opt):
@@ -299,7 +403,8 @@ class _Rollback:
 def train(net, X, Y, optimizer, *, epochs=10, batch_size=64, shuffle=True, seed=None,
           scheduler=None, X_val=None, Y_val=None, early_stopping=False, monitor="val_loss",
           patience=10, tol=1e-4, restore_best_weights=True, on_plateau=None, lr_fn=None,
-          verbose=False, progress=None, history=None, blas_threads="auto"):
+          verbose=False, progress=None, history=None, blas_threads="auto",
+          grad_accumulation=1, step_in_backward="auto"):
     """Train ``net`` in place on (X, Y) with mini-batches; return a :class:`History`.
 
     ``X``/``Y`` (and ``X_val``/``Y_val``) are converted with ``net.check_X`` /
@@ -317,9 +422,22 @@ def train(net, X, Y, optimizer, *, epochs=10, batch_size=64, shuffle=True, seed=
     the train loss without validation data).  ``lr_fn(samples_seen)``: if given, sets
     the LR before every update (scikit-learn's "invscaling").  ``progress``: None =
     a progress bar on stderr when it is a terminal and the run lasts over a second.
-    ``blas_threads``: "auto" (one BLAS thread for small networks, via threadpoolctl
-    when installed), None (leave NumPy's setting) or a thread count.
+    ``blas_threads``: "auto" (the BLAS thread count measured fastest for this
+    network's products at this batch size, via threadpoolctl when installed), None
+    (leave NumPy's setting) or a thread count.
+
+    ``grad_accumulation=k``: compute each mini-batch's gradient in k micro-batches
+    (activation buffers for batch_size / k rows, no extra parameter-sized buffer): the
+    same step as the whole batch, within rounding.  ``step_in_backward``: True steps
+    each layer's parameters as soon as its gradient is final (same bits as stepping
+    after backward), False after the whole backward, "auto" where that was measured
+    faster (parameters of 4 MiB or more).  It is used only with an element-wise
+    fastoptim optimizer on ``[net.params_flat]`` with ``nonfinite="ignore"`` (a
+    non-finite check, like clipping by global norm, needs the whole gradient first)
+    from its second step on (state exists); otherwise the step runs after backward.
     """
+    _check_step_in_backward(step_in_backward)
+    grad_accumulation = _check_count("grad_accumulation", grad_accumulation)
     _check_train_args(net, optimizer, scheduler, monitor, patience, tol, on_plateau, lr_fn,
                       verbose, progress, history, blas_threads,
                       (("shuffle", shuffle), ("early_stopping", early_stopping),
@@ -341,7 +459,9 @@ def train(net, X, Y, optimizer, *, epochs=10, batch_size=64, shuffle=True, seed=
     rng = np.random.default_rng(seed)
     hist = History() if history is None else history
     order = np.arange(n)
-    epochs_runner = _Epochs(net, X, Y, optimizer, batch_size)
+    epochs_runner = _Epochs(net, X, Y, optimizer, batch_size,
+                            grad_accumulation=grad_accumulation,
+                            step_in_backward=step_in_backward)
     before_step = None
     best = math.inf
     best_params = None
@@ -350,7 +470,7 @@ def train(net, X, Y, optimizer, *, epochs=10, batch_size=64, shuffle=True, seed=
     bar = _Progress(epochs, enabled=progress)
     base_epoch = hist.n_epochs
     rollback = _Rollback(net, optimizer, scheduler, history)
-    with _blas_threads(net, batch_size, blas_threads):
+    with _blas_threads(net, -(-batch_size // grad_accumulation), blas_threads):
         try:
             for epoch in range(epochs):
                 t0 = time.perf_counter()
