@@ -228,3 +228,30 @@ def test_mlp_trains_on_digits_with_compact_state():
         assert opt.state[0]["exp_avg"].dtype == (BF16 if state_dtype else F32)
     assert scores[None] > 0.9
     assert abs(scores["bfloat16"] - scores[None]) <= 0.02, scores
+
+
+def test_estimator_trains_with_compact_state_and_pickles():
+    import pickle
+    from fastoptim import MLPClassifier
+    X, y = fastoptim.load_digits(return_X_y=True)
+    X = (X / 16).astype(np.float32)
+    X_tr, X_te, y_tr, y_te = fastoptim.train_test_split(X, y, test_size=0.25, random_state=0)
+    scores = {}
+    for state_dtype in (None, "bfloat16"):
+        clf = MLPClassifier((64,), max_iter=15, random_state=0, state_dtype=state_dtype)
+        clf.fit(X_tr, y_tr)
+        scores[state_dtype] = clf.score(X_te, y_te)
+    assert clf._optimizer.state[0]["exp_avg"].dtype == BF16
+    assert abs(scores["bfloat16"] - scores[None]) <= 0.02, scores
+    # a pickled estimator continues with the same compact state, bit for bit
+    twin = pickle.loads(pickle.dumps(clf))
+    assert twin._optimizer.state_dtype == "bfloat16"
+    clf.partial_fit(X_tr[:64], y_tr[:64])
+    twin.partial_fit(X_tr[:64], y_tr[:64])
+    for a, b in zip(clf.coefs_, twin.coefs_):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="state_dtype='bfloat16' needs float32 training"):
+        MLPClassifier((4,), max_iter=2, state_dtype="bfloat16").fit(X_tr.astype(np.float64),
+                                                                     y_tr)
+    with pytest.raises(ValueError, match="state_dtype"):
+        MLPClassifier(state_dtype="int3").fit(X_tr, y_tr)
