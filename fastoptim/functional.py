@@ -85,19 +85,13 @@ def _is_compact(arrays):
     return False
 
 
-def _dispatch(classic, compact, arrays, master, rounding, seed, step, n_threads,
-              classic_args, compact_args):
-    """Run the float32/float64 kernel, or the compact one when a buffer is 16-bit or a
-    master is given.  The float kernel is tried first (no extra cost on the common
-    call): it checks every array before writing, so a refusal changes nothing."""
-    if master is None:
-        try:
-            return classic(*arrays, *classic_args, n_threads)
-        except TypeError:
-            if not _is_compact(arrays):
-                raise
+def _run_compact(compact, arrays, master, options, rounding, seed, step, n_threads):
+    """The compact kernel (some buffer 16-bit, or a master).  Each function first tries
+    the float32/float64 kernel when no master is given (no extra cost on the common
+    call): it checks every array before writing, so a refusal changes nothing, and a
+    TypeError it raises is re-raised unless _is_compact says the call is compact."""
     stochastic = rounding == "stochastic"
-    compact(*arrays, master, *compact_args, stochastic,
+    compact(*arrays, master, *options, stochastic,
             _seeds(seed, arrays[0]) if stochastic else None, step, n_threads)
 
 
@@ -142,10 +136,17 @@ def sgd_(param, grad, momentum_buffer=None, *, step, lr=1e-3, momentum=0.0,
                          f"got momentum={momentum}, dampening={dampening}")
     if momentum != 0:
         _require("momentum_buffer", momentum_buffer, "when momentum != 0")
-    _dispatch(kernels.sgd, kernels.sgd_compact, (param, grad, momentum_buffer), master,
-              rounding, seed, step, resolve_n_threads(n_threads),
-              (lr, momentum, dampening, nesterov, weight_decay, maximize, step == 1),
-              (lr, momentum, dampening, nesterov, weight_decay, maximize, step == 1))
+    n_threads = resolve_n_threads(n_threads)
+    if master is None:
+        try:
+            return kernels.sgd(param, grad, momentum_buffer, lr, momentum, dampening,
+                               nesterov, weight_decay, maximize, step == 1, n_threads)
+        except TypeError:
+            if not _is_compact((param, grad, momentum_buffer)):
+                raise
+    _run_compact(kernels.sgd_compact, (param, grad, momentum_buffer), master,
+                 (lr, momentum, dampening, nesterov, weight_decay, maximize, step == 1),
+                 rounding, seed, step, n_threads)
 
 
 def rmsprop_(param, grad, square_avg, *, step, lr=1e-2, alpha=0.99, eps=1e-8,
@@ -195,10 +196,18 @@ def rmsprop_(param, grad, square_avg, *, step, lr=1e-2, alpha=0.99, eps=1e-8,
     if centered:
         _require("grad_avg", grad_avg, "when centered=True")
     # Buffers the options do not use are ignored by the compiled layer.
-    options = (lr, alpha, eps, weight_decay, momentum, centered, maximize)
-    _dispatch(kernels.rmsprop, kernels.rmsprop_compact,
-              (param, grad, square_avg, momentum_buffer, grad_avg), master, rounding, seed,
-              step, resolve_n_threads(n_threads), options, options)
+    n_threads = resolve_n_threads(n_threads)
+    if master is None:
+        try:
+            return kernels.rmsprop(param, grad, square_avg, momentum_buffer, grad_avg, lr,
+                                   alpha, eps, weight_decay, momentum, centered, maximize,
+                                   n_threads)
+        except TypeError:
+            if not _is_compact((param, grad, square_avg, momentum_buffer, grad_avg)):
+                raise
+    _run_compact(kernels.rmsprop_compact, (param, grad, square_avg, momentum_buffer, grad_avg),
+                 master, (lr, alpha, eps, weight_decay, momentum, centered, maximize),
+                 rounding, seed, step, n_threads)
 
 
 def adam_(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, beta2=0.999,
@@ -252,12 +261,20 @@ def adam_(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, beta2=0
     bias_correction1 = 1 - beta1 ** step
     bias_correction2 = 1 - beta2 ** step
     decay = 1 - lr * weight_decay if decoupled and weight_decay != 0 else 1.0
-    # Positional: keyword parsing in the compiled entry costs more than its checks.
-    options = (amsgrad, beta1, beta2, eps, weight_decay, weight_decay != 0 and not decoupled,
-               decay, lr / bias_correction1, math.sqrt(bias_correction2), maximize)
-    _dispatch(kernels.adam, kernels.adam_compact,
-              (param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq), master, rounding, seed,
-              step, resolve_n_threads(n_threads), options, options)
+    l2 = weight_decay != 0 and not decoupled
+    step_size, bc2_sqrt = lr / bias_correction1, math.sqrt(bias_correction2)
+    n_threads = resolve_n_threads(n_threads)
+    if master is None:
+        try:  # positional: keyword parsing in the compiled entry costs more than its checks
+            return kernels.adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, amsgrad,
+                                beta1, beta2, eps, weight_decay, l2, decay, step_size,
+                                bc2_sqrt, maximize, n_threads)
+        except TypeError:
+            if not _is_compact((param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq)):
+                raise
+    _run_compact(kernels.adam_compact, (param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq),
+                 master, (amsgrad, beta1, beta2, eps, weight_decay, l2, decay, step_size,
+                          bc2_sqrt, maximize), rounding, seed, step, n_threads)
 
 
 def adamw_(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, beta2=0.999,
