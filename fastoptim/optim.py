@@ -449,10 +449,11 @@ class Optimizer:
         self.defaults = dict(defaults)
         self.nonfinite = nonfinite
         self.n_threads = n_threads
-        self.state_dtype = state_dtype
-        self.master_weights = master_weights
-        self.rounding = rounding
-        self.seed = int(seed)
+        # read-only (properties below): the state's storage and random streams follow them
+        self._state_dtype = state_dtype
+        self._master_weights = None if master_weights is None else bool(master_weights)
+        self._rounding = str(rounding)
+        self._seed = int(seed)
         self.state = {}
         self.param_groups = []
         if isinstance(params, (np.ndarray, dict)):
@@ -482,8 +483,8 @@ class Optimizer:
         self._hypers = []
         if "_sizes" not in d:
             self._sizes = [len(g["params"]) for g in self.param_groups]
-        for key, value in (("state_dtype", None), ("master_weights", None),
-                           ("rounding", "nearest"), ("seed", 0)):  # older pickles
+        for key, value in (("_state_dtype", None), ("_master_weights", None),
+                           ("_rounding", "nearest"), ("_seed", 0)):  # older pickles
             self.__dict__.setdefault(key, value)
         for key in self._TORCH_FLAGS:  # groups pickled before these keys existed
             self.defaults.setdefault(key, self._TORCH_FLAG_DEFAULTS[key])
@@ -559,6 +560,13 @@ class Optimizer:
         self._plan = None
 
     # storage ----------------------------------------------------------------
+    state_dtype = property(lambda self: self._state_dtype,
+                           doc="None, 'bfloat16' or 'float16' (set at construction)")
+    master_weights = property(lambda self: self._master_weights,
+                              doc="None (masters for 16-bit params) or a bool")
+    rounding = property(lambda self: self._rounding, doc="'nearest' or 'stochastic'")
+    seed = property(lambda self: self._seed, doc="param i's rounding stream is seed + i")
+
     @staticmethod
     def _check_storage(state_dtype, master_weights, rounding, seed):
         """The compact-storage options (README "Compact precision")."""
