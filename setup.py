@@ -24,7 +24,8 @@ from setuptools.command.build_ext import build_ext
 # -ffp-contract=off: no a*b+c fused into FMA, so every operation rounds exactly as
 # the NumPy reference (and torch's formulas) say: results bit for bit the same.
 COMMON_FLAGS = ["-O3", "-fno-math-errno", "-ffp-contract=off"]
-AVX2_FLAGS = ["-mavx2", "-mfma"]
+# -mf16c: float16 conversions in hardware (every AVX2 CPU has F16C; _backend checks it)
+AVX2_FLAGS = ["-mavx2", "-mfma", "-mf16c"]
 OPENMP_FLAGS = ["-fopenmp"]
 IS_X86_64 = platform.machine().lower() in ("x86_64", "amd64")
 DEBUG = os.environ.get("FASTOPTIM_DEBUG_BUILD") == "1"
@@ -98,7 +99,8 @@ def extensions():
             include_dirs=[np.get_include(), "fastoptim"],
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_2_0_API_VERSION")],
             depends=["fastoptim/_kernels.pxi", "fastoptim/_kernels_factored.pxi",
-                     "fastoptim/_kernels_layers.pxi", "fastoptim/_platform.h",
+                     "fastoptim/_kernels_layers.pxi", "fastoptim/_kernels_compact.pxi",
+                     "fastoptim/_compact.h", "fastoptim/_platform.h",
                      *TEMPLATES, *(t[:-len(".tp")] for t in TEMPLATES)],
         )
         for name in names

@@ -503,7 +503,6 @@ cdef char* _checked(object obj, tuple names, int role, Py_ssize_t index, bint in
                     cnp.ndarray ref, bint writeable) except? NULL:
     """Check one array against the reference (the param) and return its data."""
     cdef cnp.ndarray a
-    cdef int flags
     if not cnp.PyArray_Check(obj):
         raise TypeError(f"{_label(names, role, index, indexed)} must be a numpy.ndarray of "
                         f"float32 or float64, got {type(obj).__name__}")
@@ -521,6 +520,14 @@ cdef char* _checked(object obj, tuple names, int role, Py_ssize_t index, bint in
         raise TypeError(f"{_label(names, role, index, indexed)} has dtype {a.dtype} but "
                         f"{_label(names, 0, index if role != 0 else 0, indexed)} has dtype "
                         f"{ref.dtype}: all arrays of one call must share one dtype")
+    return _checked_layout(a, names, role, index, indexed, ref, writeable)
+
+
+cdef char* _checked_layout(cnp.ndarray a, tuple names, int role, Py_ssize_t index,
+                           bint indexed, cnp.ndarray ref, bint writeable) except? NULL:
+    """The checks of _checked after the dtype: byte order, shape, layout, alignment,
+    writeability (shared with the compact kernels, whose dtypes differ per buffer)."""
+    cdef int flags
     if not cnp.PyArray_ISNOTSWAPPED(a):
         raise TypeError(f"{_label(names, role, index, indexed)} must be in native byte order, "
                         f"got dtype {a.dtype.str!r}")
@@ -674,10 +681,8 @@ cdef int _run(Kind kind, tuple names, tuple arrays, tuple used, Scalars* c,
     return 0
 
 
-def sgd(param, grad, momentum_buffer, double lr, double momentum,
-        double dampening, bint nesterov, double weight_decay, bint maximize,
-        bint first, n_threads):
-    cdef Scalars c
+cdef void _sgd_scalars(Scalars* c, double lr, double momentum, double dampening,
+                       bint nesterov, double weight_decay, bint maximize, bint first) noexcept:
     c.lr = lr
     c.sign = -1.0 if maximize else 1.0
     c.weight_decay = weight_decay
@@ -686,14 +691,10 @@ def sgd(param, grad, momentum_buffer, double lr, double momentum,
     c.one_minus_dampening = 1.0 - dampening
     c.nesterov = nesterov
     c.first = first
-    _run(KIND_SGD, ("param", "grad", "momentum_buffer"),
-         (param, grad, momentum_buffer), (True, True, momentum != 0), &c, n_threads)
 
 
-def rmsprop(param, grad, square_avg, momentum_buffer, grad_avg, double lr,
-            double alpha, double eps, double weight_decay, double momentum,
-            bint centered, bint maximize, n_threads):
-    cdef Scalars c
+cdef void _rmsprop_scalars(Scalars* c, double lr, double alpha, double eps,
+                           double weight_decay, double momentum, bint maximize) noexcept:
     c.lr = lr
     c.sign = -1.0 if maximize else 1.0
     c.weight_decay = weight_decay
@@ -703,15 +704,11 @@ def rmsprop(param, grad, square_avg, momentum_buffer, grad_avg, double lr,
     c.lerp_weight = 1.0 - alpha
     c.eps = eps
     c.momentum = momentum
-    _run(KIND_RMSPROP, ("param", "grad", "square_avg", "momentum_buffer", "grad_avg"),
-         (param, grad, square_avg, momentum_buffer, grad_avg),
-         (True, True, True, momentum > 0, centered), &c, n_threads)
 
 
-def adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, bint amsgrad, double beta1,
-         double beta2, double eps, double weight_decay, bint l2, double decay,
-         double step_size, double bc2_sqrt, bint maximize, n_threads):
-    cdef Scalars c
+cdef void _adam_scalars(Scalars* c, double beta1, double beta2, double eps,
+                        double weight_decay, bint l2, double decay, double step_size,
+                        double bc2_sqrt, bint maximize) noexcept:
     c.sign = -1.0 if maximize else 1.0
     c.weight_decay = weight_decay
     c.l2 = l2
@@ -722,6 +719,32 @@ def adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, bint amsgrad, double 
     c.eps = eps
     c.step_size = step_size
     c.bc2_sqrt = bc2_sqrt
+
+
+def sgd(param, grad, momentum_buffer, double lr, double momentum,
+        double dampening, bint nesterov, double weight_decay, bint maximize,
+        bint first, n_threads):
+    cdef Scalars c
+    _sgd_scalars(&c, lr, momentum, dampening, nesterov, weight_decay, maximize, first)
+    _run(KIND_SGD, ("param", "grad", "momentum_buffer"),
+         (param, grad, momentum_buffer), (True, True, momentum != 0), &c, n_threads)
+
+
+def rmsprop(param, grad, square_avg, momentum_buffer, grad_avg, double lr,
+            double alpha, double eps, double weight_decay, double momentum,
+            bint centered, bint maximize, n_threads):
+    cdef Scalars c
+    _rmsprop_scalars(&c, lr, alpha, eps, weight_decay, momentum, maximize)
+    _run(KIND_RMSPROP, ("param", "grad", "square_avg", "momentum_buffer", "grad_avg"),
+         (param, grad, square_avg, momentum_buffer, grad_avg),
+         (True, True, True, momentum > 0, centered), &c, n_threads)
+
+
+def adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, bint amsgrad, double beta1,
+         double beta2, double eps, double weight_decay, bint l2, double decay,
+         double step_size, double bc2_sqrt, bint maximize, n_threads):
+    cdef Scalars c
+    _adam_scalars(&c, beta1, beta2, eps, weight_decay, l2, decay, step_size, bc2_sqrt, maximize)
     _run(KIND_ADAM, ("param", "grad", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"),
          (param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq),
          (True, True, True, True, amsgrad), &c, n_threads)
@@ -997,3 +1020,10 @@ include "_kernels_factored.pxi"
 
 
 include "_kernels_layers.pxi"
+
+
+# ---------------------------------------------------------------------------
+# float16 / bfloat16 storage, master weights, stochastic rounding
+# ---------------------------------------------------------------------------
+
+include "_kernels_compact.pxi"

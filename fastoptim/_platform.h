@@ -20,11 +20,13 @@ static inline int fastoptim_omp_num_threads(void) { return 1; }
 static inline int fastoptim_omp_num_procs(void) { return 1; }
 #endif
 
-/* 1 when the CPU (and OS) can run the AVX2+FMA build of the kernels. */
+/* 1 when the CPU (and OS) can run the AVX2+FMA build of the kernels (built with F16C
+ * too: every AVX2 CPU has it, but it is checked like the others). */
 static inline int fastoptim_cpu_has_avx2_fma(void) {
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")
+        && __builtin_cpu_supports("f16c");
 #else
     return 0;
 #endif

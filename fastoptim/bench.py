@@ -372,10 +372,16 @@ def build_parser(prog="python -m fastoptim.bench", parser_class=argparse.Argumen
     parser.add_argument("--many-arrays", action="store_true",
                         help="then compare adam_ over a 50-array model in one call with one "
                              "call per array and with one array of the same total size")
+    parser.add_argument("--compact", action="store_true",
+                        help="instead: Adam with float16/bfloat16 params, grads and state "
+                             "(compact_report) at --sizes, with bytes per parameter")
     return parser
 
 
 def run(args):
+    if args.compact:
+        compact_report(args.sizes, with_torch=not args.no_torch)
+        return 0
     report(args.kernels, args.dtypes, args.sizes, with_torch=not args.no_torch)
     if args.many_arrays:
         many_arrays_report()
@@ -478,6 +484,110 @@ def torch_backend_report(big_params=100_000_000, min_time=0.3, file=None):
         del case
     _print_markdown(header, rows, file)
     return rows
+# --------------------------------------------------------------- compact precision
+# Adam steps with 16-bit storage: name -> (param, grad, state dtype, master, rounding).
+COMPACT_CASES = {
+    "float32 state": ("float32", "float32", "float32", False, "nearest"),
+    "bfloat16 state": ("float32", "float32", "bfloat16", False, "nearest"),
+    "bfloat16 state, stochastic": ("float32", "float32", "bfloat16", False, "stochastic"),
+    "float16 state": ("float32", "float32", "float16", False, "nearest"),
+    "bf16 params+master+bf16 state": ("bfloat16", "bfloat16", "bfloat16", True, "nearest"),
+    "bf16 params+master+bf16 state, stochastic": ("bfloat16", "bfloat16", "bfloat16", True,
+                                                  "stochastic"),
+}
+
+
+def _storage_dtype(name):
+    if name == "bfloat16":
+        import ml_dtypes
+        return np.dtype(ml_dtypes.bfloat16)
+    return np.dtype(name)
+
+
+class CompactCase:
+    """One Adam step with compact storage on arrays as NumPy allocates them (every
+    buffer at the same page offset, as in the float32 table's "same" column)."""
+
+    def __init__(self, name, size, seed=0):
+        pdt, gdt, sdt, master, rounding = (COMPACT_CASES[name][0],) + COMPACT_CASES[name][1:]
+        pdt, gdt, sdt = map(_storage_dtype, (pdt, gdt, sdt))
+        rng = np.random.default_rng(seed)
+        x = rng.standard_normal(size).astype(np.float32)
+        self.name, self.size, self.rounding = name, size, rounding
+        self.param, self.grad = x.astype(pdt), rng.standard_normal(size).astype(gdt)
+        self.states = [np.zeros(size, sdt) for _ in range(2)]
+        self.master = x.copy() if master else None
+        self.step = 1
+        # state memory per parameter (the master counts: it is state the step keeps)
+        self.state_bytes = 2 * sdt.itemsize + (4 if master else 0)
+        # bytes one step moves: read grad, state and param (the master instead of a
+        # 16-bit param: the param is only written); write state, param (and master)
+        self.bytes_per_param = (gdt.itemsize + 2 * (2 * sdt.itemsize)
+                                + (pdt.itemsize + 8 if master else 2 * pdt.itemsize))
+
+    def _call(self, fn, param, states, master, step):
+        fn(param, self.grad, *states, step=step, lr=1e-3, master=master,
+           rounding=self.rounding, seed=1)
+
+    def fastoptim_step(self):
+        self._call(fastoptim.adam_, self.param, self.states, self.master, self.step)
+        self.step += 1
+
+    def check_equal_to_reference(self, steps=2):
+        ours = [self.param.copy(), [b.copy() for b in self.states],
+                None if self.master is None else self.master.copy()]
+        ref = [self.param.copy(), [b.copy() for b in self.states],
+               None if self.master is None else self.master.copy()]
+        for step in range(1, steps + 1):
+            self._call(fastoptim.adam_, *ours, step)
+            self._call(reference.adam_, *ref, step)
+        pairs = [(ours[0], ref[0])] + list(zip(ours[1], ref[1])) + (
+            [] if self.master is None else [(ours[2], ref[2])])
+        if not all(np.array_equal(a.view(np.uint8), b.view(np.uint8)) for a, b in pairs):
+            raise AssertionError(f"compact {self.name} {self.size}: fastoptim != reference")
+
+
+def torch_bf16_adam_fn(size, seed=0):
+    """torch.optim.Adam(fused=True) on bfloat16 param and grad (its state is bfloat16
+    too: torch keeps state in the param's dtype, rounds to nearest, no master)."""
+    import torch
+    rng = np.random.default_rng(seed)
+    param = torch.nn.Parameter(torch.from_numpy(rng.standard_normal(size).astype(np.float32))
+                               .to(torch.bfloat16))
+    param.grad = torch.from_numpy(rng.standard_normal(size).astype(np.float32)).to(
+        torch.bfloat16)
+    opt = torch.optim.Adam([param], lr=1e-3, fused=True)
+    return opt.step
+
+
+def compact_report(sizes=(16_777_216,), with_torch=True, file=None):
+    """One table per size: every COMPACT_CASES step and torch's fused bfloat16 Adam,
+    timed taking turns; bytes per parameter of state memory and moved per step."""
+    file = sys.stdout if file is None else file
+    for size in sizes:
+        cases = [CompactCase(name, size) for name in COMPACT_CASES]
+        for case in cases:
+            case.check_equal_to_reference()
+        fns = [c.fastoptim_step for c in cases]
+        names = [c.name for c in cases]
+        if with_torch and torch_available():
+            fns.append(torch_bf16_adam_fn(size))
+            names.append("torch fused Adam, bfloat16 (state bf16)")
+        times = best_times_interleaved(fns, min_time=1.0 if size >= 1 << 20 else 0.2)
+        t32 = times[0]
+        t_torch = times[-1] if len(fns) > len(cases) else None
+        rows = []
+        for k, (name, t) in enumerate(zip(names, times)):
+            case = cases[k] if k < len(cases) else None
+            rows.append([name, f"{size:,}",
+                         case.state_bytes if case else 4,
+                         case.bytes_per_param if case else 14,
+                         _fmt_time(t), f"{t32 / t:.2f}x",
+                         f"{t_torch / t:.2f}x" if t_torch else "-"])
+        print(f"\nAdam, {size:,} elements, {get_num_threads()} threads, buffers as NumPy "
+              "allocates them (same page offset), timed taking turns:\n", file=file)
+        _print_markdown(["case", "size", "state B/param", "moved B/param", "time",
+                         "float32 state / this", "torch bf16 / this"], rows, file)
 
 
 if __name__ == "__main__":

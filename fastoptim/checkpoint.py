@@ -96,7 +96,13 @@ def _encode(obj, path, arrays, depth):
         if isinstance(obj, np.ma.MaskedArray):
             raise TypeError(f"{_where(path)}: masked arrays cannot be saved (the mask would "
                             "be lost); save .filled(...) or the data and the mask separately")
-        arrays[path] = _storable(np.asarray(obj), path)
+        a = np.asarray(obj)
+        if a.dtype.name in _BITS_DTYPES and a.dtype.kind == "V" and a.dtype.isnative:
+            # ml_dtypes' bfloat16: .npy would store it as raw void; store its bits and
+            # name the dtype in the manifest
+            arrays[path] = a.view(_BITS_DTYPES[a.dtype.name][0])
+            return {"t": "array", "k": path, "d": a.dtype.name}
+        arrays[path] = _storable(a, path)
         return {"t": "array", "k": path}
     if obj is None:
         arrays[path] = np.zeros((), np.bool_)
@@ -324,6 +330,9 @@ def _manifest_keys(node, keys, depth=0):
             _manifest_keys(item, keys, depth + 1)
         return
     key = node.get("k")
+    if "d" in node and (t != "array" or not isinstance(node["d"], str)
+                        or node["d"] not in _BITS_DTYPES):
+        raise _Corrupt(f"unknown array dtype tag {node['d']!r}"[:80])
     if t not in _LEAF_KINDS or not isinstance(key, str):
         raise _Corrupt(f"unknown type tag {t!r}" if t not in _LEAF_KINDS
                        else "malformed leaf node in the manifest")
@@ -331,6 +340,14 @@ def _manifest_keys(node, keys, depth=0):
         raise _Corrupt(f"entry {_where(key)} is referenced twice")
     keys.add(key)
 
+
+# Array dtypes stored as the bits of another dtype (name -> bits dtype, loader).
+def _bfloat16():
+    import ml_dtypes
+    return ml_dtypes.bfloat16
+
+
+_BITS_DTYPES = {"bfloat16": (np.dtype(np.uint16), _bfloat16)}
 
 # The dtype kinds a scalar leaf may be stored as (None = any non-object dtype).
 _LEAF_KINDS = {"array": None, "npscalar": None, "none": "b", "bool": "b", "int": "iu",
@@ -348,6 +365,12 @@ def _decode(node, arrays):
     key = node["k"]
     a = arrays[key]
     if t == "array":
+        if "d" in node:
+            bits, loader = _BITS_DTYPES[node["d"]]
+            if a.dtype != bits:
+                raise _Corrupt(f"{node['d']} entry {_where(key)} is stored as {a.dtype}, "
+                               f"not as its bits ({bits})")
+            return a.view(loader())
         return a
     kinds = _LEAF_KINDS[t]
     if a.ndim != 0:

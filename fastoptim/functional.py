@@ -8,6 +8,15 @@ buffer is touched; a rejected call raises TypeError/ValueError and changes nothi
 
 The update rules are torch.optim's single-tensor ones, operation for operation; see
 README.md ("Update rules") and each docstring.
+
+Compact storage (README "Compact precision"): param and grad may be float16 or
+bfloat16 (ml_dtypes) and every state buffer float16 or bfloat16, with float32 math.
+``master=`` (float32 arrays like param) holds the exact weights of 16-bit params: the
+step updates it and stores its rounding in param.  ``rounding="nearest"`` (even) or
+``"stochastic"`` applies to every 16-bit store; stochastic rounding draws its bits from
+a hash of (``seed``, ``step``, buffer, element index): the same for any thread count,
+and a resumed run continues the same stream.  With a list of arrays, an int ``seed``
+gives array k the seed ``seed + k`` (mod 2**64); a list gives one seed per array.
 """
 
 import math
@@ -24,6 +33,9 @@ __all__ = ["sgd_", "rmsprop_", "adam_", "adamw_", "adagrad_", "lion_", "adamax_"
 
 # Steps up to here take the fast path; larger ones are checked (a double must hold them).
 _FAST_STEP_MAX = 2 ** 53
+_ROUNDINGS = ("nearest", "stochastic")
+_SEED_END = 2 ** 64
+_COMPACT_DTYPE_NAMES = ("float16", "bfloat16")
 
 
 def _require(name, buffer, why):
@@ -31,8 +43,65 @@ def _require(name, buffer, why):
         raise ValueError(f"{name} is required {why}")
 
 
+def _check_rounding(rounding):
+    if not isinstance(rounding, str):
+        raise TypeError(f"rounding must be 'nearest' or 'stochastic', got "
+                        f"{type(rounding).__name__}")
+    if rounding not in _ROUNDINGS:
+        raise ValueError(f"rounding must be 'nearest' or 'stochastic', got {rounding!r}")
+    return str(rounding)
+
+
+def _check_seed_int(seed, name="seed"):
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"{name} must be an int in [0, 2**64), got {type(seed).__name__}")
+    seed = int(seed)
+    if not 0 <= seed < _SEED_END:
+        shown = seed if seed.bit_length() <= 64 else f"an int of {seed.bit_length()} bits"
+        raise ValueError(f"{name} must be an int in [0, 2**64), got {shown}")
+    return seed
+
+
+def _check_seed(seed):
+    """An int in [0, 2**64), or a list/tuple of them (one per array)."""
+    if isinstance(seed, (list, tuple)):
+        return tuple(_check_seed_int(s, f"seed[{k}]") for k, s in enumerate(seed))
+    return _check_seed_int(seed)
+
+
+def _seeds(seed, param):
+    """One seed per array of the call: seed + k for array k of an int seed."""
+    if isinstance(seed, tuple):
+        return seed
+    n = len(param) if isinstance(param, (list, tuple)) else 1
+    return tuple((seed + k) % _SEED_END for k in range(n))
+
+
+def _is_compact(arrays):
+    """Does a call need the compact kernels (some 16-bit buffer) rather than the
+    float32/float64 ones?  The one place that dispatches on storage: a list is judged
+    by its first array (the kernels check that the others match)."""
+    for a in arrays:
+        if isinstance(a, (list, tuple)):
+            a = a[0] if a else None
+        if getattr(getattr(a, "dtype", None), "name", None) in _COMPACT_DTYPE_NAMES:
+            return True
+    return False
+
+
+def _run_compact(compact, arrays, master, options, rounding, seed, step, n_threads):
+    """The compact kernel (some buffer 16-bit, or a master).  Each function first tries
+    the float32/float64 kernel when no master is given (no extra cost on the common
+    call): it checks every array before writing, so a refusal changes nothing, and a
+    TypeError it raises is re-raised unless _is_compact says the call is compact."""
+    stochastic = rounding == "stochastic"
+    compact(*arrays, master, *options, stochastic,
+            _seeds(seed, arrays[0]) if stochastic else None, step, n_threads)
+
+
 def sgd_(param, grad, momentum_buffer=None, *, step, lr=1e-3, momentum=0.0,
-         dampening=0.0, nesterov=False, weight_decay=0.0, maximize=False, n_threads=None):
+         dampening=0.0, nesterov=False, weight_decay=0.0, maximize=False, master=None,
+         rounding="nearest", seed=0, n_threads=None):
     """SGD with momentum (torch.optim.SGD), in place.
 
     ::
@@ -45,7 +114,8 @@ def sgd_(param, grad, momentum_buffer=None, *, step, lr=1e-3, momentum=0.0,
         p = p - lr * g
 
     ``momentum_buffer`` is required when momentum != 0 (start it at zeros: step 1
-    overwrites it with the gradient).
+    overwrites it with the gradient).  ``master``, ``rounding``, ``seed``: compact
+    storage (module docstring).
     """
     # Ranges are torch.optim.SGD's (it does not check dampening); NaN is refused.
     if not (type(step) is int and 1 <= step <= _FAST_STEP_MAX
@@ -53,7 +123,11 @@ def sgd_(param, grad, momentum_buffer=None, *, step, lr=1e-3, momentum=0.0,
             and type(momentum) is float and momentum >= 0.0
             and type(dampening) is float and dampening == dampening
             and type(weight_decay) is float and weight_decay >= 0.0
-            and type(nesterov) is bool and type(maximize) is bool):
+            and type(nesterov) is bool and type(maximize) is bool
+            and type(rounding) is str and rounding in _ROUNDINGS
+            and type(seed) is int and 0 <= seed < _SEED_END):
+        rounding = _check_rounding(rounding)
+        seed = _check_seed(seed)
         step = check_step(step)
         lr = check_real("lr", lr, low=0.0)
         momentum = check_real("momentum", momentum, low=0.0)
@@ -66,13 +140,23 @@ def sgd_(param, grad, momentum_buffer=None, *, step, lr=1e-3, momentum=0.0,
                          f"got momentum={momentum}, dampening={dampening}")
     if momentum != 0:
         _require("momentum_buffer", momentum_buffer, "when momentum != 0")
-    kernels.sgd(param, grad, momentum_buffer, lr, momentum, dampening, nesterov,
-                weight_decay, maximize, step == 1, resolve_n_threads(n_threads))
+    n_threads = resolve_n_threads(n_threads)
+    if master is None:
+        try:
+            return kernels.sgd(param, grad, momentum_buffer, lr, momentum, dampening,
+                               nesterov, weight_decay, maximize, step == 1, n_threads)
+        except TypeError:
+            if not _is_compact((param, grad, momentum_buffer)):
+                raise
+    _run_compact(kernels.sgd_compact, (param, grad, momentum_buffer), master,
+                 (lr, momentum, dampening, nesterov, weight_decay, maximize, step == 1),
+                 rounding, seed, step, n_threads)
 
 
 def rmsprop_(param, grad, square_avg, *, step, lr=1e-2, alpha=0.99, eps=1e-8,
              weight_decay=0.0, momentum=0.0, momentum_buffer=None, centered=False,
-             grad_avg=None, maximize=False, n_threads=None):
+             grad_avg=None, maximize=False, master=None, rounding="nearest", seed=0,
+             n_threads=None):
     """RMSProp (torch.optim.RMSprop), in place.
 
     ::
@@ -87,7 +171,9 @@ def rmsprop_(param, grad, square_avg, *, step, lr=1e-2, alpha=0.99, eps=1e-8,
     torch fuses ``sq - ga * ga``; here ``ga * ga`` is rounded on its own, except that an
     infinite ``sq`` stays infinite when ``ga * ga`` alone overflows (torch's result).
     State buffers start at zero.  ``momentum_buffer`` is required when momentum > 0,
-    ``grad_avg`` when centered.  ``step`` is checked but RMSProp does not use it.
+    ``grad_avg`` when centered.  ``step`` is checked; RMSProp's rule does not use it
+    (stochastic rounding does).  ``master``, ``rounding``, ``seed``: compact storage
+    (module docstring).
     """
     # Ranges are torch.optim.RMSprop's (alpha >= 1 too); NaN is refused.
     if not (type(step) is int and 1 <= step <= _FAST_STEP_MAX
@@ -96,8 +182,12 @@ def rmsprop_(param, grad, square_avg, *, step, lr=1e-2, alpha=0.99, eps=1e-8,
             and type(eps) is float and eps >= 0.0
             and type(weight_decay) is float and weight_decay >= 0.0
             and type(momentum) is float and momentum >= 0.0
-            and type(centered) is bool and type(maximize) is bool):
-        check_step(step)
+            and type(centered) is bool and type(maximize) is bool
+            and type(rounding) is str and rounding in _ROUNDINGS
+            and type(seed) is int and 0 <= seed < _SEED_END):
+        rounding = _check_rounding(rounding)
+        seed = _check_seed(seed)
+        step = check_step(step)
         lr = check_real("lr", lr, low=0.0)
         alpha = check_real("alpha", alpha, low=0.0)
         eps = check_real("eps", eps, low=0.0)
@@ -110,13 +200,24 @@ def rmsprop_(param, grad, square_avg, *, step, lr=1e-2, alpha=0.99, eps=1e-8,
     if centered:
         _require("grad_avg", grad_avg, "when centered=True")
     # Buffers the options do not use are ignored by the compiled layer.
-    kernels.rmsprop(param, grad, square_avg, momentum_buffer, grad_avg, lr, alpha, eps,
-                    weight_decay, momentum, centered, maximize, resolve_n_threads(n_threads))
+    n_threads = resolve_n_threads(n_threads)
+    if master is None:
+        try:
+            return kernels.rmsprop(param, grad, square_avg, momentum_buffer, grad_avg, lr,
+                                   alpha, eps, weight_decay, momentum, centered, maximize,
+                                   n_threads)
+        except TypeError:
+            if not _is_compact((param, grad, square_avg, momentum_buffer, grad_avg)):
+                raise
+    _run_compact(kernels.rmsprop_compact, (param, grad, square_avg, momentum_buffer, grad_avg),
+                 master, (lr, alpha, eps, weight_decay, momentum, centered, maximize),
+                 rounding, seed, step, n_threads)
 
 
 def adam_(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, beta2=0.999,
           eps=1e-8, weight_decay=0.0, decoupled_weight_decay=False, amsgrad=False,
-          max_exp_avg_sq=None, maximize=False, n_threads=None):
+          max_exp_avg_sq=None, maximize=False, master=None, rounding="nearest", seed=0,
+          n_threads=None):
     """Adam (torch.optim.Adam; AdamW with decoupled_weight_decay=True), in place.
 
     ::
@@ -131,6 +232,7 @@ def adam_(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, beta2=0
 
     eps is added after the bias correction, as in torch and the paper (not the
     TensorFlow "epsilon hat" form).  ``max_exp_avg_sq`` is required when amsgrad.
+    ``master``, ``rounding``, ``seed``: compact storage (module docstring).
     """
     # Fast path for the common call (Python floats in range, real bools): the checks
     # below cost more than a 1,000-element update.  Ranges are torch.optim.Adam's
@@ -142,7 +244,11 @@ def adam_(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, beta2=0
             and type(eps) is float and eps >= 0.0
             and type(weight_decay) is float and weight_decay >= 0.0
             and type(decoupled_weight_decay) is bool and type(amsgrad) is bool
-            and type(maximize) is bool):
+            and type(maximize) is bool
+            and type(rounding) is str and rounding in _ROUNDINGS
+            and type(seed) is int and 0 <= seed < _SEED_END):
+        rounding = _check_rounding(rounding)
+        seed = _check_seed(seed)
         step = check_step(step)
         lr = check_real("lr", lr, low=0.0)
         beta1 = check_real("beta1", beta1, low=0.0, high=1.0, high_open=True)
@@ -159,16 +265,25 @@ def adam_(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, beta2=0
     bias_correction1 = 1 - beta1 ** step
     bias_correction2 = 1 - beta2 ** step
     decay = 1 - lr * weight_decay if decoupled and weight_decay != 0 else 1.0
-    # Positional: keyword parsing in the compiled entry costs more than its checks.
-    kernels.adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, amsgrad, beta1, beta2, eps,
-                 weight_decay, weight_decay != 0 and not decoupled, decay,
-                 lr / bias_correction1, math.sqrt(bias_correction2), maximize,
-                 resolve_n_threads(n_threads))
+    l2 = weight_decay != 0 and not decoupled
+    step_size, bc2_sqrt = lr / bias_correction1, math.sqrt(bias_correction2)
+    n_threads = resolve_n_threads(n_threads)
+    if master is None:
+        try:  # positional: keyword parsing in the compiled entry costs more than its checks
+            return kernels.adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, amsgrad,
+                                beta1, beta2, eps, weight_decay, l2, decay, step_size,
+                                bc2_sqrt, maximize, n_threads)
+        except TypeError:
+            if not _is_compact((param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq)):
+                raise
+    _run_compact(kernels.adam_compact, (param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq),
+                 master, (amsgrad, beta1, beta2, eps, weight_decay, l2, decay, step_size,
+                          bc2_sqrt, maximize), rounding, seed, step, n_threads)
 
 
 def adamw_(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, beta2=0.999,
            eps=1e-8, weight_decay=1e-2, amsgrad=False, max_exp_avg_sq=None,
-           maximize=False, n_threads=None):
+           maximize=False, master=None, rounding="nearest", seed=0, n_threads=None):
     """AdamW (torch.optim.AdamW): adam_ with decoupled weight decay, 1e-2 by default.
 
     ``p = p * (1 - lr * weight_decay)`` before the Adam step, instead of adding
@@ -177,7 +292,7 @@ def adamw_(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, beta2=
     adam_(param, grad, exp_avg, exp_avg_sq, step=step, lr=lr, beta1=beta1, beta2=beta2,
           eps=eps, weight_decay=weight_decay, decoupled_weight_decay=True,
           amsgrad=amsgrad, max_exp_avg_sq=max_exp_avg_sq, maximize=maximize,
-          n_threads=n_threads)
+          master=master, rounding=rounding, seed=seed, n_threads=n_threads)
 
 
 # ------------------------------------------------- the template's optimizers

@@ -43,6 +43,10 @@ __all__ = ["Optimizer", "SGD", "Momentum", "RMSprop", "Adam", "AdamW", "Adagrad"
            "Adafactor", "Muon", "LBFGS"]
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_F32 = np.dtype(np.float32)
+_16BIT_NAMES = ("float16", "bfloat16")
+_ROUNDINGS = ("nearest", "stochastic")
+_MASTER = "master"  # the state entry of a 16-bit param's float32 master weights
 _NONFINITE_MODES = ("ignore", "raise", "skip")
 _INF = float("inf")
 _BIG_INT = 2**63  # larger ints take the full checks (a double may not hold them)
@@ -180,9 +184,9 @@ def _check_param(p, label):
     if not isinstance(p, np.ndarray):
         raise TypeError(f"optimizer can only optimize ndarrays, but {label} is "
                         f"{type(p).__name__}")
-    if p.dtype not in _FLOAT_DTYPES:
-        raise TypeError(f"{label} has dtype {p.dtype}; expected float32 or float64 in "
-                        "native byte order")
+    if p.dtype not in _FLOAT_DTYPES and not _is_16bit(p.dtype):
+        raise TypeError(f"{label} has dtype {p.dtype}; expected float32, float64, float16 "
+                        "or bfloat16 in native byte order")
     flags = p.flags
     if not (flags.c_contiguous or flags.f_contiguous):
         raise ValueError(f"{label} is not contiguous (C or Fortran order); it is updated in "
@@ -193,15 +197,41 @@ def _check_param(p, label):
         raise ValueError(f"{label} is read-only")
 
 
-def _check_buffer(buf, p, i, name, shape=None):
-    """A state buffer the kernel updates in place next to param i (of ``shape``, by
-    default the param's)."""
+def _is_16bit(dtype):
+    return dtype.name in _16BIT_NAMES and dtype.isnative
+
+
+def _math_dtype(p):
+    """The dtype a param's update computes in: float32 for 16-bit params."""
+    return _F32 if _is_16bit(p.dtype) else p.dtype
+
+
+def _bfloat16():
+    try:
+        import ml_dtypes
+    except ImportError:  # a declared dependency: only a broken install lacks it
+        raise ImportError("state_dtype='bfloat16' needs the ml_dtypes package "
+                          "(pip install ml_dtypes)") from None
+    return np.dtype(ml_dtypes.bfloat16)
+
+
+#: state_dtype -> the dtype state buffers are stored in (a function: bfloat16 imports
+#: ml_dtypes); None = the param's math dtype.  One entry per storage: a storage that is
+#: not a plain dtype (8-bit blockwise) adds its entry and its allocation in _zeros_buffer.
+_STATE_DTYPES = {None: lambda: None, "float16": lambda: np.dtype(np.float16),
+                 "bfloat16": _bfloat16}
+
+
+def _check_buffer(buf, p, i, name, dtype, shape=None):
+    """A state buffer (of this dtype, and of ``shape``, by default the param's) the
+    kernel updates in place next to param i."""
     label = f"state[{i}][{name!r}]"
     shape = p.shape if shape is None else shape
     if not isinstance(buf, np.ndarray):
         raise TypeError(f"{label} must be an ndarray, got {type(buf).__name__}")
-    if buf.dtype != p.dtype:
-        raise TypeError(f"{label} has dtype {buf.dtype}, param {i} has dtype {p.dtype}")
+    if buf.dtype != dtype:
+        raise TypeError(f"{label} has dtype {buf.dtype}, param {i} has dtype {p.dtype}"
+                        + ("" if dtype == p.dtype else f": its state is {dtype}"))
     if buf.shape != shape:
         if shape == p.shape:
             raise ValueError(f"{label} has shape {buf.shape}, param {i} has shape {p.shape}")
@@ -387,9 +417,16 @@ class Optimizer:
     A subclass lists the group keys it reads in ``_HYPERPARAMETERS`` (with
     ``_TORCH_FLAGS``) and defines ``_check_group(group)`` (validate them, raise),
     ``_buffer_names(group)`` (state buffers the group's options need),
-    and ``_kernel_call(group, params, bufs, first, n_threads)``: the functional call on
-    these lists with the group's checked values, as a function of ``(grads, step)``
-    (``first``: the buffers were just created).
+    and ``_kernel_call(group, params, bufs, first, n_threads, ids)``: the functional call
+    on these lists with the group's checked values and ``self._storage_options(bufs,
+    ids)``, as a function of ``(grads, step)`` (``first``: the buffers were just created;
+    ``ids``: the params' flat indices).
+
+    Compact storage (README "Compact precision"): ``state_dtype`` (None = the param's
+    math dtype, "bfloat16", "float16"), ``master_weights`` (None = a float32 master
+    copy, state entry ``"master"``, for every float16/bfloat16 param; False = update
+    16-bit params directly), ``rounding`` ("nearest" or "stochastic", every 16-bit
+    store) and ``seed`` (param i's stochastic rounding stream is ``seed + i``).
 
     ``nonfinite``: ``"ignore"`` (default, like torch: no check), ``"raise"``
     (FloatingPointError naming the first non-finite gradient) or ``"skip"`` (the whole
@@ -435,10 +472,12 @@ class Optimizer:
                 return required(group) + tuple(map(group.get, optional))
         cls._read_hypers = staticmethod(read if optional else required)
 
-    def __init__(self, params, defaults, *, nonfinite="ignore", n_threads=None):
+    def __init__(self, params, defaults, *, nonfinite="ignore", n_threads=None,
+                 state_dtype=None, master_weights=None, rounding="nearest", seed=0):
         if nonfinite not in _NONFINITE_MODES:
             raise ValueError(f"Invalid nonfinite: {nonfinite!r} "
                              f"(expected one of {_NONFINITE_MODES})")
+        self._check_storage(state_dtype, master_weights, rounding, seed)
         try:
             if n_threads is not None:
                 resolve_n_threads(n_threads)
@@ -451,6 +490,11 @@ class Optimizer:
         self.defaults = dict(defaults)
         self.nonfinite = nonfinite
         self.n_threads = n_threads
+        # read-only (properties below): the state's storage and random streams follow them
+        self._state_dtype = state_dtype
+        self._master_weights = None if master_weights is None else bool(master_weights)
+        self._rounding = str(rounding)
+        self._seed = int(seed)
         self.state = {}
         self.param_groups = []
         if isinstance(params, (np.ndarray, dict)):
@@ -481,6 +525,9 @@ class Optimizer:
         self._hypers = []
         if "_sizes" not in d:
             self._sizes = [len(g["params"]) for g in self.param_groups]
+        for key, value in (("_state_dtype", None), ("_master_weights", None),
+                           ("_rounding", "nearest"), ("_seed", 0)):  # older pickles
+            self.__dict__.setdefault(key, value)
         for key in self._TORCH_FLAGS:  # groups pickled before these keys existed
             self.defaults.setdefault(key, self._TORCH_FLAG_DEFAULTS[key])
             for g in self.param_groups:
@@ -555,6 +602,61 @@ class Optimizer:
         self._sizes = self._sizes + [len(params)]
         self._plan = None
 
+    # storage ----------------------------------------------------------------
+    state_dtype = property(lambda self: self._state_dtype,
+                           doc="None, 'bfloat16' or 'float16' (set at construction)")
+    master_weights = property(lambda self: self._master_weights,
+                              doc="None (masters for 16-bit params) or a bool")
+    rounding = property(lambda self: self._rounding, doc="'nearest' or 'stochastic'")
+    seed = property(lambda self: self._seed, doc="param i's rounding stream is seed + i")
+
+    @staticmethod
+    def _check_storage(state_dtype, master_weights, rounding, seed):
+        """The compact-storage options (README "Compact precision")."""
+        if not (state_dtype is None or isinstance(state_dtype, str)):
+            raise TypeError(f"Invalid state_dtype: {state_dtype!r} (expected None or one of "
+                            f"{[k for k in _STATE_DTYPES if k]})")
+        if state_dtype not in _STATE_DTYPES:
+            raise ValueError(f"Invalid state_dtype: {state_dtype!r} (expected None or one of "
+                             f"{[k for k in _STATE_DTYPES if k]})")
+        _STATE_DTYPES[state_dtype]()  # bfloat16: ml_dtypes importable
+        if master_weights is not None and not isinstance(master_weights, (bool, np.bool_)):
+            raise TypeError(f"Invalid master_weights: {master_weights!r} (expected None or "
+                            "a bool)")
+        if not isinstance(rounding, str):
+            raise TypeError(f"Invalid rounding: {rounding!r} (expected 'nearest' or "
+                            "'stochastic')")
+        if rounding not in _ROUNDINGS:
+            raise ValueError(f"Invalid rounding: {rounding!r} (expected 'nearest' or "
+                             "'stochastic')")
+        if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral):
+            raise TypeError(f"Invalid seed: {seed!r} (expected an int in [0, 2**64))")
+        if not 0 <= seed < 2 ** 64:
+            raise ValueError(f"Invalid seed: {_show(seed)} (expected an int in [0, 2**64))")
+
+    def _uses_master(self, p):
+        """A float32 master copy for this param: 16-bit params, unless master_weights=False."""
+        return self.master_weights is not False and _is_16bit(p.dtype)
+
+    def _buffer_dtype(self, p, name):
+        """The dtype of state buffer `name` of param p."""
+        if name == _MASTER:
+            return _F32
+        return _STATE_DTYPES[self.state_dtype]() or _math_dtype(p)
+
+    def _storage_options(self, bufs, ids):
+        """The compact-storage keywords of a functional call over the params `ids`:
+        their masters, the rounding and one seed per param (seed + its index, so a
+        param's stream does not depend on how the params are bucketed)."""
+        options = {}
+        master = bufs.get(_MASTER)
+        if master is not None:
+            options["master"] = master
+        if self.rounding != "nearest":
+            options["rounding"] = self.rounding
+            options["seed"] = [(self.seed + i) % 2 ** 64 for i in ids]
+        return options
+
     # subclasses -------------------------------------------------------------
     def _check_group(self, group):  # pragma: no cover - abstract
         raise NotImplementedError
@@ -562,7 +664,7 @@ class Optimizer:
     def _buffer_names(self, group):  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _kernel_call(self, group, params, bufs, first, n_threads):  # pragma: no cover
+    def _kernel_call(self, group, params, bufs, first, n_threads, ids):  # pragma: no cover
         raise NotImplementedError
 
     # Optional: state whose buffers differ from param to param (Adafactor's factors).
@@ -574,8 +676,15 @@ class Optimizer:
         """The shape of p's state buffer ``name``."""
         return p.shape
 
+    #: True in the classes whose kernels take 16-bit params and compact state
+    _COMPACT_STORAGE = False
+
     def _check_param_kind(self, p, label):
-        """Refuse (ValueError) a param the algorithm does not apply to."""
+        """Refuse (TypeError/ValueError) a param the algorithm does not apply to."""
+        if not self._COMPACT_STORAGE and _is_16bit(p.dtype):
+            raise TypeError(f"{label} has dtype {p.dtype}; {type(self).__name__} takes "
+                            "float32 or float64 params (16-bit params and compact state: "
+                            "SGD, Momentum, RMSprop, Adam, AdamW)")
 
     # ------------------------------------------------------------------- plan
     def _check_groups(self):
@@ -659,7 +768,9 @@ class Optimizer:
                              "params with add_param_group (or clear opt.state first)")
         _check_no_shared_memory(flat, labels)  # first: the clearest message for a param
         arrays, steps, missing_of, entries, scalars_of = list(flat), {}, {}, {}, {}
-        names_of = [names for _, params, names in plan_groups for _ in params]
+        group_names = [names for _, params, names in plan_groups for _ in params]
+        names_of = [names + (_MASTER,) if self._uses_master(p) else names
+                    for names, p in zip(group_names, flat)]
         for i, p in enumerate(flat):
             names = names_of[i] = self._param_buffers(names_of[i], p)
             st = state.get(i)
@@ -678,7 +789,8 @@ class Optimizer:
                     self._check_missing(i, name, steps[i])
                     missing.append(name)
                 else:
-                    _check_buffer(buf, p, i, name, self._buffer_shape(p, name))
+                    _check_buffer(buf, p, i, name, self._buffer_dtype(p, name),
+                                  self._buffer_shape(p, name))
                     arrays.append(buf)
                     labels.append(f"state[{i}][{name!r}]")
             missing_of[i] = tuple(missing)
@@ -728,8 +840,14 @@ class Optimizer:
                              f"state[{i}] to restart this param's state from step 0)")
 
     def _zeros_buffer(self, p, name):
-        """A zero state buffer in p's memory order, at its own offset within a page."""
-        return zeros_state_like(p, self._ALL_BUFFERS.index(name) + 1)
+        """A zero state buffer in p's memory order, at its own offset within a page (the
+        master: p's values in float32)."""
+        if name == _MASTER:
+            buf = zeros_state_like(p, len(self._ALL_BUFFERS) + 1, _F32)
+            buf[...] = p
+            return buf
+        return zeros_state_like(p, self._ALL_BUFFERS.index(name) + 1,
+                                self._buffer_dtype(p, name))
 
     def _new_buffer(self, p, name, group):
         """A state buffer as the param's first step creates it (zeros unless the class
@@ -745,7 +863,8 @@ class Optimizer:
         for b in plan.buckets:
             for name, bufs in b.bufs.items():
                 for i, p, buf in zip(b.ids, b.params, bufs):
-                    _check_buffer(buf, p, i, name, self._buffer_shape(p, name))
+                    _check_buffer(buf, p, i, name, self._buffer_dtype(p, name),
+                                  self._buffer_shape(p, name))
 
     # ------------------------------------------------------------------- step
     def _check_grads(self, grads, params):
@@ -763,9 +882,11 @@ class Optimizer:
                 continue
             if not isinstance(g, ndarray):
                 raise TypeError(f"grad {i} is {type(g).__name__}, expected an ndarray or None")
-            if g.dtype != p.dtype:
+            if g.dtype != p.dtype and not (_math_dtype(p) == _F32 and (
+                    g.dtype == _F32 or _is_16bit(g.dtype))):
                 raise TypeError(f"grad {i} has dtype {g.dtype} but its param has dtype "
-                                f"{p.dtype}")
+                                f"{p.dtype} (a float32, float16 or bfloat16 param takes a "
+                                "float32, float16 or bfloat16 grad)")
             if g.shape != p.shape:
                 raise ValueError(f"grad {i} has shape {g.shape} but its param has shape "
                                  f"{p.shape}")
@@ -773,7 +894,7 @@ class Optimizer:
             if not ((g.flags.c_contiguous if c_order else g.flags.f_contiguous)
                     and g.flags.aligned):
                 # grads are only read: a copy in the param's memory order is safe
-                grads[i] = np.array(g, dtype=p.dtype, order="C" if c_order else "F")
+                grads[i] = np.array(g, dtype=g.dtype, order="C" if c_order else "F")
         return grads
 
     @staticmethod
@@ -848,7 +969,7 @@ class Optimizer:
         plan.call = plan.live = None
         if plan.fast:
             b = plan.buckets[0]
-            call = self._kernel_call(b.group, b.params, b.bufs, False, self.n_threads)
+            call = self._kernel_call(b.group, b.params, b.bufs, False, self.n_threads, b.ids)
             if self._hypers[0] is hypers[0]:  # its values cannot change in place
                 plan.arm(self, hypers[0], call)
             if (self.nonfinite == "ignore" and (type(grads) is list or type(grads) is tuple)
@@ -861,10 +982,11 @@ class Optimizer:
             self._check_grads_disjoint(grads, plan.written)
         if self.nonfinite != "ignore":
             given = [g for g in grads if g is not None]
-            if not _all_finite(given):
+            if not _all_finite([g.astype(_F32) if _is_16bit(g.dtype) else g for g in given]):
                 if self.nonfinite == "skip":
                     return False
-                bad = given[_nonfinite_index(given)]
+                bad = given[_nonfinite_index([g.astype(_F32) if _is_16bit(g.dtype) else g
+                                              for g in given])]
                 i = next(k for k, g in enumerate(grads) if g is bad)
                 raise FloatingPointError(f"grad {i} contains non-finite values (inf or nan); "
                                          "the step was not applied")
@@ -890,7 +1012,7 @@ class Optimizer:
         try:
             for b, ids, params, gs, bufs, new, _ in calls:
                 results.append(self._call(
-                    self._kernel_call(b.group, params, bufs, bool(new), self.n_threads),
+                    self._kernel_call(b.group, params, bufs, bool(new), self.n_threads, ids),
                     gs, b.step + 1, b))
                 done += 1
         finally:  # the state of what was updated (all of it, unless a kernel refused)
@@ -1010,7 +1132,8 @@ class Optimizer:
                 continue  # torch's empty entry: the param has no state yet
             step = self._saved_step(sid, st)
             names = self._param_buffers(self._buffer_names(group_of[i]), p)
-            extra = {k for k in st if k != "step" and k not in self._ALL_BUFFERS
+            known = self._ALL_BUFFERS + ((_MASTER,) if self._uses_master(p) else ())
+            extra = {k for k in st if k != "step" and k not in known
                      and k not in self._SCALAR_STATE and st[k] is not None}
             if extra:
                 raise ValueError(f"state[{sid}] has unexpected entries {sorted(extra)} for "
@@ -1018,7 +1141,7 @@ class Optimizer:
             out = {"step": step}
             for name in self._SCALAR_STATE:
                 out[name] = _parse_scalar(sid, name, st.get(name))
-            for name in self._ALL_BUFFERS:
+            for name in known:
                 a = st.get(name)
                 if a is None:
                     if name in names:
@@ -1032,9 +1155,12 @@ class Optimizer:
                                 f" (expected {self._buffer_shape(p, name)})")
                     raise ValueError(f"state[{sid}]['{name}'] has shape {a.shape}{expected}, "
                                      f"param {i} has shape {p.shape}")
-                if a.dtype != p.dtype:
+                dtype = self._buffer_dtype(p, name)
+                if a.dtype != dtype:
                     raise TypeError(f"state[{sid}]['{name}'] has dtype {a.dtype}, "
-                                    f"param {i} has dtype {p.dtype}")
+                                    f"param {i} has dtype {p.dtype}"
+                                    + ("" if dtype == p.dtype else f": its state is {dtype} "
+                                       f"(state_dtype={self.state_dtype!r})"))
                 buf = self._zeros_buffer(p, name)
                 buf[...] = a
                 out[name] = buf
@@ -1077,10 +1203,12 @@ class Optimizer:
                 if plan is None or not self._plan_is_current(plan, hypers):
                     plan = self._build_plan(hypers)
                 plan.call = plan.live = None
-                if not plan.fast or len(plan.flat) != 1 or plan.flat[0].ndim != 1:
-                    return None
+                if (not plan.fast or len(plan.flat) != 1 or plan.flat[0].ndim != 1
+                        or self.state_dtype is not None or _is_16bit(plan.flat[0].dtype)):
+                    return None  # compact storage: rounding streams follow whole params
                 b = plan.buckets[0]
-                call = self._kernel_call(b.group, b.params, b.bufs, False, self.n_threads)
+                call = self._kernel_call(b.group, b.params, b.bufs, False, self.n_threads,
+                                         b.ids)
                 if self._hypers[0] is hypers[0]:  # its values cannot change in place
                     plan.arm(self, hypers[0], call)
             b = plan.buckets[0]
@@ -1128,6 +1256,8 @@ class SGD(Optimizer):
     ``differentiable=True`` is refused.
     """
 
+    _COMPACT_STORAGE = True
+
     _ALL_BUFFERS = ("momentum_buffer",)
     _ELEMENTWISE = True
     _TORCH_FLAGS = ("foreach", "differentiable", "fused")
@@ -1136,12 +1266,15 @@ class SGD(Optimizer):
 
     def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0,
                  nesterov=False, *, maximize=False, foreach=None, differentiable=False,
-                 fused=None, nonfinite="ignore", n_threads=None):
+                 fused=None, nonfinite="ignore", n_threads=None, state_dtype=None,
+                 master_weights=None, rounding="nearest", seed=0):
         defaults = dict(lr=lr, momentum=momentum, dampening=dampening,
                         weight_decay=weight_decay, nesterov=nesterov, maximize=maximize,
                         foreach=foreach, differentiable=differentiable, fused=fused)
         self._check_group(defaults)
-        super().__init__(params, defaults, nonfinite=nonfinite, n_threads=n_threads)
+        super().__init__(params, defaults, nonfinite=nonfinite, n_threads=n_threads,
+                         state_dtype=state_dtype, master_weights=master_weights,
+                         rounding=rounding, seed=seed)
 
     def _check_group(self, g):
         if (_plain(g["lr"], 0.0, _INF) and _plain(g["momentum"], 0.0, _INF)
@@ -1162,7 +1295,8 @@ class SGD(Optimizer):
     def _buffer_names(self, g):
         return ("momentum_buffer",) if g["momentum"] != 0 else ()
 
-    def _kernel_call(self, g, params, bufs, first, n_threads):
+    def _kernel_call(self, g, params, bufs, first, n_threads, ids):
+        storage = self._storage_options(bufs, ids)
         lr, momentum, dampening, weight_decay = map(
             _num, (g["lr"], g["momentum"], g["dampening"], g["weight_decay"]))
         nesterov, maximize = bool(g["nesterov"]), bool(g["maximize"])
@@ -1173,7 +1307,8 @@ class SGD(Optimizer):
             # starts it whenever the buffer is missing, which is what ``first`` says.
             _F.sgd_(params, grads, buf, step=1 if first else max(step, 2), lr=lr,
                     momentum=momentum, dampening=dampening, nesterov=nesterov,
-                    weight_decay=weight_decay, maximize=maximize, n_threads=n_threads)
+                    weight_decay=weight_decay, maximize=maximize, n_threads=n_threads,
+                    **storage)
         return update
 
 
@@ -1184,10 +1319,13 @@ class Momentum(SGD):
 
     def __init__(self, params, lr=1e-3, momentum=0.9, dampening=0, weight_decay=0,
                  nesterov=False, *, maximize=False, foreach=None, differentiable=False,
-                 fused=None, nonfinite="ignore", n_threads=None):
+                 fused=None, nonfinite="ignore", n_threads=None, state_dtype=None,
+                 master_weights=None, rounding="nearest", seed=0):
         super().__init__(params, lr, momentum, dampening, weight_decay, nesterov,
                          maximize=maximize, foreach=foreach, differentiable=differentiable,
-                         fused=fused, nonfinite=nonfinite, n_threads=n_threads)
+                         fused=fused, nonfinite=nonfinite, n_threads=n_threads,
+                         state_dtype=state_dtype, master_weights=master_weights,
+                         rounding=rounding, seed=seed)
 
 
 # ------------------------------------------------------------------ RMSprop
@@ -1208,6 +1346,8 @@ class RMSprop(Optimizer):
     starts at zeros, as at step 1 (torch raises KeyError).
     """
 
+    _COMPACT_STORAGE = True
+
     _ALL_BUFFERS = ("square_avg", "momentum_buffer", "grad_avg")
     _ELEMENTWISE = True
     _TORCH_FLAGS = ("capturable", "foreach", "differentiable")
@@ -1216,12 +1356,15 @@ class RMSprop(Optimizer):
 
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0,
                  centered=False, capturable=False, foreach=None, maximize=False,
-                 differentiable=False, *, nonfinite="ignore", n_threads=None):
+                 differentiable=False, *, nonfinite="ignore", n_threads=None,
+                 state_dtype=None, master_weights=None, rounding="nearest", seed=0):
         defaults = dict(lr=lr, momentum=momentum, alpha=alpha, eps=eps, centered=centered,
                         weight_decay=weight_decay, capturable=capturable, foreach=foreach,
                         maximize=maximize, differentiable=differentiable)
         self._check_group(defaults)
-        super().__init__(params, defaults, nonfinite=nonfinite, n_threads=n_threads)
+        super().__init__(params, defaults, nonfinite=nonfinite, n_threads=n_threads,
+                         state_dtype=state_dtype, master_weights=master_weights,
+                         rounding=rounding, seed=seed)
 
     def _check_group(self, g):
         if (_plain(g["lr"], 0.0, _INF) and _plain(g["eps"], 0.0, _INF)
@@ -1246,7 +1389,8 @@ class RMSprop(Optimizer):
             names += ("grad_avg",)
         return names
 
-    def _kernel_call(self, g, params, bufs, first, n_threads):
+    def _kernel_call(self, g, params, bufs, first, n_threads, ids):
+        storage = self._storage_options(bufs, ids)
         lr, alpha, eps, weight_decay, momentum = map(
             _num, (g["lr"], g["alpha"], g["eps"], g["weight_decay"], g["momentum"]))
         centered, maximize = bool(g["centered"]), bool(g["maximize"])
@@ -1257,7 +1401,8 @@ class RMSprop(Optimizer):
             _F.rmsprop_(params, grads, square_avg, step=step, lr=lr, alpha=alpha, eps=eps,
                         weight_decay=weight_decay, momentum=momentum,
                         momentum_buffer=momentum_buffer, centered=centered,
-                        grad_avg=grad_avg, maximize=maximize, n_threads=n_threads)
+                        grad_avg=grad_avg, maximize=maximize, n_threads=n_threads,
+                        **storage)
         return update
 
 
@@ -1280,6 +1425,8 @@ class Adam(Optimizer):
     mid-run) starts at zeros (torch raises KeyError for both).
     """
 
+    _COMPACT_STORAGE = True
+
     _STEP_BOUND_BUFFERS = ("exp_avg", "exp_avg_sq")
     _ALL_BUFFERS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
     _ELEMENTWISE = True
@@ -1290,14 +1437,17 @@ class Adam(Optimizer):
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
                  amsgrad=False, *, foreach=None, maximize=False, capturable=False,
                  differentiable=False, fused=None, decoupled_weight_decay=False,
-                 nonfinite="ignore", n_threads=None):
+                 nonfinite="ignore", n_threads=None, state_dtype=None, master_weights=None,
+                 rounding="nearest", seed=0):
         defaults = dict(lr=lr, betas=tuple(betas) if isinstance(betas, list) else betas,
                         eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
                         maximize=maximize, foreach=foreach, capturable=capturable,
                         differentiable=differentiable, fused=fused,
                         decoupled_weight_decay=decoupled_weight_decay)
         self._check_group(defaults)
-        super().__init__(params, defaults, nonfinite=nonfinite, n_threads=n_threads)
+        super().__init__(params, defaults, nonfinite=nonfinite, n_threads=n_threads,
+                         state_dtype=state_dtype, master_weights=master_weights,
+                         rounding=rounding, seed=seed)
 
     def _check_group(self, g):
         betas = g["betas"]
@@ -1324,7 +1474,8 @@ class Adam(Optimizer):
         names = ("exp_avg", "exp_avg_sq")
         return names + ("max_exp_avg_sq",) if g["amsgrad"] else names
 
-    def _kernel_call(self, g, params, bufs, first, n_threads):
+    def _kernel_call(self, g, params, bufs, first, n_threads, ids):
+        storage = self._storage_options(bufs, ids)
         beta1, beta2 = g["betas"]
         lr, beta1, beta2, eps, weight_decay = map(
             _num, (g["lr"], beta1, beta2, g["eps"], g["weight_decay"]))
@@ -1337,7 +1488,8 @@ class Adam(Optimizer):
             _F.adam_(params, grads, exp_avg, exp_avg_sq, step=step, lr=lr, beta1=beta1,
                      beta2=beta2, eps=eps, weight_decay=weight_decay,
                      decoupled_weight_decay=decoupled, amsgrad=amsgrad,
-                     max_exp_avg_sq=max_exp_avg_sq, maximize=maximize, n_threads=n_threads)
+                     max_exp_avg_sq=max_exp_avg_sq, maximize=maximize, n_threads=n_threads,
+                     **storage)
         return update
 
 
@@ -1352,11 +1504,14 @@ class AdamW(Adam):
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
                  amsgrad=False, *, maximize=False, foreach=None, capturable=False,
-                 differentiable=False, fused=None, nonfinite="ignore", n_threads=None):
+                 differentiable=False, fused=None, nonfinite="ignore", n_threads=None,
+                 state_dtype=None, master_weights=None, rounding="nearest", seed=0):
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad, foreach=foreach,
                          maximize=maximize, capturable=capturable,
                          differentiable=differentiable, fused=fused,
-                         decoupled_weight_decay=True, nonfinite=nonfinite, n_threads=n_threads)
+                         decoupled_weight_decay=True, nonfinite=nonfinite, n_threads=n_threads,
+                         state_dtype=state_dtype, master_weights=master_weights,
+                         rounding=rounding, seed=seed)
 
 
 # ------------------------------------------------ the template's optimizers
@@ -1482,7 +1637,7 @@ class Adagrad(_Elementwise):
     def _buffer_names(self, g):
         return ("sum",)
 
-    def _kernel_call(self, g, params, bufs, first, n_threads):
+    def _kernel_call(self, g, params, bufs, first, n_threads, ids=None):
         lr, lr_decay, eps, weight_decay = map(
             _num, (g["lr"], g["lr_decay"], g["eps"], g["weight_decay"]))
         maximize, state_sum = bool(g["maximize"]), bufs["sum"]
@@ -1533,7 +1688,7 @@ class Lion(_Elementwise):
     def _buffer_names(self, g):
         return ("exp_avg",)
 
-    def _kernel_call(self, g, params, bufs, first, n_threads):
+    def _kernel_call(self, g, params, bufs, first, n_threads, ids=None):
         beta1, beta2 = g["betas"]
         lr, beta1, beta2, weight_decay = map(_num, (g["lr"], beta1, beta2, g["weight_decay"]))
         if self.decoupled_wd:
@@ -1584,7 +1739,7 @@ class Adamax(_Elementwise):
     def _buffer_names(self, g):
         return ("exp_avg", "exp_inf")
 
-    def _kernel_call(self, g, params, bufs, first, n_threads):
+    def _kernel_call(self, g, params, bufs, first, n_threads, ids=None):
         beta1, beta2 = g["betas"]
         lr, beta1, beta2, eps, weight_decay = map(
             _num, (g["lr"], beta1, beta2, g["eps"], g["weight_decay"]))
@@ -1639,7 +1794,7 @@ class RAdam(_Elementwise):
     def _buffer_names(self, g):
         return ("exp_avg", "exp_avg_sq")
 
-    def _kernel_call(self, g, params, bufs, first, n_threads):
+    def _kernel_call(self, g, params, bufs, first, n_threads, ids=None):
         beta1, beta2 = g["betas"]
         lr, beta1, beta2, eps, weight_decay = map(
             _num, (g["lr"], beta1, beta2, g["eps"], g["weight_decay"]))
@@ -1686,7 +1841,7 @@ class Adadelta(_Elementwise):
     def _buffer_names(self, g):
         return ("square_avg", "acc_delta")
 
-    def _kernel_call(self, g, params, bufs, first, n_threads):
+    def _kernel_call(self, g, params, bufs, first, n_threads, ids=None):
         lr, rho, eps, weight_decay = map(_num, (g["lr"], g["rho"], g["eps"], g["weight_decay"]))
         maximize = bool(g["maximize"])
         square_avg, acc_delta = bufs["square_avg"], bufs["acc_delta"]
@@ -1750,7 +1905,7 @@ class Rprop(_Elementwise):
     def _buffer_names(self, g):
         return ("prev", "step_size")
 
-    def _kernel_call(self, g, params, bufs, first, n_threads):
+    def _kernel_call(self, g, params, bufs, first, n_threads, ids=None):
         etaminus, etaplus = map(_num, g["etas"])
         step_size_min, step_size_max = map(_num, g["step_sizes"])
         maximize = bool(g["maximize"])
@@ -1821,7 +1976,7 @@ class NAdam(_Elementwise):
     def _buffer_names(self, g):
         return ("exp_avg", "exp_avg_sq")
 
-    def _kernel_call(self, g, params, bufs, first, n_threads):
+    def _kernel_call(self, g, params, bufs, first, n_threads, ids=None):
         beta1, beta2 = g["betas"]
         lr, beta1, beta2, eps, weight_decay, momentum_decay = map(
             _num, (g["lr"], beta1, beta2, g["eps"], g["weight_decay"], g["momentum_decay"]))
@@ -1879,7 +2034,7 @@ class ASGD(_Elementwise):
     def _buffer_names(self, g):
         return ("ax",)
 
-    def _kernel_call(self, g, params, bufs, first, n_threads):
+    def _kernel_call(self, g, params, bufs, first, n_threads, ids=None):
         lr, lambd, alpha, t0, weight_decay = map(
             _num, (g["lr"], g["lambd"], g["alpha"], g["t0"], g["weight_decay"]))
         maximize, ax = bool(g["maximize"]), bufs["ax"]
@@ -2011,7 +2166,7 @@ class AdamWScheduleFree(_Elementwise):
                     g.update(after)
             return done
 
-    def _kernel_call(self, g, params, bufs, first, n_threads):
+    def _kernel_call(self, g, params, bufs, first, n_threads, ids=None):
         beta1, beta2 = map(_num, g["betas"])
         eps, weight_decay = _num(g["eps"]), _num(g["weight_decay"])
         z, exp_avg_sq = bufs["z"], bufs["exp_avg_sq"]
@@ -2118,7 +2273,7 @@ class Adafactor(Optimizer):
         shape = self._buffer_shape(p, name)
         return np.zeros(shape, p.dtype) if name != "variance" else super()._zeros_buffer(p, name)
 
-    def _kernel_call(self, g, params, bufs, first, n_threads):
+    def _kernel_call(self, g, params, bufs, first, n_threads, ids=None):
         lr, beta2_decay, d, weight_decay = map(
             _num, (g["lr"], g["beta2_decay"], g["d"], g["weight_decay"]))
         eps1 = None if g["eps"][0] is None else _num(g["eps"][0])
@@ -2166,6 +2321,7 @@ class Muon(Optimizer):
         super().__init__(params, defaults, nonfinite=nonfinite, n_threads=n_threads)
 
     def _check_param_kind(self, p, label):
+        super()._check_param_kind(p, label)
         if p.ndim != 2:
             raise ValueError(f"Muon only supports 2D parameters whereas we found a parameter "
                              f"with size: {p.shape} ({label}; optimize it with another "
@@ -2195,7 +2351,7 @@ class Muon(Optimizer):
     def _buffer_names(self, g):
         return self._ALL_BUFFERS
 
-    def _kernel_call(self, g, params, bufs, first, n_threads):
+    def _kernel_call(self, g, params, bufs, first, n_threads, ids=None):
         lr, weight_decay, momentum, eps = map(
             _num, (g["lr"], g["weight_decay"], g["momentum"], g["eps"]))
         coefficients = tuple(map(_num, g["ns_coefficients"]))

@@ -568,17 +568,40 @@ def _functional_calls(fo, name):
                            [_vec(6, seed=2), _vec(3, seed=7)],
                            [np.abs(_vec(6, seed=3)), np.abs(_vec(3, seed=8))]],
                       dict(step=1, weight_decay=0.1))
-    return [single, listed]
+    return [single, listed, _compact_call(fo, name)]
 
 
-def _optimizer(cls, stepped=True, mixed=False):
-    """An optimizer over two params (float32 and, when mixed, float64), stepped once."""
+def _bf16(a):
+    import ml_dtypes
+    return a.astype(ml_dtypes.bfloat16)
+
+
+def _compact_call(fo, name):
+    """bfloat16 param and grad with a float32 master, 16-bit state, stochastic rounding."""
+    p32 = _vec(6)
+    kw = dict(step=2, master=p32.copy(), rounding="stochastic", seed=7)
+    p, g = _bf16(p32), _bf16(_vec(6, seed=1))
+    if name == "sgd_":
+        return Call(fo.sgd_, [p, g, _bf16(_vec(6, seed=2))], dict(kw, lr=0.1, momentum=0.9))
+    if name == "rmsprop_":
+        return Call(fo.rmsprop_, [p, g, np.abs(_vec(6, seed=2)).astype(np.float16)],
+                    dict(kw, momentum=0.9, momentum_buffer=_bf16(_vec(6, seed=3)),
+                         centered=True, grad_avg=_bf16(_vec(6, seed=4)) * 0))
+    return Call(getattr(fo, name), [p, g, _bf16(_vec(6, seed=2)), _bf16(np.abs(_vec(6, seed=3)))],
+                dict(kw, amsgrad=True, max_exp_avg_sq=_bf16(np.abs(_vec(6, seed=4)))))
+
+
+def _optimizer(cls, stepped=True, mixed=False, compact=False):
+    """An optimizer over two params (float32 and, when mixed, float64; compact: bfloat16
+    and float32 params, bfloat16 state, stochastic rounding), stepped once."""
     import fastoptim.optim as fo
     params = [_vec(6, seed=10), _vec(4, np.float64 if mixed else np.float32, seed=11)]
     if cls in (fo.Muon, fo.Adafactor):  # Muon: 2-D only; Adafactor: one factored param
         params = [params[0].reshape(2, 3), params[1].reshape(2, 2) if cls is fo.Muon
                   else params[1]]
     kwargs = {}
+    if compact:
+        params[0] = _bf16(params[0])
     if issubclass(cls, fo.SGD):
         kwargs = dict(lr=0.1, momentum=0.9)
     elif issubclass(cls, fo.RMSprop):
@@ -587,6 +610,8 @@ def _optimizer(cls, stepped=True, mixed=False):
         kwargs = dict(amsgrad=True)
     elif cls is fo.LBFGS:
         kwargs = dict(history_size=3, max_iter=4, line_search_fn="strong_wolfe")
+    if compact:
+        kwargs.update(state_dtype="bfloat16", rounding="stochastic", seed=3)
     opt = cls(params, **kwargs)
     if cls is fo.AdamWScheduleFree:
         opt.train()  # it steps in train mode only
@@ -614,11 +639,15 @@ def _optimizer_calls(cls, method):
         return [Call(cls, [[_vec(3)], {"lr": 0.1}], allowed=("NotImplementedError",))] \
             if method is None else []
     if method is None:
-        opt, params, kwargs = _optimizer(cls, stepped=False)
-        return [Call(cls, [params], kwargs)]
+        return [Call(cls, [params], kwargs) for _, params, kwargs in
+                (_optimizer(cls, stepped=False, compact=c)
+                 for c in ((False, True) if cls._COMPACT_STORAGE else (False,)))]
     calls = []
-    for mixed in ((False,) if cls is fo.LBFGS else (False, True)):  # LBFGS: one dtype
-        opt, params, _ = _optimizer(cls, mixed=mixed)
+    combos = ((False, False),) if cls is fo.LBFGS else (  # LBFGS: one dtype
+        ((False, False), (True, False), (False, True)) if cls._COMPACT_STORAGE
+        else ((False, False), (True, False)))
+    for mixed, compact in combos:
+        opt, params, _ = _optimizer(cls, mixed=mixed, compact=compact)
         if method == "step" and cls is fo.LBFGS:
             calls.append(Call(opt.step, [_lbfgs_closure(params)]))
         elif method == "add_param_group" and cls is fo.LBFGS:  # one group only: refused
@@ -629,7 +658,7 @@ def _optimizer_calls(cls, method):
         elif method == "state_dict":
             calls.append(Call(opt.state_dict))
         elif method == "load_state_dict":
-            twin, twin_params, _ = _optimizer(cls, mixed=mixed)
+            twin, twin_params, _ = _optimizer(cls, mixed=mixed, compact=compact)
             twin.step(_lbfgs_closure(twin_params) if cls is fo.LBFGS
                       else _grads_like(params, seed=30))
             calls.append(Call(opt.load_state_dict, [twin.state_dict()]))
@@ -871,7 +900,9 @@ def _function_table(ctx):
         "set_num_threads": [Call(fastoptim.set_num_threads, [1])],
         "get_num_threads": [Call(fastoptim.get_num_threads)],
         "show_config": [Call(fastoptim.show_config, [], dict(file=io.StringIO()))],
-        "zeros_state_like": [Call(fastoptim.zeros_state_like, [_vec(7)], dict(index=2))],
+        "zeros_state_like": [Call(fastoptim.zeros_state_like, [_vec(7)], dict(index=2)),
+                             Call(fastoptim.zeros_state_like, [_vec(7)],
+                                  dict(index=2, dtype=np.float16))],
         "load_digits": [Call(fastoptim.load_digits, [], dict(return_X_y=True))],
         "train_test_split": [Call(fastoptim.train_test_split, [X, y],
                                   dict(test_size=0.3, random_state=0))],

@@ -147,17 +147,19 @@ class _ParamsMixin:
         opt = state.pop("_optimizer", None)
         if opt is not None:             # bound to net_.params_flat: rebuilt on load
             state["_optimizer_state"] = (type(opt), opt.state_dict())
+            state["_optimizer_storage"] = _storage_of(opt)
         return state
 
     def __setstate__(self, state):
         state = dict(state)
         opt_state = state.pop("_optimizer_state", None)
+        storage = state.pop("_optimizer_storage", {})
         self.__dict__.update(state)
         if "net_" in state:
             self._bind_views()
             if opt_state is not None:
                 cls, opt_state = opt_state
-                self._optimizer = cls([self.net_.params_flat])
+                self._optimizer = cls([self.net_.params_flat], **storage)
                 self._optimizer.load_state_dict(opt_state)
 
     def __sklearn_tags__(self):
@@ -208,6 +210,12 @@ class _Interval:
         rb = "]" if self.closed in ("right", "both") else ")"
         hi = "inf" if self.hi is None else self.hi
         return f"{name} in the range {lb}{self.lo}, {hi}{rb}"
+
+
+def _storage_of(opt):
+    """The compact-storage options of an optimizer, to build its copy."""
+    return {k: getattr(opt, k) for k in ("state_dtype", "master_weights", "rounding", "seed")
+            if hasattr(opt, k)}
 
 
 class _Options:
@@ -314,6 +322,7 @@ _CONSTRAINTS = {
     "max_fun": [_Interval(int, 1, None, "left")],
     "rho": [_UNIT_LEFT],
     "dtype": [_DType()],
+    "state_dtype": [_Options(None, "bfloat16", "float16")],
     "loss": [_Options("squared_error", "poisson")],
     "grad_accumulation": [_Interval(int, 1, None, "left")],
     "step_in_backward": [_Options("auto"), _Bool()],
@@ -507,17 +516,25 @@ class _BaseMLP(_ParamsMixin):
             return [int(hls)]
         return [int(h) for h in hls]
 
+    def _storage(self):
+        """The optimizer's compact-storage options (stochastic rounding for 16-bit state)."""
+        if self.state_dtype is None:
+            return {}
+        return dict(state_dtype=self.state_dtype, rounding="stochastic", seed=0)
+
     def _make_optimizer(self, params):
         lr = float(self.learning_rate_init)
         if self.solver == "adam":
             return make_optimizer("adam", params, lr=lr, betas=(float(self.beta_1),
-                                  float(self.beta_2)), eps=float(self.epsilon))
+                                  float(self.beta_2)), eps=float(self.epsilon),
+                                  **self._storage())
         if self.solver == "sgd":
             mom = float(self.momentum)
             return make_optimizer("sgd", params, lr=lr, momentum=mom,
-                                  nesterov=bool(self.nesterovs_momentum) and mom > 0)
+                                  nesterov=bool(self.nesterovs_momentum) and mom > 0,
+                                  **self._storage())
         return make_optimizer("rmsprop", params, lr=lr, alpha=float(self.rho),
-                              eps=float(self.epsilon))
+                              eps=float(self.epsilon), **self._storage())
 
     # -- weights as attributes ----------------------------------------------------------
 
@@ -603,6 +620,9 @@ class _BaseMLP(_ParamsMixin):
         X = _check_X(X, dtype)
         dtype = X.dtype
         _check_scale(self, dtype)
+        if self.state_dtype is not None and dtype != np.float32 and self.solver != "lbfgs":
+            raise ValueError(f"state_dtype={self.state_dtype!r} needs float32 training "
+                             f"(dtype=np.float32, or float32 X), got {dtype}")
         if not first:
             self._check_n_features(X)
         y = self._check_y(y)
@@ -653,7 +673,7 @@ class _BaseMLP(_ParamsMixin):
             if old is None:
                 opt = self._make_optimizer([net.params_flat])
             else:                            # partial_fit goes on with the same optimizer
-                opt = type(old)([net.params_flat])
+                opt = type(old)([net.params_flat], **_storage_of(old))
                 opt.load_state_dict(old.state_dict())
             result = self._run_stochastic(net, opt, X, Y, y, sw, strat, enc, rng, fit_state,
                                           incremental, validation_data)
@@ -919,7 +939,9 @@ class _partial_fit_only_stochastic:
 _COMMON_DOC = """
     Parameters are scikit-learn's (same names, defaults, checks and meaning) plus ``rho``
     (RMSprop's squared-gradient decay, solver="rmsprop"), ``dtype`` (None: follow X,
-    float32 stays float32, the rest trains in float64), ``grad_accumulation`` (each
+    float32 stays float32, the rest trains in float64), ``state_dtype`` (None, or
+    "bfloat16" / "float16": the optimizer's state stored in 16 bits with stochastic
+    rounding, README "Compact precision"; it needs float32 training), ``grad_accumulation`` (each
     mini-batch's gradient in that many micro-batches: less activation memory, the same
     step within rounding) and ``step_in_backward`` (True/False/"auto": step each layer
     as soon as its gradient is final; see :func:`fastoptim.nn.train`).  ``max_iter`` counts epochs
@@ -952,7 +974,8 @@ class MLPClassifier(_BaseMLP):
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
-                 rho=0.99, dtype=None, grad_accumulation=1, step_in_backward="auto"):
+                 rho=0.99, dtype=None, state_dtype=None, grad_accumulation=1,
+                 step_in_backward="auto"):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -978,6 +1001,7 @@ class MLPClassifier(_BaseMLP):
         self.max_fun = max_fun
         self.rho = rho
         self.dtype = dtype
+        self.state_dtype = state_dtype
         self.grad_accumulation = grad_accumulation
         self.step_in_backward = step_in_backward
 
@@ -1128,7 +1152,8 @@ class MLPRegressor(_BaseMLP):
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
-                 rho=0.99, dtype=None, grad_accumulation=1, step_in_backward="auto"):
+                 rho=0.99, dtype=None, state_dtype=None, grad_accumulation=1,
+                 step_in_backward="auto"):
         self.loss = loss
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -1155,6 +1180,7 @@ class MLPRegressor(_BaseMLP):
         self.max_fun = max_fun
         self.rho = rho
         self.dtype = dtype
+        self.state_dtype = state_dtype
         self.grad_accumulation = grad_accumulation
         self.step_in_backward = step_in_backward
 
