@@ -1225,7 +1225,7 @@ class Optimizer:
                     update = self._kernel_call(
                         b.group, [p[s] for s in part],
                         {name: [a[0][s] for s in part] for name, a in b.bufs.items()},
-                        False, self.n_threads)
+                        False, self.n_threads, [b.ids[0]] * len(part))
                     gs = [g[s] for s in part]
                     calls.append(lambda update=update, gs=gs: update(gs, b.step + 1))
                 cached = (key if plan.call is not None else None, calls)
