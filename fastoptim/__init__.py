@@ -4,6 +4,7 @@ Layers, from the bottom up:
   fastoptim._kernels_*      compiled Cython kernels (one module, built per instruction set)
   fastoptim.functional      checked functional API: sgd_, rmsprop_, adam_, adamw_
   fastoptim.reference       the same update rules in plain NumPy (tests, benchmarks)
+  fastoptim.quantized       QuantizedState: 8-bit blockwise state the functional API takes
   fastoptim.optim           optimizer classes (torch.optim-style; they only manage state)
   fastoptim.lr_scheduler, fastoptim.clip, fastoptim.checkpoint
   fastoptim.nn, fastoptim.datasets       the dense network, estimators, bundled digits
@@ -14,6 +15,7 @@ Layers, from the bottom up:
 from fastoptim._alloc import zeros_state_like
 from fastoptim._backend import get_num_threads, set_num_threads
 from fastoptim.functional import adam_, adamw_, rmsprop_, sgd_
+from fastoptim.quantized import QuantizedState
 from fastoptim.optim import SGD, Adam, AdamW, Momentum, Optimizer, RMSprop
 from fastoptim.clip import clip_grad_norm_, clip_grad_value_
 from fastoptim.checkpoint import load, save
@@ -32,6 +34,7 @@ __all__ = [
     "MLP", "MLPClassifier", "MLPRegressor", "load_digits", "train_test_split",
     "train_val_test_split", "KFold", "StratifiedKFold", "KFoldSearch", "VotingEnsemble",
     "set_num_threads", "get_num_threads", "show_config", "zeros_state_like",
+    "QuantizedState",
 ]
 
 

@@ -984,3 +984,7 @@ def divide_like_adam(x, double c):
         with nogil:
             _divide_range(<float*> data, n, <float> c, fast)
     return fast
+
+
+# 8-bit blockwise quantized state
+include "_kernels_quant8.pxi"

@@ -14,11 +14,18 @@ import math
 
 from fastoptim._backend import kernels, resolve_n_threads
 from fastoptim._validation import check_flag, check_real, check_step
+from fastoptim import quantized as _quant8
 
 __all__ = ["sgd_", "rmsprop_", "adam_", "adamw_"]
 
 # Steps up to here take the fast path; larger ones are checked (a double must hold them).
 _FAST_STEP_MAX = 2 ** 53
+
+
+def _quant8_state(*buffers):
+    """True when a used state buffer is 8-bit (fastoptim.QuantizedState): the call goes
+    to the 8-bit kernels, which refuse any mix with float state buffers."""
+    return any(_quant8.is_quantized(b) for b in buffers)
 
 
 def _require(name, buffer, why):
@@ -61,6 +68,10 @@ def sgd_(param, grad, momentum_buffer=None, *, step, lr=1e-3, momentum=0.0,
                          f"got momentum={momentum}, dampening={dampening}")
     if momentum != 0:
         _require("momentum_buffer", momentum_buffer, "when momentum != 0")
+        if _quant8_state(momentum_buffer):
+            return _quant8.sgd(kernels, param, grad, momentum_buffer, lr, momentum, dampening,
+                               nesterov, weight_decay, maximize, step == 1,
+                               resolve_n_threads(n_threads))
     kernels.sgd(param, grad, momentum_buffer, lr, momentum, dampening, nesterov,
                 weight_decay, maximize, step == 1, resolve_n_threads(n_threads))
 
@@ -104,6 +115,11 @@ def rmsprop_(param, grad, square_avg, *, step, lr=1e-2, alpha=0.99, eps=1e-8,
         _require("momentum_buffer", momentum_buffer, "when momentum > 0")
     if centered:
         _require("grad_avg", grad_avg, "when centered=True")
+    if _quant8_state(square_avg, momentum_buffer if momentum > 0 else None,
+                     grad_avg if centered else None):
+        return _quant8.rmsprop(kernels, param, grad, square_avg, momentum_buffer, grad_avg, lr,
+                               alpha, eps, weight_decay, momentum, centered, maximize,
+                               resolve_n_threads(n_threads))
     # Buffers the options do not use are ignored by the compiled layer.
     kernels.rmsprop(param, grad, square_avg, momentum_buffer, grad_avg, lr, alpha, eps,
                     weight_decay, momentum, centered, maximize, resolve_n_threads(n_threads))
@@ -154,6 +170,11 @@ def adam_(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, beta2=0
     bias_correction1 = 1 - beta1 ** step
     bias_correction2 = 1 - beta2 ** step
     decay = 1 - lr * weight_decay if decoupled and weight_decay != 0 else 1.0
+    if _quant8_state(exp_avg, exp_avg_sq, max_exp_avg_sq if amsgrad else None):
+        return _quant8.adam(kernels, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, amsgrad,
+                            beta1, beta2, eps, weight_decay, weight_decay != 0 and not decoupled,
+                            decay, lr / bias_correction1, math.sqrt(bias_correction2), maximize,
+                            resolve_n_threads(n_threads))
     # Positional: keyword parsing in the compiled entry costs more than its checks.
     kernels.adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, amsgrad, beta1, beta2, eps,
                  weight_decay, weight_decay != 0 and not decoupled, decay,
