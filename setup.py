@@ -78,7 +78,7 @@ def extensions():
             include_dirs=[np.get_include(), "fastoptim"],
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_2_0_API_VERSION")],
             depends=["fastoptim/_kernels.pxi", "fastoptim/_kernels_quant8.pxi",
-                     "fastoptim/_platform.h"],
+                     "fastoptim/_quant8.h", "fastoptim/_platform.h"],
         )
         for name in names
     ]

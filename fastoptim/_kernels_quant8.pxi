@@ -27,14 +27,14 @@ from libc.math cimport NAN
 
 import numpy as np
 
-cdef extern from *:
-    """
-    #include <string.h>
-    static inline uint32_t fastoptim_float_bits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
-    static inline float fastoptim_bits_float(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
-    """
+cdef extern from "_quant8.h":
     uint32_t fastoptim_float_bits(float f) noexcept nogil
     float fastoptim_bits_float(uint32_t u) noexcept nogil
+    uint32_t fastoptim_q8_absmax_bits(const float* x, Py_ssize_t n) noexcept nogil
+    void fastoptim_q8_encode(const float* x, Py_ssize_t n, float scale, const uint32_t* lut,
+                             uint8_t* codes) noexcept nogil
+    void fastoptim_q8_decode(const uint8_t* codes, float absmax, const float* code,
+                             float* out, Py_ssize_t n) noexcept nogil
 
 Q8_BLOCK = 256
 # Buckets: |y| bits >> 16 from that of 2**-24 (every smaller magnitude shares the
@@ -94,20 +94,20 @@ cdef struct QCodecs:
 cdef inline void _q8_decode(const uint8_t* codes, float absmax, const float* code,
                             floating* out, Py_ssize_t n) noexcept nogil:
     cdef Py_ssize_t j
-    for j in range(n):
-        out[j] = <floating> (code[codes[j]] * absmax)
+    if floating is float:
+        fastoptim_q8_decode(codes, absmax, code, out, n)
+    else:
+        for j in range(n):
+            out[j] = <double> (code[codes[j]] * absmax)
 
 
-cdef void _q8_encode(const floating* x, Py_ssize_t n, const float* code,
-                     const uint32_t* lut, uint8_t zero, uint8_t* codes,
-                     float* absmax_out) noexcept nogil:
-    # One block: absmax = max |x| (the max of the magnitudes' bit patterns, which
-    # order like the values), then the code of every x * (1 / absmax).
+cdef void _q8_encode(const floating* x, Py_ssize_t n, const uint32_t* lut, uint8_t zero,
+                     uint8_t* codes, float* absmax_out) noexcept nogil:
+    # One block: absmax = max |x|, then the code of every x * RN(1 / absmax).
     cdef float narrow[_Q8_BLOCK]
     cdef const float* xs
-    cdef uint32_t amax = 0, a, u, e
-    cdef int32_t b
-    cdef float absmax, scale
+    cdef uint32_t amax
+    cdef float absmax
     cdef Py_ssize_t j
     if floating is double:
         for j in range(n):
@@ -115,23 +115,15 @@ cdef void _q8_encode(const floating* x, Py_ssize_t n, const float* code,
         xs = narrow
     else:
         xs = x
-    for j in range(n):
-        a = fastoptim_float_bits(xs[j]) & 0x7fffffffu
-        amax = a if a > amax else amax
+    amax = fastoptim_q8_absmax_bits(xs, n)
     if amax >= 0x7f800000u:
         # A NaN or an infinity: the block decodes as NaN from now on.
         absmax_out[0] = NAN
         memset(codes, zero, n)
         return
     absmax = fastoptim_bits_float(amax)
-    scale = (<float> 1) / (absmax if absmax > <float> 1e-38 else <float> 1e-38)
-    for j in range(n):
-        u = fastoptim_float_bits(xs[j] * scale)
-        a = u & 0x7fffffffu
-        b = <int32_t> (a >> 16) - _Q8_BASE
-        b = 0 if b < 0 else (_Q8_NB - 1 if b > _Q8_NB - 1 else b)   # > 1: clamp to 1
-        e = lut[<uint32_t> b + (u >> 31) * _Q8_NB]
-        codes[j] = <uint8_t> ((e >> 8) if (a & 0xffffu) >= (e >> 16) else e)
+    fastoptim_q8_encode(xs, n, (<float> 1) / (absmax if absmax > <float> 1e-38 else <float> 1e-38),
+                        lut, codes)
     absmax_out[0] = absmax
 
 
@@ -161,7 +153,7 @@ cdef void _q8_range(Kind kind, const QSlot* s, Py_ssize_t b0, Py_ssize_t b1,
             for blk in range(lo, hi):
                 k = (blk - lo) * _Q8_BLOCK
                 _q8_encode(<floating*> (s.p + (off + k) * item), min(_Q8_BLOCK, n - k),
-                           q.code[0], q.lut[0], q.zero[0], s.codes[0] + off + k,
+                           q.lut[0], q.zero[0], s.codes[0] + off + k,
                            s.absmax[0] + blk)
             lo = hi
             continue
@@ -179,8 +171,8 @@ cdef void _q8_range(Kind kind, const QSlot* s, Py_ssize_t b0, Py_ssize_t b1,
             if q.used[r]:
                 for blk in range(lo, hi):
                     k = (blk - lo) * _Q8_BLOCK
-                    _q8_encode(state[r] + k, min(_Q8_BLOCK, n - k), q.code[r], q.lut[r],
-                               q.zero[r], s.codes[r] + off + k, s.absmax[r] + blk)
+                    _q8_encode(state[r] + k, min(_Q8_BLOCK, n - k), q.lut[r], q.zero[r],
+                               s.codes[r] + off + k, s.absmax[r] + blk)
         lo = hi
 
 

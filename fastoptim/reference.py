@@ -15,11 +15,14 @@ hyperparameters (bias corrections, step sizes) are computed in double first, as 
 the kernels.  The reference does not validate its inputs; the compiled API does.
 """
 
+import functools
+import inspect
 import math
 
 import numpy as np
 
-__all__ = ["sgd_", "rmsprop_", "adam_", "adamw_", "lerp_"]
+__all__ = ["sgd_", "rmsprop_", "adam_", "adamw_", "lerp_", "dynamic_map", "quantize_blockwise",
+           "dequantize_blockwise"]
 
 
 def _as_lists(*arrays):
@@ -211,3 +214,50 @@ def dequantize_blockwise(codes, absmax, signed):
     flat = codes.ravel(order=order)
     scale = np.repeat(absmax.astype(np.float32, copy=False), BLOCK)[:flat.size]
     return (dynamic_map(signed)[flat] * scale).reshape(codes.shape, order=order)
+
+
+def _with_quantized_state(update, used_states):
+    """`update` (one of the rules above) also taking QuantizedState buffers, or lists of
+    them, wherever it takes a state array: each used one is decoded to an array of the
+    param's dtype, updated by the float rule, rounded to float32 and encoded back into
+    its codes and absmax in place, which is what the 8-bit kernels do block by block."""
+    signature = inspect.signature(update)
+
+    @functools.wraps(update)
+    def wrapper(*args, **kwargs):
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        arguments = bound.arguments
+        params = arguments["param"]
+        params = [params] if isinstance(params, np.ndarray) else list(params)
+        encoded = []
+        for name, used in used_states.items():
+            buffer = arguments[name]
+            if not used(arguments) or buffer is None or (
+                    isinstance(buffer, np.ndarray) or not hasattr(
+                        buffer if not isinstance(buffer, (list, tuple)) else buffer[0], "codes")):
+                continue
+            states = list(buffer) if isinstance(buffer, (list, tuple)) else [buffer]
+            arrays = [dequantize_blockwise(s.codes, s.absmax, s.signed).astype(p.dtype)
+                      for s, p in zip(states, params)]
+            arguments[name] = arrays if isinstance(buffer, (list, tuple)) else arrays[0]
+            encoded += zip(states, arrays)
+        update(*bound.args, **bound.kwargs)
+        for state, array in encoded:
+            with np.errstate(over="ignore"):
+                state.codes[...], state.absmax[...] = quantize_blockwise(
+                    array.astype(np.float32), state.signed)
+
+    return wrapper
+
+
+sgd_ = _with_quantized_state(sgd_, {"momentum_buffer": lambda a: a["momentum"] != 0})
+rmsprop_ = _with_quantized_state(rmsprop_, {
+    "square_avg": lambda a: True, "momentum_buffer": lambda a: a["momentum"] > 0,
+    "grad_avg": lambda a: a["centered"]})
+adam_ = _with_quantized_state(adam_, {
+    "exp_avg": lambda a: True, "exp_avg_sq": lambda a: True,
+    "max_exp_avg_sq": lambda a: a["amsgrad"]})
+adamw_ = _with_quantized_state(adamw_, {
+    "exp_avg": lambda a: True, "exp_avg_sq": lambda a: True,
+    "max_exp_avg_sq": lambda a: a["amsgrad"]})
