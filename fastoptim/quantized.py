@@ -20,7 +20,7 @@ from fastoptim import reference
 from fastoptim._backend import resolve_n_threads
 from fastoptim.reference import BLOCK, dynamic_map
 
-__all__ = ["QuantizedState", "dynamic_map", "BLOCK"]
+__all__ = ["QuantizedState"]
 
 
 # --------------------------------------------------------------------------- codec tables
@@ -143,7 +143,7 @@ class QuantizedState:
 
     @classmethod
     def from_array(cls, values, *, signed, n_threads=None):
-        """Encode a float array (float16/32/64, finite; >= 0 when unsigned) as a new
+        """Encode a float array (rounded to float32, finite; >= 0 when unsigned) as a new
         QuantizedState: per block absmax = max |value|, then the nearest code of each
         value / absmax (bitsandbytes' quantize_blockwise)."""
         signed = _check_signed(signed)
@@ -151,12 +151,12 @@ class QuantizedState:
             raise TypeError(f"values must be a numpy.ndarray, got {type(values).__name__}")
         if values.dtype.kind != "f":
             raise TypeError(f"values must be a floating-point array, got dtype {values.dtype}")
+        with np.errstate(over="ignore"):
+            values = values.astype(np.float32, order="K")   # the state's precision
         if not np.isfinite(values).all():
-            raise ValueError("values must be finite")
+            raise ValueError("values must be finite in float32")
         if not signed and (values < 0).any():
             raise ValueError("values must be >= 0 for an unsigned (second-moment) state")
-        if values.dtype != np.float64:
-            values = values.astype(np.float32, order="K")
         values = np.require(values, requirements=["C"] if _order(values) == "C" else ["F"])
         state = cls.zeros_like(values, signed=signed)
         from fastoptim._backend import kernels
