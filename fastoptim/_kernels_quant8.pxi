@@ -18,8 +18,8 @@
 # bits: a "bucket").  Map values are far enough apart that at most one midpoint falls
 # in a bucket, so a table entry holds the code below that midpoint, the code above it
 # and the low 16 bits where it switches: one load and one compare per element, which
-# vectorizes.  The table is built (and checked exhaustively per bucket) in
-# fastoptim.quantized from the reference rule.
+# vectorizes (_quant8.h).  The table is built in fastoptim.quantized from the
+# reference rule, which also checks that no bucket holds two midpoints.
 
 from libc.stdint cimport uint8_t, int32_t
 from libc.string cimport memset
@@ -28,6 +28,9 @@ from libc.math cimport NAN
 import numpy as np
 
 cdef extern from "_quant8.h":
+    enum:
+        FASTOPTIM_Q8_BASE   # the first bucket: |y| bits >> 16 of 2**-24
+        FASTOPTIM_Q8_NB     # buckets per sign, up to that of 1.0
     uint32_t fastoptim_float_bits(float f) noexcept nogil
     float fastoptim_bits_float(uint32_t u) noexcept nogil
     uint32_t fastoptim_q8_absmax_bits(const float* x, Py_ssize_t n) noexcept nogil
@@ -39,14 +42,12 @@ cdef extern from "_quant8.h":
 Q8_BLOCK = 256
 # Buckets: |y| bits >> 16 from that of 2**-24 (every smaller magnitude shares the
 # first bucket) to that of 1.0; positive values first, then negative ones.
-Q8_BUCKET_BASE = 0x3380
-Q8_BUCKETS = 0x3f80 - 0x3380 + 1
+Q8_BUCKET_BASE = FASTOPTIM_Q8_BASE
+Q8_BUCKETS = FASTOPTIM_Q8_NB
 cdef enum:
     _Q8_BLOCK = 256
     _Q8_TILE_BLOCKS = 4             # blocks decoded, updated and encoded per pass
     _Q8_TILE = _Q8_BLOCK * _Q8_TILE_BLOCKS
-    _Q8_BASE = 0x3380
-    _Q8_NB = 0x3f80 - 0x3380 + 1
 
 
 cdef class Quant8Codec:
@@ -54,16 +55,16 @@ cdef class Quant8Codec:
     uint32 entries: code below | code above << 8 | switch point << 16), copied into
     the object.  Any table content is memory-safe: a code is always < 256."""
     cdef float code[256]
-    cdef uint32_t lut[2 * _Q8_NB]
+    cdef uint32_t lut[2 * FASTOPTIM_Q8_NB]
     cdef readonly int zero_code
 
     def __cinit__(self, code, lut):
         cdef Py_ssize_t i
         if (not isinstance(code, cnp.ndarray) or code.dtype != np.float32 or code.shape != (256,)
                 or not isinstance(lut, cnp.ndarray) or lut.dtype != np.uint32
-                or lut.shape != (2 * _Q8_NB,)):
+                or lut.shape != (2 * FASTOPTIM_Q8_NB,)):
             raise TypeError("Quant8Codec needs code: float32 (256,) and lut: uint32 "
-                            f"({2 * _Q8_NB},)")
+                            f"({2 * FASTOPTIM_Q8_NB},)")
         self.zero_code = -1
         for i in range(256):
             self.code[i] = code[i]
@@ -71,7 +72,7 @@ cdef class Quant8Codec:
                 self.zero_code = <int> i
         if self.zero_code < 0:
             raise ValueError("the code map must hold 0")
-        for i in range(2 * _Q8_NB):
+        for i in range(2 * FASTOPTIM_Q8_NB):
             self.lut[i] = lut[i]
 
 
