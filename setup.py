@@ -100,7 +100,8 @@ def extensions():
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_2_0_API_VERSION")],
             depends=["fastoptim/_kernels.pxi", "fastoptim/_kernels_factored.pxi",
                      "fastoptim/_kernels_layers.pxi", "fastoptim/_kernels_compact.pxi",
-                     "fastoptim/_compact.h", "fastoptim/_platform.h",
+                     "fastoptim/_compact.h", "fastoptim/_kernels_quant8.pxi",
+                     "fastoptim/_quant8.h", "fastoptim/_platform.h",
                      *TEMPLATES, *(t[:-len(".tp")] for t in TEMPLATES)],
         )
         for name in names

@@ -4,6 +4,7 @@ Layers, from the bottom up:
   fastoptim._kernels_*      compiled Cython kernels (one module, built per instruction set)
   fastoptim.functional      checked functional API: sgd_, rmsprop_, adam_, adamw_, adagrad_, ...
   fastoptim.reference       the same update rules in plain NumPy (tests, benchmarks)
+  fastoptim.quantized       QuantizedState: 8-bit blockwise state the functional API takes
   fastoptim.optim           optimizer classes (torch.optim-style; they only manage state)
   fastoptim.lr_scheduler, fastoptim.clip, fastoptim.checkpoint
   fastoptim.nn, fastoptim.datasets       the dense network, estimators, bundled digits
@@ -19,6 +20,7 @@ from fastoptim.functional import (adadelta_, adafactor_, adagrad_, adam_, adamax
 from fastoptim.optim import (ASGD, LBFGS, SGD, Adadelta, Adafactor, Adagrad, Adam, Adamax, AdamW,
                              AdamWScheduleFree, Lion, Momentum, Muon, NAdam, Optimizer, RAdam,
                              RMSprop, Rprop)
+from fastoptim.quantized import QuantizedState
 from fastoptim.clip import clip_grad_norm_, clip_grad_value_
 from fastoptim.checkpoint import load, save
 from fastoptim import lr_scheduler, optim
@@ -40,6 +42,7 @@ __all__ = [
     "adamw_schedule_free_",
     "Adagrad", "Lion", "Adamax", "RAdam", "Adadelta", "Rprop", "NAdam", "ASGD",
     "AdamWScheduleFree",
+    "QuantizedState",
 ]
 
 

@@ -1027,3 +1027,7 @@ include "_kernels_layers.pxi"
 # ---------------------------------------------------------------------------
 
 include "_kernels_compact.pxi"
+
+
+# 8-bit blockwise quantized state
+include "_kernels_quant8.pxi"

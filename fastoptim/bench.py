@@ -375,6 +375,9 @@ def build_parser(prog="python -m fastoptim.bench", parser_class=argparse.Argumen
     parser.add_argument("--compact", action="store_true",
                         help="instead: Adam with float16/bfloat16 params, grads and state "
                              "(compact_report) at --sizes, with bytes per parameter")
+    parser.add_argument("--quant8", action="store_true",
+                        help="then compare adam_ with float32 and 8-bit state (bytes per "
+                             "parameter; bitsandbytes' CPU 8-bit Adam when installed)")
     return parser
 
 
@@ -385,6 +388,8 @@ def run(args):
     report(args.kernels, args.dtypes, args.sizes, with_torch=not args.no_torch)
     if args.many_arrays:
         many_arrays_report()
+    if args.quant8:
+        quant8_report(with_bnb=not args.no_torch)
     return 0
 
 
@@ -588,6 +593,76 @@ def compact_report(sizes=(16_777_216,), with_torch=True, file=None):
               "allocates them (same page offset), timed taking turns:\n", file=file)
         _print_markdown(["case", "size", "state B/param", "moved B/param", "time",
                          "float32 state / this", "torch bf16 / this"], rows, file)
+# ---------------------------------------------------------------------------
+# 8-bit state (fastoptim.QuantizedState)
+# ---------------------------------------------------------------------------
+QUANT8_SIZES = (1_048_576, 16_777_216)
+QUANT8_STATES = ("float32", "int8")
+
+
+class Quant8Case:
+    """adam_ on one float32 param with float32 state (from zeros_state_like: its best
+    placement) or 8-bit state (fastoptim.QuantizedState)."""
+
+    def __init__(self, size, state, seed=0):
+        if state not in QUANT8_STATES:
+            raise ValueError(f"state must be one of {QUANT8_STATES}, got {state!r}")
+        rng = np.random.default_rng(seed)
+        self.size, self.state = size, state
+        self.param = rng.standard_normal(size).astype(np.float32)
+        self.grad = (rng.standard_normal(size) * 1e-2).astype(np.float32)
+        if state == "float32":
+            self.exp_avg, self.exp_avg_sq = zeros_state_like(self.param, 1), \
+                zeros_state_like(self.param, 2)
+            state_bytes = self.exp_avg.nbytes + self.exp_avg_sq.nbytes
+        else:
+            self.exp_avg = fastoptim.QuantizedState.zeros_like(self.param, signed=True)
+            self.exp_avg_sq = fastoptim.QuantizedState.zeros_like(self.param, signed=False)
+            state_bytes = self.exp_avg.nbytes + self.exp_avg_sq.nbytes
+        self.state_bytes_per_param = state_bytes / size
+        # read and write param and state, read grad
+        self.bytes_per_step = 2 * (self.param.nbytes + state_bytes) + self.grad.nbytes
+        self.t = 0
+
+    def step(self):
+        self.t += 1
+        fastoptim.adam_(self.param, self.grad, self.exp_avg, self.exp_avg_sq, step=self.t,
+                        lr=1e-3)
+
+    def bitsandbytes_step_fn(self):
+        """bitsandbytes' CPU 8-bit Adam (blockwise, 256) on a copy, or None when
+        bitsandbytes (and torch) are not installed."""
+        try:
+            import torch
+            import bitsandbytes
+        except ImportError:
+            return None
+        param = torch.nn.Parameter(torch.from_numpy(self.param.copy()))
+        param.grad = torch.from_numpy(self.grad.copy())
+        opt = bitsandbytes.optim.Adam8bit([param], lr=1e-3, min_8bit_size=0)
+        return opt.step
+
+
+def quant8_report(sizes=QUANT8_SIZES, with_bnb=True, file=None, min_time=0.5):
+    """adam_ with float32 and 8-bit state timed taking turns; bitsandbytes' CPU 8-bit
+    Adam (far slower: timed once per size, on its own) when installed."""
+    file = file or sys.stdout
+    rows = []
+    for size in sizes:
+        cases = [Quant8Case(size, s) for s in QUANT8_STATES]
+        times = best_times_interleaved([c.step for c in cases], min_time=min_time)
+        for case, t in zip(cases, times):
+            rows.append([f"adam_ {case.state} state", f"{size:,}", _fmt_time(t),
+                         f"{times[0] / t:.2f}x", f"{case.state_bytes_per_param:.3f}",
+                         f"{case.bytes_per_step / size:.2f}", f"{case.bytes_per_step / t / 1e9:.1f}"])
+        bnb_step = cases[1].bitsandbytes_step_fn() if with_bnb else None
+        if bnb_step is not None:
+            t = best_time(bnb_step, min_time=0.0, max_repeats=2)
+            rows.append(["bitsandbytes Adam8bit (CPU)", f"{size:,}", _fmt_time(t),
+                         f"{times[0] / t:.2f}x", f"{cases[1].state_bytes_per_param:.3f}", "", ""])
+    _print_markdown(["step", "size", "time", "speed vs float32 state",
+                     "state bytes/param", "traffic bytes/param", "GB/s"], rows, file)
+    return rows
 
 
 if __name__ == "__main__":

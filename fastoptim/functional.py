@@ -27,6 +27,7 @@ import numpy as np
 from fastoptim._backend import kernels, resolve_n_threads
 from fastoptim._validation import check_flag, check_real, check_step
 from fastoptim.reference import nadam_momentum, radam_rectification
+from fastoptim import quantized as _quant8
 
 __all__ = ["sgd_", "rmsprop_", "adam_", "adamw_", "adagrad_", "lion_", "adamax_", "radam_",
            "adadelta_", "rprop_", "nadam_", "asgd_", "adamw_schedule_free_", "adafactor_", "muon_"]
@@ -36,6 +37,18 @@ _FAST_STEP_MAX = 2 ** 53
 _ROUNDINGS = ("nearest", "stochastic")
 _SEED_END = 2 ** 64
 _COMPACT_DTYPE_NAMES = ("float16", "bfloat16")
+
+
+def _no_master_with_8bit(master):
+    if master is not None:
+        raise TypeError("master weights go with float16/bfloat16 params; 8-bit state "
+                        "(QuantizedState) takes float32 or float64 params and no master")
+
+
+def _quant8_state(*buffers):
+    """True when a used state buffer is 8-bit (fastoptim.QuantizedState): the call goes
+    to the 8-bit kernels, which refuse any mix with float state buffers."""
+    return any(_quant8.is_quantized(b) for b in buffers)
 
 
 def _require(name, buffer, why):
@@ -140,6 +153,11 @@ def sgd_(param, grad, momentum_buffer=None, *, step, lr=1e-3, momentum=0.0,
                          f"got momentum={momentum}, dampening={dampening}")
     if momentum != 0:
         _require("momentum_buffer", momentum_buffer, "when momentum != 0")
+        if _quant8_state(momentum_buffer):
+            _no_master_with_8bit(master)
+            return _quant8.sgd(kernels, param, grad, momentum_buffer, lr, momentum, dampening,
+                               nesterov, weight_decay, maximize, step == 1,
+                               resolve_n_threads(n_threads))
     n_threads = resolve_n_threads(n_threads)
     if master is None:
         try:
@@ -199,6 +217,12 @@ def rmsprop_(param, grad, square_avg, *, step, lr=1e-2, alpha=0.99, eps=1e-8,
         _require("momentum_buffer", momentum_buffer, "when momentum > 0")
     if centered:
         _require("grad_avg", grad_avg, "when centered=True")
+    if _quant8_state(square_avg, momentum_buffer if momentum > 0 else None,
+                     grad_avg if centered else None):
+        _no_master_with_8bit(master)
+        return _quant8.rmsprop(kernels, param, grad, square_avg, momentum_buffer, grad_avg, lr,
+                               alpha, eps, weight_decay, momentum, centered, maximize,
+                               resolve_n_threads(n_threads))
     # Buffers the options do not use are ignored by the compiled layer.
     n_threads = resolve_n_threads(n_threads)
     if master is None:
@@ -265,6 +289,12 @@ def adam_(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, beta2=0
     bias_correction1 = 1 - beta1 ** step
     bias_correction2 = 1 - beta2 ** step
     decay = 1 - lr * weight_decay if decoupled and weight_decay != 0 else 1.0
+    if _quant8_state(exp_avg, exp_avg_sq, max_exp_avg_sq if amsgrad else None):
+        _no_master_with_8bit(master)
+        return _quant8.adam(kernels, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, amsgrad,
+                            beta1, beta2, eps, weight_decay, weight_decay != 0 and not decoupled,
+                            decay, lr / bias_correction1, math.sqrt(bias_correction2), maximize,
+                            resolve_n_threads(n_threads))
     l2 = weight_decay != 0 and not decoupled
     step_size, bc2_sqrt = lr / bias_correction1, math.sqrt(bias_correction2)
     n_threads = resolve_n_threads(n_threads)

@@ -20,13 +20,15 @@ hyperparameters (bias corrections, step sizes) are computed in double first, as 
 the kernels.  The reference does not validate its inputs; the compiled API does.
 """
 
+import functools
+import inspect
 import math
 
 import numpy as np
 
 __all__ = ["sgd_", "rmsprop_", "adam_", "adamw_", "lerp_", "adagrad_", "lion_", "adamax_",
            "radam_", "adadelta_", "rprop_", "nadam_", "asgd_", "adamw_schedule_free_",
-           "adafactor_", "muon_"]
+           "adafactor_", "muon_", "dynamic_map", "quantize_blockwise", "dequantize_blockwise"]
 
 
 def _as_lists(*arrays):
@@ -561,3 +563,137 @@ def muon_(param, grad, momentum_buffer, *, lr=1e-3, weight_decay=0.1, momentum=0
             adjusted_lr = lr * (0.2 * math.sqrt(max(rows, cols)))
         p *= 1 - lr * weight_decay
         p += -adjusted_lr * x
+
+
+# ---------------------------------------------------------------------------
+# 8-bit blockwise state (fastoptim.quantized.QuantizedState)
+# ---------------------------------------------------------------------------
+# bitsandbytes' format: blocks of BLOCK consecutive elements (in memory order), one
+# float32 absmax per block, codes indexing a 256-value dynamic map.  Encoding is
+# bitsandbytes' own reference rule (its pure-PyTorch "default" backend): scale by
+# RN(1 / max(absmax, 1e-38)), clamp to [-1, 1], and take the code whose interval
+# between midpoints of neighbouring codes holds the value (a value on a midpoint takes
+# the lower code).  Decoding is code_value * absmax in float32.
+
+BLOCK = 256
+_ABSMAX_FLOOR = np.float32(1e-38)
+
+
+def _torch_linspace_f32(start, end, steps):
+    """torch.linspace(start, end, steps, dtype=torch.float32) on the CPU: endpoints and
+    step rounded to float32, each point computed in double from the nearer end."""
+    start, end = np.float32(start), np.float32(end)
+    step = np.float64(np.float32((end - start) / np.float32(steps - 1)))
+    i = np.arange(steps)
+    from_start = np.float64(start) + step * i
+    from_end = np.float64(end) - step * (steps - 1 - i)
+    return np.where(i < steps // 2, from_start, from_end).astype(np.float32)
+
+
+_MAPS = {}
+
+
+def dynamic_map(signed):
+    """bitsandbytes.functional.create_dynamic_map(signed) (7 exponent bits, 8 bits in
+    all), as float32: per decade 10**-6 .. 10**0, the means of neighbouring points of
+    linspace(0.1, 1) scaled by the decade (mirrored when signed), plus 0 and 1, sorted."""
+    if bool(signed) in _MAPS:
+        return _MAPS[bool(signed)]
+    values = []
+    for i in range(7):
+        bounds = _torch_linspace_f32(0.1, 1.0, (2 ** i if signed else 2 ** (i + 1)) + 1)
+        means = (bounds[:-1] + bounds[1:]) / np.float32(2)
+        scale = 10.0 ** (i - 6)
+        values += (means * np.float32(scale)).tolist()
+        if signed:
+            values += (means * np.float32(-scale)).tolist()
+    values += [0.0, 1.0]
+    values.sort()
+    table = np.array(values, dtype=np.float32)
+    table.flags.writeable = False
+    return _MAPS.setdefault(bool(signed), table)
+
+
+def _memory_order(a):
+    return "F" if a.flags.f_contiguous and not a.flags.c_contiguous else "C"
+
+
+def quantize_blockwise(values, signed):
+    """(codes, absmax) of a float32 array: codes uint8 shaped like `values` (same memory
+    order), absmax float32 of ceil(size / BLOCK) blocks.  A block holding a NaN or an
+    infinity is stored as absmax NaN and the code of 0 (it decodes to NaN)."""
+    order = _memory_order(values)
+    flat = np.asarray(values, dtype=np.float32).ravel(order=order)
+    code = dynamic_map(signed)
+    midpoints = (code[:-1] + code[1:]) / np.float32(2)
+    n = flat.size
+    nblocks = -(-n // BLOCK)
+    padded = np.zeros(nblocks * BLOCK, dtype=np.float32)
+    padded[:n] = flat
+    blocks = padded.reshape(nblocks, BLOCK)
+    with np.errstate(invalid="ignore", over="ignore"):
+        absmax = np.abs(blocks).max(axis=1) if nblocks else np.zeros(0, np.float32)
+        scale = np.float32(1) / np.maximum(absmax, _ABSMAX_FLOOR)
+        normed = np.clip(blocks * scale[:, None], np.float32(-1), np.float32(1))
+    codes = np.searchsorted(midpoints, normed.ravel()[:n], side="left").astype(np.uint8)
+    bad = ~np.isfinite(absmax)
+    if bad.any():
+        zero = np.uint8(np.flatnonzero(code == 0)[0])
+        codes[np.repeat(bad, BLOCK)[:n]] = zero
+        absmax[bad] = np.nan
+    return codes.reshape(values.shape, order=order), absmax.astype(np.float32)
+
+
+def dequantize_blockwise(codes, absmax, signed):
+    """float32 array shaped like `codes`: map[code] * absmax of the code's block."""
+    order = _memory_order(codes)
+    flat = codes.ravel(order=order)
+    scale = np.repeat(absmax.astype(np.float32, copy=False), BLOCK)[:flat.size]
+    return (dynamic_map(signed)[flat] * scale).reshape(codes.shape, order=order)
+
+
+def _with_quantized_state(update, used_states):
+    """`update` (one of the rules above) also taking QuantizedState buffers, or lists of
+    them, wherever it takes a state array: each used one is decoded to an array of the
+    param's dtype, updated by the float rule, rounded to float32 and encoded back into
+    its codes and absmax in place, which is what the 8-bit kernels do block by block."""
+    signature = inspect.signature(update)
+
+    @functools.wraps(update)
+    def wrapper(*args, **kwargs):
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        arguments = bound.arguments
+        params = arguments["param"]
+        params = [params] if isinstance(params, np.ndarray) else list(params)
+        encoded = []
+        for name, used in used_states.items():
+            buffer = arguments[name]
+            if not used(arguments) or buffer is None or (
+                    isinstance(buffer, np.ndarray) or not hasattr(
+                        buffer if not isinstance(buffer, (list, tuple)) else buffer[0], "codes")):
+                continue
+            states = list(buffer) if isinstance(buffer, (list, tuple)) else [buffer]
+            arrays = [dequantize_blockwise(s.codes, s.absmax, s.signed).astype(p.dtype)
+                      for s, p in zip(states, params)]
+            arguments[name] = arrays if isinstance(buffer, (list, tuple)) else arrays[0]
+            encoded += zip(states, arrays)
+        update(*bound.args, **bound.kwargs)
+        for state, array in encoded:
+            with np.errstate(over="ignore"):
+                state.codes[...], state.absmax[...] = quantize_blockwise(
+                    array.astype(np.float32), state.signed)
+
+    return wrapper
+
+
+sgd_ = _with_quantized_state(sgd_, {"momentum_buffer": lambda a: a["momentum"] != 0})
+rmsprop_ = _with_quantized_state(rmsprop_, {
+    "square_avg": lambda a: True, "momentum_buffer": lambda a: a["momentum"] > 0,
+    "grad_avg": lambda a: a["centered"]})
+adam_ = _with_quantized_state(adam_, {
+    "exp_avg": lambda a: True, "exp_avg_sq": lambda a: True,
+    "max_exp_avg_sq": lambda a: a["amsgrad"]})
+adamw_ = _with_quantized_state(adamw_, {
+    "exp_avg": lambda a: True, "exp_avg_sq": lambda a: True,
+    "max_exp_avg_sq": lambda a: a["amsgrad"]})

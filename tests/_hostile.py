@@ -568,7 +568,34 @@ def _functional_calls(fo, name):
                            [_vec(6, seed=2), _vec(3, seed=7)],
                            [np.abs(_vec(6, seed=3)), np.abs(_vec(3, seed=8))]],
                       dict(step=1, weight_decay=0.1))
-    return [single, listed, _compact_call(fo, name)]
+    return [single, listed, _compact_call(fo, name)] + _functional_calls_8bit(fo, name)
+
+
+def _functional_calls_8bit(fo, name):
+    """The same steps with 8-bit state (fastoptim.QuantizedState)."""
+    from fastoptim import QuantizedState as Q
+    p, g = _vec(300), _vec(300, seed=1)
+
+    def first(n, seed):
+        return Q.from_array(_vec(n, seed=seed), signed=True)
+
+    def second(n, seed):
+        return Q.from_array(np.abs(_vec(n, seed=seed)), signed=False)
+
+    if name == "sgd_":
+        return [Call(fo.sgd_, [p, g, first(300, 2)], dict(step=2, lr=0.1, momentum=0.9)),
+                Call(fo.sgd_, [[p, _vec(3, seed=3)], [g, _vec(3, seed=4)],
+                               [first(300, 2), first(3, 5)]],
+                     dict(step=2, lr=0.1, momentum=0.9, nesterov=True))]
+    if name == "rmsprop_":
+        return [Call(fo.rmsprop_, [p, g, second(300, 2)],
+                     dict(step=1, momentum=0.9, momentum_buffer=first(300, 3), centered=True,
+                          grad_avg=first(300, 4)))]
+    fn = getattr(fo, name)
+    return [Call(fn, [p, g, first(300, 2), second(300, 3)],
+                 dict(step=3, amsgrad=True, max_exp_avg_sq=second(300, 4))),
+            Call(fn, [[p, _vec(3, seed=5)], [g, _vec(3, seed=6)], [first(300, 2), first(3, 7)],
+                      [second(300, 3), second(3, 8)]], dict(step=1, weight_decay=0.1))]
 
 
 def _bf16(a):
@@ -992,6 +1019,15 @@ def _class_table(ctx, key):
                                                   [X, y]),
         ("Bunch", None): lambda: Call(fastoptim.datasets.Bunch, [], dict(a=1)),
         ("History", None): lambda: Call(fastoptim.nn.History),
+        ("QuantizedState", None): lambda: Call(
+            fastoptim.QuantizedState, [np.full(300, 127, np.uint8), np.ones(2, np.float32), True],
+            then=lambda q: q.dequantize()),
+        ("QuantizedState", "zeros_like"): lambda: Call(fastoptim.QuantizedState.zeros_like,
+                                                       [_vec(300)], dict(signed=False)),
+        ("QuantizedState", "from_array"): lambda: Call(fastoptim.QuantizedState.from_array,
+                                                       [_vec(300)], dict(signed=True)),
+        ("QuantizedState", "dequantize"): lambda: Call(
+            fastoptim.QuantizedState.from_array(_vec(300), signed=True).dequantize),
         ("History", "as_dict"): lambda: Call(fastoptim.nn.History().as_dict),
     }
     make = table.get(key)
