@@ -568,6 +568,8 @@ def _functional_calls(fo, name):
                            [_vec(6, seed=2), _vec(3, seed=7)],
                            [np.abs(_vec(6, seed=3)), np.abs(_vec(3, seed=8))]],
                       dict(step=1, weight_decay=0.1))
+    if name in ("adafactor_", "muon_"):  # float32/float64 only: no 16-bit or 8-bit forms
+        return [single, listed]
     return [single, listed, _compact_call(fo, name)] + _functional_calls_8bit(fo, name)
 
 
