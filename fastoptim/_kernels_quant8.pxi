@@ -396,14 +396,7 @@ def sgd8(param, grad, buf_codes, buf_absmax, Quant8Codec signed not None, double
          bint maximize, bint first, n_threads):
     """sgd with an 8-bit momentum buffer (momentum != 0)."""
     cdef Scalars c
-    c.lr = lr
-    c.sign = -1.0 if maximize else 1.0
-    c.weight_decay = weight_decay
-    c.l2 = weight_decay != 0
-    c.momentum = momentum
-    c.one_minus_dampening = 1.0 - dampening
-    c.nesterov = nesterov
-    c.first = first
+    _sgd_scalars(&c, lr, momentum, dampening, nesterov, weight_decay, maximize, first)
     _q8_run(KIND_SGD, _Q8_NAMES_SGD,
             (param, grad, buf_codes, buf_absmax, None, None, None, None),
             (True, True, True, True, False, False, False, False),
@@ -416,15 +409,7 @@ def rmsprop8(param, grad, sq_codes, sq_absmax, buf_codes, buf_absmax, ga_codes, 
              bint maximize, n_threads):
     """rmsprop with 8-bit square_avg (unsigned), momentum_buffer and grad_avg (signed)."""
     cdef Scalars c
-    c.lr = lr
-    c.sign = -1.0 if maximize else 1.0
-    c.weight_decay = weight_decay
-    c.l2 = weight_decay != 0
-    c.alpha = alpha
-    c.one_minus_alpha = 1.0 - alpha
-    c.lerp_weight = 1.0 - alpha
-    c.eps = eps
-    c.momentum = momentum
+    _rmsprop_scalars(&c, lr, alpha, eps, weight_decay, momentum, maximize)
     _q8_run(KIND_RMSPROP, _Q8_NAMES_RMSPROP,
             (param, grad, sq_codes, sq_absmax, buf_codes, buf_absmax, ga_codes, ga_absmax),
             (True, True, True, True, momentum > 0, momentum > 0, centered, centered),
@@ -437,16 +422,7 @@ def adam8(param, grad, m_codes, m_absmax, v_codes, v_absmax, vmax_codes, vmax_ab
           double step_size, double bc2_sqrt, bint maximize, n_threads):
     """adam with 8-bit exp_avg (signed), exp_avg_sq and max_exp_avg_sq (unsigned)."""
     cdef Scalars c
-    c.sign = -1.0 if maximize else 1.0
-    c.weight_decay = weight_decay
-    c.l2 = l2
-    c.decay = decay
-    c.lerp_weight = 1.0 - beta1
-    c.beta2 = beta2
-    c.one_minus_beta2 = 1.0 - beta2
-    c.eps = eps
-    c.step_size = step_size
-    c.bc2_sqrt = bc2_sqrt
+    _adam_scalars(&c, beta1, beta2, eps, weight_decay, l2, decay, step_size, bc2_sqrt, maximize)
     _q8_run(KIND_ADAM, _Q8_NAMES_ADAM,
             (param, grad, m_codes, m_absmax, v_codes, v_absmax, vmax_codes, vmax_absmax),
             (True, True, True, True, True, True, amsgrad, amsgrad),
