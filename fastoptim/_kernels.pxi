@@ -442,13 +442,15 @@ cdef inline void _apply(Kind kind, bint dbl, const Slot* s, Py_ssize_t lo, Py_ss
 # 2. Threads
 # ---------------------------------------------------------------------------
 
-cdef inline void _thread_share(Py_ssize_t n, int tid, int nthreads,
-                               Py_ssize_t* lo, Py_ssize_t* hi) noexcept nogil:
-    # Static, contiguous, cache-line aligned chunk of [0, n) for thread tid.
+cdef inline Py_ssize_t _share_start(Py_ssize_t n, int tid, int nthreads) noexcept nogil:
+    # Where thread tid's static, contiguous, cache-line aligned chunk of [0, n) starts
+    # (its end is _share_start(n, tid + 1, nthreads)).  Returned, not written through
+    # a pointer: inside a Cython `with parallel` block only a variable that is assigned
+    # is made thread-private, so `&lo` passed to a helper would be one shared `lo` that
+    # both threads write (a race that made one thread redo the other's chunk).
     cdef Py_ssize_t per = (n + nthreads - 1) // nthreads
     per = ((per + CHUNK_ALIGN - 1) // CHUNK_ALIGN) * CHUNK_ALIGN
-    lo[0] = min(<Py_ssize_t> tid * per, n)
-    hi[0] = min(lo[0] + per, n)
+    return min(<Py_ssize_t> tid * per, n)
 
 
 cdef void _drive(Kind kind, bint dbl, const Slot* slots, Py_ssize_t nslots,
@@ -465,7 +467,8 @@ cdef void _drive(Kind kind, bint dbl, const Slot* slots, Py_ssize_t nslots,
         team = fastoptim_omp_num_threads()
         for k in range(nslots):
             if slots[k].n >= SPLIT_MIN_ELEMENTS:
-                _thread_share(slots[k].n, tid, team, &lo, &hi)
+                lo = _share_start(slots[k].n, tid, team)
+                hi = _share_start(slots[k].n, tid + 1, team)
                 if lo < hi:
                     _apply(kind, dbl, &slots[k], lo, hi, c)
             elif k % team == tid:

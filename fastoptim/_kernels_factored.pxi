@@ -223,7 +223,8 @@ cdef void _adafactor_one(const Factored* f, const FactoredScalars* c, double* rs
         with parallel(num_threads=threads):
             tid = threadid()
             team = fastoptim_omp_num_threads()
-            _thread_share(rows, tid, team, &lo, &hi)
+            lo = _share_start(rows, tid, team)
+            hi = _share_start(rows, tid + 1, team)
             _factored_rows_a(f, lo, hi, rs, ps, dbl)
             for unit in range(B * nchunks):
                 if unit % team == tid:
@@ -264,7 +265,8 @@ cdef void _adafactor_one(const Factored* f, const FactoredScalars* c, double* rs
             with parallel(num_threads=threads):
                 tid = threadid()
                 team = fastoptim_omp_num_threads()
-                _thread_share(rows, tid, team, &lo, &hi)
+                lo = _share_start(rows, tid, team)
+                hi = _share_start(rows, tid + 1, team)
                 _adafactor_rows_b(f, c, us, rs, lo, hi, dbl)
         else:
             _adafactor_rows_b(f, c, us, rs, 0, rows, dbl)
@@ -285,7 +287,8 @@ cdef void _adafactor_one(const Factored* f, const FactoredScalars* c, double* rs
         with parallel(num_threads=threads):
             tid = threadid()
             team = fastoptim_omp_num_threads()
-            _thread_share(rows, tid, team, &lo, &hi)
+            lo = _share_start(rows, tid, team)
+            hi = _share_start(rows, tid + 1, team)
             _adafactor_rows_c(f, c, us, lo, hi, scale, dbl)
     else:
         _adafactor_rows_c(f, c, us, 0, rows, scale, dbl)
@@ -607,7 +610,8 @@ def add_scaled(y, x, double alpha, n_threads):
             with parallel(num_threads=threads):
                 tid = threadid()
                 team = fastoptim_omp_num_threads()
-                _thread_share(n, tid, team, &lo, &hi)
+                lo = _share_start(n, tid, team)
+                hi = _share_start(n, tid + 1, team)
                 if dbl:
                     _add_scaled_range(<double*> slots[0].p, <const double*> slots[0].g, lo, hi,
                                       <double> alpha)

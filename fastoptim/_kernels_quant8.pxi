@@ -205,7 +205,8 @@ cdef void _q8_drive(Kind kind, bint dbl, const QSlot* slots, Py_ssize_t nslots,
         team = fastoptim_omp_num_threads()
         for k in range(nslots):
             if slots[k].n >= SPLIT_MIN_ELEMENTS:
-                _thread_share(_q8_blocks(slots[k].n), tid, team, &lo, &hi)
+                lo = _share_start(_q8_blocks(slots[k].n), tid, team)
+                hi = _share_start(_q8_blocks(slots[k].n), tid + 1, team)
                 if lo < hi:
                     _q8_apply(kind, dbl, &slots[k], lo, hi, c, q, encode_only)
             elif k % team == tid:
