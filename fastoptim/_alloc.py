@@ -4,8 +4,10 @@ Arrays from NumPy's allocator start at the same offset within a 4 KiB page, so
 element i of param, grad, exp_avg and exp_avg_sq share address bits 0-11 and fall in
 the same L1 cache set.  A loop streaming through all of them at once then loses time
 to conflicts in the L1 (on AMD Zen: its way predictor, which cannot hold two lines of
-one set whose virtual addresses hash alike: up to 2-3x, bench/experiments/).  The
-buffers fastoptim allocates itself are therefore placed at page offsets of their own: state buffers from `zeros_state_like` start at param's page offset plus
+one set whose virtual addresses hash alike).  The kernels recover most of it
+themselves (fastoptim/_kernels.pxi, `_apply_rule`), but buffers at staggered page
+offsets stay the fastest placement, so the buffers fastoptim allocates itself are
+placed so: state buffers from `zeros_state_like` start at param's page offset plus
 k * 1088 bytes (mod 4096), a gradient buffer from `zeros_grad_like` halfway between
 param and its first state buffer (+544 bytes).  `zeros_at_page_offset` places a
 buffer anywhere (the benchmarks' staggered cases).

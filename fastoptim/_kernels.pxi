@@ -3,9 +3,10 @@
 # one picked at import time by fastoptim._backend.
 #
 # Design, from the inside out:
-#   1. `_<opt>_range`: a typed loop over [lo, hi) of raw pointers applying one
-#      optimizer's update rule element by element (fused float/double type, float
-#      constants for float buffers, one read and one write per buffer: one pass).
+#   1. `_<opt>_range`: converts the call's constants to the buffers' dtype and picks
+#      the update rule; `_apply_rule` runs it over [lo, hi) of raw pointers element by
+#      element (fused float/double type, one read and one write per buffer: one pass),
+#      in blocks of staged cache lines when the buffers share a page offset.
 #   2. `_drive`: spreads the arrays of one call over OpenMP threads in ONE parallel
 #      region (large arrays split into cache-line aligned chunks, small ones dealt
 #      out whole), or runs them serially below a size threshold.
@@ -54,6 +55,11 @@ cdef Py_ssize_t PARALLEL_MIN_ELEMENTS = 16384
 cdef Py_ssize_t SPLIT_MIN_ELEMENTS = 8192
 # Chunk boundaries are multiples of this many elements (64 bytes of float32).
 cdef Py_ssize_t CHUNK_ALIGN = 16
+
+cdef enum:
+    LINE_BYTES = 64     # a cache line (see _apply_rule)
+    BLOCK = 16          # elements per staged block: one line of float32, two of float64
+    COLLIDE_BYTES = 512 # buffers this close modulo 4 KiB go through the staged loop
 
 
 def cpu_has_avx2_fma():
@@ -170,41 +176,6 @@ cdef inline floating _lerp(floating a, floating b, floating w, floating one_minu
     return b - (b - a) * one_minus_w
 
 
-cdef void _sgd_range(floating* p, const Slot* s, Py_ssize_t lo, Py_ssize_t hi,
-                     const Scalars* c) noexcept nogil:
-    cdef const floating* g = <const floating*> s.g       # IN
-    cdef floating* buf = <floating*> s.s0                 # IN/OUT momentum buffer
-    cdef floating lr = <floating> c.lr
-    cdef floating sign = <floating> c.sign
-    cdef floating wd = <floating> c.weight_decay
-    cdef floating mom = <floating> c.momentum
-    cdef floating omd = <floating> c.one_minus_dampening
-    cdef bint l2 = c.l2, first = c.first, nesterov = c.nesterov
-    cdef floating gi, b
-    cdef Py_ssize_t i
-    if not c.has_state0:
-        for i in range(lo, hi):
-            gi = sign * g[i]
-            if l2:
-                gi = gi + wd * p[i]
-            p[i] = p[i] - lr * gi
-        return
-    for i in range(lo, hi):
-        gi = sign * g[i]
-        if l2:
-            gi = gi + wd * p[i]
-        if first:
-            b = gi
-        else:
-            b = buf[i] * mom + omd * gi
-        buf[i] = b
-        if nesterov:
-            gi = gi + mom * b
-        else:
-            gi = b
-        p[i] = p[i] - lr * gi
-
-
 cdef inline floating _centered_sq(floating sq, floating ga) noexcept nogil:
     # sq - ga * ga.  torch computes it as one fused multiply-add (addcmul), so an
     # infinite sq stays infinite when ga * ga alone overflows (a finite ga): inf,
@@ -213,72 +184,6 @@ cdef inline floating _centered_sq(floating sq, floating ga) noexcept nogil:
     if sq == INFINITY and fabs(ga) < INFINITY:
         d = sq
     return d
-
-
-cdef void _rmsprop_range(floating* p, const Slot* s, Py_ssize_t lo, Py_ssize_t hi,
-                         const Scalars* c) noexcept nogil:
-    cdef const floating* g = <const floating*> s.g       # IN
-    cdef floating* sq = <floating*> s.s0                  # IN/OUT square_avg
-    cdef floating* buf = <floating*> s.s1                 # IN/OUT momentum buffer or NULL
-    cdef floating* ga = <floating*> s.s2                  # IN/OUT grad_avg (centered) or NULL
-    cdef floating lr = <floating> c.lr
-    cdef floating sign = <floating> c.sign
-    cdef floating wd = <floating> c.weight_decay
-    cdef floating alpha = <floating> c.alpha
-    cdef floating oma = <floating> c.one_minus_alpha
-    cdef floating eps = <floating> c.eps
-    cdef floating mom = <floating> c.momentum
-    cdef floating w = <floating> c.lerp_weight
-    cdef floating omw = <floating> 1.0 - w
-    cdef bint low_weight = fabs(c.lerp_weight) < 0.5
-    cdef bint l2 = c.l2
-    cdef floating gi, sqi, gai, avg, b
-    cdef Py_ssize_t i
-    # Four loops for the four buffer sets, so no loop loads from a NULL pointer.
-    if not c.has_state1 and not c.has_state2:
-        for i in range(lo, hi):
-            gi = sign * g[i]
-            if l2:
-                gi = gi + wd * p[i]
-            sqi = sq[i] * alpha + oma * gi * gi
-            sq[i] = sqi
-            avg = _sqrt(sqi) + eps
-            p[i] = p[i] - lr * (gi / avg)
-    elif c.has_state1 and not c.has_state2:
-        for i in range(lo, hi):
-            gi = sign * g[i]
-            if l2:
-                gi = gi + wd * p[i]
-            sqi = sq[i] * alpha + oma * gi * gi
-            sq[i] = sqi
-            avg = _sqrt(sqi) + eps
-            b = buf[i] * mom + gi / avg
-            buf[i] = b
-            p[i] = p[i] - lr * b
-    elif not c.has_state1:
-        for i in range(lo, hi):
-            gi = sign * g[i]
-            if l2:
-                gi = gi + wd * p[i]
-            sqi = sq[i] * alpha + oma * gi * gi
-            sq[i] = sqi
-            gai = _lerp(ga[i], gi, w, omw, low_weight)
-            ga[i] = gai
-            avg = _sqrt(_centered_sq(sqi, gai)) + eps
-            p[i] = p[i] - lr * (gi / avg)
-    else:
-        for i in range(lo, hi):
-            gi = sign * g[i]
-            if l2:
-                gi = gi + wd * p[i]
-            sqi = sq[i] * alpha + oma * gi * gi
-            sq[i] = sqi
-            gai = _lerp(ga[i], gi, w, omw, low_weight)
-            ga[i] = gai
-            avg = _sqrt(_centered_sq(sqi, gai)) + eps
-            b = buf[i] * mom + gi / avg
-            buf[i] = b
-            p[i] = p[i] - lr * b
 
 
 cdef inline floating _nan_max(floating stored, floating new) noexcept nogil:
@@ -328,85 +233,339 @@ cdef inline floating _div_by_reciprocal(floating x, floating c, floating y_hi,
     return q if q > x else x
 
 
+# The update rules.  `_update` computes one element of one rule; `_apply_rule` loops it
+# over a range, on the caller's buffers or on staged copies of their cache lines.  Both
+# are fused over these marker types (one per rule), so each rule gets its own compiled
+# loop with only its own arithmetic in it, and that arithmetic is written once.
+ctypedef struct RuleSgd:
+    char unused
+ctypedef struct RuleSgdMomentum:
+    char unused
+ctypedef struct RuleRmsprop:
+    char unused
+ctypedef struct RuleRmspropMomentum:
+    char unused
+ctypedef struct RuleRmspropCentered:
+    char unused
+ctypedef struct RuleRmspropCenteredMomentum:
+    char unused
+ctypedef struct RuleAdamReciprocal:        # Adam/AdamW without L2, beta1 > 0.5: FMA division
+    char unused
+ctypedef struct RuleAdam:
+    char unused
+ctypedef struct RuleAmsgradReciprocal:
+    char unused
+ctypedef struct RuleAmsgrad:
+    char unused
+ctypedef struct RuleAxpy1:                 # the probe with 1 to 4 updated buffers
+    char unused
+ctypedef struct RuleAxpy2:
+    char unused
+ctypedef struct RuleAxpy3:
+    char unused
+ctypedef struct RuleAxpy4:
+    char unused
+
+ctypedef fused Rule:
+    RuleSgd
+    RuleSgdMomentum
+    RuleRmsprop
+    RuleRmspropMomentum
+    RuleRmspropCentered
+    RuleRmspropCenteredMomentum
+    RuleAdamReciprocal
+    RuleAdam
+    RuleAmsgradReciprocal
+    RuleAmsgrad
+    RuleAxpy1
+    RuleAxpy2
+    RuleAxpy3
+    RuleAxpy4
+
+# The constants of one call, converted to the buffers' dtype once (indices into an
+# array: one array type for both dtypes).
+cdef enum:
+    K_LR
+    K_SIGN
+    K_WD
+    K_MOM
+    K_OMD
+    K_ALPHA
+    K_OMA
+    K_EPS
+    K_W
+    K_OMW
+    K_B2
+    K_OMB2
+    K_STEP
+    K_BC2
+    K_DECAY
+    K_Y_HI
+    K_Y_LO
+    N_CONST
+
+cdef struct Flags:
+    bint l2
+    bint first
+    bint nesterov
+    bint low_weight
+
+
+cdef inline void _update(Rule* rule, floating* p, const floating* g, floating* s0,
+                         floating* s1, floating* s2, Py_ssize_t i, const floating* k,
+                         const Flags* f) noexcept nogil:
+    # Element i of one step.  s0, s1, s2 are the rule's state buffers:
+    # SGD: momentum_buffer; RMSprop: square_avg, momentum_buffer, grad_avg;
+    # Adam: exp_avg, exp_avg_sq, max_exp_avg_sq; probe: the extra updated buffers.
+    cdef floating gi, pi, b, sqi, gai, avg, mi, vi, vm, denom, d
+    if Rule is RuleSgd or Rule is RuleSgdMomentum:
+        gi = k[K_SIGN] * g[i]
+        if f.l2:
+            gi = gi + k[K_WD] * p[i]
+        if Rule is RuleSgdMomentum:
+            if f.first:
+                b = gi
+            else:
+                b = s0[i] * k[K_MOM] + k[K_OMD] * gi
+            s0[i] = b
+            if f.nesterov:
+                gi = gi + k[K_MOM] * b
+            else:
+                gi = b
+        p[i] = p[i] - k[K_LR] * gi
+    elif (Rule is RuleRmsprop or Rule is RuleRmspropMomentum or
+          Rule is RuleRmspropCentered or Rule is RuleRmspropCenteredMomentum):
+        gi = k[K_SIGN] * g[i]
+        if f.l2:
+            gi = gi + k[K_WD] * p[i]
+        sqi = s0[i] * k[K_ALPHA] + k[K_OMA] * gi * gi
+        s0[i] = sqi
+        if Rule is RuleRmspropCentered or Rule is RuleRmspropCenteredMomentum:
+            gai = _lerp(s2[i], gi, k[K_W], k[K_OMW], f.low_weight)
+            s2[i] = gai
+            avg = _sqrt(_centered_sq(sqi, gai)) + k[K_EPS]
+        else:
+            avg = _sqrt(sqi) + k[K_EPS]
+        if Rule is RuleRmspropMomentum or Rule is RuleRmspropCenteredMomentum:
+            b = s1[i] * k[K_MOM] + gi / avg
+            s1[i] = b
+            p[i] = p[i] - k[K_LR] * b
+        else:
+            p[i] = p[i] - k[K_LR] * (gi / avg)
+    elif Rule is RuleAdamReciprocal or Rule is RuleAmsgradReciprocal:
+        # No per-element flags: with them the compiler does not vectorize so large a
+        # loop (the FMA division needs L2-free Adam or AdamW, beta1 > 0.5).
+        gi = k[K_SIGN] * g[i]
+        pi = p[i] * k[K_DECAY]
+        mi = s0[i] + k[K_W] * (gi - s0[i])   # torch's lerp for weight < 0.5
+        s0[i] = mi
+        vi = s1[i] * k[K_B2] + k[K_OMB2] * gi * gi
+        s1[i] = vi
+        if Rule is RuleAmsgradReciprocal:
+            vi = _nan_max(s2[i], vi)
+            s2[i] = vi
+        denom = _div_by_reciprocal(_sqrt(vi), k[K_BC2], k[K_Y_HI], k[K_Y_LO]) + k[K_EPS]
+        p[i] = pi - k[K_STEP] * (mi / denom)
+    elif Rule is RuleAdam or Rule is RuleAmsgrad:
+        gi = k[K_SIGN] * g[i]
+        pi = p[i]
+        if f.l2:
+            gi = gi + k[K_WD] * pi
+        pi = pi * k[K_DECAY]
+        mi = _lerp(s0[i], gi, k[K_W], k[K_OMW], f.low_weight)
+        s0[i] = mi
+        vi = s1[i] * k[K_B2] + k[K_OMB2] * gi * gi
+        s1[i] = vi
+        if Rule is RuleAmsgrad:
+            vi = _nan_max(s2[i], vi)
+            s2[i] = vi
+        denom = _sqrt(vi) / k[K_BC2] + k[K_EPS]
+        p[i] = pi - k[K_STEP] * (mi / denom)
+    else:
+        d = k[K_LR] * g[i]
+        p[i] = p[i] + d
+        if Rule is not RuleAxpy1:
+            s0[i] = s0[i] + d
+        if Rule is RuleAxpy3 or Rule is RuleAxpy4:
+            s1[i] = s1[i] + d
+        if Rule is RuleAxpy4:
+            s2[i] = s2[i] + d
+
+
+cdef inline bint _uses_state(Rule* rule, int which) noexcept nogil:
+    # Whether `rule` reads and writes state buffer s0 (which=0), s1 or s2.
+    if which == 0:
+        return Rule is not RuleSgd and Rule is not RuleAxpy1
+    if which == 1:
+        return (Rule is RuleRmspropMomentum or Rule is RuleRmspropCenteredMomentum or
+                Rule is RuleAdamReciprocal or Rule is RuleAdam or
+                Rule is RuleAmsgradReciprocal or Rule is RuleAmsgrad or
+                Rule is RuleAxpy3 or Rule is RuleAxpy4)
+    return (Rule is RuleRmspropCentered or Rule is RuleRmspropCenteredMomentum or
+            Rule is RuleAmsgradReciprocal or Rule is RuleAmsgrad or Rule is RuleAxpy4)
+
+
+cdef inline bint _lines_collide(const Slot* s) noexcept nogil:
+    # True when two of the slot's buffers start less than COLLIDE_BYTES apart modulo
+    # 4 KiB, so that element i of both lies in the same or a nearby L1 set.
+    cdef const char* ptrs[5]
+    cdef size_t off[5]
+    cdef size_t d
+    cdef int n = 0, a, b
+    ptrs[0], ptrs[1], ptrs[2], ptrs[3], ptrs[4] = s.p, s.g, s.s0, s.s1, s.s2
+    for a in range(5):
+        if ptrs[a] != NULL:
+            off[n] = (<size_t> ptrs[a]) & 4095
+            n += 1
+    for a in range(n):
+        for b in range(a + 1, n):
+            d = (off[a] - off[b]) & 4095
+            if d < COLLIDE_BYTES or d > 4096 - COLLIDE_BYTES:
+                return True
+    return False
+
+
+cdef inline void _load_block(floating* block, const floating* src) noexcept nogil:
+    cdef Py_ssize_t j
+    for j in range(BLOCK):
+        block[j] = src[j]
+
+
+cdef inline void _store_block(floating* dst, const floating* block) noexcept nogil:
+    cdef Py_ssize_t j
+    for j in range(BLOCK):
+        dst[j] = block[j]
+
+
+cdef inline void _apply_rule(Rule* rule, floating* p, const Slot* s, Py_ssize_t lo,
+                           Py_ssize_t hi, const floating* k, const Flags* f) noexcept nogil:
+    # Apply `rule` to [lo, hi).  Large arrays from NumPy all start at the same offset
+    # in a 4 KiB page, so element i of every buffer maps to the same L1 set, and on
+    # AMD Zen the L1 way predictor (a hash of virtual address bits 12-27) then often
+    # cannot hold two of those lines at once: a loop alternating loads and stores
+    # between the buffers refills a line from L2 on nearly every access (measured up
+    # to 4x slower, in L1, L2 and DRAM alike; bench/experiments/README.md).  For such
+    # buffers the loop goes by blocks of 16 elements (one cache line of float32, two
+    # of float64): the loads of each buffer back to back, the update of the copies,
+    # then the stores, so each line is touched once for loading and once for storing.
+    # Elsewhere the plain loop is as fast or faster.  Each element is computed by the
+    # same `_update` either way: the results are identical.
+    cdef const floating* g = <const floating*> s.g
+    cdef floating* s0 = <floating*> s.s0
+    cdef floating* s1 = <floating*> s.s1
+    cdef floating* s2 = <floating*> s.s2
+    cdef Py_ssize_t i, j, a
+    cdef floating lp[BLOCK]
+    cdef floating lg[BLOCK]
+    cdef floating l0[BLOCK]
+    cdef floating l1[BLOCK]
+    cdef floating l2[BLOCK]
+    if not _lines_collide(s):
+        for i in range(lo, hi):
+            _update(rule, p, g, s0, s1, s2, i, k, f)
+        return
+    # Up to param's first line boundary (p is aligned to its dtype), then whole blocks.
+    a = lo + <Py_ssize_t> (((-<size_t> (p + lo)) & (LINE_BYTES - 1)) // sizeof(floating))
+    a = min(a, hi)
+    for i in range(lo, a):
+        _update(rule, p, g, s0, s1, s2, i, k, f)
+    while a + BLOCK <= hi:
+        _load_block(lg, g + a)
+        _load_block(lp, p + a)
+        if _uses_state(rule, 0):
+            _load_block(l0, s0 + a)
+        if _uses_state(rule, 1):
+            _load_block(l1, s1 + a)
+        if _uses_state(rule, 2):
+            _load_block(l2, s2 + a)
+        for j in range(BLOCK):
+            _update(rule, lp, lg, l0, l1, l2, j, k, f)
+        # Stores in the reverse order of the loads: the line loaded last is the one
+        # most likely still in L1.
+        if _uses_state(rule, 2):
+            _store_block(s2 + a, l2)
+        if _uses_state(rule, 1):
+            _store_block(s1 + a, l1)
+        if _uses_state(rule, 0):
+            _store_block(s0 + a, l0)
+        _store_block(p + a, lp)
+        a += BLOCK
+    for i in range(a, hi):
+        _update(rule, p, g, s0, s1, s2, i, k, f)
+
+
+cdef void _sgd_range(floating* p, const Slot* s, Py_ssize_t lo, Py_ssize_t hi,
+                     const Scalars* c) noexcept nogil:
+    cdef floating k[N_CONST]
+    cdef Flags f
+    k[K_LR] = <floating> c.lr
+    k[K_SIGN] = <floating> c.sign
+    k[K_WD] = <floating> c.weight_decay
+    k[K_MOM] = <floating> c.momentum
+    k[K_OMD] = <floating> c.one_minus_dampening
+    f.l2, f.first, f.nesterov = c.l2, c.first, c.nesterov
+    if c.has_state0:
+        _apply_rule(<RuleSgdMomentum*> NULL, p, s, lo, hi, k, &f)
+    else:
+        _apply_rule(<RuleSgd*> NULL, p, s, lo, hi, k, &f)
+
+
+cdef void _rmsprop_range(floating* p, const Slot* s, Py_ssize_t lo, Py_ssize_t hi,
+                         const Scalars* c) noexcept nogil:
+    cdef floating k[N_CONST]
+    cdef Flags f
+    k[K_LR] = <floating> c.lr
+    k[K_SIGN] = <floating> c.sign
+    k[K_WD] = <floating> c.weight_decay
+    k[K_ALPHA] = <floating> c.alpha
+    k[K_OMA] = <floating> c.one_minus_alpha
+    k[K_EPS] = <floating> c.eps
+    k[K_MOM] = <floating> c.momentum
+    k[K_W] = <floating> c.lerp_weight
+    k[K_OMW] = <floating> 1.0 - k[K_W]
+    f.l2 = c.l2
+    f.low_weight = fabs(c.lerp_weight) < 0.5
+    # One rule per buffer set (s1: momentum_buffer, s2: grad_avg), so no loop loads
+    # from a NULL pointer.
+    if not c.has_state1 and not c.has_state2:
+        _apply_rule(<RuleRmsprop*> NULL, p, s, lo, hi, k, &f)
+    elif not c.has_state2:
+        _apply_rule(<RuleRmspropMomentum*> NULL, p, s, lo, hi, k, &f)
+    elif not c.has_state1:
+        _apply_rule(<RuleRmspropCentered*> NULL, p, s, lo, hi, k, &f)
+    else:
+        _apply_rule(<RuleRmspropCenteredMomentum*> NULL, p, s, lo, hi, k, &f)
+
+
 cdef void _adam_range(floating* p, const Slot* s, Py_ssize_t lo, Py_ssize_t hi,
                       const Scalars* c) noexcept nogil:
-    cdef const floating* g = <const floating*> s.g       # IN
-    cdef floating* m = <floating*> s.s0                   # IN/OUT exp_avg
-    cdef floating* v = <floating*> s.s1                   # IN/OUT exp_avg_sq
-    cdef floating* vmax = <floating*> s.s2                # IN/OUT max_exp_avg_sq or NULL
-    cdef floating sign = <floating> c.sign
-    cdef floating wd = <floating> c.weight_decay
-    cdef floating decay = <floating> c.decay
-    cdef floating w = <floating> c.lerp_weight
-    cdef floating omw = <floating> 1.0 - w
-    cdef bint low_weight = fabs(c.lerp_weight) < 0.5
-    cdef floating b2 = <floating> c.beta2
-    cdef floating omb2 = <floating> c.one_minus_beta2
-    cdef floating step_size = <floating> c.step_size
-    cdef floating bc2_sqrt = <floating> c.bc2_sqrt
-    cdef floating eps = <floating> c.eps
-    cdef bint l2 = c.l2
-    # The FMA division runs in loops with no per-element flags (plain L2-free Adam or
-    # AdamW, beta1 > 0.5): with flags left in, the compiler cannot unswitch so large
-    # a loop and does not vectorize it.  Every other case divides.
-    cdef bint by_reciprocal = (_divide_by_reciprocal_ok(bc2_sqrt, eps) and not l2
-                               and low_weight)
-    cdef floating y_hi = 1, y_lo = 0
-    cdef floating gi, pi, mi, vi, vm, denom
-    cdef Py_ssize_t i
+    cdef floating k[N_CONST]
+    cdef Flags f
+    k[K_SIGN] = <floating> c.sign
+    k[K_WD] = <floating> c.weight_decay
+    k[K_DECAY] = <floating> c.decay
+    k[K_W] = <floating> c.lerp_weight
+    k[K_OMW] = <floating> 1.0 - k[K_W]
+    k[K_B2] = <floating> c.beta2
+    k[K_OMB2] = <floating> c.one_minus_beta2
+    k[K_STEP] = <floating> c.step_size
+    k[K_BC2] = <floating> c.bc2_sqrt
+    k[K_EPS] = <floating> c.eps
+    f.l2 = c.l2
+    f.low_weight = fabs(c.lerp_weight) < 0.5
+    cdef bint by_reciprocal = (_divide_by_reciprocal_ok(k[K_BC2], k[K_EPS]) and not f.l2
+                               and f.low_weight)
     if by_reciprocal:
-        _reciprocal_parts(bc2_sqrt, &y_hi, &y_lo)
-    # Four loops: amsgrad or not x FMA division or not.
+        _reciprocal_parts(k[K_BC2], &k[K_Y_HI], &k[K_Y_LO])
+    # Four rules: amsgrad (s2: max_exp_avg_sq) or not x FMA division or not.
     if not c.has_state2 and by_reciprocal:
-        for i in range(lo, hi):
-            gi = sign * g[i]
-            pi = p[i] * decay
-            mi = m[i] + w * (gi - m[i])   # torch's lerp for weight < 0.5
-            m[i] = mi
-            vi = v[i] * b2 + omb2 * gi * gi
-            v[i] = vi
-            denom = _div_by_reciprocal(_sqrt(vi), bc2_sqrt, y_hi, y_lo) + eps
-            p[i] = pi - step_size * (mi / denom)
+        _apply_rule(<RuleAdamReciprocal*> NULL, p, s, lo, hi, k, &f)
     elif not c.has_state2:
-        for i in range(lo, hi):
-            gi = sign * g[i]
-            pi = p[i]
-            if l2:
-                gi = gi + wd * pi
-            pi = pi * decay
-            mi = _lerp(m[i], gi, w, omw, low_weight)
-            m[i] = mi
-            vi = v[i] * b2 + omb2 * gi * gi
-            v[i] = vi
-            denom = _sqrt(vi) / bc2_sqrt + eps
-            p[i] = pi - step_size * (mi / denom)
+        _apply_rule(<RuleAdam*> NULL, p, s, lo, hi, k, &f)
     elif by_reciprocal:
-        for i in range(lo, hi):
-            gi = sign * g[i]
-            pi = p[i] * decay
-            mi = m[i] + w * (gi - m[i])   # torch's lerp for weight < 0.5
-            m[i] = mi
-            vi = v[i] * b2 + omb2 * gi * gi
-            v[i] = vi
-            vm = _nan_max(vmax[i], vi)
-            vmax[i] = vm
-            denom = _div_by_reciprocal(_sqrt(vm), bc2_sqrt, y_hi, y_lo) + eps
-            p[i] = pi - step_size * (mi / denom)
+        _apply_rule(<RuleAmsgradReciprocal*> NULL, p, s, lo, hi, k, &f)
     else:
-        for i in range(lo, hi):
-            gi = sign * g[i]
-            pi = p[i]
-            if l2:
-                gi = gi + wd * pi
-            pi = pi * decay
-            mi = _lerp(m[i], gi, w, omw, low_weight)
-            m[i] = mi
-            vi = v[i] * b2 + omb2 * gi * gi
-            v[i] = vi
-            vm = _nan_max(vmax[i], vi)
-            vmax[i] = vm
-            denom = _sqrt(vm) / bc2_sqrt + eps
-            p[i] = pi - step_size * (mi / denom)
+        _apply_rule(<RuleAmsgrad*> NULL, p, s, lo, hi, k, &f)
 
 
 include "_kernels_elementwise.pxi"
@@ -933,35 +1092,20 @@ cdef bint _finite_range(const floating* x, Py_ssize_t n) noexcept nogil:
 
 cdef void _axpy_range(floating* a, const Slot* s, Py_ssize_t lo, Py_ssize_t hi,
                       const Scalars* c) noexcept nogil:
-    cdef const floating* b = <const floating*> s.g
-    cdef floating* x0 = <floating*> s.s0
-    cdef floating* x1 = <floating*> s.s1
-    cdef floating* x2 = <floating*> s.s2
-    cdef floating scale = <floating> c.lr
-    cdef floating d
-    cdef Py_ssize_t i
-    # One loop per number of extra streams, so no loop loads from a NULL pointer.
+    # a += scale * b and x += scale * b for each extra buffer x (s0, s1, s2 in turn),
+    # driven through the same cache-line loop as the optimizers.
+    cdef floating k[N_CONST]
+    cdef Flags f
+    k[K_LR] = <floating> c.lr
+    f.l2 = f.first = f.nesterov = f.low_weight = False
     if not c.has_state0:
-        for i in range(lo, hi):
-            a[i] = a[i] + scale * b[i]
+        _apply_rule(<RuleAxpy1*> NULL, a, s, lo, hi, k, &f)
     elif not c.has_state1:
-        for i in range(lo, hi):
-            d = scale * b[i]
-            a[i] = a[i] + d
-            x0[i] = x0[i] + d
+        _apply_rule(<RuleAxpy2*> NULL, a, s, lo, hi, k, &f)
     elif not c.has_state2:
-        for i in range(lo, hi):
-            d = scale * b[i]
-            a[i] = a[i] + d
-            x0[i] = x0[i] + d
-            x1[i] = x1[i] + d
+        _apply_rule(<RuleAxpy3*> NULL, a, s, lo, hi, k, &f)
     else:
-        for i in range(lo, hi):
-            d = scale * b[i]
-            a[i] = a[i] + d
-            x0[i] = x0[i] + d
-            x1[i] = x1[i] + d
-            x2[i] = x2[i] + d
+        _apply_rule(<RuleAxpy4*> NULL, a, s, lo, hi, k, &f)
 
 
 def stream_axpy(a, b, double s, n_threads):

@@ -1,11 +1,11 @@
-"""Buffers at the same offset within a 4 KiB page, and the buffers fastoptim allocates.
+"""Buffers at the same offset within a 4 KiB page: the kernels' staged loop.
 
-Large arrays from NumPy all start at the same page offset; element i of such buffers
-shares an L1 set (the page-offset penalty of issue #12, bench/experiments/README.md).
-Whatever loop a kernel runs for such placements, it must give the reference's bits for
-every option set, both dtypes, both compiled variants, any thread count, and sizes and
-page offsets that leave partial cache lines at either end.  fastoptim's own buffers
-(optimizer state, the network's gradients) are placed at page offsets of their own.
+Large arrays from NumPy all start at the same page offset.  For buffers that start
+within a few cache lines of each other modulo 4 KiB the kernels go through blocks of
+16 elements staged in local copies (fastoptim/_kernels.pxi, `_apply_rule`); elsewhere
+through the plain loop.  Both must give the reference's bits, for every option set,
+both dtypes, both compiled variants, any thread count, and sizes and page offsets
+that leave partial blocks at either end.
 """
 
 import numpy as np
