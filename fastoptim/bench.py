@@ -5,14 +5,15 @@ kernel, the NumPy reference, and (when torch is installed) torch.optim's fused,
 foreach and for-loop steps -- so the pytest-benchmark suite (bench/) and the report
 time exactly the same work.
 
-Where the buffers live matters at large sizes: NumPy (through glibc) starts every
-large array at the same offset within a 4 KiB page, and a fused kernel streaming
-through several such buffers at once runs slower than through buffers at staggered
-page offsets.  Each kernel is therefore timed on buffers placed both ways
-("same": plain NumPy allocation, what users have; "staggered": every buffer at its
-own page offset).  The limit is a probe with the kernel's own streams and traffic
-(Adam: read param, grad, exp_avg, exp_avg_sq; write param, exp_avg, exp_avg_sq) on
-staggered buffers, its best placement, timed taking turns with the kernel.
+Where the buffers live can matter: NumPy (through glibc) starts every large array at
+the same offset within a 4 KiB page, and a loop streaming through several such
+buffers at once meets L1 conflicts that staggered buffers avoid (the kernels handle
+that case; this checks it).  Each kernel is therefore timed on buffers placed both
+ways ("same": where NumPy put them, what users have; "staggered": every buffer at its
+own page offset), on the same arrays (``CaseMemory``).  The limit is a probe with the
+kernel's own streams and traffic (Adam: read param, grad, exp_avg, exp_avg_sq; write
+param, exp_avg, exp_avg_sq) on staggered buffers, its best placement, timed taking
+turns with the kernel.
 """
 
 import argparse
@@ -62,14 +63,46 @@ def _filled(dst, src):
     return dst
 
 
+class CaseMemory:
+    """The buffers of one case, allocated once, to be viewed at either placement.
+
+    Each buffer is a plain ``np.zeros`` array with 4 KiB of slack.  "same" views start
+    where NumPy put the array (every large buffer at the same page offset: what users
+    have); "staggered" views of the SAME arrays start up to 4 KiB later, at page offsets
+    spread over the page.  Both placements thus use the same physical memory: on this
+    VM separate allocations of the same size differ in speed by up to 1.5x (their
+    pages come from different host memory), which would otherwise be read as a
+    placement effect."""
+
+    def __init__(self, n_buffers, size, dtype):
+        self.size, self.dtype = size, np.dtype(dtype)
+        slack = -(-4096 // self.dtype.itemsize)
+        self.arrays = [np.zeros(size + slack, self.dtype) for _ in range(n_buffers)]
+
+    def views(self, placement):
+        if placement not in PLACEMENTS:
+            raise ValueError(f"placement must be one of {PLACEMENTS}, got {placement!r}")
+        if placement == "same":
+            return [a[:self.size] for a in self.arrays]
+        step = (4096 // len(self.arrays)) // 64 * 64
+        views = []
+        for k, a in enumerate(self.arrays):
+            shift = (64 * 7 + k * step - a.ctypes.data) % 4096 // self.dtype.itemsize
+            views.append(a[shift:shift + self.size])
+        return views
+
+
 class Case:
     """One optimizer step on one set of arrays, callable several ways.
 
-    placement "same": param and grad as NumPy makes them and state from np.zeros
+    placement "same": param, grad and state at the start of plain np.zeros arrays
     (every large buffer at the same page offset: the common case); "staggered":
-    every buffer at its own page offset."""
+    every buffer at its own page offset.  Two cases given the same `memory`
+    (``CaseMemory``) view the same arrays, so they compare placements on the same
+    physical memory (and overwrite each other's values: time them, do not compare
+    their results)."""
 
-    def __init__(self, kernel, dtype, size, seed=0, placement="same"):
+    def __init__(self, kernel, dtype, size, seed=0, placement="same", memory=None):
         if placement not in PLACEMENTS:
             raise ValueError(f"placement must be one of {PLACEMENTS}, got {placement!r}")
         fn_name, states, options, torch_cls, torch_opts, words = KERNELS[kernel]
@@ -81,12 +114,12 @@ class Case:
         self.options = options
         self.state_names = states
         self.bytes_per_step = words * self.dtype.itemsize * size
-        self.param = rng.standard_normal(size).astype(dtype)
-        self.grad = rng.standard_normal(size).astype(dtype)
-        self.states = [np.zeros(size, dtype) for _ in states]
-        if placement == "staggered":
-            self.param, self.grad, *self.states = staggered_copies(
-                [self.param, self.grad] + self.states)
+        self.memory = memory or CaseMemory(2 + len(states), size, dtype)
+        self.param, self.grad, *self.states = self.memory.views(placement)
+        self.param[...] = rng.standard_normal(size)
+        self.grad[...] = rng.standard_normal(size)
+        for buf in self.states:
+            buf[...] = 0
         self.torch_cls, self.torch_opts = torch_cls, torch_opts
         self.step = 1
 
@@ -115,14 +148,26 @@ class Case:
         if not (np.array_equal(p, q) and all(np.array_equal(a, b) for a, b in zip(s, t))):
             raise AssertionError(f"{self.kernel} {self.dtype} {self.size}: fastoptim != reference")
 
-    def torch_step_fn(self, mode):
-        """A zero-argument torch step ('fused', 'foreach' or 'forloop') on a copy."""
+    def torch_step_fn(self, mode, same_memory=False):
+        """A zero-argument torch step ('fused', 'foreach' or 'forloop').  By default on
+        copies of param and grad, with the state torch allocates; with `same_memory`,
+        on this case's own buffers (param, grad and, after one step, the state tensors
+        are views of them), so torch and fastoptim are timed on the same memory."""
         import torch
-        param = torch.nn.Parameter(torch.from_numpy(self.param.copy()))
-        param.grad = torch.from_numpy(self.grad.copy())
+        arrays = (self.param, self.grad) if same_memory else (self.param.copy(),
+                                                               self.grad.copy())
+        param = torch.nn.Parameter(torch.from_numpy(arrays[0]))
+        param.grad = torch.from_numpy(arrays[1])
         flags = {"fused": dict(fused=True), "foreach": dict(foreach=True),
                  "forloop": dict(foreach=False)}[mode]
         opt = getattr(torch.optim, self.torch_cls)([param], **self.torch_opts, **flags)
+        if same_memory:
+            opt.step()  # creates the state; then swap in views of ours
+            state = opt.state[param]
+            for name, buf in zip(self.state_names, self.states):
+                if state[name].shape != buf.shape:
+                    raise AssertionError(f"torch's {name} is not shaped like ours")
+                state[name] = torch.from_numpy(buf)
         return opt.step
 
 
@@ -174,9 +219,12 @@ class TrafficProbe:
     param and the state buffers -- on buffers at staggered page offsets (its best
     placement), on the kernels' threads."""
 
-    def __init__(self, kernel, size, dtype, n_threads=None):
+    def __init__(self, kernel, size, dtype, n_threads=None, arrays=None):
         n_states = len(KERNELS[kernel][1])
-        arrays = staggered_copies([np.ones(size, dtype) for _ in range(2 + n_states)])
+        if arrays is None:
+            arrays = staggered_copies([np.ones(size, dtype) for _ in range(2 + n_states)])
+        elif len(arrays) != 2 + n_states:
+            raise ValueError(f"{kernel}'s probe needs {2 + n_states} arrays, got {len(arrays)}")
         self.a, self.b, self.states = arrays[0], arrays[1], tuple(arrays[2:])
         self.n_threads = n_threads or get_num_threads()
         self.bytes_per_call = (3 + 2 * n_states) * self.a.itemsize * size
@@ -201,15 +249,19 @@ def report(kernels_=None, dtypes=None, sizes=SIZES, with_torch=True, file=None):
     for dt in dtypes:
         for size in sizes:
             for name in kernels_:
+                # Every column on the same arrays (CaseMemory): same offset, staggered
+                # views of them, the probe on the staggered views, torch on the
+                # same-offset ones.
                 same = Case(name, DTYPES[dt], size, placement="same")
-                stag = Case(name, DTYPES[dt], size, placement="staggered")
                 same.check_equal_to_reference()
-                probe = TrafficProbe(name, size, DTYPES[dt])
+                stag = Case(name, DTYPES[dt], size, placement="staggered", memory=same.memory)
+                probe = TrafficProbe(name, size, DTYPES[dt],
+                                     arrays=[stag.param, stag.grad] + stag.states)
                 fns = [same.fastoptim_step, stag.fastoptim_step, probe]
                 torch_fn = None
                 if use_torch:
                     try:
-                        torch_fn = same.torch_step_fn("fused")
+                        torch_fn = same.torch_step_fn("fused", same_memory=True)
                     except (TypeError, RuntimeError):  # torch has no fused kernel for it
                         pass
                     else:
@@ -235,10 +287,12 @@ def report(kernels_=None, dtypes=None, sizes=SIZES, with_torch=True, file=None):
     print(f"fastoptim {fastoptim.__version__}, kernels {kernels.ISA}, "
           f"{get_num_threads()} threads"
           + (f"; torch {torch.__version__} with {torch_threads} threads" if use_torch else "")
-          + ". Best of interleaved rounds. same offset: param, grad and state from plain "
-            "NumPy allocation; staggered: every buffer at its own page offset; probe: the "
-            "kernel's own streams and traffic in a trivial loop, staggered; GB/s, % of probe "
-            "and torch/fastoptim use the same-offset time.", file=file)
+          + ". Best of interleaved rounds, every column of a row on the same np.zeros "
+            "arrays. same offset: param, grad and state where NumPy put them (one page "
+            "offset); staggered: views of the same arrays, each at its own page offset; "
+            "probe: the kernel's own streams and traffic in a trivial loop, staggered; "
+            "torch fused: on the same-offset buffers; GB/s, % of probe and torch/fastoptim "
+            "use the same-offset time.", file=file)
     print(file=file)
     _print_markdown(header, rows, file)
     return rows

@@ -161,3 +161,8 @@ def test_benchmark_placements_give_same_results_and_offsets():
         np.testing.assert_array_equal(a, b, strict=True)
     with pytest.raises(ValueError, match="placement"):
         Case("adam", np.float32, 10, placement="aligned")
+    # The report's cases: the staggered views lie in the same-offset case's arrays.
+    shared = Case("adam", np.float32, 300_000, placement="staggered", memory=same.memory)
+    for a, b in zip([same.param, same.grad] + same.states,
+                    [shared.param, shared.grad] + shared.states):
+        assert np.shares_memory(a, b) and a.ctypes.data % 4096 != b.ctypes.data % 4096

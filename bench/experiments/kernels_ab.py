@@ -30,14 +30,15 @@ sys.path.insert(0, ROOT)
 from fastoptim.bench import staggered_copies  # noqa: E402
 
 SETUP = '''
+import sys
 import numpy as np
 from setuptools import setup, Extension
 from Cython.Build import cythonize
-flags = ["-O3", "-fno-math-errno", "-ffp-contract=off", "-fopenmp", "-mavx2", "-mfma"]
+flags = ["-O3", "-fno-math-errno", "-ffp-contract=off", "-fopenmp", "-mavx2", "-mfma", "-mf16c"]
+m = sys.argv[1]
 exts = [Extension(m, [m + ".pyx"], include_dirs=[np.get_include(), "."], extra_compile_args=flags,
                   extra_link_args=["-fopenmp"],
-                  define_macros=[("NPY_NO_DEPRECATED_API", "NPY_2_0_API_VERSION")])
-        for m in ("k_old", "k_new")]
+                  define_macros=[("NPY_NO_DEPRECATED_API", "NPY_2_0_API_VERSION")])]
 setup(ext_modules=cythonize(exts, compiler_directives={"language_level": 3, "boundscheck": False,
       "wraparound": False, "initializedcheck": False, "cdivision": True}),
       script_args=["build_ext", "--inplace"])
@@ -46,21 +47,36 @@ NBUF = {"sgd_momentum": 3, "rmsprop": 3, "adam": 4, "adamw": 4, "amsgrad": 5}
 _MAPS = []
 
 
+def _kernel_sources(dst, rev):
+    # Every kernel source of `rev` (None: the working tree) in dst: _kernels.pxi
+    # includes its sibling .pxi and .h files, which differ between revisions too.
+    os.makedirs(dst)
+    if rev is None:
+        for name in os.listdir(os.path.join(ROOT, "fastoptim")):
+            if name.endswith((".pxi", ".h", ".tp")):
+                shutil.copy(os.path.join(ROOT, "fastoptim", name), dst)
+        return
+    archive = subprocess.run(["git", "-C", ROOT, "archive", rev, "fastoptim"], check=True,
+                             capture_output=True).stdout
+    subprocess.run(["tar", "-x", "--strip-components=1", "-C", dst], input=archive, check=True)
+    generated = os.path.join(ROOT, "fastoptim", "_kernels_elementwise.pxi")
+    if os.path.exists(generated) and not os.path.exists(os.path.join(dst, os.path.basename(
+            generated))):
+        shutil.copy(generated, dst)  # rendered by setup.py from the .tp, not in git
+
+
 def build(rev):
     tmp = tempfile.mkdtemp()
-    old = subprocess.run(["git", "-C", ROOT, "show", f"{rev}:fastoptim/_kernels.pxi"],
-                         check=True, capture_output=True, text=True).stdout
-    with open(os.path.join(tmp, "old.pxi"), "w") as f:
-        f.write(old)
-    shutil.copy(os.path.join(ROOT, "fastoptim", "_kernels.pxi"), os.path.join(tmp, "new.pxi"))
-    shutil.copy(os.path.join(ROOT, "fastoptim", "_platform.h"), tmp)
-    for mod, src in (("k_old", "old.pxi"), ("k_new", "new.pxi")):
-        with open(os.path.join(tmp, mod + ".pyx"), "w") as f:
-            f.write(f'include "{src}"\n')
-    with open(os.path.join(tmp, "setup_ab.py"), "w") as f:
-        f.write(SETUP)
-    subprocess.run([sys.executable, "setup_ab.py"], cwd=tmp, check=True, capture_output=True)
-    sys.path.insert(0, tmp)
+    for mod, which in (("k_old", rev), ("k_new", None)):
+        d = os.path.join(tmp, mod)
+        _kernel_sources(d, which)
+        with open(os.path.join(d, mod + ".pyx"), "w") as f:
+            f.write('include "_kernels.pxi"\n')
+        with open(os.path.join(d, "setup_ab.py"), "w") as f:
+            f.write(SETUP)
+        subprocess.run([sys.executable, "setup_ab.py", mod], cwd=d, check=True,
+                       capture_output=True)
+        sys.path.insert(0, d)
     import k_new
     import k_old
     return k_old, k_new
