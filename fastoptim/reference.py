@@ -23,6 +23,7 @@ the kernels.  The reference does not validate its inputs; the compiled API does.
 import functools
 import inspect
 import math
+from itertools import chain
 
 import numpy as np
 
@@ -652,6 +653,13 @@ def dequantize_blockwise(codes, absmax, signed):
     return (dynamic_map(signed)[flat] * scale).reshape(codes.shape, order=order)
 
 
+def _holds_quantized(value):
+    """Is `value` a QuantizedState, or a list or tuple starting with one?"""
+    if isinstance(value, (list, tuple)):
+        return bool(value) and hasattr(value[0], "codes")
+    return hasattr(value, "codes")
+
+
 def _with_quantized_state(update, used_states):
     """`update` (one of the rules above) also taking QuantizedState buffers, or lists of
     them, wherever it takes a state array: each used one is decoded to an array of the
@@ -661,6 +669,8 @@ def _with_quantized_state(update, used_states):
 
     @functools.wraps(update)
     def wrapper(*args, **kwargs):
+        if not any(map(_holds_quantized, chain(args, kwargs.values()))):
+            return update(*args, **kwargs)  # plain arrays: no binding cost per call
         bound = signature.bind(*args, **kwargs)
         bound.apply_defaults()
         arguments = bound.arguments
