@@ -71,7 +71,7 @@ class _Epochs:
         self.n = X.shape[0]
         self.optimizer = optimizer
         self.step = optimizer.step
-        self.grads = [net.grads_flat]
+        self.grads = _grads_for(net, optimizer)
         self.batch_size = batch_size
         self.accumulation = min(grad_accumulation, batch_size)
         net.reserve(-(-batch_size // self.accumulation))
@@ -295,6 +295,27 @@ def _get_lr(opt):
 def _set_lr(opt, lr):
     for g in opt.param_groups:
         g["lr"] = lr
+
+
+def _grads_for(net, optimizer):
+    """The gradients ``optimizer.step`` takes: ``[net.grads_flat]`` for an optimizer on
+    ``[net.params_flat]``; for one on views of params_flat (say the layers' tensors,
+    ``net.coefs + net.intercepts``, so that each has its own state: 8-bit state keeps
+    small tensors in float32), the views of grads_flat at the same places."""
+    flat = net.params_flat
+    params = [p for g in getattr(optimizer, "param_groups", ()) if isinstance(g, dict)
+              for p in g.get("params", ())]
+    if len(params) == 1 and params[0] is flat:
+        return [net.grads_flat]
+    start = flat.__array_interface__["data"][0]
+    grads = []
+    for p in params:
+        if not (isinstance(p, np.ndarray) and p.dtype == flat.dtype
+                and p.flags.c_contiguous and np.shares_memory(p, flat)):
+            return [net.grads_flat]  # not the network's views: step() words the mismatch
+        offset = (p.__array_interface__["data"][0] - start) // flat.itemsize
+        grads.append(net.grads_flat[offset:offset + p.size].reshape(p.shape))
+    return grads or [net.grads_flat]
 
 
 def _check_optimizer_binding(opt, net):
