@@ -75,7 +75,9 @@ class _Epochs:
         self.batch_size = batch_size
         self.accumulation = min(grad_accumulation, batch_size)
         net.reserve(-(-batch_size // self.accumulation))
-        self.in_backward = _step_in_backward(step_in_backward, net, optimizer)
+        # the layer pieces are ranges of params_flat: only for an optimizer on it
+        self.in_backward = (self.grads[0] is net.grads_flat
+                            and _step_in_backward(step_in_backward, net, optimizer))
         self.n_updates = 0
 
     def _batch(self, start, stop, order, after_layer):
@@ -427,6 +429,11 @@ def train(net, X, Y, optimizer, *, epochs=10, batch_size=64, shuffle=True, seed=
           verbose=False, progress=None, history=None, blas_threads="auto",
           grad_accumulation=1, step_in_backward="auto"):
     """Train ``net`` in place on (X, Y) with mini-batches; return a :class:`History`.
+
+    ``optimizer``: built on ``[net.params_flat]`` (one kernel call per step) or on views
+    of it, such as the layers' tensors ``net.coefs + net.intercepts`` (a state per
+    tensor: 8-bit state keeps the small ones in float32); each step gets the same
+    views of ``net.grads_flat``.
 
     ``X``/``Y`` (and ``X_val``/``Y_val``) are converted with ``net.check_X`` /
     ``net.targets`` -- no copy when they already are C-contiguous arrays of the network's
