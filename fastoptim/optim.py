@@ -12,9 +12,10 @@ code in as many calls as it has param groups.
         opt.step([gw, gb])                            # grads in the order params were given
 
 State is plain data: ``opt.state[i]`` (``i`` = position of the parameter in the flattened
-parameter list) is a dict ``{"step": int, <buffer name>: ndarray}`` created lazily (zeros)
-at the param's first step; buffer names follow torch (``momentum_buffer``, ``square_avg``,
-``grad_avg``, ``exp_avg``, ``exp_avg_sq``, ``max_exp_avg_sq``).
+parameter list) is a dict ``{"step": int, <buffer name>: ndarray}`` (a QuantizedState
+with ``state_dtype="int8"``) created lazily (zeros) at the param's first step; buffer
+names follow torch (``momentum_buffer``, ``square_avg``, ``grad_avg``, ``exp_avg``,
+``exp_avg_sq``, ``max_exp_avg_sq``).
 
 What is in ``param_groups`` and ``state`` is what the next step uses, as in torch: a param
 replaced in ``param_groups[i]["params"]``, a state buffer replaced or deleted, a cleared
