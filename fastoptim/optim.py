@@ -12,9 +12,10 @@ code in as many calls as it has param groups.
         opt.step([gw, gb])                            # grads in the order params were given
 
 State is plain data: ``opt.state[i]`` (``i`` = position of the parameter in the flattened
-parameter list) is a dict ``{"step": int, <buffer name>: ndarray}`` created lazily (zeros)
-at the param's first step; buffer names follow torch (``momentum_buffer``, ``square_avg``,
-``grad_avg``, ``exp_avg``, ``exp_avg_sq``, ``max_exp_avg_sq``).
+parameter list) is a dict ``{"step": int, <buffer name>: ndarray}`` (a QuantizedState
+with ``state_dtype="int8"``) created lazily (zeros) at the param's first step; buffer
+names follow torch (``momentum_buffer``, ``square_avg``, ``grad_avg``, ``exp_avg``,
+``exp_avg_sq``, ``max_exp_avg_sq``).
 
 What is in ``param_groups`` and ``state`` is what the next step uses, as in torch: a param
 replaced in ``param_groups[i]["params"]``, a state buffer replaced or deleted, a cleared
@@ -35,6 +36,7 @@ from . import functional as _F
 from . import reference as _R
 from ._alloc import zeros_state_like
 from ._backend import kernels as _kernels, resolve_n_threads
+from .quantized import QuantizedState, _check_arrays as _check_quantized_arrays
 
 from .clip import _all_finite, _nonfinite_index
 
@@ -215,17 +217,65 @@ def _bfloat16():
     return np.dtype(ml_dtypes.bfloat16)
 
 
+class _Quant8:
+    """The storage of state_dtype="int8": a fastoptim.QuantizedState per buffer
+    (bitsandbytes' 8-bit blockwise format), where the other storages are a dtype."""
+
+    def __repr__(self):
+        return "int8 (QuantizedState)"
+
+
+_INT8 = _Quant8()
+#: the buffers stored with the signed code map (first moments); the others are
+#: non-negative second moments (unsigned map)
+_SIGNED_STATE = frozenset({"momentum_buffer", "exp_avg", "grad_avg"})
+#: bitsandbytes' default min_8bit_size: params with fewer elements keep 32-bit state
+_MIN_8BIT_SIZE = 4096
+
 #: state_dtype -> the dtype state buffers are stored in (a function: bfloat16 imports
-#: ml_dtypes); None = the param's math dtype.  One entry per storage: a storage that is
-#: not a plain dtype (8-bit blockwise) adds its entry and its allocation in _zeros_buffer.
+#: ml_dtypes); None = the param's math dtype, "int8" = 8-bit blockwise (_INT8).
 _STATE_DTYPES = {None: lambda: None, "float16": lambda: np.dtype(np.float16),
-                 "bfloat16": _bfloat16}
+                 "bfloat16": _bfloat16, "int8": lambda: _INT8}
+
+
+def _memory(buffers, labels):
+    """The arrays whose memory the buffers occupy, labelled: a QuantizedState is its
+    codes and its absmax."""
+    arrays, names = [], []
+    for buf, label in zip(buffers, labels):
+        if isinstance(buf, QuantizedState):
+            arrays += [buf.codes, buf.absmax]
+            names += [f"{label}.codes", f"{label}.absmax"]
+        else:
+            arrays.append(buf)
+            names.append(label)
+    return arrays, names
+
+
+def _check_quantized(buf, p, label, signed):
+    """An 8-bit state buffer of param p: a valid QuantizedState of the right code map,
+    its codes shaped like p in p's memory order."""
+    if not isinstance(buf, QuantizedState):
+        raise TypeError(f"{label} must be a QuantizedState (state_dtype='int8'), got "
+                        f"{type(buf).__name__}")
+    _check_quantized_arrays(buf, label)
+    if buf.signed != signed:
+        raise ValueError(f"{label} must be a {'signed' if signed else 'unsigned'} "
+                         f"QuantizedState ({'first' if signed else 'second'} moment)")
+    if buf.codes.shape != p.shape:
+        raise ValueError(f"{label}.codes has shape {buf.codes.shape}, the param has shape "
+                         f"{p.shape}")
+    if not _same_order(buf.codes, p):
+        raise ValueError(f"{label}.codes must be in the memory order of its param (it is "
+                         "updated in place element by element with the param)")
 
 
 def _check_buffer(buf, p, i, name, dtype, shape=None):
     """A state buffer (of this dtype, and of ``shape``, by default the param's) the
     kernel updates in place next to param i."""
     label = f"state[{i}][{name!r}]"
+    if dtype is _INT8:
+        return _check_quantized(buf, p, label, name in _SIGNED_STATE)
     shape = p.shape if shape is None else shape
     if not isinstance(buf, np.ndarray):
         raise TypeError(f"{label} must be an ndarray, got {type(buf).__name__}")
@@ -248,7 +298,9 @@ def _check_buffer(buf, p, i, name, dtype, shape=None):
 
 
 def _check_no_shared_memory(arrays, labels):
-    """Two of the arrays sharing memory -> ValueError naming both (O(n log n))."""
+    """Two of the buffers (arrays, QuantizedState) sharing memory -> ValueError naming
+    both (O(n log n))."""
+    arrays, labels = _memory(arrays, labels)
     seen = {}
     for k, a in enumerate(arrays):
         j = seen.setdefault(id(a), k)
@@ -301,6 +353,14 @@ def _parse_scalar(sid, name, value):
     if v != v:
         raise ValueError(f"state[{sid}][{name!r}] must be a real number, got nan")
     return v
+
+
+def _saved_entry(item):
+    """A state entry as state_dict saves it: (key, value) pairs, arrays copied."""
+    key, value = item
+    if isinstance(value, QuantizedState):
+        return ((f"{key}.codes", value.codes.copy()), (f"{key}.absmax", value.absmax.copy()))
+    return ((key, value.copy() if isinstance(value, np.ndarray) else value),)
 
 
 # ------------------------------------------------------------------- plan
@@ -423,10 +483,13 @@ class Optimizer:
     ``ids``: the params' flat indices).
 
     Compact storage (README "Compact precision"): ``state_dtype`` (None = the param's
-    math dtype, "bfloat16", "float16"), ``master_weights`` (None = a float32 master
-    copy, state entry ``"master"``, for every float16/bfloat16 param; False = update
-    16-bit params directly), ``rounding`` ("nearest" or "stochastic", every 16-bit
-    store) and ``seed`` (param i's stochastic rounding stream is ``seed + i``).
+    math dtype, "bfloat16", "float16", or "int8": a fastoptim.QuantizedState per buffer,
+    bitsandbytes' 8-bit blockwise format, for float32/float64 params of
+    ``min_8bit_size`` elements or more; smaller ones keep their math dtype, as in
+    bitsandbytes), ``master_weights`` (None = a float32 master copy, state entry
+    ``"master"``, for every float16/bfloat16 param; False = update 16-bit params
+    directly), ``rounding`` ("nearest" or "stochastic", every 16-bit store) and ``seed``
+    (param i's stochastic rounding stream is ``seed + i``).
 
     ``nonfinite``: ``"ignore"`` (default, like torch: no check), ``"raise"``
     (FloatingPointError naming the first non-finite gradient) or ``"skip"`` (the whole
@@ -473,11 +536,12 @@ class Optimizer:
         cls._read_hypers = staticmethod(read if optional else required)
 
     def __init__(self, params, defaults, *, nonfinite="ignore", n_threads=None,
-                 state_dtype=None, master_weights=None, rounding="nearest", seed=0):
+                 state_dtype=None, master_weights=None, rounding="nearest", seed=0,
+                 min_8bit_size=_MIN_8BIT_SIZE):
         if nonfinite not in _NONFINITE_MODES:
             raise ValueError(f"Invalid nonfinite: {nonfinite!r} "
                              f"(expected one of {_NONFINITE_MODES})")
-        self._check_storage(state_dtype, master_weights, rounding, seed)
+        self._check_storage(state_dtype, master_weights, rounding, seed, min_8bit_size)
         try:
             if n_threads is not None:
                 resolve_n_threads(n_threads)
@@ -495,6 +559,7 @@ class Optimizer:
         self._master_weights = None if master_weights is None else bool(master_weights)
         self._rounding = str(rounding)
         self._seed = int(seed)
+        self._min_8bit_size = int(min_8bit_size)
         self.state = {}
         self.param_groups = []
         if isinstance(params, (np.ndarray, dict)):
@@ -526,7 +591,8 @@ class Optimizer:
         if "_sizes" not in d:
             self._sizes = [len(g["params"]) for g in self.param_groups]
         for key, value in (("_state_dtype", None), ("_master_weights", None),
-                           ("_rounding", "nearest"), ("_seed", 0)):  # older pickles
+                           ("_rounding", "nearest"), ("_seed", 0),
+                           ("_min_8bit_size", _MIN_8BIT_SIZE)):  # older pickles
             self.__dict__.setdefault(key, value)
         for key in self._TORCH_FLAGS:  # groups pickled before these keys existed
             self.defaults.setdefault(key, self._TORCH_FLAG_DEFAULTS[key])
@@ -604,14 +670,18 @@ class Optimizer:
 
     # storage ----------------------------------------------------------------
     state_dtype = property(lambda self: self._state_dtype,
-                           doc="None, 'bfloat16' or 'float16' (set at construction)")
+                           doc="None, 'bfloat16', 'float16' or 'int8' (set at construction)")
+    min_8bit_size = property(lambda self: self._min_8bit_size,
+                             doc="with state_dtype='int8', params of fewer elements keep "
+                                 "state in their math dtype (bitsandbytes' option)")
     master_weights = property(lambda self: self._master_weights,
                               doc="None (masters for 16-bit params) or a bool")
     rounding = property(lambda self: self._rounding, doc="'nearest' or 'stochastic'")
     seed = property(lambda self: self._seed, doc="param i's rounding stream is seed + i")
 
     @staticmethod
-    def _check_storage(state_dtype, master_weights, rounding, seed):
+    def _check_storage(state_dtype, master_weights, rounding, seed,
+                       min_8bit_size=_MIN_8BIT_SIZE):
         """The compact-storage options (README "Compact precision")."""
         if not (state_dtype is None or isinstance(state_dtype, str)):
             raise TypeError(f"Invalid state_dtype: {state_dtype!r} (expected None or one of "
@@ -633,15 +703,34 @@ class Optimizer:
             raise TypeError(f"Invalid seed: {seed!r} (expected an int in [0, 2**64))")
         if not 0 <= seed < 2 ** 64:
             raise ValueError(f"Invalid seed: {_show(seed)} (expected an int in [0, 2**64))")
+        if (isinstance(min_8bit_size, (bool, np.bool_))
+                or not isinstance(min_8bit_size, numbers.Integral)):
+            raise TypeError(f"Invalid min_8bit_size: {min_8bit_size!r} (expected an int >= 0)")
+        if not 0 <= min_8bit_size < 2 ** 63:
+            raise ValueError(f"Invalid min_8bit_size: {_show(min_8bit_size)} (expected an "
+                             "int >= 0)")
+        if state_dtype == "int8":
+            # 8-bit state runs the float32/float64 kernels' rules on float params only:
+            # no 16-bit store to round, no master copy to keep
+            if master_weights:
+                raise ValueError("Invalid master_weights: True with state_dtype='int8' "
+                                 "(8-bit state takes float32 or float64 params, which "
+                                 "need no master copy)")
+            if rounding != "nearest":
+                raise ValueError(f"Invalid rounding: {rounding!r} with state_dtype='int8' "
+                                 "(8-bit state is encoded to the nearest code, as in "
+                                 "bitsandbytes; stochastic rounding is for 16-bit stores)")
 
     def _uses_master(self, p):
         """A float32 master copy for this param: 16-bit params, unless master_weights=False."""
         return self.master_weights is not False and _is_16bit(p.dtype)
 
     def _buffer_dtype(self, p, name):
-        """The dtype of state buffer `name` of param p."""
+        """The dtype of state buffer `name` of param p (_INT8: a QuantizedState)."""
         if name == _MASTER:
             return _F32
+        if self.state_dtype == "int8" and p.size < self.min_8bit_size:
+            return _math_dtype(p)  # small params keep full state, as in bitsandbytes
         return _STATE_DTYPES[self.state_dtype]() or _math_dtype(p)
 
     def _storage_options(self, bufs, ids):
@@ -685,6 +774,10 @@ class Optimizer:
             raise TypeError(f"{label} has dtype {p.dtype}; {type(self).__name__} takes "
                             "float32 or float64 params (16-bit params and compact state: "
                             "SGD, Momentum, RMSprop, Adam, AdamW)")
+        if self.state_dtype == "int8" and _is_16bit(p.dtype):
+            raise TypeError(f"{label} has dtype {p.dtype}; state_dtype='int8' takes float32 "
+                            "or float64 params (16-bit params: state_dtype='bfloat16' or "
+                            "'float16')")
 
     # ------------------------------------------------------------------- plan
     def _check_groups(self):
@@ -801,10 +894,12 @@ class Optimizer:
         for g, params, names in plan_groups:
             keys = {}
             for i in range(start, start + len(params)):
+                # 8-bit and float state go to different kernel calls (min_8bit_size)
                 key = (steps[i], flat[i].dtype.char, names_of[i], missing_of[i],
-                       i not in entries, scalars_of.get(i))
+                       i not in entries, scalars_of.get(i),
+                       any(self._buffer_dtype(flat[i], n) is _INT8 for n in names_of[i]))
                 keys.setdefault(key, []).append(i)
-            for (step, _, names, missing, fresh, scalars), ids in keys.items():
+            for (step, _, names, missing, fresh, scalars, _), ids in keys.items():
                 states = [state.get(i) for i in ids]
                 if not fresh:
                     # Checked: one int object per bucket (the plan compares it by identity),
@@ -818,6 +913,7 @@ class Optimizer:
                                        fresh, step, states, bufs, len(flat),
                                        self._SCALAR_STATE, scalars))
             start += len(params)
+        arrays, labels = _memory(arrays, labels)
         ranges = sorted((*_byte_range(a), labels[k]) for k, a in enumerate(arrays) if a.size)
         written = tuple([r[j] for r in ranges] for j in range(3))
         self._plan = _Plan(state, plan_groups, flat, buckets, written)
@@ -846,8 +942,10 @@ class Optimizer:
             buf = zeros_state_like(p, len(self._ALL_BUFFERS) + 1, _F32)
             buf[...] = p
             return buf
-        return zeros_state_like(p, self._ALL_BUFFERS.index(name) + 1,
-                                self._buffer_dtype(p, name))
+        dtype = self._buffer_dtype(p, name)
+        if dtype is _INT8:
+            return QuantizedState.zeros_like(p, signed=name in _SIGNED_STATE)
+        return zeros_state_like(p, self._ALL_BUFFERS.index(name) + 1, dtype)
 
     def _new_buffer(self, p, name, group):
         """A state buffer as the param's first step creates it (zeros unless the class
@@ -1041,10 +1139,12 @@ class Optimizer:
 
         ``{"state": {i: {"step": int, name: ndarray}},
           "param_groups": [{..., "params": [i, ...]}]}``
+
+        8-bit state (a QuantizedState) is saved as its two arrays, ``name + ".codes"``
+        and ``name + ".absmax"``: the state dict's array bytes are the state's memory.
         """
         with self._lock:
-            state = {i: {k: (v.copy() if isinstance(v, np.ndarray) else v)
-                         for k, v in st.items()}
+            state = {i: dict(chain.from_iterable(map(_saved_entry, st.items())))
                      for i, st in sorted(self.state.items()) if st}
             groups = []
             start = 0
@@ -1133,7 +1233,8 @@ class Optimizer:
             step = self._saved_step(sid, st)
             names = self._param_buffers(self._buffer_names(group_of[i]), p)
             known = self._ALL_BUFFERS + ((_MASTER,) if self._uses_master(p) else ())
-            extra = {k for k in st if k != "step" and k not in known
+            parts = {f"{n}.{part}" for n in self._ALL_BUFFERS for part in ("codes", "absmax")}
+            extra = {k for k in st if k != "step" and k not in known and k not in parts
                      and k not in self._SCALAR_STATE and st[k] is not None}
             if extra:
                 raise ValueError(f"state[{sid}] has unexpected entries {sorted(extra)} for "
@@ -1142,11 +1243,15 @@ class Optimizer:
             for name in self._SCALAR_STATE:
                 out[name] = _parse_scalar(sid, name, st.get(name))
             for name in known:
-                a = st.get(name)
+                dtype = self._buffer_dtype(p, name)
+                a = self._loaded_entry(sid, st, name, dtype)
                 if a is None:
                     if name in names:
                         self._check_missing(sid, name, step)
                     continue  # created at the next step, as at step 1
+                if dtype is _INT8:
+                    out[name] = self._loaded_quant8(sid, i, p, name, *a)
+                    continue
                 if not isinstance(a, np.ndarray):
                     raise TypeError(f"state[{sid}]['{name}'] must be an ndarray, "
                                     f"got {type(a).__name__}")
@@ -1155,7 +1260,6 @@ class Optimizer:
                                 f" (expected {self._buffer_shape(p, name)})")
                     raise ValueError(f"state[{sid}]['{name}'] has shape {a.shape}{expected}, "
                                      f"param {i} has shape {p.shape}")
-                dtype = self._buffer_dtype(p, name)
                 if a.dtype != dtype:
                     raise TypeError(f"state[{sid}]['{name}'] has dtype {a.dtype}, "
                                     f"param {i} has dtype {p.dtype}"
@@ -1171,6 +1275,49 @@ class Optimizer:
         self.state = new_state
         self._sizes = [len(g["params"]) for g in self.param_groups]  # the state's layout
         self._plan = None
+
+    def _loaded_entry(self, sid, st, name, dtype):
+        """Saved buffer ``name``: None (absent), an array, or for 8-bit storage the
+        (codes, absmax) pair.  A buffer saved in the other form is a TypeError."""
+        whole = st.get(name)
+        parts = st.get(f"{name}.codes"), st.get(f"{name}.absmax")
+        if dtype is _INT8:
+            if whole is not None:
+                raise TypeError(f"state[{sid}]['{name}'] is an array, but this optimizer "
+                                "keeps it 8-bit (state_dtype='int8'): expected "
+                                f"'{name}.codes' and '{name}.absmax'")
+            if parts[0] is None and parts[1] is None:
+                return None
+            if parts[0] is None or parts[1] is None:
+                have, lack = ("absmax", "codes") if parts[0] is None else ("codes", "absmax")
+                raise ValueError(f"state[{sid}] has '{name}.{have}' but no '{name}.{lack}'")
+            return parts
+        if parts[0] is not None or parts[1] is not None:
+            raise TypeError(f"state[{sid}]['{name}'] is 8-bit ('{name}.codes', "
+                            f"'{name}.absmax'), but this optimizer keeps it as {dtype} "
+                            f"(state_dtype={self.state_dtype!r}, min_8bit_size="
+                            f"{self.min_8bit_size})")
+        return whole
+
+    def _loaded_quant8(self, sid, i, p, name, codes, absmax):
+        """A saved 8-bit buffer of param i, checked, as a new QuantizedState."""
+        label = f"state[{sid}]['{name}']"
+        for part, a in (("codes", codes), ("absmax", absmax)):
+            if not isinstance(a, np.ndarray):
+                raise TypeError(f"{label}.{part} must be an ndarray, got {type(a).__name__}")
+        state = QuantizedState.zeros_like(p, signed=name in _SIGNED_STATE)
+        if codes.dtype != state.codes.dtype or absmax.dtype != state.absmax.dtype:
+            raise TypeError(f"{label}: codes must be uint8 and absmax float32, got "
+                            f"{codes.dtype} and {absmax.dtype}")
+        if codes.shape != p.shape or absmax.shape != state.absmax.shape:
+            raise ValueError(f"{label}: codes must have the shape of param {i} {p.shape} "
+                             f"and absmax {state.absmax.shape}, got {codes.shape} and "
+                             f"{absmax.shape}")
+        if (absmax < 0).any():  # NaN is legal: a block a NaN or an infinity reached
+            raise ValueError(f"{label}.absmax must be >= 0 (a block's largest magnitude)")
+        state.codes[...] = codes
+        state.absmax[...] = absmax
+        return state
 
 
     # ------------------------------------------------------- stepping in pieces
@@ -1267,14 +1414,16 @@ class SGD(Optimizer):
     def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0,
                  nesterov=False, *, maximize=False, foreach=None, differentiable=False,
                  fused=None, nonfinite="ignore", n_threads=None, state_dtype=None,
-                 master_weights=None, rounding="nearest", seed=0):
+                 master_weights=None, rounding="nearest", seed=0,
+                 min_8bit_size=_MIN_8BIT_SIZE):
         defaults = dict(lr=lr, momentum=momentum, dampening=dampening,
                         weight_decay=weight_decay, nesterov=nesterov, maximize=maximize,
                         foreach=foreach, differentiable=differentiable, fused=fused)
         self._check_group(defaults)
         super().__init__(params, defaults, nonfinite=nonfinite, n_threads=n_threads,
                          state_dtype=state_dtype, master_weights=master_weights,
-                         rounding=rounding, seed=seed)
+                         rounding=rounding, seed=seed,
+                         min_8bit_size=min_8bit_size)
 
     def _check_group(self, g):
         if (_plain(g["lr"], 0.0, _INF) and _plain(g["momentum"], 0.0, _INF)
@@ -1320,12 +1469,14 @@ class Momentum(SGD):
     def __init__(self, params, lr=1e-3, momentum=0.9, dampening=0, weight_decay=0,
                  nesterov=False, *, maximize=False, foreach=None, differentiable=False,
                  fused=None, nonfinite="ignore", n_threads=None, state_dtype=None,
-                 master_weights=None, rounding="nearest", seed=0):
+                 master_weights=None, rounding="nearest", seed=0,
+                 min_8bit_size=_MIN_8BIT_SIZE):
         super().__init__(params, lr, momentum, dampening, weight_decay, nesterov,
                          maximize=maximize, foreach=foreach, differentiable=differentiable,
                          fused=fused, nonfinite=nonfinite, n_threads=n_threads,
                          state_dtype=state_dtype, master_weights=master_weights,
-                         rounding=rounding, seed=seed)
+                         rounding=rounding, seed=seed,
+                         min_8bit_size=min_8bit_size)
 
 
 # ------------------------------------------------------------------ RMSprop
@@ -1357,14 +1508,16 @@ class RMSprop(Optimizer):
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0,
                  centered=False, capturable=False, foreach=None, maximize=False,
                  differentiable=False, *, nonfinite="ignore", n_threads=None,
-                 state_dtype=None, master_weights=None, rounding="nearest", seed=0):
+                 state_dtype=None, master_weights=None, rounding="nearest", seed=0,
+                 min_8bit_size=_MIN_8BIT_SIZE):
         defaults = dict(lr=lr, momentum=momentum, alpha=alpha, eps=eps, centered=centered,
                         weight_decay=weight_decay, capturable=capturable, foreach=foreach,
                         maximize=maximize, differentiable=differentiable)
         self._check_group(defaults)
         super().__init__(params, defaults, nonfinite=nonfinite, n_threads=n_threads,
                          state_dtype=state_dtype, master_weights=master_weights,
-                         rounding=rounding, seed=seed)
+                         rounding=rounding, seed=seed,
+                         min_8bit_size=min_8bit_size)
 
     def _check_group(self, g):
         if (_plain(g["lr"], 0.0, _INF) and _plain(g["eps"], 0.0, _INF)
@@ -1438,7 +1591,8 @@ class Adam(Optimizer):
                  amsgrad=False, *, foreach=None, maximize=False, capturable=False,
                  differentiable=False, fused=None, decoupled_weight_decay=False,
                  nonfinite="ignore", n_threads=None, state_dtype=None, master_weights=None,
-                 rounding="nearest", seed=0):
+                 rounding="nearest", seed=0,
+                 min_8bit_size=_MIN_8BIT_SIZE):
         defaults = dict(lr=lr, betas=tuple(betas) if isinstance(betas, list) else betas,
                         eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
                         maximize=maximize, foreach=foreach, capturable=capturable,
@@ -1447,7 +1601,8 @@ class Adam(Optimizer):
         self._check_group(defaults)
         super().__init__(params, defaults, nonfinite=nonfinite, n_threads=n_threads,
                          state_dtype=state_dtype, master_weights=master_weights,
-                         rounding=rounding, seed=seed)
+                         rounding=rounding, seed=seed,
+                         min_8bit_size=min_8bit_size)
 
     def _check_group(self, g):
         betas = g["betas"]
@@ -1505,13 +1660,15 @@ class AdamW(Adam):
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
                  amsgrad=False, *, maximize=False, foreach=None, capturable=False,
                  differentiable=False, fused=None, nonfinite="ignore", n_threads=None,
-                 state_dtype=None, master_weights=None, rounding="nearest", seed=0):
+                 state_dtype=None, master_weights=None, rounding="nearest", seed=0,
+                 min_8bit_size=_MIN_8BIT_SIZE):
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad, foreach=foreach,
                          maximize=maximize, capturable=capturable,
                          differentiable=differentiable, fused=fused,
                          decoupled_weight_decay=True, nonfinite=nonfinite, n_threads=n_threads,
                          state_dtype=state_dtype, master_weights=master_weights,
-                         rounding=rounding, seed=seed)
+                         rounding=rounding, seed=seed,
+                         min_8bit_size=min_8bit_size)
 
 
 # ------------------------------------------------ the template's optimizers

@@ -623,14 +623,15 @@ def _compact_call(fo, name):
 
 def _optimizer(cls, stepped=True, mixed=False, compact=False):
     """An optimizer over two params (float32 and, when mixed, float64; compact: bfloat16
-    and float32 params, bfloat16 state, stochastic rounding), stepped once."""
+    and float32 params, bfloat16 state, stochastic rounding; compact="int8": 8-bit state
+    for both, min_8bit_size=0), stepped once."""
     import fastoptim.optim as fo
     params = [_vec(6, seed=10), _vec(4, np.float64 if mixed else np.float32, seed=11)]
     if cls in (fo.Muon, fo.Adafactor):  # Muon: 2-D only; Adafactor: one factored param
         params = [params[0].reshape(2, 3), params[1].reshape(2, 2) if cls is fo.Muon
                   else params[1]]
     kwargs = {}
-    if compact:
+    if compact is True:
         params[0] = _bf16(params[0])
     if issubclass(cls, fo.SGD):
         kwargs = dict(lr=0.1, momentum=0.9)
@@ -640,7 +641,9 @@ def _optimizer(cls, stepped=True, mixed=False, compact=False):
         kwargs = dict(amsgrad=True)
     elif cls is fo.LBFGS:
         kwargs = dict(history_size=3, max_iter=4, line_search_fn="strong_wolfe")
-    if compact:
+    if compact == "int8":
+        kwargs.update(state_dtype="int8", min_8bit_size=0)
+    elif compact:
         kwargs.update(state_dtype="bfloat16", rounding="stochastic", seed=3)
     opt = cls(params, **kwargs)
     if cls is fo.AdamWScheduleFree:
@@ -671,10 +674,11 @@ def _optimizer_calls(cls, method):
     if method is None:
         return [Call(cls, [params], kwargs) for _, params, kwargs in
                 (_optimizer(cls, stepped=False, compact=c)
-                 for c in ((False, True) if cls._COMPACT_STORAGE else (False,)))]
+                 for c in ((False, True, "int8") if cls._COMPACT_STORAGE else (False,)))]
     calls = []
     combos = ((False, False),) if cls is fo.LBFGS else (  # LBFGS: one dtype
-        ((False, False), (True, False), (False, True)) if cls._COMPACT_STORAGE
+        ((False, False), (True, False), (False, True), (True, "int8"))
+        if cls._COMPACT_STORAGE
         else ((False, False), (True, False)))
     for mixed, compact in combos:
         opt, params, _ = _optimizer(cls, mixed=mixed, compact=compact)
@@ -827,7 +831,9 @@ def _estimator_calls(cls, method):
         # a layer of 2**31 units asks for more memory than there is: MemoryError, as in
         # scikit-learn
         return [Call(cls, [], ctor, then=lambda est: est.fit(X, y), skip=skip,
-                     allowed=("MemoryError",))]
+                     allowed=("MemoryError",)),
+                Call(cls, [], dict(ctor, state_dtype="int8", dtype=np.float32),  # 8-bit state
+                     then=lambda est: est.fit(X, y), skip=skip, allowed=("MemoryError",))]
     est = cls(**ctor).fit(X, y)
     if method in ("fit", "partial_fit"):
         args = [X, y] + ([np.unique(y)] if method == "partial_fit" and classifier else [])

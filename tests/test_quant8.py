@@ -469,12 +469,14 @@ class _FunctionalAdam:
 
 
 def test_digits_mlp_accuracy_with_8bit_state():
-    """Digits, 64-64-10 MLP, Adam lr 1e-3, 15 epochs, 5 seeds.  Criterion: the median
-    test accuracy with 8-bit state >= 93% and within 2.5 points of float32 state's
-    (measured: 94.2% against 96.0%).  The issue's target, 0.5 points, is not met: the
-    gap comes from exp_avg_sq (quantizing exp_avg alone loses nothing), whose values
+    """Digits, 64-64-10 MLP, Adam lr 1e-3, 15 epochs, 5 seeds, EVERY parameter's state
+    8-bit (the flat buffer, blocks across layers).  Criterion: the median test accuracy
+    >= 93% and within 2.5 points of float32 state's (measured: 94.2% against 96.0%).
+    The gap comes from exp_avg_sq (quantizing exp_avg alone loses nothing), whose values
     below 1.6e-7 of their block's absmax encode as 0, so those coordinates step by
-    lr * m / eps until their block's absmax decays."""
+    lr * m / eps until their block's absmax decays.  bitsandbytes keeps tensors below
+    4,096 elements in float32 state; so do the classes (min_8bit_size), which meet the
+    0.5-point target: test_quant8_classes.py."""
     from fastoptim.nn import MLP, train
     X, y = fastoptim.load_digits(return_X_y=True)
     X_train, X_test, y_train, y_test = fastoptim.train_test_split(X / 16.0, y, test_size=0.25,

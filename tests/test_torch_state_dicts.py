@@ -147,7 +147,7 @@ def test_signature_is_torch_plus_fastoptim_keywords(cls):
     theirs = inspect.signature(TORCH[cls]).parameters
     assert list(ours)[:len(theirs)] == list(theirs)
     assert list(ours)[len(theirs):] == ["nonfinite", "n_threads", "state_dtype",
-                                       "master_weights", "rounding", "seed"]
+                                       "master_weights", "rounding", "seed", "min_8bit_size"]
     for name, param in theirs.items():
         assert ours[name].kind == param.kind, name
         assert ours[name].default == param.default, name

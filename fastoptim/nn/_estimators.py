@@ -159,7 +159,7 @@ class _ParamsMixin:
             self._bind_views()
             if opt_state is not None:
                 cls, opt_state = opt_state
-                self._optimizer = cls([self.net_.params_flat], **storage)
+                self._optimizer = cls(_optimizer_params(self.net_, storage), **storage)
                 self._optimizer.load_state_dict(opt_state)
 
     def __sklearn_tags__(self):
@@ -214,8 +214,19 @@ class _Interval:
 
 def _storage_of(opt):
     """The compact-storage options of an optimizer, to build its copy."""
-    return {k: getattr(opt, k) for k in ("state_dtype", "master_weights", "rounding", "seed")
+    return {k: getattr(opt, k) for k in ("state_dtype", "master_weights", "rounding", "seed",
+                                         "min_8bit_size")
             if hasattr(opt, k)}
+
+
+def _optimizer_params(net, storage):
+    """What the optimizer updates: the flat buffer (one kernel call), or with 8-bit
+    state each layer's tensors, so that, as in bitsandbytes, each has its own blocks and
+    the small ones (biases, small layers: fewer than min_8bit_size elements) keep
+    float32 state."""
+    if storage.get("state_dtype") == "int8":
+        return list(net.coefs) + list(net.intercepts)
+    return [net.params_flat]
 
 
 class _Options:
@@ -322,7 +333,7 @@ _CONSTRAINTS = {
     "max_fun": [_Interval(int, 1, None, "left")],
     "rho": [_UNIT_LEFT],
     "dtype": [_DType()],
-    "state_dtype": [_Options(None, "bfloat16", "float16")],
+    "state_dtype": [_Options(None, "bfloat16", "float16", "int8")],
     "loss": [_Options("squared_error", "poisson")],
     "grad_accumulation": [_Interval(int, 1, None, "left")],
     "step_in_backward": [_Options("auto"), _Bool()],
@@ -517,9 +528,12 @@ class _BaseMLP(_ParamsMixin):
         return [int(h) for h in hls]
 
     def _storage(self):
-        """The optimizer's compact-storage options (stochastic rounding for 16-bit state)."""
+        """The optimizer's compact-storage options (stochastic rounding for 16-bit state;
+        8-bit state is encoded to the nearest code)."""
         if self.state_dtype is None:
             return {}
+        if self.state_dtype == "int8":
+            return dict(state_dtype="int8")
         return dict(state_dtype=self.state_dtype, rounding="stochastic", seed=0)
 
     def _make_optimizer(self, params):
@@ -671,9 +685,10 @@ class _BaseMLP(_ParamsMixin):
         else:
             old = getattr(self, "_optimizer", None) if incremental and fitted else None
             if old is None:
-                opt = self._make_optimizer([net.params_flat])
+                opt = self._make_optimizer(_optimizer_params(net, self._storage()))
             else:                            # partial_fit goes on with the same optimizer
-                opt = type(old)([net.params_flat], **_storage_of(old))
+                storage = _storage_of(old)
+                opt = type(old)(_optimizer_params(net, storage), **storage)
                 opt.load_state_dict(old.state_dict())
             result = self._run_stochastic(net, opt, X, Y, y, sw, strat, enc, rng, fit_state,
                                           incremental, validation_data)
@@ -941,7 +956,9 @@ _COMMON_DOC = """
     (RMSprop's squared-gradient decay, solver="rmsprop"), ``dtype`` (None: follow X,
     float32 stays float32, the rest trains in float64), ``state_dtype`` (None, or
     "bfloat16" / "float16": the optimizer's state stored in 16 bits with stochastic
-    rounding, README "Compact precision"; it needs float32 training), ``grad_accumulation`` (each
+    rounding; "int8": bitsandbytes' 8-bit blockwise state for each layer's weights and
+    biases of 4,096 elements or more, float32 for smaller ones; README "Compact
+    precision"; it needs float32 training), ``grad_accumulation`` (each
     mini-batch's gradient in that many micro-batches: less activation memory, the same
     step within rounding) and ``step_in_backward`` (True/False/"auto": step each layer
     as soon as its gradient is final; see :func:`fastoptim.nn.train`).  ``max_iter`` counts epochs

@@ -71,11 +71,13 @@ class _Epochs:
         self.n = X.shape[0]
         self.optimizer = optimizer
         self.step = optimizer.step
-        self.grads = [net.grads_flat]
+        self.grads = _grads_for(net, optimizer)
         self.batch_size = batch_size
         self.accumulation = min(grad_accumulation, batch_size)
         net.reserve(-(-batch_size // self.accumulation))
-        self.in_backward = _step_in_backward(step_in_backward, net, optimizer)
+        # the layer pieces are ranges of params_flat: only for an optimizer on it
+        self.in_backward = (self.grads[0] is net.grads_flat
+                            and _step_in_backward(step_in_backward, net, optimizer))
         self.n_updates = 0
 
     def _batch(self, start, stop, order, after_layer):
@@ -297,6 +299,27 @@ def _set_lr(opt, lr):
         g["lr"] = lr
 
 
+def _grads_for(net, optimizer):
+    """The gradients ``optimizer.step`` takes: ``[net.grads_flat]`` for an optimizer on
+    ``[net.params_flat]``; for one on views of params_flat (say the layers' tensors,
+    ``net.coefs + net.intercepts``, so that each has its own state: 8-bit state keeps
+    small tensors in float32), the views of grads_flat at the same places."""
+    flat = net.params_flat
+    params = [p for g in getattr(optimizer, "param_groups", ()) if isinstance(g, dict)
+              for p in g.get("params", ())]
+    if len(params) == 1 and params[0] is flat:
+        return [net.grads_flat]
+    start = flat.__array_interface__["data"][0]
+    grads = []
+    for p in params:
+        if not (isinstance(p, np.ndarray) and p.dtype == flat.dtype
+                and p.flags.c_contiguous and np.shares_memory(p, flat)):
+            return [net.grads_flat]  # not the network's views: step() words the mismatch
+        offset = (p.__array_interface__["data"][0] - start) // flat.itemsize
+        grads.append(net.grads_flat[offset:offset + p.size].reshape(p.shape))
+    return grads or [net.grads_flat]
+
+
 def _check_optimizer_binding(opt, net):
     groups = getattr(opt, "param_groups", None)
     if not groups:
@@ -406,6 +429,11 @@ def train(net, X, Y, optimizer, *, epochs=10, batch_size=64, shuffle=True, seed=
           verbose=False, progress=None, history=None, blas_threads="auto",
           grad_accumulation=1, step_in_backward="auto"):
     """Train ``net`` in place on (X, Y) with mini-batches; return a :class:`History`.
+
+    ``optimizer``: built on ``[net.params_flat]`` (one kernel call per step) or on views
+    of it, such as the layers' tensors ``net.coefs + net.intercepts`` (a state per
+    tensor: 8-bit state keeps the small ones in float32); each step gets the same
+    views of ``net.grads_flat``.
 
     ``X``/``Y`` (and ``X_val``/``Y_val``) are converted with ``net.check_X`` /
     ``net.targets`` -- no copy when they already are C-contiguous arrays of the network's
