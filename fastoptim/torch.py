@@ -238,8 +238,9 @@ def _ordered_bits(a):
 def _rounds_from(param, master):
     """Is every element of the 16-bit ``param`` one of the two 16-bit values next to its
     float32 ``master`` (as nearest or stochastic rounding leaves it)?"""
-    return bool(np.all(np.abs(_ordered_bits(param) - _ordered_bits(master.astype(param.dtype)))
-                       <= 1))
+    with np.errstate(over="ignore", invalid="ignore"):
+        nearest = master.astype(param.dtype)
+    return bool(np.all(np.abs(_ordered_bits(param) - _ordered_bits(nearest)) <= 1))
 
 
 _STORAGE_DOC = """
@@ -301,12 +302,11 @@ class _FusedStep(torch.optim.Optimizer):
     def _set_storage(self, state_dtype, master_weights, rounding, seed):
         """The storage keywords, checked; set before torch's constructor adds the params
         (their check depends on them)."""
+        expected = f"None or one of {[k for k in _STATE_DTYPES if k]}"
         if not (state_dtype is None or isinstance(state_dtype, str)):
-            raise TypeError(f"state_dtype must be None or one of "
-                            f"{[k for k in _STATE_DTYPES if k]}, got {type(state_dtype).__name__}")
+            raise TypeError(f"state_dtype must be {expected}, got {type(state_dtype).__name__}")
         if state_dtype not in _STATE_DTYPES:
-            raise ValueError(f"state_dtype must be None or one of "
-                             f"{[k for k in _STATE_DTYPES if k]}, got {state_dtype!r}")
+            raise ValueError(f"state_dtype must be {expected}, got {state_dtype!r}")
         if not isinstance(master_weights, (bool, np.bool_)):
             raise TypeError(f"master_weights must be a bool, got "
                             f"{type(master_weights).__name__}")
