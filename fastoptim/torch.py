@@ -274,7 +274,10 @@ class _FusedStep(torch.optim.Optimizer):
     * ``_COUNTS_STEPS``: torch keeps ``state["step"]`` (False for SGD: its buffers start
       from the gradient instead, which the functional does at ``step=1``);
     * ``_STEP_BOUND``: buffers that may not be missing once steps were counted (their
-      bias correction depends on the count); any other missing buffer starts at zeros.
+      bias correction depends on the count); any other missing buffer starts at zeros;
+    * ``_COMPACT``: the functional takes 16-bit params with ``master=``, ``rounding=``
+      and ``seed=`` (fastoptim's compact path); a class without it refuses 16-bit
+      params, and its constructor need not call ``_set_storage``.
     """
 
     _FUNCTIONAL = None
