@@ -519,6 +519,57 @@ class TorchBackendCase:
         return train_step
 
 
+#: the bfloat16 table: fastoptim.torch.Adam's defaults for bfloat16 params (a float32
+#: master, bfloat16 state) against torch.optim.Adam(fused=True) on bfloat16 tensors
+TORCH_BF16_CONTENDERS = ("fastoptim.torch", "torch fused")
+
+
+class TorchBF16Case(TorchBackendCase):
+    """A bfloat16 model and Adam: fastoptim.torch.Adam with its defaults for 16-bit
+    params (float32 master weights, bfloat16 state, round to nearest) against
+    torch.optim.Adam(fused=True) (bfloat16 state, no master).  Each has its own copy of
+    the model: the params of a master are written from it, not shared."""
+
+    def __init__(self, widths, batch=32, seed=0):
+        import torch
+
+        import fastoptim.torch as ft
+        self.torch = torch
+        self.models = {c: torch_mlp(widths, seed).to(torch.bfloat16)
+                       for c in TORCH_BF16_CONTENDERS}
+        self.n_params = sum(p.numel() for p in self.models["torch fused"].parameters())
+        g = torch.Generator().manual_seed(seed + 1)
+        self.X = torch.randn(batch, widths[0], generator=g).to(torch.bfloat16)
+        self.Y = torch.randn(batch, widths[-1], generator=g).to(torch.bfloat16)
+        self.optimizers = {
+            "fastoptim.torch": ft.Adam(self.models["fastoptim.torch"].parameters(), lr=1e-4),
+            "torch fused": torch.optim.Adam(self.models["torch fused"].parameters(), lr=1e-4,
+                                            fused=True),
+        }
+        for name in TORCH_BF16_CONTENDERS:
+            self.model = self.models[name]
+            self.backward()
+
+    def train_step_fn(self, name):
+        self.model = self.models[name]
+        return super().train_step_fn(name)
+
+
+def _torch_backend_table(models, make_case, contenders, min_time, file):
+    header = ["model", "params", "timed"] + list(contenders) + \
+        [f"{c} ratio" for c in contenders[1:]]
+    rows = []
+    for name, widths in models.items():
+        case = make_case(widths)
+        for timed, make in (("step", case.step_fn), ("train step", case.train_step_fn)):
+            times = best_times_interleaved([make(c) for c in contenders], min_time=min_time)
+            rows.append([name, f"{case.n_params:,}", timed] + [_fmt_time(t) for t in times]
+                        + [f"{t / times[0]:.2f}x" for t in times[1:]])
+        del case
+    _print_markdown(header, rows, file)
+    return rows
+
+
 def torch_backend_report(big_params=100_000_000, min_time=0.3, file=None):
     """fastoptim.torch.Adam against torch.optim.Adam's steps on three models: the step
     alone and a whole training step (forward, backward, step), the contenders taking
@@ -530,18 +581,11 @@ def torch_backend_report(big_params=100_000_000, min_time=0.3, file=None):
     print(f"fastoptim {fastoptim.__version__}, kernels {kernels.ISA}, {get_num_threads()} "
           f"threads; torch {torch.__version__} with {torch.get_num_threads()} threads. Adam, "
           "float32, best of interleaved rounds; ratio = torch / fastoptim.", file=file)
-    header = ["model", "params", "timed"] + [c for c in TORCH_CONTENDERS] + \
-        [f"{c} ratio" for c in TORCH_CONTENDERS[1:]]
-    rows = []
-    for name, widths in models.items():
-        case = TorchBackendCase(widths)
-        for timed, make in (("step", case.step_fn), ("train step", case.train_step_fn)):
-            times = best_times_interleaved([make(c) for c in TORCH_CONTENDERS],
-                                           min_time=min_time)
-            rows.append([name, f"{case.n_params:,}", timed] + [_fmt_time(t) for t in times]
-                        + [f"{t / times[0]:.2f}x" for t in times[1:]])
-        del case
-    _print_markdown(header, rows, file)
+    rows = _torch_backend_table(models, TorchBackendCase, TORCH_CONTENDERS, min_time, file)
+    print("\nbfloat16 params and grads: fastoptim.torch.Adam with a float32 master and "
+          "bfloat16 state (its defaults) vs torch.optim.Adam(fused=True) (bfloat16 state, "
+          "no master).", file=file)
+    rows += _torch_backend_table(models, TorchBF16Case, TORCH_BF16_CONTENDERS, min_time, file)
     return rows
 # --------------------------------------------------------------- compact precision
 # Adam steps with 16-bit storage: name -> (param, grad, state dtype, master, rounding).

@@ -17,14 +17,21 @@ reads ``p.grad`` (a param whose grad is None is skipped, as torch does) and hand
 param, grad and state buffer of a group to ONE call of the functional API
 (``fastoptim.functional``) as NumPy views of the tensors' own memory: zero-copy, in place.
 
-Zero-copy rules: CPU tensors of float32 or float64 (strided, contiguous in C or Fortran
-order; a grad and the state in its param's order, as autograd and ``zeros_like`` make
-them).  Anything else -- another device, dtype or layout, a sparse grad -- is a
+Zero-copy rules: CPU tensors of float32, float64, bfloat16 or float16 (strided,
+contiguous in C or Fortran order; a grad and the state in its param's order, as autograd
+and ``zeros_like`` make them; bfloat16 is viewed as ml_dtypes' NumPy bfloat16).
+Anything else -- another device, dtype or layout, a sparse grad -- is a
 TypeError/ValueError naming the tensor, never a silent copy.  The views are cached per
 tensor and re-made when the tensor object or its memory (``data_ptr``) changes, so a
 replaced ``p.data``, a new ``p.grad`` or a replaced state tensor is always the one
 updated.  After a step the version counters of the tensors written are bumped
 (``torch.autograd.graph.increment_version``), as torch's in-place ops do.
+
+16-bit params (SGD, RMSprop, Adam, AdamW: fastoptim's compact-precision kernels) keep a
+float32 master copy, ``state[p]["master_param"]``, made from the param at its first step:
+the kernel updates the master and writes its rounding into the param in the same pass.
+``state_dtype``, ``master_weights``, ``rounding`` and ``seed`` (constructor keywords, see
+``_STORAGE_DOC``) choose the storage.
 
 Adding an algorithm is a table entry: a subclass of torch's class (or of
 ``torch.optim.Optimizer``) naming its functional, its state buffers and how a group's
@@ -46,7 +53,15 @@ from . import functional as _F
 
 __all__ = ["SGD", "RMSprop", "Adam", "AdamW"]
 
-_NUMPY_DTYPES = {torch.float32: np.dtype(np.float32), torch.float64: np.dtype(np.float64)}
+_NUMPY_DTYPES = {torch.float32: np.dtype(np.float32), torch.float64: np.dtype(np.float64),
+                 torch.float16: np.dtype(np.float16), torch.bfloat16: None}  # None: ml_dtypes'
+_16BIT = (torch.bfloat16, torch.float16)
+_STEP_DTYPES = (torch.float32, torch.float64)
+#: state_dtype -> the torch dtype state buffers are kept in (None: the param's, as torch)
+_STATE_DTYPES = {None: None, "float32": torch.float32, "bfloat16": torch.bfloat16,
+                 "float16": torch.float16}
+_MASTER = "master_param"  # the state entry of a 16-bit param's float32 master weights
+_version_of = attrgetter("_version")
 _data_ptr = torch.Tensor.data_ptr
 _grad_of = attrgetter("grad")
 _item = np.ndarray.item
@@ -72,14 +87,27 @@ def _check_tensor(t, label):
                         "in place (use torch.optim for other devices)")
     if t.dtype not in _NUMPY_DTYPES:
         raise TypeError(f"{label} has dtype {t.dtype}; fastoptim.torch supports "
-                        "torch.float32 and torch.float64")
+                        "torch.float32, float64, bfloat16 and float16")
+
+
+def _bfloat16():
+    import ml_dtypes  # a fastoptim dependency, imported when bfloat16 is first used
+    _NUMPY_DTYPES[torch.bfloat16] = dtype = np.dtype(ml_dtypes.bfloat16)
+    return dtype
+
+
+def _numpy(t):
+    """``t.numpy()``, bfloat16 included (its bits viewed as ml_dtypes' bfloat16)."""
+    if t.dtype is torch.bfloat16:
+        return t.view(torch.int16).numpy().view(_NUMPY_DTYPES[torch.bfloat16] or _bfloat16())
+    return t.numpy()
 
 
 def _as_array(t, label):
     """The NumPy view of ``t``'s own memory (no copy), checked contiguous."""
     _check_tensor(t, label)
     try:
-        a = (t.detach() if t.requires_grad else t).numpy()
+        a = _numpy(t.detach() if t.requires_grad else t)
     except RuntimeError as exc:  # a negative-bit view, an inference-only tensor kind ...
         raise TypeError(f"{label} cannot be viewed as a NumPy array ({exc})") from None
     if not (a.flags.c_contiguous or a.flags.f_contiguous):
@@ -106,16 +134,16 @@ class _View:
         return t is self.tensor and _data_ptr(t) == self.ptr
 
 
-def _view_like(t, label, param_view, cached):
-    """``cached`` if it still views ``t``, else a checked view of ``t`` shaped and
-    ordered like the param (grads and state buffers)."""
+def _view_like(t, label, param_view, cached, dtype, why=""):
+    """``cached`` if it still views ``t``, else a checked view of ``t`` of this torch
+    ``dtype``, shaped and ordered like the param (grads and state buffers)."""
     if cached is not None and cached.current(t):
         return cached
     a = _as_array(t, label)
     p = param_view.array
-    if a.dtype != p.dtype:
-        raise TypeError(f"{label} has dtype {t.dtype}, its param has "
-                        f"{param_view.tensor.dtype}")
+    if t.dtype != dtype:
+        raise TypeError(f"{label} has dtype {t.dtype}, expected {dtype}"
+                        f"{why or ' (its param has ' + str(param_view.tensor.dtype) + ')'}")
     if a.shape != p.shape:
         raise ValueError(f"{label} has shape {tuple(t.shape)}, its param has "
                          f"{tuple(param_view.tensor.shape)}")
@@ -188,13 +216,49 @@ def _scalar_dtype(fused):
 class _Param:
     """What the step caches for one param: views of it, its grad, its state buffers."""
 
-    __slots__ = ("view", "grad", "bufs", "step")
+    __slots__ = ("view", "grad", "bufs", "step", "synced")
 
     def __init__(self, view):
         self.view = view
         self.grad = None
         self.bufs = {}
         self.step = None  # _View of state["step"] (a scalar tensor)
+        # (master's _View, the param's version) as the last step left them: while both
+        # hold, the param still is the master's rounding (nothing else wrote to it)
+        self.synced = None
+
+
+def _ordered_bits(a):
+    """16-bit floats as integers in the order of their values (-0 and +0 both 0), so
+    neighbouring values differ by 1."""
+    u = a.view(np.uint16).astype(np.int32)
+    return np.where(u & 0x8000, -(u & 0x7FFF), u)
+
+
+def _rounds_from(param, master):
+    """Is every element of the 16-bit ``param`` one of the two 16-bit values next to its
+    float32 ``master`` (as nearest or stochastic rounding leaves it)?"""
+    with np.errstate(over="ignore", invalid="ignore"):
+        nearest = master.astype(param.dtype)
+    return bool(np.all(np.abs(_ordered_bits(param) - _ordered_bits(nearest)) <= 1))
+
+
+_STORAGE_DOC = """
+16-bit params and compact state (fastoptim's keywords, after torch's): bfloat16 and
+float16 params and grads are updated in place too, with float32 math.
+``state_dtype=None`` keeps each state buffer in its param's dtype, as torch does;
+``"float32"``, ``"bfloat16"`` or ``"float16"`` keeps it in that dtype instead (float32
+and 16-bit params; float64 params keep float64 state).  ``master_weights=True`` keeps a
+float32 copy of every 16-bit param, ``state[p]["master_param"]``, made from the param
+at its first step: the update runs on it and writes its rounding into the param in
+the same pass (False: 16-bit params are updated directly and rounded every step, as
+torch.optim does).  A param changed outside the optimizer (under ``torch.no_grad()``,
+by ``load_state_dict`` of the model, or ``p.data = ...``) so that it no longer rounds
+from its master gets a new master made from it at the next step.
+``rounding="nearest"`` (even) or ``"stochastic"`` applies to every 16-bit store;
+param i's random bits come from ``seed + i`` and its step count (SGD then keeps
+``state[p]["step"]`` too), so a run resumed from a state dict continues the same stream.
+"""
 
 
 class _FusedStep(torch.optim.Optimizer):
@@ -210,18 +274,95 @@ class _FusedStep(torch.optim.Optimizer):
     * ``_COUNTS_STEPS``: torch keeps ``state["step"]`` (False for SGD: its buffers start
       from the gradient instead, which the functional does at ``step=1``);
     * ``_STEP_BOUND``: buffers that may not be missing once steps were counted (their
-      bias correction depends on the count); any other missing buffer starts at zeros.
+      bias correction depends on the count); any other missing buffer starts at zeros;
+    * ``_COMPACT``: the functional takes 16-bit params with ``master=``, ``rounding=``
+      and ``seed=`` (fastoptim's compact path); a class without it refuses 16-bit
+      params, and its constructor need not call ``_set_storage``.
     """
 
     _FUNCTIONAL = None
     _BUFFERS = ()
     _COUNTS_STEPS = True
     _STEP_BOUND = ()
+    #: the functional has a compact path: 16-bit params, masters, compact state
+    _COMPACT = False
+    # the storage options (set by _set_storage; these values for classes without them)
+    _state_dtype, _master_weights, _rounding, _seed = None, True, "nearest", 0
+
+    state_dtype = property(lambda self: self._state_dtype,
+                           doc="None (state in its param's dtype), 'float32', 'bfloat16' "
+                               "or 'float16'")
+    master_weights = property(lambda self: self._master_weights,
+                              doc="a float32 master copy for every 16-bit param")
+    rounding = property(lambda self: self._rounding,
+                        doc="'nearest' or 'stochastic' (every 16-bit store)")
+    seed = property(lambda self: self._seed, doc="param i's rounding stream is seed + i")
 
     def _hyper(self, group):  # pragma: no cover - every subclass defines it
         raise NotImplementedError
 
     # -------------------------------------------------------------- construction
+    def _set_storage(self, state_dtype, master_weights, rounding, seed):
+        """The storage keywords, checked; set before torch's constructor adds the params
+        (their check depends on them)."""
+        expected = f"None or one of {[k for k in _STATE_DTYPES if k]}"
+        if not (state_dtype is None or isinstance(state_dtype, str)):
+            raise TypeError(f"state_dtype must be {expected}, got {type(state_dtype).__name__}")
+        if state_dtype not in _STATE_DTYPES:
+            raise ValueError(f"state_dtype must be {expected}, got {state_dtype!r}")
+        if not isinstance(master_weights, (bool, np.bool_)):
+            raise TypeError(f"master_weights must be a bool, got "
+                            f"{type(master_weights).__name__}")
+        self._state_dtype, self._master_weights = state_dtype, bool(master_weights)
+        self._rounding = _F._check_rounding(rounding)
+        self._seed = _F._check_seed_int(seed)
+
+    def _check_param_kind(self, p, label):
+        """A param the class updates, with the storage chosen (TypeError otherwise)."""
+        if p.dtype in _16BIT and not self._COMPACT:
+            raise TypeError(f"{label} has dtype {p.dtype}; {type(self).__name__} updates "
+                            "float32 and float64 params (16-bit params: SGD, RMSprop, Adam, "
+                            "AdamW)")
+        if p.dtype is torch.float64 and self._state_dtype is not None:
+            raise TypeError(f"{label} is float64: its state is float64 too "
+                            f"(state_dtype={self._state_dtype!r} is for float32 and 16-bit "
+                            "params)")
+
+    def _uses_master(self, p):
+        return self._master_weights and p.dtype in _16BIT
+
+    def _buffer_dtype(self, p, name):
+        """The torch dtype state buffer ``name`` of param p is kept in."""
+        if name == _MASTER:
+            return torch.float32
+        return _STATE_DTYPES[self._state_dtype] or p.dtype
+
+    def _new_buffer(self, p, name):
+        """A state buffer as a param's first step makes it: zeros (the master: the
+        param's values), in the param's memory order."""
+        if name == _MASTER:
+            return torch.empty_like(p, dtype=torch.float32).copy_(p.detach())
+        return torch.zeros_like(p, dtype=self._buffer_dtype(p, name),
+                                memory_format=torch.preserve_format)
+
+    def _counts_steps(self):
+        """state["step"] is kept: torch's (not SGD's), or for the stochastic stream."""
+        return self._COUNTS_STEPS or self._rounding == "stochastic"
+
+    def _functional_step(self, count, fresh):
+        """The functional's ``step`` after ``count`` steps (SGD: a buffer just made,
+        ``fresh``, starts from the gradient at step 1)."""
+        if self._COUNTS_STEPS:
+            return count + 1
+        return 1 if fresh else max(count + 1, 2)
+
+    def _storage_kw(self, ids):
+        """The functional's rounding keywords for the params of flat indices ``ids``."""
+        if self._rounding == "nearest":
+            return {}
+        return {"rounding": self._rounding,
+                "seed": [(self._seed + i) % 2 ** 64 for i in ids]}
+
     def _fastoptim_init(self):
         self._cache = {}  # param -> _Param (rebuilt when the params change)
         self._cache_key = None
@@ -282,6 +423,7 @@ class _FusedStep(torch.optim.Optimizer):
                     raise ValueError("a named param must be a (name, tensor) pair")
                 p = p[1]
             _as_array(p, f"param {j} of the group")
+            self._check_param_kind(p, f"param {j} of the group")
             if not (p.is_leaf or p.retains_grad):
                 raise ValueError("can't optimize a non-leaf Tensor")
             tensors.append(p)
@@ -300,13 +442,19 @@ class _FusedStep(torch.optim.Optimizer):
         self._cache_key = None
 
     def __setstate__(self, state):
+        storage = state.pop("fastoptim_storage", None)  # absent: load_state_dict's call
         super().__setstate__(state)
+        if storage is not None:
+            self._state_dtype, self._master_weights, self._rounding, self._seed = storage
         self._cache = {}
         self._cache_key = None
         self._armed = None
 
     def __getstate__(self):
-        return super().__getstate__()  # torch's: defaults, state, param_groups (no caches)
+        state = super().__getstate__()  # torch's: defaults, state, param_groups (no caches)
+        state["fastoptim_storage"] = (self._state_dtype, self._master_weights,
+                                      self._rounding, self._seed)
+        return state
 
     def load_state_dict(self, state_dict):
         """torch's ``load_state_dict`` (state tensors kept, or cast to the param's dtype,
@@ -363,6 +511,20 @@ class _FusedStep(torch.optim.Optimizer):
                     raise TypeError(f"state[{sid!r}][{key!r}] must be a tensor, got "
                                     f"{type(v).__name__}")
         super().load_state_dict(state_dict)
+        # torch cast every floating state tensor to its param's dtype: the master and
+        # buffers kept in another dtype (state_dtype) are cast from the saved values
+        names = {name for name, _, _ in self._BUFFERS} | {_MASTER}
+        for sid, st in state.items():
+            p = param_of.get(sid)
+            if p is None:
+                continue
+            loaded = self.state[p]
+            for key, v in st.items():
+                if key in names and isinstance(v, torch.Tensor) and \
+                        (key != _MASTER or p.dtype in _16BIT):
+                    dtype = self._buffer_dtype(p, key)
+                    if loaded[key].dtype != dtype:
+                        loaded[key] = v.to(dtype=dtype, device=p.device)
         self._cache_key = None
 
     #: group values forced on load (AdamW keeps decoupled weight decay, as torch)
@@ -436,6 +598,8 @@ class _FusedStep(torch.optim.Optimizer):
             written += call.commit(self.state)
         if written:
             _increment_version(written)
+        for call in calls:
+            call.synced()
         if len(calls) == 1 and len(self.param_groups) == 1 and \
                 len(calls[0].ids) == len(self.param_groups[0]["params"]):
             self._armed = _Armed(self, calls[0])
@@ -456,9 +620,11 @@ class _FusedStep(torch.optim.Optimizer):
         state = self.state
         calls = []
         index = 0
+        counts = self._counts_steps()
         for gi, group in enumerate(self.param_groups):
             params = group["params"]
             names = [(name, kind) for name, kind, needed in self._BUFFERS if needed(group)]
+            with_master = names + [(_MASTER, "master")]
             buckets = {}
             for j, p in enumerate(params):
                 i = index + j
@@ -467,23 +633,35 @@ class _FusedStep(torch.optim.Optimizer):
                     continue
                 rec = cache.get(id(p))
                 if rec is None or not rec.view.current(p):
-                    rec = _Param(_View(p, _as_array(p, f"param {i}")))
-                    cache[id(p)] = rec
+                    view = _View(p, _as_array(p, f"param {i}"))
+                    self._check_param_kind(p, f"param {i}")
+                    rec = cache[id(p)] = _Param(view)
                 if g.layout is not torch.strided:
                     raise TypeError(f"the grad of param {i} is sparse ({g.layout}); "
                                     f"{type(self).__name__} supports dense grads only")
-                rec.grad = _view_like(g, f"the grad of param {i}", rec.view, rec.grad)
+                rec.grad = _view_like(g, f"the grad of param {i}", rec.view, rec.grad,
+                                      p.dtype)
                 st = state.get(p)
                 step = 0
-                if st:
-                    if self._COUNTS_STEPS:
-                        if "step" not in st:
-                            raise ValueError(f"state of param {i} has no 'step' (delete "
-                                             f"opt.state[p] to restart it)")
+                if st and counts:
+                    if "step" in st:
                         step = self._read_step(rec, st["step"], i)
+                    elif self._COUNTS_STEPS:
+                        raise ValueError(f"state of param {i} has no 'step' (delete "
+                                         f"opt.state[p] to restart it)")
+                pnames = with_master if self._uses_master(p) else names
                 missing = []
-                for name, _ in names:
+                for name, _ in pnames:
                     t = st.get(name) if st else None
+                    if t is not None:
+                        dtype = self._buffer_dtype(p, name)
+                        rec.bufs[name] = _view_like(
+                            t, f"state[{name!r}] of param {i}", rec.view, rec.bufs.get(name),
+                            dtype, "" if dtype == p.dtype else
+                            f" (state_dtype={self._state_dtype!r}, its param has {p.dtype})")
+                        if name == _MASTER and rec.synced != (rec.bufs[name], p._version) \
+                                and not _rounds_from(rec.view.array, rec.bufs[name].array):
+                            t = None  # the param was changed: a new master is made from it
                     if t is None:
                         if st and step > 0 and name in self._STEP_BOUND:
                             raise ValueError(f"state of param {i} is missing {name!r} at "
@@ -491,13 +669,10 @@ class _FusedStep(torch.optim.Optimizer):
                                              "this param)")
                         missing.append(name)
                         rec.bufs.pop(name, None)
-                    else:
-                        rec.bufs[name] = _view_like(t, f"state[{name!r}] of param {i}",
-                                                    rec.view, rec.bufs.get(name))
-                key = (rec.view.array.dtype.char, step, tuple(missing))
-                buckets.setdefault(key, []).append((i, p, rec))
-            for (_, step, missing), members in buckets.items():
-                calls.append(_Call(self, group, names, step, missing, members))
+                key = (rec.view.array.dtype, step, tuple(missing))
+                buckets.setdefault(key, (pnames, []))[1].append((i, p, rec))
+            for (_, step, missing), (pnames, members) in buckets.items():
+                calls.append(_Call(self, group, pnames, step, missing, members))
             index += len(params)
         return calls
 
@@ -505,7 +680,7 @@ class _FusedStep(torch.optim.Optimizer):
         if isinstance(t, torch.Tensor):
             cached = rec.step
             if cached is None or not cached.current(t):
-                if t.numel() != 1 or t.device.type != "cpu" or t.dtype not in _NUMPY_DTYPES:
+                if t.numel() != 1 or t.device.type != "cpu" or t.dtype not in _STEP_DTYPES:
                     _integral_step(t, f"state['step'] of param {i}")  # words the error
                     raise TypeError(f"state['step'] of param {i} must be a float32/float64 "
                                     f"CPU scalar tensor, got {t.dtype} on {t.device}")
@@ -545,28 +720,34 @@ class _Call:
         self.recs = [r for _, _, r in members]
         self.params = [r.view.array for r in self.recs]
         self.grads = [r.grad.array for r in self.recs]
-        # zeros for missing buffers (kept only if the step succeeds), as torch makes them
-        self.new = {name: [torch.zeros_like(p, memory_format=torch.preserve_format)
-                           for p in self.tensors] for name in missing}
+        # missing buffers (kept only if the step succeeds): zeros as torch makes them, a
+        # master from its param
+        self.new = {name: [opt._new_buffer(p, name) for p in self.tensors] for name in missing}
         self.bufs = {}
         for name, _ in names:
             if name in self.new:
-                self.bufs[name] = [t.detach().numpy() for t in self.new[name]]
+                self.bufs[name] = [_numpy(t) for t in self.new[name]]
             else:
                 self.bufs[name] = [r.bufs[name].array for r in self.recs]
 
-    def run(self):
-        opt = self.opt
+    def arguments(self):
+        """The functional's buffer arguments: positional list and keywords."""
         pos, kw = [], {}
-        for name, kind, needed in opt._BUFFERS:
+        for name, kind, needed in self.opt._BUFFERS:
             if kind == "pos":
                 pos.append(self.bufs.get(name))
             elif name in self.bufs:
                 kw[kind] = self.bufs[name]
-        if opt._COUNTS_STEPS:
-            step = self.step + 1
-        else:  # SGD: a buffer just created starts from the gradient (step 1)
-            step = 1 if self.missing else 2
+        if _MASTER in self.bufs:
+            kw["master"] = self.bufs[_MASTER]
+        kw.update(self.opt._storage_kw(self.ids))
+        return pos, kw
+
+    def run(self):
+        opt = self.opt
+        pos, kw = self.arguments()
+        # SGD: a buffer just created starts from the gradient (step 1); a new master does not
+        step = opt._functional_step(self.step, any(n != _MASTER for n in self.missing))
         getattr(_F, opt._FUNCTIONAL)(self.params, self.grads, *pos, step=step, **kw,
                                      **opt._hyper(self.group))
 
@@ -574,12 +755,13 @@ class _Call:
         """Store the new buffers and step counts; the tensors written, for their versions."""
         opt = self.opt
         written = list(self.tensors)
-        if not self.names and not opt._COUNTS_STEPS:
+        counts = opt._counts_steps()
+        if not self.names and not counts:
             return written  # no state (SGD without momentum): torch makes no entry either
         dtype = _scalar_dtype(self.group.get("fused"))
         for k, (p, rec) in enumerate(zip(self.tensors, self.recs)):
             st = state[p]
-            if opt._COUNTS_STEPS:  # first, as torch orders a new state dict
+            if counts:  # first, as torch orders a new state dict
                 t = st.get("step")
                 if rec.step is not None and t is rec.step.tensor:
                     rec.step.array[()] = self.step + 1
@@ -593,6 +775,12 @@ class _Call:
             for name, _ in self.names:
                 written.append(st[name])
         return written
+
+    def synced(self):
+        """After the versions were bumped: each param is its master's rounding now."""
+        for p, rec in zip(self.tensors, self.recs):
+            if _MASTER in rec.bufs:
+                rec.synced = (rec.bufs[_MASTER], p._version)
 
 
 class _Armed:
@@ -609,32 +797,28 @@ class _Armed:
         self.params = list(group["params"])
         self.values = list(group.values())
         self.hyper = opt._hyper(group) if _immutable(group) else None
-        self.names = [name for name, _ in call.names]
+        self.names = [name for name, _ in call.names if name != _MASTER]  # the group's
         self.spec = opt._BUFFERS
         self.states = [opt.state.get(p) for p in self.params]
-        keys = (("step",) if opt._COUNTS_STEPS else ()) + tuple(n for n, _ in call.names)
+        self.counts = opt._counts_steps()
+        keys = (("step",) if self.counts else ()) + tuple(n for n, _ in call.names)
         self.read = (lambda st: ()) if not keys else (
             (lambda st, k=keys[0]: (st[k],)) if len(keys) == 1 else itemgetter(*keys))
         self.bufs = list(chain.from_iterable(map(self.read, self.states)))
         self.written = self.params + self.bufs
         self.ptrs = list(map(_data_ptr, self.written))
-        self.counts = opt._COUNTS_STEPS
+        # params with a master: their versions must be the ones the last step left
+        self.synced = [(p, r) for p, r in zip(call.tensors, call.recs) if _MASTER in r.bufs]
         self.step_arrays = [r.step.array for r in call.recs] if self.counts else []
         self.count = call.step + 1  # the step counts stored now
         self.grads = [r.grad.tensor for r in call.recs]
         self.grad_arrays = list(call.grads)
         self.grad_ptrs = list(map(_data_ptr, self.grads))
         fn = getattr(_F, opt._FUNCTIONAL)
-        pos, kw = [], {}
-        names = dict(call.names)
-        for name, kind, _ in opt._BUFFERS:
-            arrays = [r.bufs[name].array for r in call.recs] if name in names else None
-            if kind == "pos":
-                pos.append(arrays)
-            elif arrays is not None:
-                kw[kind] = arrays
+        pos, kw = call.arguments()
         params = call.params
         self.hyper_of = opt._hyper
+        self.step_of = opt._functional_step
 
         def run(grads, step, hyper):
             fn(params, grads, *pos, step=step, **kw, **hyper)
@@ -676,18 +860,21 @@ class _Armed:
         count = self.count
         if self.counts and list(map(_item, self.step_arrays)) != [count] * n:
             return False  # a count edited in place
+        for p, rec in self.synced:
+            if p._version != rec.synced[1]:
+                return False  # a param written by someone else: is it still its master's?
         grads = list(map(_grad_of, params))
         if all(map(is_, grads, self.grads)) and list(map(_data_ptr, grads)) == self.grad_ptrs:
             arrays = self.grad_arrays
         else:
             try:
-                arrays = [g.numpy() for g in grads]  # None, sparse, other device: refused
+                arrays = [_numpy(g) for g in grads]  # None, sparse, other device: refused
             except Exception:
                 return False
         try:
             if hyper is None:
                 hyper = self.hyper_of(group)
-            self.run(arrays, count + 1 if self.counts else 2, hyper)
+            self.run(arrays, self.step_of(count, False), hyper)
         except (TypeError, ValueError, KeyError):
             return False  # nothing was written: the full step words the error
         if changed:
@@ -701,6 +888,8 @@ class _Armed:
             self.grads, self.grad_arrays = grads, arrays
             self.grad_ptrs = list(map(_data_ptr, grads))
         _increment_version(self.written)
+        for p, rec in self.synced:
+            rec.synced = (rec.synced[0], p._version)
         return True
 
 
@@ -718,21 +907,24 @@ def _needed_always(group):
 # ------------------------------------------------------------------------ the table
 class SGD(_FusedStep, torch.optim.SGD):
     __doc__ = ("torch.optim.SGD with fastoptim's fused step (``fastoptim.sgd_``); "
-               "``foreach`` and ``fused`` are accepted and change nothing.\n\n"
-               + (torch.optim.SGD.__doc__ or ""))
+               "``foreach`` and ``fused`` are accepted and change nothing.\n"
+               + _STORAGE_DOC + "\n" + (torch.optim.SGD.__doc__ or ""))
 
     _FUNCTIONAL = "sgd_"
+    _COMPACT = True
     _BUFFERS = (("momentum_buffer", "pos", lambda g: _scalar(g["momentum"]) != 0),)
     _COUNTS_STEPS = False
 
     def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0,
                  nesterov=False, *, maximize=False, foreach=None, differentiable=False,
-                 fused=None):
+                 fused=None, state_dtype=None, master_weights=True, rounding="nearest",
+                 seed=0):
         self.defaults = {}  # _check_group_values reads only the group given
         self._check_group_values(dict(lr=lr, momentum=momentum, dampening=dampening,
                                       weight_decay=weight_decay, nesterov=nesterov,
                                       maximize=maximize, foreach=foreach,
                                       differentiable=differentiable, fused=fused))
+        self._set_storage(state_dtype, master_weights, rounding, seed)
         torch.optim.SGD.__init__(self, params, lr, momentum, dampening, weight_decay, nesterov,
                                  maximize=maximize, foreach=foreach,
                                  differentiable=differentiable, fused=fused)
@@ -747,22 +939,25 @@ class SGD(_FusedStep, torch.optim.SGD):
 
 class RMSprop(_FusedStep, torch.optim.RMSprop):
     __doc__ = ("torch.optim.RMSprop with fastoptim's fused step (``fastoptim.rmsprop_``); "
-               "``foreach`` and ``capturable`` are accepted and change nothing.\n\n"
-               + (torch.optim.RMSprop.__doc__ or ""))
+               "``foreach`` and ``capturable`` are accepted and change nothing.\n"
+               + _STORAGE_DOC + "\n" + (torch.optim.RMSprop.__doc__ or ""))
 
     _FUNCTIONAL = "rmsprop_"
+    _COMPACT = True
     _BUFFERS = (("square_avg", "pos", _needed_always),
                 ("momentum_buffer", "momentum_buffer", lambda g: _scalar(g["momentum"]) > 0),
                 ("grad_avg", "grad_avg", lambda g: bool(g["centered"])))
 
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0,
                  centered=False, capturable=False, foreach=None, maximize=False,
-                 differentiable=False):
+                 differentiable=False, *, state_dtype=None, master_weights=True,
+                 rounding="nearest", seed=0):
         self.defaults = {}
         self._check_group_values(dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
                                       momentum=momentum, centered=centered,
                                       capturable=capturable, foreach=foreach,
                                       maximize=maximize, differentiable=differentiable))
+        self._set_storage(state_dtype, master_weights, rounding, seed)
         torch.optim.RMSprop.__init__(self, params, lr, alpha, eps, weight_decay, momentum,
                                      centered, capturable, foreach, maximize, differentiable)
         self._fastoptim_init()
@@ -775,23 +970,26 @@ class RMSprop(_FusedStep, torch.optim.RMSprop):
 
 class Adam(_FusedStep, torch.optim.Adam):
     __doc__ = ("torch.optim.Adam with fastoptim's fused step (``fastoptim.adam_``); "
-               "``foreach``, ``fused`` and ``capturable`` are accepted and change nothing.\n\n"
-               + (torch.optim.Adam.__doc__ or ""))
+               "``foreach``, ``fused`` and ``capturable`` are accepted and change nothing.\n"
+               + _STORAGE_DOC + "\n" + (torch.optim.Adam.__doc__ or ""))
 
     _FUNCTIONAL = "adam_"
+    _COMPACT = True
     _BUFFERS = (("exp_avg", "pos", _needed_always), ("exp_avg_sq", "pos", _needed_always),
                 ("max_exp_avg_sq", "max_exp_avg_sq", lambda g: bool(g["amsgrad"])))
     _STEP_BOUND = ("exp_avg", "exp_avg_sq")
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
                  amsgrad=False, *, foreach=None, maximize=False, capturable=False,
-                 differentiable=False, fused=None, decoupled_weight_decay=False):
+                 differentiable=False, fused=None, decoupled_weight_decay=False,
+                 state_dtype=None, master_weights=True, rounding="nearest", seed=0):
         self.defaults = {}
         self._check_group_values(dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       amsgrad=amsgrad, foreach=foreach, maximize=maximize,
                                       capturable=capturable, differentiable=differentiable,
                                       fused=fused,
                                       decoupled_weight_decay=decoupled_weight_decay))
+        self._set_storage(state_dtype, master_weights, rounding, seed)
         torch.optim.Adam.__init__(self, params, lr, betas, eps, weight_decay, amsgrad,
                                   foreach=foreach, maximize=maximize, capturable=capturable,
                                   differentiable=differentiable, fused=fused,
@@ -811,9 +1009,11 @@ class Adam(_FusedStep, torch.optim.Adam):
 class AdamW(_FusedStep, torch.optim.AdamW):
     __doc__ = ("torch.optim.AdamW with fastoptim's fused step (``fastoptim.adam_`` with "
                "decoupled weight decay); ``foreach``, ``fused`` and ``capturable`` are "
-               "accepted and change nothing.\n\n" + (torch.optim.AdamW.__doc__ or ""))
+               "accepted and change nothing.\n" + _STORAGE_DOC + "\n"
+               + (torch.optim.AdamW.__doc__ or ""))
 
     _FUNCTIONAL = Adam._FUNCTIONAL
+    _COMPACT = True
     _BUFFERS = Adam._BUFFERS
     _STEP_BOUND = Adam._STEP_BOUND
     _FORCED_ON_LOAD = {"decoupled_weight_decay": True}
@@ -821,12 +1021,14 @@ class AdamW(_FusedStep, torch.optim.AdamW):
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
                  amsgrad=False, *, maximize=False, foreach=None, capturable=False,
-                 differentiable=False, fused=None):
+                 differentiable=False, fused=None, state_dtype=None, master_weights=True,
+                 rounding="nearest", seed=0):
         self.defaults = {}
         self._check_group_values(dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       amsgrad=amsgrad, foreach=foreach, maximize=maximize,
                                       capturable=capturable, differentiable=differentiable,
                                       fused=fused, decoupled_weight_decay=True))
+        self._set_storage(state_dtype, master_weights, rounding, seed)
         torch.optim.AdamW.__init__(self, params, lr, betas, eps, weight_decay, amsgrad,
                                    maximize=maximize, foreach=foreach, capturable=capturable,
                                    differentiable=differentiable, fused=fused)

@@ -708,18 +708,23 @@ def _optimizer_calls(cls, method):
     return calls
 
 
-def _torch_optimizer(cls, stepped=True, dtype=None):
+def _torch_optimizer(cls, stepped=True, dtype=None, compact=False):
     """A fastoptim.torch optimizer over two tensors in two groups, stepped once, each
-    with a grad for the next step."""
+    with a grad for the next step.  compact: a bfloat16 and a float16 param (float32
+    masters, state in their dtypes), stochastic rounding."""
     import torch
-    dtype = dtype or torch.float32
-    params = [torch.tensor(_vec(6, seed=10), dtype=dtype, requires_grad=True),
-              torch.tensor(_vec(4, seed=11), dtype=dtype, requires_grad=True)]
+    dtypes = (torch.bfloat16, torch.float16) if compact else (dtype or torch.float32,) * 2
+    params = [torch.tensor(_vec(6, seed=10), dtype=dtypes[0], requires_grad=True),
+              torch.tensor(_vec(4, seed=11), dtype=dtypes[1], requires_grad=True)]
     kwargs = {"SGD": dict(lr=0.1, momentum=0.9), "RMSprop": dict(momentum=0.5, centered=True),
               "Adam": dict(amsgrad=True), "AdamW": dict(amsgrad=True)}[cls.__name__]
+    if compact:
+        kwargs = dict(kwargs, rounding="stochastic", seed=3)
+        if cls.__name__ == "RMSprop":  # centered: square_avg - grad_avg**2 in float32 (README)
+            kwargs["state_dtype"] = "float32"
     opt = cls([{"params": params[:1]}, {"params": params[1:], "lr": 0.01}], **kwargs)
     for k, p in enumerate(params):
-        p.grad = torch.tensor(_vec(p.numel(), seed=12 + k), dtype=dtype)
+        p.grad = torch.tensor(_vec(p.numel(), seed=12 + k), dtype=p.dtype)
     if stepped:
         opt.step()
     return opt, params, kwargs
@@ -728,25 +733,30 @@ def _torch_optimizer(cls, stepped=True, dtype=None):
 def _torch_optimizer_calls(cls, method):
     import torch
     if method is None:
-        _, params, kwargs = _torch_optimizer(cls, stepped=False)
-        return [Call(cls, [params], kwargs)]
-    opt, params, _ = _torch_optimizer(cls)
-    if method == "step":
-        return [Call(opt.step), Call(opt.step, [lambda: 1.0])]
-    if method == "load_state_dict":
-        twin, _, _ = _torch_optimizer(cls, dtype=torch.float64)
-        twin.step()
-        return [Call(opt.load_state_dict, [twin.state_dict()])]
-    if method == "add_param_group":
-        return [Call(opt.add_param_group, [{"params": [torch.zeros(5, requires_grad=True)],
-                                             "lr": 0.01}])]
-    if method == "profile_hook_step":
-        return [Call(cls.profile_hook_step, [lambda *a, **k: None])]
-    if method.startswith("register_"):
-        return [Call(getattr(opt, method), [lambda *a: None])]
-    if method in ("state_dict", "zero_grad"):
-        return [Call(getattr(opt, method))]
-    return None
+        return [Call(cls, [params], kwargs) for _, params, kwargs in
+                (_torch_optimizer(cls, stepped=False, compact=c) for c in (False, True))]
+    calls = []
+    for compact in (False, True):
+        opt, params, _ = _torch_optimizer(cls, compact=compact)
+        if method == "step":
+            calls += [Call(opt.step), Call(opt.step, [lambda: 1.0])]
+        elif method == "load_state_dict":
+            twin, _, _ = _torch_optimizer(cls, dtype=torch.float64, compact=compact)
+            twin.step()
+            calls.append(Call(opt.load_state_dict, [twin.state_dict()]))
+        elif method == "add_param_group":
+            new = torch.zeros(5, dtype=torch.bfloat16 if compact else torch.float32,
+                              requires_grad=True)
+            calls.append(Call(opt.add_param_group, [{"params": [new], "lr": 0.01}]))
+        elif method == "profile_hook_step":
+            return [Call(cls.profile_hook_step, [lambda *a, **k: None])]
+        elif method.startswith("register_"):
+            return [Call(getattr(opt, method), [lambda *a: None])]
+        elif method in ("state_dict", "zero_grad"):
+            calls.append(Call(getattr(opt, method)))
+        else:
+            return None
+    return calls
 
 
 SCHEDULER_ARGS = {
