@@ -1654,6 +1654,7 @@ class Adagrad(_Elementwise):
     """
 
     _ALL_BUFFERS = ("sum",)
+    _KERNEL = "adagrad"
     _TORCH_FLAGS = ("foreach", "differentiable", "fused")
     _HYPERPARAMETERS = ("lr", "lr_decay", "eps", "weight_decay", "initial_accumulator_value",
                         "maximize")
@@ -1683,8 +1684,6 @@ class Adagrad(_Elementwise):
         buf[...] = _num(self.defaults["initial_accumulator_value"])
         return buf
 
-    _KERNEL = "adagrad"
-
     def _kernel_values(self, g):
         return (*map(_num, (g["lr"], g["lr_decay"], g["weight_decay"], g["eps"])),
                 bool(g["maximize"]))
@@ -1706,6 +1705,7 @@ class Lion(_Elementwise):
     """
 
     _ALL_BUFFERS = ("exp_avg",)
+    _KERNEL = "lion"
     _HYPERPARAMETERS = ("lr", "betas", "weight_decay")
     _STEP_OPTIONAL = True
     _BOOLS = ()
@@ -1725,8 +1725,6 @@ class Lion(_Elementwise):
         self._init_lr = _real("learning rate", lr)
         self.decoupled_wd = bool(decoupled_weight_decay)
         super().__init__(params, defaults, nonfinite=nonfinite, n_threads=n_threads)
-
-    _KERNEL = "lion"
 
     def _kernel_values(self, g):
         beta1, beta2 = g["betas"]
@@ -1750,6 +1748,7 @@ class Adamax(_Elementwise):
 
     _STEP_BOUND_BUFFERS = ("exp_avg", "exp_inf")
     _ALL_BUFFERS = ("exp_avg", "exp_inf")
+    _KERNEL = "adamax"
     _TORCH_FLAGS = ("foreach", "differentiable", "capturable")
     _HYPERPARAMETERS = ("lr", "betas", "eps", "weight_decay", "maximize")
     _REALS = (("lr", "learning rate", 0.0, None, False),
@@ -1770,8 +1769,6 @@ class Adamax(_Elementwise):
 
     def _plain_across(self, g):
         return _plain_in(g["weight_decay"], 0.0, None, False)
-
-    _KERNEL = "adamax"
 
     def _kernel_values(self, g):
         return (*_adam_like_values(g), bool(g["maximize"]))
@@ -1794,6 +1791,7 @@ class RAdam(_Elementwise):
 
     _STEP_BOUND_BUFFERS = ("exp_avg", "exp_avg_sq")
     _ALL_BUFFERS = ("exp_avg", "exp_avg_sq")
+    _KERNEL = "radam"
     _TORCH_FLAGS = ("foreach", "capturable", "differentiable")
     _HYPERPARAMETERS = ("lr", "betas", "eps", "weight_decay", "maximize",
                         "decoupled_weight_decay")
@@ -1815,8 +1813,6 @@ class RAdam(_Elementwise):
     _check_across = Adamax._check_across
     _plain_across = Adamax._plain_across
 
-    _KERNEL = "radam"
-
     def _kernel_values(self, g):
         return (*_adam_like_values(g), bool(g["decoupled_weight_decay"]), bool(g["maximize"]))
 
@@ -1835,6 +1831,7 @@ class Adadelta(_Elementwise):
     """
 
     _ALL_BUFFERS = ("square_avg", "acc_delta")
+    _KERNEL = "adadelta"
     _TORCH_FLAGS = ("foreach", "capturable", "differentiable")
     _HYPERPARAMETERS = ("lr", "rho", "eps", "weight_decay", "maximize")
     _REALS = (("lr", "learning rate", 0.0, None, False),
@@ -1849,8 +1846,6 @@ class Adadelta(_Elementwise):
                         capturable=capturable, foreach=foreach, differentiable=differentiable)
         self._check_group(defaults)
         super().__init__(params, defaults, nonfinite=nonfinite, n_threads=n_threads)
-
-    _KERNEL = "adadelta"
 
     def _kernel_values(self, g):
         return (*map(_num, (g["lr"], g["rho"], g["eps"], g["weight_decay"])),
@@ -1872,6 +1867,7 @@ class Rprop(_Elementwise):
     """
 
     _ALL_BUFFERS = ("prev", "step_size")
+    _KERNEL = "rprop"
     _TORCH_FLAGS = ("foreach", "differentiable", "capturable")
     _HYPERPARAMETERS = ("lr", "etas", "step_sizes", "maximize")
     _REALS = (("lr", "learning rate", 0.0, None, False),)
@@ -1905,8 +1901,6 @@ class Rprop(_Elementwise):
         if name == "step_size":
             buf[...] = _num(group["lr"])
         return buf
-
-    _KERNEL = "rprop"
 
     def _kernel_values(self, g):
         return (*map(_num, g["etas"]), *map(_num, g["step_sizes"]), bool(g["maximize"]))
@@ -1945,6 +1939,7 @@ class NAdam(_Elementwise):
 
     _STEP_BOUND_BUFFERS = ("exp_avg", "exp_avg_sq")
     _ALL_BUFFERS = ("exp_avg", "exp_avg_sq")
+    _KERNEL = "nadam"
     _SCALAR_STATE = ("mu_product",)
     _TORCH_FLAGS = ("foreach", "capturable", "differentiable")
     _HYPERPARAMETERS = ("lr", "betas", "eps", "weight_decay", "momentum_decay",
@@ -1972,8 +1967,6 @@ class NAdam(_Elementwise):
     def _plain_across(self, g):
         return (_plain_in(g["weight_decay"], 0.0, None, False)
                 and _plain_in(g["momentum_decay"], 0.0, None, False))
-
-    _KERNEL = "nadam"
 
     def _kernel_values(self, g):
         return (*_adam_like_values(g), _num(g["momentum_decay"]),
@@ -2010,6 +2003,7 @@ class ASGD(_Elementwise):
     """
 
     _ALL_BUFFERS = ("ax",)
+    _KERNEL = "asgd"
     _SCALAR_STATE = ("eta", "mu")
     _TORCH_FLAGS = ("foreach", "differentiable", "capturable")
     _HYPERPARAMETERS = ("lr", "lambd", "alpha", "t0", "weight_decay", "maximize")
@@ -2027,8 +2021,6 @@ class ASGD(_Elementwise):
                         capturable=capturable)
         self._check_group(defaults)
         super().__init__(params, defaults, nonfinite=nonfinite, n_threads=n_threads)
-
-    _KERNEL = "asgd"
 
     def _kernel_values(self, g):
         return _num(g["lambd"]), _num(g["weight_decay"]), bool(g["maximize"])
