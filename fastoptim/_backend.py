@@ -78,6 +78,8 @@ def resolve_n_threads(n_threads):
         n_threads = _default_n_threads
         if n_threads is None:
             return _cores()
+    if type(n_threads) is int and n_threads > 0:  # the common case, before the ABC checks
+        return min(n_threads, _max_threads())
     if isinstance(n_threads, bool) or not isinstance(n_threads, numbers.Integral):
         raise TypeError(f"n_threads must be None or an int, got {type(n_threads).__name__}")
     n_threads = int(n_threads)

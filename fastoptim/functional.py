@@ -326,12 +326,21 @@ def adamw_(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, beta2=
 
 
 # ------------------------------------------------- the template's optimizers
-# Their loops are generated from fastoptim/_kernels_elementwise.pxi.tp; the compiled
-# entry points take the scalars below positionally, computed here in double in the
-# reference's (and torch's) order of operations.
+# Their loops are generated from fastoptim/_kernels_elementwise.pxi.tp.  Each function
+# checks its values, then calls kernels.<name>(arrays..., *_<name>_scalars(step,
+# values...), n_threads): the scalars function computes the compiled entry's scalars
+# and switches, in double in the reference's (and torch's) order of operations, from
+# checked values.  The classes (fastoptim.optim) check their groups' values once and
+# call the kernel and the scalars function directly, so a step costs no re-check.
 
 def _sign(maximize):
     return -1.0 if maximize else 1.0
+
+
+def _template_kernel(name):
+    """(kernels.<name>, _<name>_scalars) of a template optimizer: its compiled entry
+    point and the function of its checked values that computes the entry's scalars."""
+    return getattr(kernels, name), globals()[f"_{name}_scalars"]
 
 
 def adagrad_(param, grad, state_sum, *, step, lr=1e-2, lr_decay=0.0, weight_decay=0.0,
@@ -352,9 +361,14 @@ def adagrad_(param, grad, state_sum, *, step, lr=1e-2, lr_decay=0.0, weight_deca
         check_real("lr", lr, low=0.0), check_real("lr_decay", lr_decay, low=0.0),
         check_real("weight_decay", weight_decay, low=0.0), check_real("eps", eps, low=0.0))
     maximize = check_flag("maximize", maximize)
+    kernels.adagrad(param, grad, state_sum,
+                    *_adagrad_scalars(step, lr, lr_decay, weight_decay, eps, maximize),
+                    resolve_n_threads(n_threads))
+
+
+def _adagrad_scalars(step, lr, lr_decay, weight_decay, eps, maximize):
     clr = lr / (1 + (step - 1) * lr_decay)
-    kernels.adagrad(param, grad, state_sum, _sign(maximize), weight_decay, -clr, eps,
-                    weight_decay != 0, resolve_n_threads(n_threads))
+    return _sign(maximize), weight_decay, -clr, eps, weight_decay != 0
 
 
 def lion_(param, grad, exp_avg, *, step, lr=1e-4, beta1=0.9, beta2=0.99, weight_decay=0.0,
@@ -374,8 +388,12 @@ def lion_(param, grad, exp_avg, *, step, lr=1e-4, beta1=0.9, beta2=0.99, weight_
     beta1 = check_real("beta1", beta1, low=0.0, high=1.0)
     beta2 = check_real("beta2", beta2, low=0.0, high=1.0)
     weight_decay = check_real("weight_decay", weight_decay)
-    kernels.lion(param, grad, exp_avg, 1 - lr * weight_decay, -lr, beta1, 1 - beta1, beta2,
-                 1 - beta2, resolve_n_threads(n_threads))
+    kernels.lion(param, grad, exp_avg, *_lion_scalars(step, lr, beta1, beta2, weight_decay),
+                 resolve_n_threads(n_threads))
+
+
+def _lion_scalars(step, lr, beta1, beta2, weight_decay):
+    return 1 - lr * weight_decay, -lr, beta1, 1 - beta1, beta2, 1 - beta2
 
 
 def adamax_(param, grad, exp_avg, exp_inf, *, step, lr=2e-3, beta1=0.9, beta2=0.999,
@@ -396,10 +414,15 @@ def adamax_(param, grad, exp_avg, exp_inf, *, step, lr=2e-3, beta1=0.9, beta2=0.
     eps = check_real("eps", eps, low=0.0)
     weight_decay = check_real("weight_decay", weight_decay, low=0.0)
     maximize = check_flag("maximize", maximize)
-    clr = lr / (1 - beta1 ** step)
-    kernels.adamax(param, grad, exp_avg, exp_inf, _sign(maximize), weight_decay, 1 - beta1,
-                   beta2, eps, -clr, weight_decay != 0, abs(1 - beta1) < 0.5,
+    kernels.adamax(param, grad, exp_avg, exp_inf,
+                   *_adamax_scalars(step, lr, beta1, beta2, eps, weight_decay, maximize),
                    resolve_n_threads(n_threads))
+
+
+def _adamax_scalars(step, lr, beta1, beta2, eps, weight_decay, maximize):
+    clr = lr / (1 - beta1 ** step)
+    return (_sign(maximize), weight_decay, 1 - beta1, beta2, eps, -clr, weight_decay != 0,
+            abs(1 - beta1) < 0.5)
 
 
 def radam_(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, beta2=0.999,
@@ -427,12 +450,18 @@ def radam_(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, beta2=
     weight_decay = check_real("weight_decay", weight_decay, low=0.0)
     decoupled = check_flag("decoupled_weight_decay", decoupled_weight_decay)
     maximize = check_flag("maximize", maximize)
+    kernels.radam(param, grad, exp_avg, exp_avg_sq,
+                  *_radam_scalars(step, lr, beta1, beta2, eps, weight_decay, decoupled,
+                                  maximize),
+                  resolve_n_threads(n_threads))
+
+
+def _radam_scalars(step, lr, beta1, beta2, eps, weight_decay, decoupled, maximize):
     rectify, rect = radam_rectification(beta2, step)
     decay = 1 - lr * weight_decay if decoupled and weight_decay != 0 else 1.0
-    kernels.radam(param, grad, exp_avg, exp_avg_sq, _sign(maximize), weight_decay, decay,
-                  1 - beta1, beta2, 1 - beta2, 1 - beta1 ** step, lr,
-                  (1 - beta2 ** step) ** 0.5, eps, rect, weight_decay != 0 and not decoupled,
-                  abs(1 - beta1) < 0.5, rectify, resolve_n_threads(n_threads))
+    return (_sign(maximize), weight_decay, decay, 1 - beta1, beta2, 1 - beta2,
+            1 - beta1 ** step, lr, (1 - beta2 ** step) ** 0.5, eps, rect,
+            weight_decay != 0 and not decoupled, abs(1 - beta1) < 0.5, rectify)
 
 
 def adadelta_(param, grad, square_avg, acc_delta, *, step, lr=1.0, rho=0.9, eps=1e-6,
@@ -455,8 +484,13 @@ def adadelta_(param, grad, square_avg, acc_delta, *, step, lr=1.0, rho=0.9, eps=
     eps = check_real("eps", eps, low=0.0)
     weight_decay = check_real("weight_decay", weight_decay, low=0.0)
     maximize = check_flag("maximize", maximize)
-    kernels.adadelta(param, grad, square_avg, acc_delta, _sign(maximize), weight_decay, rho,
-                     1 - rho, eps, -lr, weight_decay != 0, resolve_n_threads(n_threads))
+    kernels.adadelta(param, grad, square_avg, acc_delta,
+                     *_adadelta_scalars(step, lr, rho, eps, weight_decay, maximize),
+                     resolve_n_threads(n_threads))
+
+
+def _adadelta_scalars(step, lr, rho, eps, weight_decay, maximize):
+    return _sign(maximize), weight_decay, rho, 1 - rho, eps, -lr, weight_decay != 0
 
 
 def rprop_(param, grad, prev, step_size, *, step, etaminus=0.5, etaplus=1.2,
@@ -483,8 +517,14 @@ def rprop_(param, grad, prev, step_size, *, step, etaminus=0.5, etaplus=1.2,
     step_size_min = check_real("step_size_min", step_size_min)
     step_size_max = check_real("step_size_max", step_size_max)
     maximize = check_flag("maximize", maximize)
-    kernels.rprop(param, grad, prev, step_size, _sign(maximize), etaminus, etaplus,
-                  step_size_min, step_size_max, resolve_n_threads(n_threads))
+    kernels.rprop(param, grad, prev, step_size,
+                  *_rprop_scalars(step, etaminus, etaplus, step_size_min, step_size_max,
+                                  maximize),
+                  resolve_n_threads(n_threads))
+
+
+def _rprop_scalars(step, etaminus, etaplus, step_size_min, step_size_max, maximize):
+    return _sign(maximize), etaminus, etaplus, step_size_min, step_size_max
 
 
 def nadam_(param, grad, exp_avg, exp_avg_sq, *, step, mu_product, lr=2e-3, beta1=0.9,
@@ -515,15 +555,21 @@ def nadam_(param, grad, exp_avg, exp_avg_sq, *, step, mu_product, lr=2e-3, beta1
     momentum_decay = check_real("momentum_decay", momentum_decay, low=0.0)
     decoupled = check_flag("decoupled_weight_decay", decoupled_weight_decay)
     maximize = check_flag("maximize", maximize)
+    kernels.nadam(param, grad, exp_avg, exp_avg_sq,
+                  *_nadam_scalars(step, mu_product, lr, beta1, beta2, eps, weight_decay,
+                                  momentum_decay, decoupled, maximize),
+                  resolve_n_threads(n_threads))
+
+
+def _nadam_scalars(step, mu_product, lr, beta1, beta2, eps, weight_decay, momentum_decay,
+                   decoupled, maximize):
     mu = nadam_momentum(beta1, momentum_decay, step)
     mu_next = nadam_momentum(beta1, momentum_decay, step + 1)
     decay = 1 - lr * weight_decay if decoupled and weight_decay != 0 else 1.0
-    kernels.nadam(param, grad, exp_avg, exp_avg_sq, _sign(maximize), weight_decay, decay,
-                  1 - beta1, beta2, 1 - beta2, 1 - beta2 ** step, eps,
-                  -lr * (1.0 - mu) / (1.0 - mu_product),
-                  (-lr * mu_next) / (1.0 - mu_product * mu_next),
-                  weight_decay != 0 and not decoupled, abs(1 - beta1) < 0.5,
-                  resolve_n_threads(n_threads))
+    return (_sign(maximize), weight_decay, decay, 1 - beta1, beta2, 1 - beta2,
+            1 - beta2 ** step, eps, -lr * (1.0 - mu) / (1.0 - mu_product),
+            (-lr * mu_next) / (1.0 - mu_product * mu_next),
+            weight_decay != 0 and not decoupled, abs(1 - beta1) < 0.5)
 
 
 def asgd_(param, grad, ax, *, step, eta, mu, lambd=1e-4, weight_decay=0.0, maximize=False,
@@ -548,8 +594,13 @@ def asgd_(param, grad, ax, *, step, eta, mu, lambd=1e-4, weight_decay=0.0, maxim
     lambd = check_real("lambd", lambd)
     weight_decay = check_real("weight_decay", weight_decay, low=0.0)
     maximize = check_flag("maximize", maximize)
-    kernels.asgd(param, grad, ax, _sign(maximize), weight_decay, 1 - lambd * eta, -eta, mu,
-                 weight_decay != 0, mu != 1, resolve_n_threads(n_threads))
+    kernels.asgd(param, grad, ax, *_asgd_scalars(step, eta, mu, lambd, weight_decay, maximize),
+                 resolve_n_threads(n_threads))
+
+
+def _asgd_scalars(step, eta, mu, lambd, weight_decay, maximize):
+    return (_sign(maximize), weight_decay, 1 - lambd * eta, -eta, mu, weight_decay != 0,
+            mu != 1)
 
 
 def adamw_schedule_free_(param, grad, z, exp_avg_sq, *, ckp1, lr, bias_correction2,
@@ -578,10 +629,20 @@ def adamw_schedule_free_(param, grad, z, exp_avg_sq, *, ckp1, lr, bias_correctio
     beta2 = check_real("beta2", beta2, low=0.0, high=1.0)
     eps = check_real("eps", eps, low=0.0)
     weight_decay = check_real("weight_decay", weight_decay)
-    kernels.adamw_schedule_free(param, grad, z, exp_avg_sq, beta2, 1 - beta2, bias_correction2,
-                                eps, weight_decay, ckp1, lr * (beta1 * (1 - ckp1) - 1), lr,
-                                weight_decay != 0, abs(ckp1) < 0.5,
-                                resolve_n_threads(n_threads))
+    kernels.adamw_schedule_free(
+        param, grad, z, exp_avg_sq,
+        *_adamw_schedule_free_scalars(ckp1, lr, bias_correction2, beta1, beta2, eps,
+                                      weight_decay),
+        resolve_n_threads(n_threads))
+
+
+def _adamw_schedule_free_scalars(ckp1, lr, bias_correction2, beta1, beta2, eps,
+                                 weight_decay):
+    # no step: the group's schedule (ckp1, lr, bias_correction2) carries it
+    return (beta2, 1 - beta2, bias_correction2, eps, weight_decay, ckp1,
+            lr * (beta1 * (1 - ckp1) - 1), lr, weight_decay != 0, abs(ckp1) < 0.5)
+
+
 def adafactor_(param, grad, row_var=None, col_var=None, variance=None, *, step, lr=1e-2,
                beta2_decay=-0.8, eps1=None, eps2=1e-3, d=1.0, weight_decay=0.0,
                maximize=False, n_threads=None):

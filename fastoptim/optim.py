@@ -24,7 +24,9 @@ when the step sees it.  The step keeps a plan of its kernel calls and compares i
 the live objects by identity each time (cheap); anything changed is re-checked in full.
 """
 
+import math
 import numbers
+import struct
 import threading
 from bisect import bisect_right
 from itertools import chain, repeat
@@ -35,6 +37,7 @@ import numpy as np
 from . import functional as _F
 from . import reference as _R
 from ._alloc import zeros_state_like
+from ._validation import check_real
 from ._backend import kernels as _kernels, resolve_n_threads
 from .quantized import QuantizedState, _check_arrays as _check_quantized_arrays
 
@@ -1019,16 +1022,21 @@ class Optimizer:
         On any error nothing is changed (no param or state written, no step counted).
         """
         with self._lock:
-            plan = self._plan
-            if plan is not None and plan.call is not None and self.nonfinite == "ignore":
-                # grads as given: the kernel refuses a None or a non-list before any write
-                try:
-                    armed = plan.is_armed(self)
-                except Exception:  # a value the check chokes on: the full checks word it
-                    armed = False
-                if armed and self._try_whole_step(plan, plan.call, grads):
-                    return True
+            plan = self._armed_plan()
+            # grads as given: the kernel refuses a None or a non-list before any write
+            if plan is not None and self._try_whole_step(plan, plan.call, grads):
+                return True
             return self._checked_step(grads)
+
+    def _armed_plan(self):
+        """The plan, when its armed call may run as the whole step (is_armed), else None."""
+        plan = self._plan
+        if plan is None or plan.call is None or self.nonfinite != "ignore":
+            return None
+        try:
+            return plan if plan.is_armed(self) else None
+        except Exception:  # a value the check chokes on: the full checks word it
+            return None
 
     def _try_whole_step(self, plan, call, grads):
         """The whole step is one kernel call, and the kernel checks every grad (type,
@@ -1680,12 +1688,47 @@ class _Elementwise(Optimizer):
     ``_REALS``: (key, label, low, high, high_closed): ``low <= v`` and ``v < high``
     (``v <= high`` when closed); a bound of None is not checked.
     ``_PAIRS``: (key, labels, ranges): a pair of reals, e.g. betas.
-    ``_BOOLS``: bool keys.  ``_EXTRA_CHECK(g)``: a check across values, or None.
+    ``_BOOLS``: bool keys.  ``_check_across(g)`` / ``_plain_across(g)``: checks across
+    values.
+
+    The step: ``_KERNEL`` names the template kernel (``kernels.<name>``, with
+    ``functional._<name>_scalars``); ``_kernel_values(g)`` gives the group's checked
+    values as that scalars function takes them after ``step``, converted once per plan,
+    so a step computes its scalars in Python floats and makes one kernel call (which
+    checks every array before it writes anything).  A class with ``_SCALAR_STATE`` also
+    defines ``_scalar_schedule(g)``: a function of (step, the bucket's scalar state or
+    None) giving the scalars function's values for this step (after ``step``) and the
+    state after it.
     """
 
     _REALS = ()
     _PAIRS = ()
     _BOOLS = ("maximize",)
+    _KERNEL = None
+
+    def _kernel_values(self, g):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _buffer_names(self, g):
+        return self._ALL_BUFFERS
+
+    def _kernel_call(self, g, params, bufs, first, n_threads, ids=None):
+        kernel, scalars = _F._template_kernel(self._KERNEL)
+        buffers = [bufs[name] for name in self._buffer_names(g)]
+        values = self._kernel_values(g)
+        if not self._SCALAR_STATE:
+            def update(grads, step):
+                kernel(params, grads, *buffers, *scalars(step, *values),
+                       resolve_n_threads(n_threads))
+            return update
+        schedule = self._scalar_schedule(g)
+
+        def update_with_state(grads, step, state):
+            now, after = schedule(step, state)
+            kernel(params, grads, *buffers, *scalars(step, *now, *values),
+                   resolve_n_threads(n_threads))
+            return after
+        return update_with_state
 
     def _check_group(self, g):
         if self._plain_group(g):
@@ -1746,6 +1789,12 @@ _BETAS = ("betas", ("beta parameter at index 0", "beta parameter at index 1"),
           ((0.0, 1.0, False), (0.0, 1.0, False)))
 
 
+def _adam_like_values(g):
+    """(lr, beta1, beta2, eps, weight_decay) of a checked group, as floats."""
+    beta1, beta2 = g["betas"]
+    return tuple(map(_num, (g["lr"], beta1, beta2, g["eps"], g["weight_decay"])))
+
+
 class Adagrad(_Elementwise):
     r"""Adagrad (torch.optim.Adagrad semantics).
 
@@ -1762,6 +1811,7 @@ class Adagrad(_Elementwise):
     """
 
     _ALL_BUFFERS = ("sum",)
+    _KERNEL = "adagrad"
     _TORCH_FLAGS = ("foreach", "differentiable", "fused")
     _HYPERPARAMETERS = ("lr", "lr_decay", "eps", "weight_decay", "initial_accumulator_value",
                         "maximize")
@@ -1791,19 +1841,9 @@ class Adagrad(_Elementwise):
         buf[...] = _num(self.defaults["initial_accumulator_value"])
         return buf
 
-    def _buffer_names(self, g):
-        return ("sum",)
-
-    def _kernel_call(self, g, params, bufs, first, n_threads, ids=None):
-        lr, lr_decay, eps, weight_decay = map(
-            _num, (g["lr"], g["lr_decay"], g["eps"], g["weight_decay"]))
-        maximize, state_sum = bool(g["maximize"]), bufs["sum"]
-
-        def update(grads, step):
-            _F.adagrad_(params, grads, state_sum, step=step, lr=lr, lr_decay=lr_decay,
-                        weight_decay=weight_decay, eps=eps, maximize=maximize,
-                        n_threads=n_threads)
-        return update
+    def _kernel_values(self, g):
+        return (*map(_num, (g["lr"], g["lr_decay"], g["weight_decay"], g["eps"])),
+                bool(g["maximize"]))
 
 
 class Lion(_Elementwise):
@@ -1822,6 +1862,7 @@ class Lion(_Elementwise):
     """
 
     _ALL_BUFFERS = ("exp_avg",)
+    _KERNEL = "lion"
     _HYPERPARAMETERS = ("lr", "betas", "weight_decay")
     _STEP_OPTIONAL = True
     _BOOLS = ()
@@ -1842,20 +1883,12 @@ class Lion(_Elementwise):
         self.decoupled_wd = bool(decoupled_weight_decay)
         super().__init__(params, defaults, nonfinite=nonfinite, n_threads=n_threads)
 
-    def _buffer_names(self, g):
-        return ("exp_avg",)
-
-    def _kernel_call(self, g, params, bufs, first, n_threads, ids=None):
+    def _kernel_values(self, g):
         beta1, beta2 = g["betas"]
         lr, beta1, beta2, weight_decay = map(_num, (g["lr"], beta1, beta2, g["weight_decay"]))
         if self.decoupled_wd:
             weight_decay /= self._init_lr
-        exp_avg = bufs["exp_avg"]
-
-        def update(grads, step):
-            _F.lion_(params, grads, exp_avg, step=step, lr=lr, beta1=beta1,
-                     beta2=beta2, weight_decay=weight_decay, n_threads=n_threads)
-        return update
+        return lr, beta1, beta2, weight_decay
 
 
 class Adamax(_Elementwise):
@@ -1872,6 +1905,7 @@ class Adamax(_Elementwise):
 
     _STEP_BOUND_BUFFERS = ("exp_avg", "exp_inf")
     _ALL_BUFFERS = ("exp_avg", "exp_inf")
+    _KERNEL = "adamax"
     _TORCH_FLAGS = ("foreach", "differentiable", "capturable")
     _HYPERPARAMETERS = ("lr", "betas", "eps", "weight_decay", "maximize")
     _REALS = (("lr", "learning rate", 0.0, None, False),
@@ -1893,21 +1927,8 @@ class Adamax(_Elementwise):
     def _plain_across(self, g):
         return _plain_in(g["weight_decay"], 0.0, None, False)
 
-    def _buffer_names(self, g):
-        return ("exp_avg", "exp_inf")
-
-    def _kernel_call(self, g, params, bufs, first, n_threads, ids=None):
-        beta1, beta2 = g["betas"]
-        lr, beta1, beta2, eps, weight_decay = map(
-            _num, (g["lr"], beta1, beta2, g["eps"], g["weight_decay"]))
-        maximize = bool(g["maximize"])
-        exp_avg, exp_inf = bufs["exp_avg"], bufs["exp_inf"]
-
-        def update(grads, step):
-            _F.adamax_(params, grads, exp_avg, exp_inf, step=step, lr=lr, beta1=beta1,
-                       beta2=beta2, eps=eps, weight_decay=weight_decay, maximize=maximize,
-                       n_threads=n_threads)
-        return update
+    def _kernel_values(self, g):
+        return (*_adam_like_values(g), bool(g["maximize"]))
 
 
 class RAdam(_Elementwise):
@@ -1927,6 +1948,7 @@ class RAdam(_Elementwise):
 
     _STEP_BOUND_BUFFERS = ("exp_avg", "exp_avg_sq")
     _ALL_BUFFERS = ("exp_avg", "exp_avg_sq")
+    _KERNEL = "radam"
     _TORCH_FLAGS = ("foreach", "capturable", "differentiable")
     _HYPERPARAMETERS = ("lr", "betas", "eps", "weight_decay", "maximize",
                         "decoupled_weight_decay")
@@ -1948,22 +1970,8 @@ class RAdam(_Elementwise):
     _check_across = Adamax._check_across
     _plain_across = Adamax._plain_across
 
-    def _buffer_names(self, g):
-        return ("exp_avg", "exp_avg_sq")
-
-    def _kernel_call(self, g, params, bufs, first, n_threads, ids=None):
-        beta1, beta2 = g["betas"]
-        lr, beta1, beta2, eps, weight_decay = map(
-            _num, (g["lr"], beta1, beta2, g["eps"], g["weight_decay"]))
-        maximize, decoupled = bool(g["maximize"]), bool(g["decoupled_weight_decay"])
-        exp_avg, exp_avg_sq = bufs["exp_avg"], bufs["exp_avg_sq"]
-
-        def update(grads, step):
-            _F.radam_(params, grads, exp_avg, exp_avg_sq, step=step, lr=lr, beta1=beta1,
-                      beta2=beta2, eps=eps, weight_decay=weight_decay,
-                      decoupled_weight_decay=decoupled, maximize=maximize,
-                      n_threads=n_threads)
-        return update
+    def _kernel_values(self, g):
+        return (*_adam_like_values(g), bool(g["decoupled_weight_decay"]), bool(g["maximize"]))
 
 
 class Adadelta(_Elementwise):
@@ -1980,6 +1988,7 @@ class Adadelta(_Elementwise):
     """
 
     _ALL_BUFFERS = ("square_avg", "acc_delta")
+    _KERNEL = "adadelta"
     _TORCH_FLAGS = ("foreach", "capturable", "differentiable")
     _HYPERPARAMETERS = ("lr", "rho", "eps", "weight_decay", "maximize")
     _REALS = (("lr", "learning rate", 0.0, None, False),
@@ -1995,19 +2004,9 @@ class Adadelta(_Elementwise):
         self._check_group(defaults)
         super().__init__(params, defaults, nonfinite=nonfinite, n_threads=n_threads)
 
-    def _buffer_names(self, g):
-        return ("square_avg", "acc_delta")
-
-    def _kernel_call(self, g, params, bufs, first, n_threads, ids=None):
-        lr, rho, eps, weight_decay = map(_num, (g["lr"], g["rho"], g["eps"], g["weight_decay"]))
-        maximize = bool(g["maximize"])
-        square_avg, acc_delta = bufs["square_avg"], bufs["acc_delta"]
-
-        def update(grads, step):
-            _F.adadelta_(params, grads, square_avg, acc_delta, step=step, lr=lr, rho=rho,
-                         eps=eps, weight_decay=weight_decay, maximize=maximize,
-                         n_threads=n_threads)
-        return update
+    def _kernel_values(self, g):
+        return (*map(_num, (g["lr"], g["rho"], g["eps"], g["weight_decay"])),
+                bool(g["maximize"]))
 
 
 class Rprop(_Elementwise):
@@ -2025,6 +2024,7 @@ class Rprop(_Elementwise):
     """
 
     _ALL_BUFFERS = ("prev", "step_size")
+    _KERNEL = "rprop"
     _TORCH_FLAGS = ("foreach", "differentiable", "capturable")
     _HYPERPARAMETERS = ("lr", "etas", "step_sizes", "maximize")
     _REALS = (("lr", "learning rate", 0.0, None, False),)
@@ -2059,27 +2059,21 @@ class Rprop(_Elementwise):
             buf[...] = _num(group["lr"])
         return buf
 
-    def _buffer_names(self, g):
-        return ("prev", "step_size")
+    def _kernel_values(self, g):
+        return (*map(_num, g["etas"]), *map(_num, g["step_sizes"]), bool(g["maximize"]))
 
-    def _kernel_call(self, g, params, bufs, first, n_threads, ids=None):
-        etaminus, etaplus = map(_num, g["etas"])
-        step_size_min, step_size_max = map(_num, g["step_sizes"])
-        maximize = bool(g["maximize"])
-        prev, step_size = bufs["prev"], bufs["step_size"]
 
-        def update(grads, step):
-            _F.rprop_(params, grads, prev, step_size, step=step, etaminus=etaminus,
-                      etaplus=etaplus, step_size_min=step_size_min,
-                      step_size_max=step_size_max, maximize=maximize, n_threads=n_threads)
-        return update
+_FLOAT32 = struct.Struct("f")
 
 
 def _float32(x):
-    """x rounded to float32, as a Python float: torch keeps per-param scalar state (NAdam's
-    mu_product, ASGD's eta and mu) in 0-d tensors of its default dtype, float32."""
-    with np.errstate(over="ignore", invalid="ignore"):
-        return float(np.float32(x))
+    """x rounded to float32 (to nearest even; inf beyond its range), as a Python float:
+    torch keeps per-param scalar state (NAdam's mu_product, ASGD's eta and mu) in 0-d
+    tensors of its default dtype, float32.  No NumPy scalars: this runs every step."""
+    try:
+        return _FLOAT32.unpack(_FLOAT32.pack(x))[0]
+    except OverflowError:  # rounds to inf
+        return _INF if x > 0 else -_INF
 
 
 class NAdam(_Elementwise):
@@ -2102,6 +2096,7 @@ class NAdam(_Elementwise):
 
     _STEP_BOUND_BUFFERS = ("exp_avg", "exp_avg_sq")
     _ALL_BUFFERS = ("exp_avg", "exp_avg_sq")
+    _KERNEL = "nadam"
     _SCALAR_STATE = ("mu_product",)
     _TORCH_FLAGS = ("foreach", "capturable", "differentiable")
     _HYPERPARAMETERS = ("lr", "betas", "eps", "weight_decay", "momentum_decay",
@@ -2130,28 +2125,23 @@ class NAdam(_Elementwise):
         return (_plain_in(g["weight_decay"], 0.0, None, False)
                 and _plain_in(g["momentum_decay"], 0.0, None, False))
 
-    def _buffer_names(self, g):
-        return ("exp_avg", "exp_avg_sq")
+    def _kernel_values(self, g):
+        return (*_adam_like_values(g), _num(g["momentum_decay"]),
+                bool(g["decoupled_weight_decay"]), bool(g["maximize"]))
 
-    def _kernel_call(self, g, params, bufs, first, n_threads, ids=None):
-        beta1, beta2 = g["betas"]
-        lr, beta1, beta2, eps, weight_decay, momentum_decay = map(
-            _num, (g["lr"], beta1, beta2, g["eps"], g["weight_decay"], g["momentum_decay"]))
-        maximize, decoupled = bool(g["maximize"]), bool(g["decoupled_weight_decay"])
-        exp_avg, exp_avg_sq = bufs["exp_avg"], bufs["exp_avg_sq"]
+    def _scalar_schedule(self, g):
+        beta1, momentum_decay = _num(g["betas"][0]), _num(g["momentum_decay"])
         momentum = _R.nadam_momentum
 
-        def update(grads, step, scalars):
-            mu_product = 1.0 if scalars is None else scalars[0]
-            with np.errstate(over="ignore", invalid="ignore"):  # in float32, as torch's
-                mu_product = _float32(np.float32(mu_product)
-                                      * np.float32(momentum(beta1, momentum_decay, step)))
-            _F.nadam_(params, grads, exp_avg, exp_avg_sq, step=step, mu_product=mu_product,
-                      lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
-                      momentum_decay=momentum_decay, decoupled_weight_decay=decoupled,
-                      maximize=maximize, n_threads=n_threads)
-            return (mu_product,)
-        return update
+        def schedule(step, state):
+            # mu_product *= mu_t in float32, as torch's (the product of two float32
+            # values is exact in double: one rounding, as a float32 multiply)
+            mu_product = _float32(_float32(1.0 if state is None else state[0])
+                                  * _float32(momentum(beta1, momentum_decay, step)))
+            if not 0.0 <= mu_product < 1.0:  # the functional's check and message
+                check_real("mu_product", mu_product, low=0.0, high=1.0, high_open=True)
+            return (mu_product,), (mu_product,)
+        return schedule
 
 
 class ASGD(_Elementwise):
@@ -2170,6 +2160,7 @@ class ASGD(_Elementwise):
     """
 
     _ALL_BUFFERS = ("ax",)
+    _KERNEL = "asgd"
     _SCALAR_STATE = ("eta", "mu")
     _TORCH_FLAGS = ("foreach", "differentiable", "capturable")
     _HYPERPARAMETERS = ("lr", "lambd", "alpha", "t0", "weight_decay", "maximize")
@@ -2188,21 +2179,21 @@ class ASGD(_Elementwise):
         self._check_group(defaults)
         super().__init__(params, defaults, nonfinite=nonfinite, n_threads=n_threads)
 
-    def _buffer_names(self, g):
-        return ("ax",)
+    def _kernel_values(self, g):
+        return _num(g["lambd"]), _num(g["weight_decay"]), bool(g["maximize"])
 
-    def _kernel_call(self, g, params, bufs, first, n_threads, ids=None):
-        lr, lambd, alpha, t0, weight_decay = map(
-            _num, (g["lr"], g["lambd"], g["alpha"], g["t0"], g["weight_decay"]))
-        maximize, ax = bool(g["maximize"]), bufs["ax"]
+    def _scalar_schedule(self, g):
+        lr, lambd, alpha, t0 = map(_num, (g["lr"], g["lambd"], g["alpha"], g["t0"]))
+        eta_0 = _float32(lr)
 
-        def update(grads, step, scalars):
-            eta, mu = (_float32(lr), 1.0) if scalars is None else scalars
-            _F.asgd_(params, grads, ax, step=step, eta=eta, mu=mu, lambd=lambd,
-                     weight_decay=weight_decay, maximize=maximize, n_threads=n_threads)
-            return (_float32(_R.asgd_eta(lr, lambd, alpha, step)),
-                    _float32(1 / max(1, step - t0)))
-        return update
+        def schedule(step, state):
+            eta, mu = (eta_0, 1.0) if state is None else state
+            if eta != eta or mu != mu:  # NaN (a schedule gone bad): the functional's check
+                check_real("eta", eta)
+                check_real("mu", mu)
+            return (eta, mu), (_float32(_R.asgd_eta(lr, lambd, alpha, step)),
+                               _float32(1 / max(1, step - t0)))
+        return schedule
 
 
 class AdamWScheduleFree(_Elementwise):
@@ -2233,9 +2224,11 @@ class AdamWScheduleFree(_Elementwise):
     _ALL_BUFFERS = ("z", "exp_avg_sq")
     _TORCH_FLAGS = ("foreach",)
     _STEP_OPTIONAL = True  # schedulefree's state counts no steps (its groups keep k)
-    _HYPERPARAMETERS = ("lr", "betas", "eps", "r", "k", "warmup_steps", "train_mode",
-                        "weight_sum", "lr_max", "scheduled_lr", "weight_lr_power",
-                        "weight_decay")
+    _HYPERPARAMETERS = ("lr", "betas", "eps", "r", "warmup_steps", "train_mode",
+                        "weight_lr_power", "weight_decay")
+    #: the group keys each step writes: checked by _advance at every step (a check cached
+    #: by identity would be redone every step)
+    _SCHEDULE = ("k", "lr_max", "weight_sum", "scheduled_lr")
     _REALS = (("lr", "learning rate", 0.0, None, False),
               ("eps", "epsilon value", 0.0, None, False),
               ("weight_decay", "weight_decay value", None, None, False),
@@ -2255,7 +2248,7 @@ class AdamWScheduleFree(_Elementwise):
                         lr_max=-1.0, scheduled_lr=0.0, weight_lr_power=weight_lr_power,
                         weight_decay=weight_decay, foreach=foreach)
         self._check_group(defaults)
-        self._schedule = {}  # id(group) -> this step's (lr, ckp1, bias_correction2)
+        self._schedule = {}  # id(group) -> this step's (ckp1, lr, bias_correction2)
         super().__init__(params, defaults, nonfinite=nonfinite, n_threads=n_threads)
 
     def __setstate__(self, d):
@@ -2279,43 +2272,48 @@ class AdamWScheduleFree(_Elementwise):
             buf[...] = p  # z starts at the param, as schedulefree's clone
         return buf
 
-    def _buffer_names(self, g):
-        return ("z", "exp_avg_sq")
-
-    @staticmethod
-    def _advance(g):
-        """The group's schedule for its next step, computed as schedulefree does:
-        (kernel scalars, group values after the step)."""
-        beta1, beta2 = map(_num, g["betas"])
-        k, warmup_steps = int(g["k"]), int(g["warmup_steps"])
-        r, weight_lr_power = _num(g["r"]), _num(g["weight_lr_power"])
+    def _advance(self, i, g):
+        """Group i's schedule for its next step, computed as schedulefree does (in Python
+        floats): (kernel scalars lr, ckp1, bias_correction2; group values after the step)."""
+        k, lr_max, weight_sum, scheduled_lr = map(g.get, self._SCHEDULE)
+        if not (type(k) is int and 0 <= k <= _MAX_STEP and type(lr_max) is float
+                and lr_max == lr_max and type(weight_sum) is float and weight_sum >= 0.0
+                and type(scheduled_lr) is float and scheduled_lr == scheduled_lr):
+            self._check_hypers(i, g)  # raises naming the value (or the missing key)
+            k, lr_max, weight_sum = int(k), _num(lr_max), _num(weight_sum)
+        beta2, lr, r, weight_lr_power = map(_num, (g["betas"][1], g["lr"], g["r"],
+                                                   g["weight_lr_power"]))
+        warmup_steps = int(g["warmup_steps"])
         sched = (k + 1) / warmup_steps if k < warmup_steps else 1.0
         bias_correction2 = 1 - beta2 ** (k + 1)
-        lr = _num(g["lr"]) * sched
-        lr_max = max(lr, _num(g["lr_max"]))
-        with np.errstate(all="ignore"):
-            weight = float(np.float64(k + 1) ** r * np.float64(lr_max) ** weight_lr_power)
-        weight_sum = _num(g["weight_sum"]) + weight
+        lr = lr * sched
+        lr_max = max(lr, lr_max)
+        try:
+            weight = math.pow(k + 1, r) * math.pow(lr_max, weight_lr_power)
+        except (OverflowError, ValueError):  # inf, 0 ** -1, ...: IEEE power, as torch's
+            with np.errstate(all="ignore"):
+                weight = float(np.float64(k + 1) ** r * np.float64(lr_max) ** weight_lr_power)
+        weight_sum = weight_sum + weight
         ckp1 = weight / weight_sum if weight_sum != 0 else 0.0
-        return ((lr, ckp1, bias_correction2),
+        return ((ckp1, lr, bias_correction2),
                 dict(k=k + 1, scheduled_lr=lr, lr_max=lr_max, weight_sum=weight_sum))
 
     def step(self, grads):
         """One schedule-free step (train mode only); see Optimizer.step."""
         with self._lock:
+            plan = self._armed_plan()
+            if plan is None:
+                self._check_groups()
             groups = self.param_groups
-            if type(groups) is not list:
-                raise TypeError(f"param_groups must be a list of dicts, got "
-                                f"{type(groups).__name__}")
-            self._check_groups()
             if not groups[0]["train_mode"]:
                 raise ValueError("Optimizer was not in train mode when step is called. "
                                  "Please insert .train() and .eval() calls on the "
                                  "optimizer. See documentation for details.")
-            advanced = [self._advance(g) for g in groups]
+            advanced = [self._advance(i, g) for i, g in enumerate(groups)]
             self._schedule = {id(g): a[0] for g, a in zip(groups, advanced)}
             try:
-                done = self._checked_step(grads)
+                done = ((plan is not None and self._try_whole_step(plan, plan.call, grads))
+                        or self._checked_step(grads))
             finally:
                 self._schedule = {}
             if done:
@@ -2324,16 +2322,14 @@ class AdamWScheduleFree(_Elementwise):
             return done
 
     def _kernel_call(self, g, params, bufs, first, n_threads, ids=None):
-        beta1, beta2 = map(_num, g["betas"])
-        eps, weight_decay = _num(g["eps"]), _num(g["weight_decay"])
+        kernel, scalars = _F._template_kernel("adamw_schedule_free")
         z, exp_avg_sq = bufs["z"], bufs["exp_avg_sq"]
+        values = (*map(_num, g["betas"]), _num(g["eps"]), _num(g["weight_decay"]))
 
         def update(grads, step):
-            lr, ckp1, bias_correction2 = self._schedule[id(g)]  # set by step()
-            _F.adamw_schedule_free_(params, grads, z, exp_avg_sq, ckp1=ckp1, lr=lr,
-                                    bias_correction2=bias_correction2, beta1=beta1,
-                                    beta2=beta2, eps=eps, weight_decay=weight_decay,
-                                    n_threads=n_threads)
+            # this step's (ckp1, lr, bias_correction2), set by step()
+            kernel(params, grads, z, exp_avg_sq, *scalars(*self._schedule[id(g)], *values),
+                   resolve_n_threads(n_threads))
         return update
 
     def _switch(self, to_train):

@@ -425,9 +425,12 @@ def nadam_(param, grad, exp_avg, exp_avg_sq, *, step, mu_product, lr=2e-3, beta1
 
 def asgd_eta(lr, lambd, alpha, step):
     """ASGD's next eta = lr / (1 + lambd * lr * step) ** alpha, in double (inf or NaN where
-    Python's float power would raise)."""
-    with np.errstate(all="ignore"):
-        return float(lr / (np.float64(1 + lambd * lr * step) ** alpha))
+    Python's float power would raise).  Python floats first: the class runs it every step."""
+    try:
+        return lr / math.pow(1 + lambd * lr * step, alpha)
+    except (OverflowError, ValueError, ZeroDivisionError):  # the same C pow, IEEE results
+        with np.errstate(all="ignore"):
+            return float(lr / (np.float64(1 + lambd * lr * step) ** alpha))
 
 
 def asgd_(param, grad, ax, *, step, eta, mu, lambd=1e-4, weight_decay=0.0, maximize=False,

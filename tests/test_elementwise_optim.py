@@ -345,6 +345,87 @@ def test_schedule_free_step_in_eval_mode_is_refused_and_changes_nothing(rng):
     assert opt.param_groups[0]["k"] == 1
 
 
+def _snapshot(opt, params):
+    return ([p.copy() for p in params],
+            {i: {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in st.items()}
+             for i, st in opt.state.items()},
+            [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups])
+
+
+def _assert_unchanged(opt, params, before):
+    for p, q in zip(params, before[0]):
+        np.testing.assert_array_equal(p, q)
+    assert opt.state.keys() == before[1].keys()
+    for i, st in opt.state.items():
+        assert st.keys() == before[1][i].keys()
+        for k, v in st.items():
+            np.testing.assert_array_equal(v, before[1][i][k])
+    assert [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups] == \
+        before[2]
+
+
+@pytest.mark.parametrize("key,bad,exc", [
+    ("k", -1, ValueError), ("k", "x", ValueError), ("k", None, ValueError),
+    ("weight_sum", float("nan"), ValueError), ("weight_sum", -1.0, ValueError),
+    ("lr_max", "x", TypeError), ("scheduled_lr", "x", TypeError)])
+def test_schedule_free_checks_its_schedule_at_every_step(key, bad, exc, rng):
+    # One group, one param: the steps after the first run the single armed kernel call,
+    # which must still see a schedule value set by hand (None: the key deleted).
+    params = [rng.standard_normal(5)]
+    opt = make(AdamWScheduleFree, params, lr=0.01)
+    for _ in range(3):
+        opt.step([rng.standard_normal(5)])
+    good = opt.param_groups[0][key]
+    if bad is None:
+        del opt.param_groups[0][key]
+    else:
+        opt.param_groups[0][key] = bad
+    before = _snapshot(opt, params)
+    with pytest.raises(exc, match=key):
+        opt.step([rng.standard_normal(5)])
+    _assert_unchanged(opt, params, before)
+    opt.param_groups[0][key] = good
+    assert opt.step([rng.standard_normal(5)]) and opt.param_groups[0]["k"] == 4
+
+
+def test_schedule_free_takes_a_numpy_int_k_as_schedulefree(rng):
+    runs = []
+    for k in (3, np.int64(3)):
+        params = [np.linspace(-1, 1, 5)]
+        opt = make(AdamWScheduleFree, params, lr=0.01, warmup_steps=5)
+        opt.param_groups[0]["k"] = k
+        for step in range(3):
+            opt.step([np.full(5, 0.5 + step)])
+        runs.append((params[0], opt.param_groups[0]["k"]))
+    np.testing.assert_array_equal(runs[0][0], runs[1][0])
+    assert runs[0][1] == runs[1][1] == 6
+
+
+def test_nadam_refuses_a_mu_product_that_reaches_1_and_changes_nothing(rng):
+    params = [rng.standard_normal(5)]
+    opt = NAdam(params, lr=0.01)
+    for _ in range(3):
+        opt.step([rng.standard_normal(5)])
+    opt.state[0]["mu_product"] = 5.0  # a real number: times this step's mu, >= 1
+    before = _snapshot(opt, params)
+    with pytest.raises(ValueError, match="mu_product"):
+        opt.step([rng.standard_normal(5)])
+    _assert_unchanged(opt, params, before)
+
+
+def test_asgd_refuses_a_schedule_gone_nan_and_changes_nothing(rng):
+    # lambd < 0: 1 + lambd * lr * t turns negative at t = 3, and its power 0.5 is NaN
+    params = [rng.standard_normal(5)]
+    opt = ASGD(params, lr=0.5, lambd=-1.0, alpha=0.5)
+    for _ in range(3):
+        opt.step([rng.standard_normal(5)])
+    assert opt.state[0]["eta"] != opt.state[0]["eta"]
+    before = _snapshot(opt, params)
+    with pytest.raises(ValueError, match="eta"):
+        opt.step([rng.standard_normal(5)])
+    _assert_unchanged(opt, params, before)
+
+
 # ------------------------------------------------------------------ bad input
 @pytest.mark.parametrize("cls", CLASSES)
 def test_bad_steps_are_refused_and_change_nothing(cls, rng):
