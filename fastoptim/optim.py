@@ -1117,8 +1117,11 @@ class Optimizer:
         done, results = 0, []
         try:
             for b, ids, params, gs, bufs, new, _ in calls:
+                # first: a state buffer was just created (a master rebuilt from the
+                # param alone is not a first step: SGD's momentum must go on)
+                first = any(name != _MASTER for name in new)
                 results.append(self._call(
-                    self._kernel_call(b.group, params, bufs, bool(new), self.n_threads, ids),
+                    self._kernel_call(b.group, params, bufs, first, self.n_threads, ids),
                     gs, b.step + 1, b))
                 done += 1
         finally:  # the state of what was updated (all of it, unless a kernel refused)

@@ -255,3 +255,22 @@ def test_estimator_trains_with_compact_state_and_pickles():
                                                                      y_tr)
     with pytest.raises(ValueError, match="state_dtype"):
         MLPClassifier(state_dtype="int3").fit(X_tr, y_tr)
+
+
+def test_sgd_momentum_goes_on_when_only_the_master_is_rebuilt():
+    # A state without its master (e.g. loaded from a torch-style dict) rebuilds the
+    # master from the 16-bit param; the momentum buffer must continue, not restart
+    # from the gradient as at a first step.
+    rng = np.random.default_rng(5)
+    p = rng.standard_normal(64).astype(BF16)
+    opt = SGD([p], lr=0.01, momentum=0.9)  # float32 state (None: the math dtype)
+    for _ in range(3):
+        opt.step([rng.standard_normal(64).astype(BF16)])
+    before = opt.state[0]["momentum_buffer"].copy()
+    del opt.state[0]["master"]
+    g = rng.standard_normal(64).astype(BF16)
+    opt.step([g])
+    after = opt.state[0]["momentum_buffer"]
+    expected = before * np.float32(0.9) + g.astype(np.float32)
+    np.testing.assert_array_equal(after, expected)
+    assert "master" in opt.state[0]
