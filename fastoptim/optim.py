@@ -2308,7 +2308,7 @@ class AdamWScheduleFree(_Elementwise):
             if plan is None:
                 self._check_groups()
             groups = self.param_groups
-            if not groups[0]["train_mode"]:
+            if groups and not groups[0]["train_mode"]:  # no groups: step's own error
                 raise ValueError("Optimizer was not in train mode when step is called. "
                                  "Please insert .train() and .eval() calls on the "
                                  "optimizer. See documentation for details.")

@@ -552,3 +552,19 @@ def test_sgd_momentum_switched_on_mid_run_starts_from_the_gradient(rng):
     np.testing.assert_array_equal(opt.state[0]["momentum_buffer"],
                                   fresh.state[0]["momentum_buffer"])
     assert opt.state[0]["step"] == 6
+
+
+def test_step_with_no_param_groups_left_is_a_value_error_for_every_class():
+    # param_groups emptied by hand: a clear error, not an IndexError from a class's
+    # own bookkeeping (AdamWScheduleFree read groups[0] first).
+    import inspect
+    import fastoptim.optim as optim_module
+    classes = [c for c in map(lambda n: getattr(optim_module, n), optim_module.__all__)
+               if inspect.isclass(c) and issubclass(c, optim_module.Optimizer)
+               and c is not optim_module.Optimizer and c.__name__ != "LBFGS"]
+    assert len(classes) >= 15
+    for cls in classes:
+        opt = cls([np.ones((4, 4))])
+        opt.param_groups.clear()
+        with pytest.raises(ValueError, match="no params"):
+            opt.step([])
