@@ -1111,9 +1111,12 @@ class ASGD(_FusedStep, torch.optim.ASGD):
         alpha = check_real("alpha", _scalar(group["alpha"]))
         t0 = check_real("t0", _scalar(group["t0"]))
         eta, mu = values
-        # after the step, torch sets them from the step count, in double
-        return (dict(eta=float(eta), mu=float(mu)),
-                (asgd_eta(lr, lambd, alpha, step), 1 / max(1, step - t0)))
+        # after the step torch sets them from the step count, in double, through a tensor
+        # of the default dtype (torch.as_tensor), whatever the state tensors' dtype
+        rounded = _NUMPY_DTYPES[_scalar_dtype(False)].type
+        with np.errstate(over="ignore", invalid="ignore"):
+            after = (rounded(asgd_eta(lr, lambd, alpha, step)), rounded(1 / max(1, step - t0)))
+        return dict(eta=float(eta), mu=float(mu)), after
 
 
 # ------------------------------------------------- optimizers torch.optim does not have
@@ -1247,7 +1250,7 @@ class AdamWScheduleFree(_FusedStep):
                 raise ValueError("eval() needs beta1 > 0: with beta1 = 0 the params are z "
                                  "and the averaged weights cannot be recovered")
             for j, p in enumerate(g["params"]):
-                z = self.state[p].get("z") if p in self.state else None
+                z = self.state[p].get("z")  # (an empty entry made, as schedulefree's)
                 if z is None:
                     continue
                 if not isinstance(z, torch.Tensor) or z.shape != p.shape or \
