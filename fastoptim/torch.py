@@ -948,6 +948,15 @@ def _doc(base, functional, noops):
             + (base.__doc__ or ""))
 
 
+def _full_like(p, value, label):
+    """torch.full_like, with a value the param's dtype cannot hold a ValueError."""
+    try:
+        return torch.full_like(p, value, memory_format=torch.preserve_format)
+    except (RuntimeError, OverflowError, TypeError) as exc:
+        raise ValueError(f"{label}={value!r} cannot fill a {p.dtype} state buffer "
+                         f"({exc})") from None
+
+
 def _betas(g):
     betas = g["betas"]
     if not isinstance(betas, (tuple, list)) or len(betas) != 2:
@@ -964,7 +973,12 @@ class Adagrad(_FusedStep, torch.optim.Adagrad):
     def __init__(self, params, lr=1e-2, lr_decay=0, weight_decay=0,
                  initial_accumulator_value=0, eps=1e-10, foreach=None, *, maximize=False,
                  differentiable=False, fused=None):
-        _construct(self, torch.optim.Adagrad, locals())
+        check_real("initial_accumulator_value", _scalar(initial_accumulator_value), low=0.0)
+        try:  # torch's constructor fills every param's sum
+            _construct(self, torch.optim.Adagrad, locals())
+        except (RuntimeError, OverflowError) as exc:
+            raise ValueError(f"initial_accumulator_value={initial_accumulator_value!r} "
+                             f"cannot fill the params' state buffers ({exc})") from None
 
     def _hyper(self, g):
         return dict(lr=_scalar(g["lr"]), lr_decay=_scalar(g["lr_decay"]),
@@ -973,8 +987,8 @@ class Adagrad(_FusedStep, torch.optim.Adagrad):
 
     def _new_buffer(self, name, p, group):
         # torch fills a sum made after the constructor with the optimizer's default
-        return torch.full_like(p, self.defaults["initial_accumulator_value"],
-                               memory_format=torch.preserve_format)
+        return _full_like(p, self.defaults["initial_accumulator_value"],
+                          "initial_accumulator_value")
 
 
 class Adadelta(_FusedStep, torch.optim.Adadelta):
@@ -1081,8 +1095,7 @@ class Rprop(_FusedStep, torch.optim.Rprop):
 
     def _new_buffer(self, name, p, group):
         if name == "step_size":  # torch's: the group's lr
-            return torch.full_like(p, check_real("lr", _scalar(group["lr"])),
-                                   memory_format=torch.preserve_format)
+            return _full_like(p, check_real("lr", _scalar(group["lr"])), "lr")
         return super()._new_buffer(name, p, group)
 
 
@@ -1153,6 +1166,10 @@ class Lion(_FusedStep):
         self._check_group_values(defaults)
         torch.optim.Optimizer.__init__(self, params, defaults)
         self._fastoptim_init()
+
+    def __getstate__(self):  # torch's keeps only defaults, state and param_groups
+        return {**super().__getstate__(), "_init_lr": self._init_lr,
+                "decoupled_wd": self.decoupled_wd}
 
     def _hyper(self, g):
         weight_decay = _scalar(g["weight_decay"])

@@ -711,8 +711,16 @@ def _torch_optimizer(cls, stepped=True, dtype=None):
     params = [torch.tensor(_vec(6, seed=10), dtype=dtype, requires_grad=True),
               torch.tensor(_vec(4, seed=11), dtype=dtype, requires_grad=True)]
     kwargs = {"SGD": dict(lr=0.1, momentum=0.9), "RMSprop": dict(momentum=0.5, centered=True),
-              "Adam": dict(amsgrad=True), "AdamW": dict(amsgrad=True)}[cls.__name__]
+              "Adam": dict(amsgrad=True), "AdamW": dict(amsgrad=True),
+              "Adagrad": dict(lr_decay=0.01, initial_accumulator_value=0.1),
+              "Adadelta": dict(weight_decay=0.01), "Adamax": dict(weight_decay=0.01),
+              "RAdam": dict(decoupled_weight_decay=True, weight_decay=0.1),
+              "NAdam": dict(weight_decay=0.01), "Rprop": dict(etas=(0.4, 1.3)),
+              "ASGD": dict(t0=1), "Lion": dict(weight_decay=0.1, decoupled_weight_decay=True),
+              "AdamWScheduleFree": dict(warmup_steps=2)}[cls.__name__]
     opt = cls([{"params": params[:1]}, {"params": params[1:], "lr": 0.01}], **kwargs)
+    if hasattr(opt, "train"):  # schedule-free: steps in train mode
+        opt.train()
     for k, p in enumerate(params):
         p.grad = torch.tensor(_vec(p.numel(), seed=12 + k), dtype=dtype)
     if stepped:
@@ -739,8 +747,8 @@ def _torch_optimizer_calls(cls, method):
         return [Call(cls.profile_hook_step, [lambda *a, **k: None])]
     if method.startswith("register_"):
         return [Call(getattr(opt, method), [lambda *a: None])]
-    if method in ("state_dict", "zero_grad"):
-        return [Call(getattr(opt, method))]
+    if method in ("state_dict", "zero_grad", "share_memory", "train", "eval"):
+        return [Call(getattr(opt, method))]  # share_memory: Adagrad's; train/eval: schedule-free
     return None
 
 

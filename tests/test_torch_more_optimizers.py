@@ -530,3 +530,17 @@ def test_schedule_free_step_in_eval_mode_is_refused_and_switches_match():
         train(net, opt, X, Y, 10)
     assert rel_err(nets[1].parameters(), nets[0].parameters()) <= TOL[dtype]
     assert opts[1].param_groups[0]["k"] == opts[0].param_groups[0]["k"] == 20
+
+
+def test_lion_keeps_its_decoupled_decay_through_pickle():
+    import pickle
+    dtype = torch.float64
+    X, Y = data("mlp", dtype)
+    net = mlp(dtype)
+    opt = ft.Lion(net.parameters(), lr=1e-3, weight_decay=0.1, decoupled_weight_decay=True)
+    train(net, opt, X, Y, 3)
+    net2, opt2 = pickle.loads(pickle.dumps((net, opt)))
+    assert opt2.decoupled_wd is True and opt2._init_lr == 1e-3
+    train(net, opt, X, Y, 3)
+    train(net2, opt2, X, Y, 3)
+    assert all(torch.equal(a, b) for a, b in zip(net.parameters(), net2.parameters()))
