@@ -930,14 +930,14 @@ class AdamW(_FusedStep, torch.optim.AdamW):
 
 
 # ------------------------------------------------- the template's optimizers (torch's)
-def _construct(opt, base, args, forced=None):
+def _construct(opt, base, args):
     """torch's constructor ``base`` on the constructor's arguments (``locals()``), after
     checking the group values it will make as the step uses them (a refused
     construction changes nothing)."""
     args = {k: v for k, v in args.items() if k not in ("self", "__class__")}
     params = args.pop("params")
     opt.defaults = {}  # _check_group_values reads only the group given
-    opt._check_group_values({**args, **(forced or {})})
+    opt._check_group_values(dict(args))
     base.__init__(opt, params, **args)
     opt._fastoptim_init()
 
