@@ -50,8 +50,11 @@ import torch
 from torch.optim import optimizer as _torch_optimizer
 
 from . import functional as _F
+from ._validation import check_real
+from .reference import asgd_eta, nadam_momentum
 
-__all__ = ["SGD", "RMSprop", "Adam", "AdamW"]
+__all__ = ["SGD", "RMSprop", "Adam", "AdamW", "Adagrad", "Adadelta", "Adamax", "RAdam",
+           "NAdam", "Rprop", "ASGD", "Lion", "AdamWScheduleFree"]
 
 _NUMPY_DTYPES = {torch.float32: np.dtype(np.float32), torch.float64: np.dtype(np.float64),
                  torch.float16: np.dtype(np.float16), torch.bfloat16: None}  # None: ml_dtypes'
@@ -62,6 +65,7 @@ _STATE_DTYPES = {None: None, "float32": torch.float32, "bfloat16": torch.bfloat1
                  "float16": torch.float16}
 _MASTER = "master_param"  # the state entry of a 16-bit param's float32 master weights
 _version_of = attrgetter("_version")
+_TORCH_DTYPES = {_NUMPY_DTYPES[t]: t for t in _STEP_DTYPES}  # per-param scalars' dtypes
 _data_ptr = torch.Tensor.data_ptr
 _grad_of = attrgetter("grad")
 _item = np.ndarray.item
@@ -274,16 +278,26 @@ class _FusedStep(torch.optim.Optimizer):
     * ``_COUNTS_STEPS``: torch keeps ``state["step"]`` (False for SGD: its buffers start
       from the gradient instead, which the functional does at ``step=1``);
     * ``_STEP_BOUND``: buffers that may not be missing once steps were counted (their
-      bias correction depends on the count); any other missing buffer starts at zeros;
+      bias correction depends on the count); any other missing buffer starts as
+      ``_new_buffer`` makes it (zeros unless a subclass says otherwise);
     * ``_COMPACT``: the functional takes 16-bit params with ``master=``, ``rounding=``
       and ``seed=`` (fastoptim's compact path); a class without it refuses 16-bit
-      params, and its constructor need not call ``_set_storage``.
+      params, and its constructor need not call ``_set_storage``;
+    * ``_SCALAR_STATE``: per-param scalars torch keeps as 0-d tensors besides ``step``
+      (NAdam's ``mu_product``, ASGD's ``eta`` and ``mu``): kept so, read each step
+      (params whose values differ go to separate calls), starting at
+      ``_scalar_start(group)``; ``_scalar_step`` gives the functional's arguments made
+      from them and their values after the step, stored when the step succeeds;
+    * ``_REPEATABLE``: a step may be re-run with only new grads (``_Armed``); False when
+      each step also advances per-param scalars or group values.
     """
 
     _FUNCTIONAL = None
     _BUFFERS = ()
     _COUNTS_STEPS = True
     _STEP_BOUND = ()
+    _SCALAR_STATE = ()
+    _REPEATABLE = True
     #: the functional has a compact path: 16-bit params, masters, compact state
     _COMPACT = False
     # the storage options (set by _set_storage; these values for classes without them)
@@ -300,6 +314,34 @@ class _FusedStep(torch.optim.Optimizer):
 
     def _hyper(self, group):  # pragma: no cover - every subclass defines it
         raise NotImplementedError
+
+    def _step_kwargs(self, group, step):
+        """The functional's keyword arguments but the buffers, for a call at ``step``."""
+        return dict(step=step, **self._hyper(group))
+
+    def _new_buffer(self, name, p, group):
+        """A state buffer as a param's first step makes it: torch's zeros_like, in the
+        dtype the state is kept in (the master: the param's values in float32)."""
+        if name == _MASTER:
+            return torch.empty_like(p, dtype=torch.float32).copy_(p.detach())
+        return torch.zeros_like(p, dtype=self._buffer_dtype(p, name),
+                                memory_format=torch.preserve_format)
+
+    def _scalar_start(self, group):  # pragma: no cover - subclasses with _SCALAR_STATE
+        raise NotImplementedError
+
+    def _scalar_step(self, group, kwargs, step, values):  # pragma: no cover - likewise
+        """(extra functional arguments, new values) for a call at ``step`` whose params'
+        scalars hold ``values`` (NumPy scalars of the state tensors' dtype); ``kwargs``
+        are the call's other arguments."""
+        raise NotImplementedError
+
+    def _scalar_kwargs_for_check(self, group, kwargs):
+        if not self._SCALAR_STATE:
+            return {}
+        start = np.dtype(np.float32).type
+        return self._scalar_step(group, kwargs, 1,
+                                 tuple(start(v) for v in self._scalar_start(group)))[0]
 
     # -------------------------------------------------------------- construction
     def _set_storage(self, state_dtype, master_weights, rounding, seed):
@@ -336,14 +378,6 @@ class _FusedStep(torch.optim.Optimizer):
         if name == _MASTER:
             return torch.float32
         return _STATE_DTYPES[self._state_dtype] or p.dtype
-
-    def _new_buffer(self, p, name):
-        """A state buffer as a param's first step makes it: zeros (the master: the
-        param's values), in the param's memory order."""
-        if name == _MASTER:
-            return torch.empty_like(p, dtype=torch.float32).copy_(p.detach())
-        return torch.zeros_like(p, dtype=self._buffer_dtype(p, name),
-                                memory_format=torch.preserve_format)
 
     def _counts_steps(self):
         """state["step"] is kept: torch's (not SGD's), or for the stochastic stream."""
@@ -388,14 +422,15 @@ class _FusedStep(torch.optim.Optimizer):
         if group.get("fused") and group.get("foreach"):
             raise ValueError("`fused` and `foreach` cannot be `True` together.")
         try:
-            hyper = self._hyper(group)
+            kwargs = self._step_kwargs(group, 1)
+            kwargs.update(self._scalar_kwargs_for_check(group, kwargs))
         except KeyError as exc:
             raise ValueError(f"the param group has no {exc.args[0]!r} entry") from None
         fn = getattr(_F, self._FUNCTIONAL)
         pos = [None if kind == "pos" and not needed(group) else []
                for _, kind, needed in self._BUFFERS if kind == "pos"]
         kw = {kind: [] for _, kind, needed in self._BUFFERS if kind != "pos" and needed(group)}
-        fn([], [], *pos, step=1, **kw, **hyper)
+        fn([], [], *pos, **kw, **kwargs)
 
     def add_param_group(self, param_group):
         """torch's ``add_param_group``, after fastoptim's checks of the params (CPU,
@@ -500,6 +535,8 @@ class _FusedStep(torch.optim.Optimizer):
             for key, v in st.items():
                 if key == "step":
                     _integral_step(v, f"state[{sid!r}]['step']")
+                elif key in self._SCALAR_STATE:
+                    _check_scalar_state(v, f"state[{sid!r}][{key!r}]", loading=True)
                 elif isinstance(v, torch.Tensor):
                     if v.shape != p.shape:
                         raise ValueError(f"state[{sid!r}][{key!r}] has shape {tuple(v.shape)}, "
@@ -600,7 +637,7 @@ class _FusedStep(torch.optim.Optimizer):
             _increment_version(written)
         for call in calls:
             call.synced()
-        if len(calls) == 1 and len(self.param_groups) == 1 and \
+        if self._REPEATABLE and len(calls) == 1 and len(self.param_groups) == 1 and \
                 len(calls[0].ids) == len(self.param_groups[0]["params"]):
             self._armed = _Armed(self, calls[0])
         return loss
@@ -669,12 +706,30 @@ class _FusedStep(torch.optim.Optimizer):
                                              "this param)")
                         missing.append(name)
                         rec.bufs.pop(name, None)
-                key = (rec.view.array.dtype, step, tuple(missing))
-                buckets.setdefault(key, (pnames, []))[1].append((i, p, rec))
-            for (_, step, missing), (pnames, members) in buckets.items():
-                calls.append(_Call(self, group, pnames, step, missing, members))
+                scalars = self._read_scalars(st, group, i) if self._SCALAR_STATE else None
+                key = (rec.view.array.dtype, step, tuple(missing),
+                       None if scalars is None else
+                       (scalars[0].char, b"".join(v.tobytes() for v in scalars[1])))
+                buckets.setdefault(key, (pnames, scalars, []))[2].append((i, p, rec))
+            for (_, step, missing, _), (pnames, scalars, members) in buckets.items():
+                calls.append(_Call(self, group, pnames, step, missing, members, scalars))
             index += len(params)
         return calls
+
+    def _read_scalars(self, st, group, i):
+        """(dtype, values) of the param's scalar state: its tensors' values, or where
+        there are none yet, the start values in torch's dtype for them."""
+        if st and all(name in st for name in self._SCALAR_STATE):
+            arrays = [_check_scalar_state(st[name], f"state[{name!r}] of param {i}")
+                      for name in self._SCALAR_STATE]
+            dtypes = {a.dtype for a in arrays}
+            if len(dtypes) != 1:
+                raise TypeError(f"the scalar state of param {i} "
+                                f"({', '.join(self._SCALAR_STATE)}) mixes dtypes")
+            return arrays[0].dtype, tuple(a[()] for a in arrays)
+        dtype = np.dtype(_NUMPY_DTYPES[_scalar_dtype(group.get("fused"))])
+        with np.errstate(over="ignore"):
+            return dtype, tuple(dtype.type(v) for v in self._scalar_start(group))
 
     def _read_step(self, rec, t, i):
         if isinstance(t, torch.Tensor):
@@ -694,6 +749,21 @@ class _FusedStep(torch.optim.Optimizer):
         return _integral_step(t, f"state['step'] of param {i}")
 
 
+def _check_scalar_state(t, label, loading=False):
+    """A per-param scalar state tensor (NAdam's mu_product ...): its 0-d NumPy view."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{label} must be a tensor, got {type(t).__name__}")
+    if t.numel() != 1 or t.is_complex() or not t.is_floating_point():
+        raise ValueError(f"{label} must be a one-element real floating-point tensor, got "
+                         f"shape {tuple(t.shape)} and dtype {t.dtype}")
+    if loading:
+        return None  # load_state_dict casts it to the param's dtype, as torch
+    if t.device.type != "cpu" or t.dtype not in _STEP_DTYPES:
+        raise TypeError(f"{label} must be a float32/float64 CPU tensor, got {t.dtype} on "
+                        f"{t.device}")
+    return t.detach().numpy().reshape(())
+
+
 def _check_written_disjoint(arrays, labels):
     """Across the calls of one step: no memory shared unless both are grads (read only)."""
     ranges = sorted((*_byte_range(a), k) for k, a in enumerate(arrays) if a.size)
@@ -710,19 +780,21 @@ class _Call:
     """One functional call: a group's params of one dtype and step count."""
 
     __slots__ = ("opt", "group", "names", "step", "missing", "ids", "tensors", "recs",
-                 "params", "grads", "bufs", "new")
+                 "params", "grads", "bufs", "new", "scalars", "after")
 
-    def __init__(self, opt, group, names, step, missing, members):
+    def __init__(self, opt, group, names, step, missing, members, scalars=None):
         self.opt, self.group, self.names = opt, group, names
         self.step, self.missing = step, missing
+        self.scalars, self.after = scalars, None  # (dtype, values) before, values after
         self.ids = [i for i, _, _ in members]
         self.tensors = [p for _, p, _ in members]
         self.recs = [r for _, _, r in members]
         self.params = [r.view.array for r in self.recs]
         self.grads = [r.grad.array for r in self.recs]
-        # missing buffers (kept only if the step succeeds): zeros as torch makes them, a
+        # missing buffers (kept only if the step succeeds): as torch makes them, a
         # master from its param
-        self.new = {name: [opt._new_buffer(p, name) for p in self.tensors] for name in missing}
+        self.new = {name: [opt._new_buffer(name, p, group) for p in self.tensors]
+                    for name in missing}
         self.bufs = {}
         for name, _ in names:
             if name in self.new:
@@ -748,8 +820,11 @@ class _Call:
         pos, kw = self.arguments()
         # SGD: a buffer just created starts from the gradient (step 1); a new master does not
         step = opt._functional_step(self.step, any(n != _MASTER for n in self.missing))
-        getattr(_F, opt._FUNCTIONAL)(self.params, self.grads, *pos, step=step, **kw,
-                                     **opt._hyper(self.group))
+        kwargs = opt._step_kwargs(self.group, step)
+        if self.scalars is not None:
+            extra, self.after = opt._scalar_step(self.group, kwargs, step, self.scalars[1])
+            kwargs.update(extra)
+        getattr(_F, opt._FUNCTIONAL)(self.params, self.grads, *pos, **kw, **kwargs)
 
     def commit(self, state):
         """Store the new buffers and step counts; the tensors written, for their versions."""
@@ -769,6 +844,8 @@ class _Call:
                 else:
                     st["step"] = t = torch.tensor(float(self.step + 1), dtype=dtype)
                     rec.step = _View(t, t.numpy().reshape(()))
+            if self.after is not None:
+                written += self._store_scalars(st)
             for name, tensors in self.new.items():
                 st[name] = tensors[k]
                 rec.bufs[name] = _View(tensors[k], self.bufs[name][k])
@@ -781,6 +858,22 @@ class _Call:
         for p, rec in zip(self.tensors, self.recs):
             if _MASTER in rec.bufs:
                 rec.synced = (rec.bufs[_MASTER], p._version)
+
+    def _store_scalars(self, st):
+        """The scalars' values after the step, into the tensors read (or new ones in the
+        dtype torch gives them); the tensors written."""
+        dtype, _ = self.scalars
+        written = []
+        for name, value in zip(self.opt._SCALAR_STATE, self.after):
+            t = st.get(name)
+            with np.errstate(over="ignore", invalid="ignore"):  # inf and NaN stay so
+                if isinstance(t, torch.Tensor) and t.dtype == _TORCH_DTYPES.get(dtype):
+                    t.detach().numpy().reshape(())[()] = value
+                    written.append(t)
+                else:
+                    st[name] = torch.tensor(dtype.type(value).item(),
+                                            dtype=_TORCH_DTYPES[dtype])
+        return written
 
 
 class _Armed:
@@ -1033,3 +1126,365 @@ class AdamW(_FusedStep, torch.optim.AdamW):
                                    maximize=maximize, foreach=foreach, capturable=capturable,
                                    differentiable=differentiable, fused=fused)
         self._fastoptim_init()
+
+
+# ------------------------------------------------- the template's optimizers (torch's)
+def _construct(opt, base, args):
+    """torch's constructor ``base`` on the constructor's arguments (``locals()``), after
+    checking the group values it will make as the step uses them (a refused
+    construction changes nothing)."""
+    args = {k: v for k, v in args.items() if k not in ("self", "__class__")}
+    params = args.pop("params")
+    opt.defaults = {}  # _check_group_values reads only the group given
+    opt._check_group_values(dict(args))
+    base.__init__(opt, params, **args)
+    opt._fastoptim_init()
+
+
+def _doc(base, functional, noops):
+    return (f"torch.optim.{base.__name__} with fastoptim's fused step "
+            f"(``fastoptim.{functional}``); {noops} accepted and change nothing.\n\n"
+            + (base.__doc__ or ""))
+
+
+def _full_like(p, value, label):
+    """torch.full_like, with a value the param's dtype cannot hold a ValueError."""
+    try:
+        return torch.full_like(p, value, memory_format=torch.preserve_format)
+    except (RuntimeError, OverflowError, TypeError) as exc:
+        raise ValueError(f"{label}={value!r} cannot fill a {p.dtype} state buffer "
+                         f"({exc})") from None
+
+
+def _betas(g):
+    betas = g["betas"]
+    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+        raise TypeError(f"betas must be a pair of numbers, got {betas!r}")
+    return dict(beta1=_scalar(betas[0]), beta2=_scalar(betas[1]))
+
+
+class Adagrad(_FusedStep, torch.optim.Adagrad):
+    __doc__ = _doc(torch.optim.Adagrad, "adagrad_", "``foreach`` and ``fused`` are")
+
+    _FUNCTIONAL = "adagrad_"
+    _BUFFERS = (("sum", "pos", _needed_always),)
+
+    def __init__(self, params, lr=1e-2, lr_decay=0, weight_decay=0,
+                 initial_accumulator_value=0, eps=1e-10, foreach=None, *, maximize=False,
+                 differentiable=False, fused=None):
+        check_real("initial_accumulator_value", _scalar(initial_accumulator_value), low=0.0)
+        try:  # torch's constructor fills every param's sum
+            _construct(self, torch.optim.Adagrad, locals())
+        except (RuntimeError, OverflowError) as exc:
+            raise ValueError(f"initial_accumulator_value={initial_accumulator_value!r} "
+                             f"cannot fill the params' state buffers ({exc})") from None
+
+    def _hyper(self, g):
+        return dict(lr=_scalar(g["lr"]), lr_decay=_scalar(g["lr_decay"]),
+                    weight_decay=_scalar(g["weight_decay"]), eps=_scalar(g["eps"]),
+                    maximize=g["maximize"])
+
+    def _new_buffer(self, name, p, group):
+        # torch fills a sum made after the constructor with the optimizer's default
+        return _full_like(p, self.defaults["initial_accumulator_value"],
+                          "initial_accumulator_value")
+
+
+class Adadelta(_FusedStep, torch.optim.Adadelta):
+    __doc__ = _doc(torch.optim.Adadelta, "adadelta_", "``foreach`` and ``capturable`` are")
+
+    _FUNCTIONAL = "adadelta_"
+    _BUFFERS = (("square_avg", "pos", _needed_always), ("acc_delta", "pos", _needed_always))
+
+    def __init__(self, params, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0, foreach=None, *,
+                 capturable=False, maximize=False, differentiable=False):
+        _construct(self, torch.optim.Adadelta, locals())
+
+    def _hyper(self, g):
+        return dict(lr=_scalar(g["lr"]), rho=_scalar(g["rho"]), eps=_scalar(g["eps"]),
+                    weight_decay=_scalar(g["weight_decay"]), maximize=g["maximize"])
+
+
+class Adamax(_FusedStep, torch.optim.Adamax):
+    __doc__ = _doc(torch.optim.Adamax, "adamax_", "``foreach`` and ``capturable`` are")
+
+    _FUNCTIONAL = "adamax_"
+    _BUFFERS = (("exp_avg", "pos", _needed_always), ("exp_inf", "pos", _needed_always))
+    _STEP_BOUND = ("exp_avg", "exp_inf")
+
+    def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
+                 foreach=None, *, maximize=False, differentiable=False, capturable=False):
+        _construct(self, torch.optim.Adamax, locals())
+
+    def _hyper(self, g):
+        return dict(lr=_scalar(g["lr"]), **_betas(g), eps=_scalar(g["eps"]),
+                    weight_decay=_scalar(g["weight_decay"]), maximize=g["maximize"])
+
+
+class RAdam(_FusedStep, torch.optim.RAdam):
+    __doc__ = _doc(torch.optim.RAdam, "radam_", "``foreach`` and ``capturable`` are")
+
+    _FUNCTIONAL = "radam_"
+    _BUFFERS = (("exp_avg", "pos", _needed_always), ("exp_avg_sq", "pos", _needed_always))
+    _STEP_BOUND = ("exp_avg", "exp_avg_sq")
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
+                 decoupled_weight_decay=False, *, foreach=None, maximize=False,
+                 capturable=False, differentiable=False):
+        _construct(self, torch.optim.RAdam, locals())
+
+    def _hyper(self, g):
+        return dict(lr=_scalar(g["lr"]), **_betas(g), eps=_scalar(g["eps"]),
+                    weight_decay=_scalar(g["weight_decay"]),
+                    decoupled_weight_decay=g["decoupled_weight_decay"],
+                    maximize=g["maximize"])
+
+
+class NAdam(_FusedStep, torch.optim.NAdam):
+    __doc__ = _doc(torch.optim.NAdam, "nadam_", "``foreach`` and ``capturable`` are")
+
+    _FUNCTIONAL = "nadam_"
+    _BUFFERS = RAdam._BUFFERS
+    _STEP_BOUND = RAdam._STEP_BOUND
+    _SCALAR_STATE = ("mu_product",)
+    _REPEATABLE = False
+
+    def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
+                 momentum_decay=4e-3, decoupled_weight_decay=False, *, foreach=None,
+                 maximize=False, capturable=False, differentiable=False):
+        _construct(self, torch.optim.NAdam, locals())
+
+    def _hyper(self, g):
+        return dict(lr=_scalar(g["lr"]), **_betas(g), eps=_scalar(g["eps"]),
+                    weight_decay=_scalar(g["weight_decay"]),
+                    momentum_decay=_scalar(g["momentum_decay"]),
+                    decoupled_weight_decay=g["decoupled_weight_decay"],
+                    maximize=g["maximize"])
+
+    def _scalar_start(self, group):
+        return (1.0,)
+
+    def _scalar_step(self, group, kwargs, step, values):
+        beta1 = check_real("beta1", kwargs["beta1"], low=0.0, high=1.0, high_open=True)
+        momentum_decay = check_real("momentum_decay", kwargs["momentum_decay"], low=0.0)
+        # torch's mu_product *= mu_t, in the dtype of its tensor
+        with np.errstate(over="ignore", invalid="ignore"):
+            mu_product = values[0] * nadam_momentum(beta1, momentum_decay, step)
+        return dict(mu_product=float(mu_product)), (mu_product,)
+
+
+class Rprop(_FusedStep, torch.optim.Rprop):
+    __doc__ = _doc(torch.optim.Rprop, "rprop_", "``foreach`` and ``capturable`` are")
+
+    _FUNCTIONAL = "rprop_"
+    _BUFFERS = (("prev", "pos", _needed_always), ("step_size", "pos", _needed_always))
+
+    def __init__(self, params, lr=1e-2, etas=(0.5, 1.2), step_sizes=(1e-6, 50), *,
+                 capturable=False, foreach=None, maximize=False, differentiable=False):
+        _construct(self, torch.optim.Rprop, locals())
+
+    def _hyper(self, g):
+        etas, sizes = g["etas"], g["step_sizes"]
+        for key, pair in (("etas", etas), ("step_sizes", sizes)):
+            if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+                raise TypeError(f"{key} must be a pair of numbers, got {pair!r}")
+        return dict(etaminus=_scalar(etas[0]), etaplus=_scalar(etas[1]),
+                    step_size_min=_scalar(sizes[0]), step_size_max=_scalar(sizes[1]),
+                    maximize=g["maximize"])
+
+    def _new_buffer(self, name, p, group):
+        if name == "step_size":  # torch's: the group's lr
+            return _full_like(p, check_real("lr", _scalar(group["lr"])), "lr")
+        return super()._new_buffer(name, p, group)
+
+
+class ASGD(_FusedStep, torch.optim.ASGD):
+    __doc__ = _doc(torch.optim.ASGD, "asgd_", "``foreach`` and ``capturable`` are")
+
+    _FUNCTIONAL = "asgd_"
+    _BUFFERS = (("ax", "pos", _needed_always),)
+    _SCALAR_STATE = ("eta", "mu")
+    _REPEATABLE = False
+
+    def __init__(self, params, lr=1e-2, lambd=1e-4, alpha=0.75, t0=1e6, weight_decay=0,
+                 foreach=None, maximize=False, differentiable=False, capturable=False):
+        _construct(self, torch.optim.ASGD, locals())
+
+    def _hyper(self, g):
+        return dict(lambd=_scalar(g["lambd"]), weight_decay=_scalar(g["weight_decay"]),
+                    maximize=g["maximize"])
+
+    def _scalar_start(self, group):
+        return (check_real("lr", _scalar(group["lr"]), low=0.0), 1.0)
+
+    def _scalar_step(self, group, kwargs, step, values):
+        lr = check_real("lr", _scalar(group["lr"]), low=0.0)
+        lambd = check_real("lambd", kwargs["lambd"])
+        alpha = check_real("alpha", _scalar(group["alpha"]))
+        t0 = check_real("t0", _scalar(group["t0"]))
+        eta, mu = values
+        # after the step torch sets them from the step count, in double, through a tensor
+        # of the default dtype (torch.as_tensor), whatever the state tensors' dtype
+        rounded = _NUMPY_DTYPES[_scalar_dtype(False)].type
+        with np.errstate(over="ignore", invalid="ignore"):
+            after = (rounded(asgd_eta(lr, lambd, alpha, step)), rounded(1 / max(1, step - t0)))
+        return dict(eta=float(eta), mu=float(mu)), after
+
+
+# ------------------------------------------------- optimizers torch.optim does not have
+class Lion(_FusedStep):
+    """Lion (Chen et al. 2023) as ``lion_pytorch.Lion`` (its constructor, group keys and
+    state: ``exp_avg`` only, so its state dicts load both ways), with fastoptim's fused
+    step (``fastoptim.lion_``)::
+
+        p = p * (1 - lr * wd)     (wd = weight_decay / the constructor's lr if decoupled_weight_decay)
+        p = p - lr * sign(beta1 * m + (1 - beta1) * g)
+        m = beta2 * m + (1 - beta2) * g
+
+    ``use_triton`` is accepted and changes nothing.  lion-pytorch asserts ``lr > 0`` and
+    betas in [0, 1]: a ValueError here.
+    """
+
+    _FUNCTIONAL = "lion_"
+    _BUFFERS = (("exp_avg", "pos", _needed_always),)
+    _COUNTS_STEPS = False  # lion-pytorch keeps no step
+
+    def __init__(self, params, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, use_triton=False,
+                 decoupled_weight_decay=False):
+        if not isinstance(use_triton, (bool, np.bool_)):
+            raise TypeError(f"use_triton must be a bool, got {type(use_triton).__name__}")
+        if not isinstance(decoupled_weight_decay, (bool, np.bool_)):
+            raise TypeError(f"decoupled_weight_decay must be a bool, got "
+                            f"{type(decoupled_weight_decay).__name__}")
+        if not check_real("lr", _scalar(lr), low=0.0) > 0:
+            raise ValueError(f"lr must be > 0 (lion-pytorch asserts it), got {lr}")
+        # lion-pytorch's attributes: the decay divides by the constructor's lr
+        self._init_lr, self.decoupled_wd = lr, bool(decoupled_weight_decay)
+        defaults = dict(lr=lr, betas=betas, weight_decay=weight_decay)
+        self.defaults = {}
+        self._check_group_values(defaults)
+        torch.optim.Optimizer.__init__(self, params, defaults)
+        self._fastoptim_init()
+
+    def __getstate__(self):  # torch's keeps only defaults, state and param_groups
+        return {**super().__getstate__(), "_init_lr": self._init_lr,
+                "decoupled_wd": self.decoupled_wd}
+
+    def _hyper(self, g):
+        weight_decay = _scalar(g["weight_decay"])
+        if self.decoupled_wd:
+            weight_decay = check_real("weight_decay", weight_decay) / _scalar(self._init_lr)
+        return dict(lr=_scalar(g["lr"]), **_betas(g), weight_decay=weight_decay)
+
+
+class AdamWScheduleFree(_FusedStep):
+    """Schedule-Free AdamW (Defazio et al. 2024) as ``schedulefree.AdamWScheduleFree``
+    (its constructor, group keys -- ``k``, ``lr_max``, ``weight_sum``, ``scheduled_lr``,
+    ``train_mode`` ... -- and state: ``z``, ``exp_avg_sq``), with fastoptim's fused step
+    (``fastoptim.adamw_schedule_free_``).  Call ``train()`` before training and
+    ``eval()`` before evaluating or saving: the params switch between y, where the
+    gradients are taken, and the averaged weights x, as schedulefree's.  ``step`` in eval
+    mode is a ValueError (schedulefree: Exception).  Each group's schedule advances once
+    per step (also for a group without grads), not when the step is refused.  The grads
+    are read, not overwritten (schedulefree divides them in place).  ``foreach`` is
+    accepted and changes nothing.
+    """
+
+    _FUNCTIONAL = "adamw_schedule_free_"
+    _BUFFERS = (("z", "pos", _needed_always), ("exp_avg_sq", "pos", _needed_always))
+    _COUNTS_STEPS = False  # the groups count the steps (k)
+    _REPEATABLE = False
+
+    def __init__(self, params, lr=0.0025, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
+                 warmup_steps=0, r=0.0, weight_lr_power=2.0,
+                 foreach=hasattr(torch, "_foreach_mul_")):
+        defaults = dict(lr=lr, betas=betas, eps=eps, r=r, k=0, warmup_steps=warmup_steps,
+                        train_mode=False, weight_sum=0.0, lr_max=-1.0, scheduled_lr=0.0,
+                        weight_lr_power=weight_lr_power, weight_decay=weight_decay,
+                        foreach=foreach)
+        self.defaults = {}
+        self._check_group_values(defaults)
+        torch.optim.Optimizer.__init__(self, params, defaults)
+        self._fastoptim_init()
+
+    @staticmethod
+    def _advance(g):
+        """The group's schedule for its next step, as schedulefree computes it: (the
+        functional's scalars, the group's values after the step)."""
+        for key in ("k", "warmup_steps"):
+            v = g[key]
+            if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral) \
+                    or not 0 <= v < 2 ** 53:
+                raise ValueError(f"{key} must be an int >= 0, got {v!r}")
+        if not isinstance(g["train_mode"], (bool, np.bool_)):
+            raise TypeError(f"train_mode must be a bool, got {type(g['train_mode']).__name__}")
+        k, warmup_steps = int(g["k"]), int(g["warmup_steps"])
+        beta2 = check_real("beta2", _betas(g)["beta2"], low=0.0, high=1.0)
+        r = check_real("r", _scalar(g["r"]))
+        power = check_real("weight_lr_power", _scalar(g["weight_lr_power"]))
+        sched = (k + 1) / warmup_steps if k < warmup_steps else 1.0
+        lr = check_real("lr", _scalar(g["lr"]), low=0.0) * sched
+        lr_max = max(lr, check_real("lr_max", _scalar(g["lr_max"])))
+        with np.errstate(all="ignore"):
+            weight = float(np.float64(k + 1) ** r * np.float64(lr_max) ** power)
+        weight_sum = check_real("weight_sum", _scalar(g["weight_sum"]), low=0.0) + weight
+        ckp1 = weight / weight_sum if weight_sum != 0 else 0.0
+        return (dict(lr=lr, ckp1=ckp1, bias_correction2=1 - beta2 ** (k + 1)),
+                dict(k=k + 1, scheduled_lr=lr, lr_max=lr_max, weight_sum=weight_sum))
+
+    def _step_kwargs(self, group, step):
+        return dict(**self._advance(group)[0], **_betas(group), eps=_scalar(group["eps"]),
+                    weight_decay=_scalar(group["weight_decay"]))
+
+    def _hyper(self, g):
+        return self._step_kwargs(g, None)
+
+    def _new_buffer(self, name, p, group):
+        if name == "z":  # schedulefree's clone of the param
+            return torch.clone(p.detach(), memory_format=torch.preserve_format)
+        return super()._new_buffer(name, p, group)
+
+    def _step(self, closure=None):
+        groups = self.param_groups
+        if not groups[0]["train_mode"]:
+            raise ValueError("Optimizer was not in train mode when step is called. Please "
+                             "insert .train() and .eval() calls on the optimizer. See "
+                             "documentation for details.")
+        after = [self._advance(g)[1] for g in groups]  # every group checked first
+        loss = super()._step(closure)
+        for g, values in zip(groups, after):
+            g.update(values)
+        return loss
+
+    def _switch(self, to_train):
+        moves = []  # everything checked before the first param moves
+        for gi, g in enumerate(self.param_groups):
+            if bool(g["train_mode"]) == to_train:
+                continue
+            beta1 = check_real("beta1", _betas(g)["beta1"])
+            if not to_train and beta1 == 0:
+                raise ValueError("eval() needs beta1 > 0: with beta1 = 0 the params are z "
+                                 "and the averaged weights cannot be recovered")
+            for j, p in enumerate(g["params"]):
+                z = self.state[p].get("z")  # (an empty entry made, as schedulefree's)
+                if z is None:
+                    continue
+                if not isinstance(z, torch.Tensor) or z.shape != p.shape or \
+                        z.dtype != p.dtype or z.device != p.device:
+                    raise ValueError(f"state['z'] of param {j} of group {gi} must be a "
+                                     f"tensor shaped like its param ({tuple(p.shape)}, "
+                                     f"{p.dtype})")
+                moves.append((p, z, 1 - beta1 if to_train else 1 - 1 / beta1))
+        with torch.no_grad():
+            for p, z, weight in moves:
+                p.lerp_(z, weight)
+        for g in self.param_groups:
+            g["train_mode"] = to_train
+
+    def train(self):
+        """Switch the params to y, where the gradients are taken (before training)."""
+        self._switch(True)
+
+    def eval(self):
+        """Switch the params to x, the averaged weights (before evaluating or saving)."""
+        self._switch(False)

@@ -717,12 +717,20 @@ def _torch_optimizer(cls, stepped=True, dtype=None, compact=False):
     params = [torch.tensor(_vec(6, seed=10), dtype=dtypes[0], requires_grad=True),
               torch.tensor(_vec(4, seed=11), dtype=dtypes[1], requires_grad=True)]
     kwargs = {"SGD": dict(lr=0.1, momentum=0.9), "RMSprop": dict(momentum=0.5, centered=True),
-              "Adam": dict(amsgrad=True), "AdamW": dict(amsgrad=True)}[cls.__name__]
+              "Adam": dict(amsgrad=True), "AdamW": dict(amsgrad=True),
+              "Adagrad": dict(lr_decay=0.01, initial_accumulator_value=0.1),
+              "Adadelta": dict(weight_decay=0.01), "Adamax": dict(weight_decay=0.01),
+              "RAdam": dict(decoupled_weight_decay=True, weight_decay=0.1),
+              "NAdam": dict(weight_decay=0.01), "Rprop": dict(etas=(0.4, 1.3)),
+              "ASGD": dict(t0=1), "Lion": dict(weight_decay=0.1, decoupled_weight_decay=True),
+              "AdamWScheduleFree": dict(warmup_steps=2)}[cls.__name__]
     if compact:
         kwargs = dict(kwargs, rounding="stochastic", seed=3)
         if cls.__name__ == "RMSprop":  # centered: square_avg - grad_avg**2 in float32 (README)
             kwargs["state_dtype"] = "float32"
     opt = cls([{"params": params[:1]}, {"params": params[1:], "lr": 0.01}], **kwargs)
+    if hasattr(opt, "train"):  # schedule-free: steps in train mode
+        opt.train()
     for k, p in enumerate(params):
         p.grad = torch.tensor(_vec(p.numel(), seed=12 + k), dtype=p.dtype)
     if stepped:
@@ -734,9 +742,9 @@ def _torch_optimizer_calls(cls, method):
     import torch
     if method is None:
         return [Call(cls, [params], kwargs) for _, params, kwargs in
-                (_torch_optimizer(cls, stepped=False, compact=c) for c in (False, True))]
+                (_torch_optimizer(cls, stepped=False, compact=c) for c in _compact_variants(cls))]
     calls = []
-    for compact in (False, True):
+    for compact in _compact_variants(cls):
         opt, params, _ = _torch_optimizer(cls, compact=compact)
         if method == "step":
             calls += [Call(opt.step), Call(opt.step, [lambda: 1.0])]
@@ -752,11 +760,17 @@ def _torch_optimizer_calls(cls, method):
             return [Call(cls.profile_hook_step, [lambda *a, **k: None])]
         elif method.startswith("register_"):
             return [Call(getattr(opt, method), [lambda *a: None])]
-        elif method in ("state_dict", "zero_grad"):
+        elif method in ("state_dict", "zero_grad", "share_memory", "train", "eval"):
+            # share_memory: Adagrad's; train/eval: schedule-free's
             calls.append(Call(getattr(opt, method)))
         else:
             return None
     return calls
+
+
+def _compact_variants(cls):
+    """float32 tensors, and 16-bit ones where the class has a compact path."""
+    return (False, True) if cls._COMPACT else (False,)
 
 
 SCHEDULER_ARGS = {
