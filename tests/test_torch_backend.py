@@ -24,6 +24,7 @@ torch = pytest.importorskip("torch")
 
 import fastoptim.optim as fo  # noqa: E402
 import fastoptim.torch as ft  # noqa: E402
+from _torch_models import MODELS, convnet, data, mlp  # noqa: E402,F401
 
 TOL = {torch.float32: 1e-6, torch.float64: 2e-15}
 DTYPES = [torch.float32, torch.float64]
@@ -43,28 +44,6 @@ CONFIGS = [
     ("AdamW", dict(lr=0.01, amsgrad=True, maximize=True, weight_decay=0.1)),
 ]
 IDS = [f"{n}-{'-'.join(f'{k}={v}' for k, v in kw.items())}" for n, kw in CONFIGS]
-
-
-def mlp(dtype, seed=0):
-    torch.manual_seed(seed)
-    return torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.Tanh(), torch.nn.Linear(32, 32),
-                               torch.nn.Tanh(), torch.nn.Linear(32, 2)).to(dtype)
-
-
-def convnet(dtype, seed=0):
-    torch.manual_seed(seed)
-    return torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Tanh(),
-                               torch.nn.Conv2d(4, 4, 3, stride=2), torch.nn.Tanh(),
-                               torch.nn.Flatten(), torch.nn.Linear(16, 2)).to(dtype)
-
-
-MODELS = {"mlp": (mlp, (16, 8)), "convnet": (convnet, (16, 1, 8, 8))}
-
-
-def data(model, dtype):
-    g = torch.Generator().manual_seed(1)
-    shape = MODELS[model][1]
-    return torch.randn(*shape, generator=g).to(dtype), torch.randn(16, 2, generator=g).to(dtype)
 
 
 def train(model, opt, X, Y, steps, maximize=False, sched=None):

@@ -28,6 +28,7 @@ ml_dtypes = pytest.importorskip("ml_dtypes")
 
 import fastoptim.optim as fo  # noqa: E402
 import fastoptim.torch as ft  # noqa: E402
+from _torch_models import MODELS, convnet, data, mlp  # noqa: E402,F401
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -60,28 +61,6 @@ STORAGES = {
     "stochastic": (dict(rounding="stochastic", seed=7),
                    lambda d: dict(state_dtype=NAME[d], rounding="stochastic", seed=7)),
 }
-
-
-def mlp(dtype, seed=0):
-    torch.manual_seed(seed)
-    return torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.Tanh(), torch.nn.Linear(32, 32),
-                               torch.nn.Tanh(), torch.nn.Linear(32, 2)).to(dtype)
-
-
-def convnet(dtype, seed=0):
-    torch.manual_seed(seed)
-    return torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Tanh(),
-                               torch.nn.Conv2d(4, 4, 3, stride=2), torch.nn.Tanh(),
-                               torch.nn.Flatten(), torch.nn.Linear(16, 2)).to(dtype)
-
-
-MODELS = {"mlp": (mlp, (16, 8)), "convnet": (convnet, (16, 1, 8, 8))}
-
-
-def data(model, dtype):
-    g = torch.Generator().manual_seed(1)
-    return (torch.randn(*MODELS[model][1], generator=g).to(dtype),
-            torch.randn(16, 2, generator=g).to(dtype))
 
 
 def backward(net, X, Y):
