@@ -51,11 +51,17 @@ MANY_SHAPES = [int(n) for n in np.random.default_rng(1).integers(1_000, 100_001,
 PLACEMENTS = ("same", "staggered")
 
 
+def _staggered_offsets(count):
+    """Page offsets spread evenly over 4 KiB, 64-byte aligned, one per buffer."""
+    step = (4096 // count) // 64 * 64
+    return [64 * 7 + k * step for k in range(count)]
+
+
 def staggered_copies(arrays):
     """Copies of `arrays` whose data start at page offsets spread evenly over 4 KiB
     (64-byte aligned): no two of them at the same offset, whatever their size."""
-    step = (4096 // len(arrays)) // 64 * 64
-    return [_filled(zeros_at_page_offset(a, 64 * 7 + k * step), a) for k, a in enumerate(arrays)]
+    return [_filled(zeros_at_page_offset(a, offset), a)
+            for a, offset in zip(arrays, _staggered_offsets(len(arrays)))]
 
 
 def _filled(dst, src):
@@ -84,10 +90,9 @@ class CaseMemory:
             raise ValueError(f"placement must be one of {PLACEMENTS}, got {placement!r}")
         if placement == "same":
             return [a[:self.size] for a in self.arrays]
-        step = (4096 // len(self.arrays)) // 64 * 64
         views = []
-        for k, a in enumerate(self.arrays):
-            shift = (64 * 7 + k * step - a.ctypes.data) % 4096 // self.dtype.itemsize
+        for a, offset in zip(self.arrays, _staggered_offsets(len(self.arrays))):
+            shift = (offset - a.ctypes.data) % 4096 // self.dtype.itemsize
             views.append(a[shift:shift + self.size])
         return views
 
@@ -213,24 +218,30 @@ def best_times_interleaved(fns, min_time=0.2, max_rounds=400, calls_per_turn=4, 
     return best
 
 
-class TrafficProbe:
-    """The limit for one kernel: a trivial in-place loop (kernels.stream_probe) with
-    the kernel's streams and traffic -- read param, grad and each state buffer, write
-    param and the state buffers -- on buffers at staggered page offsets (its best
-    placement), on the kernels' threads."""
+class _StreamsProbe:
+    """A trivial in-place loop (kernels.stream_probe) that reads a, b and n_states state
+    buffers and writes a and the state buffers, on buffers at staggered page offsets (its
+    best placement; or the `arrays` given), on the kernels' threads."""
 
-    def __init__(self, kernel, size, dtype, n_threads=None, arrays=None):
-        n_states = len(KERNELS[kernel][1])
+    def __init__(self, n_states, size, dtype, n_threads=None, arrays=None):
         if arrays is None:
             arrays = staggered_copies([np.ones(size, dtype) for _ in range(2 + n_states)])
         elif len(arrays) != 2 + n_states:
-            raise ValueError(f"{kernel}'s probe needs {2 + n_states} arrays, got {len(arrays)}")
+            raise ValueError(f"the probe needs {2 + n_states} arrays, got {len(arrays)}")
         self.a, self.b, self.states = arrays[0], arrays[1], tuple(arrays[2:])
         self.n_threads = n_threads or get_num_threads()
         self.bytes_per_call = (3 + 2 * n_states) * self.a.itemsize * size
 
     def __call__(self):
         kernels.stream_probe(self.a, self.b, self.states, 1e-9, self.n_threads)
+
+
+class TrafficProbe(_StreamsProbe):
+    """The limit for one kernel: the probe with the kernel's streams and traffic -- read
+    param, grad and each state buffer, write param and the state buffers."""
+
+    def __init__(self, kernel, size, dtype, n_threads=None, arrays=None):
+        super().__init__(len(KERNELS[kernel][1]), size, dtype, n_threads, arrays)
 
 
 def report(kernels_=None, dtypes=None, sizes=SIZES, with_torch=True, file=None):
@@ -820,16 +831,6 @@ class ElementwiseCase:
         if hasattr(opt, "train"):
             opt.train()
         return opt.step
-
-
-class _StreamsProbe(TrafficProbe):
-    """TrafficProbe for a given number of state buffers."""
-
-    def __init__(self, n_states, size, dtype, n_threads=None):
-        arrays = staggered_copies([np.ones(size, dtype) for _ in range(2 + n_states)])
-        self.a, self.b, self.states = arrays[0], arrays[1], tuple(arrays[2:])
-        self.n_threads = n_threads or get_num_threads()
-        self.bytes_per_call = (3 + 2 * n_states) * self.a.itemsize * size
 
 
 def elementwise_report(names=None, sizes=ELEMENTWISE_SIZES, dtype=np.float32, file=None):
