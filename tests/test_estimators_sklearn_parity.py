@@ -547,3 +547,78 @@ def test_pickled_regressor_predicts_the_same(solver):
     back = pickle.loads(pickle.dumps(est))
     np.testing.assert_array_equal(back.predict(X), est.predict(X))
     assert back.n_iter_ == est.n_iter_ and back.loss_ == est.loss_
+
+
+# ---- item: random_state=None draws from NumPy's global RandomState, as scikit-learn -----
+
+@pytest.mark.parametrize("cls_name", ["MLPClassifier", "MLPRegressor"])
+def test_random_state_none_follows_np_random_seed(cls_name):
+    X, y = _blobs()
+    coefs = []
+    for seed in (3, 3, 4):
+        np.random.seed(seed)
+        est = _pair(cls_name, hidden_layer_sizes=(5,), max_iter=2)[0]
+        _quiet(est.fit, X, y)
+        coefs.append(est.coefs_[0].copy())
+    np.testing.assert_array_equal(coefs[0], coefs[1])
+    assert not np.array_equal(coefs[0], coefs[2])
+
+
+# ---- item: weights set before the first (warm-start) fit are its starting point --------
+
+@pytest.mark.parametrize("first_call", ["partial_fit", "warm_start_fit"])
+def test_preset_weights_start_training_as_sklearn(first_call):
+    X, y = _blobs(n=40, k=2, d=3)
+    rng = np.random.default_rng(1)
+    W = [rng.normal(size=(3, 4)), rng.normal(size=(4, 1))]
+    b = [rng.normal(size=4), rng.normal(size=1)]
+    results = []
+    for est in _pair("MLPClassifier", hidden_layer_sizes=(4,), solver="sgd", momentum=0.0,
+                     learning_rate_init=0.05, batch_size=40, max_iter=1, shuffle=False,
+                     warm_start=first_call == "warm_start_fit", random_state=0):
+        est.coefs_ = [w.copy() for w in W]
+        est.intercepts_ = [c.copy() for c in b]
+        # scikit-learn also needs the attributes its first pass would have set (as in
+        # its own test_fit); fastoptim needs only the weights
+        est.n_outputs_, est.n_layers_, est.out_activation_ = 1, 3, "logistic"
+        est.t_, est.n_iter_, est.best_loss_, est.loss_curve_ = 0, 0, np.inf, []
+        est._no_improvement_count = 0
+        if first_call == "partial_fit":
+            est.partial_fit(X, y, classes=[0, 1])
+        else:
+            _quiet(est.fit, X, y)
+        results.append(np.concatenate([a.ravel() for a in est.coefs_ + est.intercepts_]))
+    start = np.concatenate([a.ravel() for a in W + b])
+    assert not np.allclose(results[0], start)
+    np.testing.assert_allclose(results[0], results[1], rtol=1e-12, atol=1e-12)
+
+
+def test_preset_weights_of_the_wrong_shape_are_refused_and_nothing_changes():
+    X, y = _blobs(n=40, k=2, d=3)
+    est = MLPClassifier(hidden_layer_sizes=(4,), solver="sgd")
+    est.coefs_ = [np.zeros((3, 5)), np.zeros((5, 1))]
+    est.intercepts_ = [np.zeros(5), np.zeros(1)]
+    with pytest.raises(ValueError, match=r"coefs_\[0\] must be a real array of shape \(3, 4\)"):
+        est.partial_fit(X, y, classes=[0, 1])
+    assert not hasattr(est, "net_") and est.coefs_[0].shape == (3, 5)
+
+
+# ---- item: a diverging fit with early stopping keeps its best weights, as scikit-learn ---
+
+def test_diverging_fit_with_early_stopping_restores_the_best_weights():
+    X, y = _blobs(n=150, k=3, d=4)
+    X = X * 1e3
+    for est in _pair("MLPRegressor", hidden_layer_sizes=(20,), activation="identity",
+                     solver="sgd", learning_rate_init=1.0, max_iter=15, early_stopping=True,
+                     n_iter_no_change=20, random_state=0):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            est.fit(X, y.astype(float))
+        assert not np.isfinite(est.loss_curve_[-1])
+        assert all(np.isfinite(c).all() for c in est.coefs_ + est.intercepts_)
+        assert len(est.loss_curve_) == 15
+    ours = _pair("MLPRegressor", hidden_layer_sizes=(20,), activation="identity",
+                 solver="sgd", learning_rate_init=1.0, max_iter=15, random_state=0)[0]
+    with pytest.raises(ValueError, match="Solver produced non-finite parameter weights"):
+        _quiet(ours.fit, X, y.astype(float))
+    assert not hasattr(ours, "coefs_")

@@ -466,6 +466,11 @@ def _check_sample_weight(sample_weight, n, dtype):
 
 
 def _as_rng(random_state):
+    """A Generator seeded from `random_state`: an int, a Generator or RandomState, or
+    None, which (as scikit-learn's check_random_state) draws from NumPy's global
+    RandomState, so that ``np.random.seed`` makes fits repeatable."""
+    if random_state is None:
+        random_state = np.random.mtrand._rand
     if isinstance(random_state, np.random.RandomState):
         return np.random.default_rng(random_state.randint(0, 2**31 - 1))
     return np.random.default_rng(random_state)
@@ -560,12 +565,17 @@ class _BaseMLP(_ParamsMixin):
     def _sync_params(self):
         """Copy arrays assigned into coefs_ / intercepts_ (``est.coefs_[i] = W``) into the
         parameter buffer and put the views back, so predict and training use the same
-        weights.  Checks every entry before copying any."""
-        net = self.net_
+        weights."""
+        if self._copy_weights_into(self.net_):
+            self._bind_views()
+
+    def _copy_weights_into(self, net):
+        """Copy this estimator's coefs_ / intercepts_ entries that are not already views
+        of `net` into it; True if any was.  Checks every entry before copying any."""
         pairs = []
         for name, mine, views in (("coefs_", self.coefs_, net.coefs),
                                   ("intercepts_", self.intercepts_, net.intercepts)):
-            if not isinstance(mine, list) or len(mine) != len(views):
+            if not isinstance(mine, (list, tuple)) or len(mine) != len(views):
                 raise ValueError(f"{name} must be a list of {len(views)} arrays")
             for i, (a, v) in enumerate(zip(mine, views)):
                 if a is v:
@@ -575,10 +585,9 @@ class _BaseMLP(_ParamsMixin):
                     raise ValueError(f"{name}[{i}] must be a real array of shape {v.shape}, "
                                      f"got {a.dtype} of shape {a.shape}")
                 pairs.append((v, a))
-        if pairs:
-            for v, a in pairs:
-                v[...] = a
-            self._bind_views()
+        for v, a in pairs:
+            v[...] = a
+        return bool(pairs)
 
     # -- input checks against the fitted state ------------------------------------------
 
@@ -625,6 +634,10 @@ class _BaseMLP(_ParamsMixin):
             raise ValueError("partial_fit does not support early_stopping=True")
         fitted = hasattr(self, "net_")
         first = not fitted or not (incremental or self.warm_start)
+        # scikit-learn trains on from coefs_ / intercepts_ set by hand before the first
+        # partial_fit (or a warm-start fit): their values are the starting point
+        preset = (not fitted and (incremental or self.warm_start)
+                  and "coefs_" in self.__dict__ and "intercepts_" in self.__dict__)
         if fitted:
             self._sync_params()
         names = self._check_feature_names(X, reset=first)
@@ -653,6 +666,8 @@ class _BaseMLP(_ParamsMixin):
             rng = _as_rng(self.random_state)
             net = MLP(sizes, act, output, dtype=dtype, alpha=float(self.alpha), seed=rng)
             net.mean_over_outputs = output == "identity"
+            if preset:
+                self._copy_weights_into(net)
             fit_state = {"t_": 0, "loss_curve_": [], "_no_improvement_count": 0,
                          "best_loss_": None if self.early_stopping else np.inf,
                          "validation_scores_": [] if self.early_stopping else None,
@@ -714,6 +729,37 @@ class _BaseMLP(_ParamsMixin):
         self._bind_views()
         return self
 
+    def _loss_grad_lbfgs(self, packed_coef_inter, X, y, sample_weight=None, activations=None,
+                         deltas=None, coef_grads=None, intercept_grads=None):
+        """scikit-learn's (private) L-BFGS objective, for code that calls it, such as
+        scikit-learn's own gradient check: set the weights to `packed_coef_inter` (every
+        coef, then every intercept, flattened: the layout of ``net_.params_flat``) and
+        return (loss, gradient in that layout) on the binarized targets `y`, the loss
+        with its L2 term.  Like scikit-learn's, it leaves the weights set; `coef_grads`
+        / `intercept_grads` (lists of arrays), when given, receive the gradient;
+        `activations` and `deltas` are accepted and not used (the network has its own)."""
+        self._check_fitted()
+        self._sync_params()
+        net = self.net_
+        theta = np.asarray(packed_coef_inter)
+        if theta.shape != net.params_flat.shape or theta.dtype.kind not in "biuf":
+            raise ValueError(f"packed_coef_inter must be a real array of shape "
+                             f"{net.params_flat.shape}, got {theta.dtype} {theta.shape}")
+        X = _check_X(X, net.dtype)
+        self._check_n_features(X)
+        Y = np.ascontiguousarray(y, dtype=net.dtype).reshape(X.shape[0], -1)
+        if Y.shape[1] != net.layer_sizes[-1]:
+            raise ValueError(f"y must have {net.layer_sizes[-1]} column(s) (the binarized "
+                             f"targets), got {Y.shape[1]}")
+        sw = _check_sample_weight(sample_weight, X.shape[0], net.dtype)
+        net.params_flat[...] = theta
+        loss = net._loss_grad_batch(X, Y, net._get_views(X.shape[0]), sw)
+        for given, own in ((coef_grads, net.coef_grads), (intercept_grads, net.intercept_grads)):
+            if given is not None:
+                for i, g in enumerate(own):
+                    given[i] = g.copy()
+        return float(loss), net.grads_flat.astype(np.float64)
+
     def _run_lbfgs(self, net, X, Y, sw):
         """Full-batch L-BFGS-B from scipy, as scikit-learn's solver="lbfgs"."""
         try:
@@ -764,10 +810,13 @@ class _BaseMLP(_ParamsMixin):
         if strat is not None:
             labels, counts = np.unique(strat, return_counts=True)
             if counts.min() < 2:
+                # named as scikit-learn's split names them: by the binarized target
+                few = ["True" if c == labels[-1] and labels.size == 2 else "False"
+                       for c in labels[counts < 2]]
                 raise ValueError(
                     "The least populated classes in y have only 1 member, which is too few. "
                     "The minimum number of groups for any class cannot be less than 2. "
-                    f"Classes with too few members are: {labels[counts < 2].tolist()}")
+                    f"Classes with too few members are: {few}")
             for what, size in (("test_size", n_val), ("train_size", n - n_val)):
                 if size < labels.size:
                     raise ValueError(f"The {what} = {size} should be greater or equal to the "
@@ -825,11 +874,14 @@ class _BaseMLP(_ParamsMixin):
                 if self.shuffle:
                     rng.shuffle(order)
                 loss = runner.run(order if self.shuffle else None)
-                if not math.isfinite(loss):
+                # with early stopping a diverged epoch scores NaN and the best weights
+                # come back at the end (scikit-learn's rule); otherwise stop here
+                if not (early or math.isfinite(loss)):
                     raise DivergenceError(
-                        f"Solver produced non-finite parameter weights: the training loss "
-                        f"became {loss} at iteration {n_iter + 1}. Lower learning_rate_init "
-                        "or alpha, or scale the input data.")
+                        "Solver produced non-finite parameter weights. The input data may "
+                        f"contain large values and need to be preprocessed. (The training "
+                        f"loss became {loss} at iteration {n_iter + 1}: scale the input "
+                        "data, or lower learning_rate_init or alpha.)")
                 n_iter += 1
                 t += n
                 loss_curve.append(loss)

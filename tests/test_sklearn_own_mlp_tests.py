@@ -1,0 +1,53 @@
+"""scikit-learn's own MLP tests (sklearn/neural_network/tests/test_mlp.py, shipped in its
+wheel) run against fastoptim's MLPClassifier / MLPRegressor: a drop-in passes them.  The
+tests that do not pass are listed below with the reason; every other one must pass."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import subprocess_env
+
+pytest.importorskip("sklearn")
+
+# test name (parametrization stripped) -> why it does not pass against fastoptim
+KNOWN = {
+    "test_learning_rate_warmstart":
+        "reads scikit-learn's private `_optimizer.learning_rate` (the invscaling rate "
+        "is checked in test_estimators_sklearn_parity.py)",
+    "test_adaptive_learning_rate":
+        "reads scikit-learn's private `_optimizer.learning_rate` (the adaptive rate is "
+        "checked in test_estimators.py)",
+    "test_lbfgs_regression_maxfun":
+        "expects L-BFGS-B to run out of its 10 function evaluations on an identity "
+        "network, which depends on the initial weights: they differ from scikit-learn's "
+        "on purpose (README); over random_state 0-9 either estimator converges within "
+        "10 evaluations about half the time",
+}
+
+
+def _base(name):
+    return name.split("[")[0]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("sklearn.neural_network.tests") is None,
+                    reason="this scikit-learn install does not ship its tests")
+def test_sklearn_mlp_test_module_passes(tmp_path):
+    outcomes_file = tmp_path / "outcomes.json"
+    here = os.path.dirname(os.path.abspath(__file__))
+    env = subprocess_env(FASTOPTIM_SKLEARN_OUTCOMES=str(outcomes_file))
+    env["PYTHONPATH"] = os.pathsep.join([here, env["PYTHONPATH"]])
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p",
+         "_sklearn_mlp_plugin", "--pyargs", "sklearn.neural_network.tests.test_mlp"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert outcomes_file.exists(), proc.stdout[-3000:] + proc.stderr[-3000:]
+    outcomes = json.loads(outcomes_file.read_text())
+    assert sum(o == "passed" for o in outcomes.values()) >= 50, outcomes
+    unexpected = sorted(n for n, o in outcomes.items()
+                        if o != "passed" and _base(n) not in KNOWN)
+    assert not unexpected, (unexpected, proc.stdout[-6000:])
