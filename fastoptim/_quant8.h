@@ -64,20 +64,24 @@ static inline void fastoptim_q8_encode(const float* x, ptrdiff_t n, float scale,
 #ifdef __AVX2__
     const __m256 vscale = _mm256_set1_ps(scale);
     const __m256i magnitude = _mm256_set1_epi32(0x7fffffff), base = _mm256_set1_epi32(FASTOPTIM_Q8_BASE);
-    const __m256i zero = _mm256_setzero_si256(), last = _mm256_set1_epi32(FASTOPTIM_Q8_NB - 1);
+    const __m256i last = _mm256_set1_epi32(FASTOPTIM_Q8_NB - 1);
     const __m256i negative_half = _mm256_set1_epi32(FASTOPTIM_Q8_NB);
-    const __m256i low16 = _mm256_set1_epi32(0xffff), byte = _mm256_set1_epi32(0xff);
+    const __m256i low16 = _mm256_set1_epi32(0xffff);
+    /* byte 0 of each 32-bit lane to the lane's first four bytes */
+    const __m256i first_bytes = _mm256_setr_epi8(0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+                                                 0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1);
     for (; j + 8 <= n; j += 8) {
         __m256i u = _mm256_castps_si256(_mm256_mul_ps(_mm256_loadu_ps(x + j), vscale));
         __m256i a = _mm256_and_si256(u, magnitude);
-        __m256i b = _mm256_sub_epi32(_mm256_srli_epi32(a, 16), base);
-        b = _mm256_min_epi32(_mm256_max_epi32(b, zero), last);
+        /* (a >> 16) - base clamped to [0, last]: the upper 16 bits of each lane are 0,
+         * so 16-bit saturating subtraction and minimum do it */
+        __m256i b = _mm256_min_epu16(_mm256_subs_epu16(_mm256_srli_epi32(a, 16), base), last);
         b = _mm256_add_epi32(b, _mm256_and_si256(_mm256_srai_epi32(u, 31), negative_half));
         __m256i e = fastoptim_q8_lookup8(lut, b);
         __m256i below = _mm256_cmpgt_epi32(_mm256_srli_epi32(e, 16), _mm256_and_si256(a, low16));
-        __m256i r = _mm256_and_si256(_mm256_blendv_epi8(_mm256_srli_epi32(e, 8), e, below), byte);
-        __m128i w = _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
-        _mm_storel_epi64((__m128i*) (codes + j), _mm_packus_epi16(w, w));
+        __m256i r = _mm256_shuffle_epi8(_mm256_blendv_epi8(_mm256_srli_epi32(e, 8), e, below), first_bytes);
+        _mm_storel_epi64((__m128i*) (codes + j), _mm_unpacklo_epi32(_mm256_castsi256_si128(r),
+                                                                    _mm256_extracti128_si256(r, 1)));
     }
 #endif
     for (; j < n; j++)
