@@ -46,7 +46,7 @@ Q8_BUCKET_BASE = FASTOPTIM_Q8_BASE
 Q8_BUCKETS = FASTOPTIM_Q8_NB
 cdef enum:
     _Q8_BLOCK = 256
-    _Q8_TILE_BLOCKS = 8             # blocks decoded, updated and encoded per pass
+    _Q8_TILE_BLOCKS = 4             # blocks decoded, updated and encoded per pass
     _Q8_TILE = _Q8_BLOCK * _Q8_TILE_BLOCKS
 
 
