@@ -224,6 +224,49 @@ def test_non_finite_state_marks_its_block():
 
 
 # -------------------------------------------------------------- kernels vs reference
+def _every_code_in_every_lane(size, rng):
+    """Codes holding each of the 256 codes at every position modulo 8 (the AVX2
+    decoder takes eight codes per word) and a short tail; absmax of all magnitudes."""
+    codes = (np.arange(size) + np.arange(size) // 256) % 256
+    absmax = np.exp(rng.uniform(-90, 88, -(-size // 256))).astype(np.float32)
+    absmax[:2] = 0, np.float32(1e-40)   # all-zero block, subnormal products
+    return codes.astype(np.uint8), absmax
+
+
+@pytest.mark.parametrize("size", [256 * 9 + 13, 256 * 8 + 5])
+def test_decoding_every_code_in_every_lane_is_exact(variant, size, rng):
+    # SGD with momentum 1 and a zero gradient from a zero param: the param becomes
+    # -(the decoded momentum buffer), which must be map[code] * absmax exactly.
+    codes, absmax = _every_code_in_every_lane(size, rng)
+    buf = Q(codes.copy(), absmax.copy(), True)
+    p = np.zeros(size, np.float32)
+    fastoptim.sgd_(p, np.zeros(size, np.float32), buf, step=2, lr=1.0, momentum=1.0)
+    np.testing.assert_array_equal(-p, reference.dequantize_blockwise(codes, absmax, True),
+                                  strict=True)
+
+
+@pytest.mark.parametrize("kind", ["rmsprop", "adam"])
+def test_every_code_in_every_lane_steps_as_reference(variant, kind, rng):
+    # every code of both maps decoded, updated and re-encoded in each lane position
+    size = 256 * 9 + 13
+    options = ({"momentum": 0.9, "centered": True} if kind == "rmsprop" else
+               {"amsgrad": True})
+    param = rng.standard_normal(size).astype(np.float32)
+    state = make_state(kind, param, options)
+    for name, s in state.items():
+        if s is not None:
+            codes, absmax = _every_code_in_every_lane(size, rng)
+            s.codes[...] = np.roll(codes, rng.integers(256))
+            s.absmax[...] = np.abs(absmax) * np.float32(1e-30)
+    ref_param, ref_state = param.copy(), copy.deepcopy(state)
+    grad = rng.standard_normal(size).astype(np.float32) * np.float32(1e-3)
+    call(fastoptim, kind, param, grad, state, 3, 1e-3, options)
+    call(reference, kind, ref_param, grad, ref_state, 3, 1e-3, options)
+    np.testing.assert_array_equal(param, ref_param, strict=True)
+    for name in state:
+        assert_same(state[name], ref_state[name])
+
+
 @pytest.mark.parametrize("kind", sorted(OPTIMIZERS))
 def test_every_option_combination_matches_reference(variant, kind, rng):
     options_grid, lr = OPTIMIZERS[kind]
