@@ -477,11 +477,11 @@ def _with_compact_storage(update):
 
     @functools.wraps(update)
     def wrapper(*args, master=None, rounding="nearest", seed=0, **kwargs):
+        if not _needs_compact(master, rounding, *args, *kwargs.values()):
+            return update(*args, **kwargs)  # float32/float64: no binding cost per call
         arguments = signature.bind(*args, **kwargs).arguments
         buffers = [arguments.pop(name) for name in names]
         param, grad = arguments.pop("param"), arguments.pop("grad")
-        if not _needs_compact(master, rounding, param, grad, *buffers):
-            return update(*args, **kwargs)
         step = arguments.pop("step", None)
         return _compact_step(update, param, grad, dict(enumerate(buffers)), master, rounding,
                              seed, step, **arguments)
