@@ -466,6 +466,10 @@ def adamw_schedule_free_(param, grad, z, exp_avg_sq, *, ckp1, lr, bias_correctio
         lerp_(y, zz, ckp1)
         y += (lr * (beta1 * (1 - ckp1) - 1)) * g
         zz -= lr * g
+
+
+# Compact storage for the rules above: the same float32 rule on widened copies
+# (_compact_step), as the kernels' <name>_compact entries run their float32 loops.
 def _with_compact_storage(update):
     """`update` (a template optimizer's rule above) also taking compact storage: 16-bit
     param, grad or state buffers, ``master=``, ``rounding=``, ``seed=`` (module
