@@ -343,8 +343,33 @@ def _template_kernel(name):
     return getattr(kernels, name), globals()[f"_{name}_scalars"]
 
 
+def _template_run(name, arrays, scalars, step, n_threads, master=None, rounding="nearest",
+                  seed=0):
+    """kernels.<name>(*arrays, *scalars, n_threads), or, when some buffer is 16-bit or a
+    master is given, kernels.<name>_compact (compact storage: module docstring).  The
+    values are checked; n_threads is resolved here."""
+    n_threads = resolve_n_threads(n_threads)
+    if master is None:
+        try:
+            return getattr(kernels, name)(*arrays, *scalars, n_threads)
+        except TypeError:
+            if not _is_compact(arrays):
+                raise
+    _run_compact(getattr(kernels, name + "_compact"), arrays, master, scalars, rounding,
+                 seed, step, n_threads)
+
+
+def _check_storage(rounding, seed):
+    """The compact-storage keywords of a template function, checked."""
+    if type(rounding) is str and rounding in _ROUNDINGS and type(seed) is int and (
+            0 <= seed < _SEED_END):
+        return rounding, seed
+    return _check_rounding(rounding), _check_seed(seed)
+
+
 def adagrad_(param, grad, state_sum, *, step, lr=1e-2, lr_decay=0.0, weight_decay=0.0,
-             eps=1e-10, maximize=False, n_threads=None):
+             eps=1e-10, maximize=False, master=None, rounding="nearest", seed=0,
+             n_threads=None):
     """Adagrad (torch.optim.Adagrad), in place.
 
     ::
@@ -355,15 +380,16 @@ def adagrad_(param, grad, state_sum, *, step, lr=1e-2, lr_decay=0.0, weight_deca
         p = p + (-clr * g) / (sqrt(sum) + eps)
 
     ``state_sum`` starts at ``initial_accumulator_value`` (torch's default 0).
+    ``master``, ``rounding``, ``seed``: compact storage (module docstring).
     """
     step = check_step(step)
     lr, lr_decay, weight_decay, eps = (
         check_real("lr", lr, low=0.0), check_real("lr_decay", lr_decay, low=0.0),
         check_real("weight_decay", weight_decay, low=0.0), check_real("eps", eps, low=0.0))
     maximize = check_flag("maximize", maximize)
-    kernels.adagrad(param, grad, state_sum,
-                    *_adagrad_scalars(step, lr, lr_decay, weight_decay, eps, maximize),
-                    resolve_n_threads(n_threads))
+    _template_run("adagrad", (param, grad, state_sum),
+                  _adagrad_scalars(step, lr, lr_decay, weight_decay, eps, maximize), step,
+                  n_threads, master, *_check_storage(rounding, seed))
 
 
 def _adagrad_scalars(step, lr, lr_decay, weight_decay, eps, maximize):
@@ -372,7 +398,7 @@ def _adagrad_scalars(step, lr, lr_decay, weight_decay, eps, maximize):
 
 
 def lion_(param, grad, exp_avg, *, step, lr=1e-4, beta1=0.9, beta2=0.99, weight_decay=0.0,
-          n_threads=None):
+          master=None, rounding="nearest", seed=0, n_threads=None):
     """Lion (Chen et al. 2023; lion-pytorch's update), in place.
 
     ::
@@ -382,14 +408,16 @@ def lion_(param, grad, exp_avg, *, step, lr=1e-4, beta1=0.9, beta2=0.99, weight_
         m = beta2 * m + (1 - beta2) * g
 
     ``step`` is checked but Lion does not use it.  lion-pytorch has no ``maximize``.
+    ``master``, ``rounding``, ``seed``: compact storage (module docstring).
     """
-    check_step(step)
+    step = check_step(step)
     lr = check_real("lr", lr, low=0.0)
     beta1 = check_real("beta1", beta1, low=0.0, high=1.0)
     beta2 = check_real("beta2", beta2, low=0.0, high=1.0)
     weight_decay = check_real("weight_decay", weight_decay)
-    kernels.lion(param, grad, exp_avg, *_lion_scalars(step, lr, beta1, beta2, weight_decay),
-                 resolve_n_threads(n_threads))
+    _template_run("lion", (param, grad, exp_avg),
+                  _lion_scalars(step, lr, beta1, beta2, weight_decay), step, n_threads, master,
+                  *_check_storage(rounding, seed))
 
 
 def _lion_scalars(step, lr, beta1, beta2, weight_decay):
@@ -397,7 +425,8 @@ def _lion_scalars(step, lr, beta1, beta2, weight_decay):
 
 
 def adamax_(param, grad, exp_avg, exp_inf, *, step, lr=2e-3, beta1=0.9, beta2=0.999,
-            eps=1e-8, weight_decay=0.0, maximize=False, n_threads=None):
+            eps=1e-8, weight_decay=0.0, maximize=False, master=None, rounding="nearest",
+            seed=0, n_threads=None):
     """Adamax (torch.optim.Adamax), in place.
 
     ::
@@ -406,6 +435,7 @@ def adamax_(param, grad, exp_avg, exp_inf, *, step, lr=2e-3, beta1=0.9, beta2=0.
         m = lerp(m, g, 1 - beta1)
         u = max(beta2 * u, |g| + eps)            (NaN from either side wins)
         p = p + (-(lr / (1 - beta1**step)) * m) / u
+    ``master``, ``rounding``, ``seed``: compact storage (module docstring).
     """
     step = check_step(step)
     lr = check_real("lr", lr, low=0.0)
@@ -414,9 +444,9 @@ def adamax_(param, grad, exp_avg, exp_inf, *, step, lr=2e-3, beta1=0.9, beta2=0.
     eps = check_real("eps", eps, low=0.0)
     weight_decay = check_real("weight_decay", weight_decay, low=0.0)
     maximize = check_flag("maximize", maximize)
-    kernels.adamax(param, grad, exp_avg, exp_inf,
-                   *_adamax_scalars(step, lr, beta1, beta2, eps, weight_decay, maximize),
-                   resolve_n_threads(n_threads))
+    _template_run("adamax", (param, grad, exp_avg, exp_inf),
+                  _adamax_scalars(step, lr, beta1, beta2, eps, weight_decay, maximize), step,
+                  n_threads, master, *_check_storage(rounding, seed))
 
 
 def _adamax_scalars(step, lr, beta1, beta2, eps, weight_decay, maximize):
@@ -427,7 +457,7 @@ def _adamax_scalars(step, lr, beta1, beta2, eps, weight_decay, maximize):
 
 def radam_(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, beta2=0.999,
            eps=1e-8, weight_decay=0.0, decoupled_weight_decay=False, maximize=False,
-           n_threads=None):
+           master=None, rounding="nearest", seed=0, n_threads=None):
     """RAdam (torch.optim.RAdam), in place.
 
     ::
@@ -441,6 +471,7 @@ def radam_(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, beta2=
 
     with ``bc1 = 1 - beta1**t``, ``bc2 = 1 - beta2**t`` and torch's rectification
     ``rect = sqrt((rho_t - 4)(rho_t - 2) rho_inf / ((rho_inf - 4)(rho_inf - 2) rho_t))``.
+    ``master``, ``rounding``, ``seed``: compact storage (module docstring).
     """
     step = check_step(step)
     lr = check_real("lr", lr, low=0.0)
@@ -450,10 +481,10 @@ def radam_(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, beta2=
     weight_decay = check_real("weight_decay", weight_decay, low=0.0)
     decoupled = check_flag("decoupled_weight_decay", decoupled_weight_decay)
     maximize = check_flag("maximize", maximize)
-    kernels.radam(param, grad, exp_avg, exp_avg_sq,
-                  *_radam_scalars(step, lr, beta1, beta2, eps, weight_decay, decoupled,
-                                  maximize),
-                  resolve_n_threads(n_threads))
+    _template_run("radam", (param, grad, exp_avg, exp_avg_sq),
+                  _radam_scalars(step, lr, beta1, beta2, eps, weight_decay, decoupled,
+                                 maximize), step, n_threads, master,
+                  *_check_storage(rounding, seed))
 
 
 def _radam_scalars(step, lr, beta1, beta2, eps, weight_decay, decoupled, maximize):
@@ -465,7 +496,8 @@ def _radam_scalars(step, lr, beta1, beta2, eps, weight_decay, decoupled, maximiz
 
 
 def adadelta_(param, grad, square_avg, acc_delta, *, step, lr=1.0, rho=0.9, eps=1e-6,
-              weight_decay=0.0, maximize=False, n_threads=None):
+              weight_decay=0.0, maximize=False, master=None, rounding="nearest", seed=0,
+              n_threads=None):
     """Adadelta (torch.optim.Adadelta), in place.
 
     ::
@@ -477,16 +509,17 @@ def adadelta_(param, grad, square_avg, acc_delta, *, step, lr=1.0, rho=0.9, eps=
         p = p + (-lr) * d
 
     ``step`` is checked but Adadelta does not use it.
+    ``master``, ``rounding``, ``seed``: compact storage (module docstring).
     """
-    check_step(step)
+    step = check_step(step)
     lr = check_real("lr", lr, low=0.0)
     rho = check_real("rho", rho, low=0.0, high=1.0)
     eps = check_real("eps", eps, low=0.0)
     weight_decay = check_real("weight_decay", weight_decay, low=0.0)
     maximize = check_flag("maximize", maximize)
-    kernels.adadelta(param, grad, square_avg, acc_delta,
-                     *_adadelta_scalars(step, lr, rho, eps, weight_decay, maximize),
-                     resolve_n_threads(n_threads))
+    _template_run("adadelta", (param, grad, square_avg, acc_delta),
+                  _adadelta_scalars(step, lr, rho, eps, weight_decay, maximize), step,
+                  n_threads, master, *_check_storage(rounding, seed))
 
 
 def _adadelta_scalars(step, lr, rho, eps, weight_decay, maximize):
@@ -494,7 +527,8 @@ def _adadelta_scalars(step, lr, rho, eps, weight_decay, maximize):
 
 
 def rprop_(param, grad, prev, step_size, *, step, etaminus=0.5, etaplus=1.2,
-           step_size_min=1e-6, step_size_max=50.0, maximize=False, n_threads=None):
+           step_size_min=1e-6, step_size_max=50.0, maximize=False, master=None,
+           rounding="nearest", seed=0, n_threads=None):
     """Rprop (torch.optim.Rprop), in place.
 
     ::
@@ -507,8 +541,9 @@ def rprop_(param, grad, prev, step_size, *, step, etaminus=0.5, etaplus=1.2,
 
     ``prev`` starts at zeros and ``step_size`` at the learning rate (torch's state).
     ``step`` is checked but Rprop does not use it.
+    ``master``, ``rounding``, ``seed``: compact storage (module docstring).
     """
-    check_step(step)
+    step = check_step(step)
     etaminus = check_real("etaminus", etaminus, low=0.0, high=1.0, high_open=True)
     etaplus = check_real("etaplus", etaplus, low=1.0)
     if etaminus == 0.0 or etaplus == 1.0:
@@ -517,10 +552,10 @@ def rprop_(param, grad, prev, step_size, *, step, etaminus=0.5, etaplus=1.2,
     step_size_min = check_real("step_size_min", step_size_min)
     step_size_max = check_real("step_size_max", step_size_max)
     maximize = check_flag("maximize", maximize)
-    kernels.rprop(param, grad, prev, step_size,
-                  *_rprop_scalars(step, etaminus, etaplus, step_size_min, step_size_max,
-                                  maximize),
-                  resolve_n_threads(n_threads))
+    _template_run("rprop", (param, grad, prev, step_size),
+                  _rprop_scalars(step, etaminus, etaplus, step_size_min, step_size_max,
+                                 maximize), step, n_threads, master,
+                  *_check_storage(rounding, seed))
 
 
 def _rprop_scalars(step, etaminus, etaplus, step_size_min, step_size_max, maximize):
@@ -529,7 +564,8 @@ def _rprop_scalars(step, etaminus, etaplus, step_size_min, step_size_max, maximi
 
 def nadam_(param, grad, exp_avg, exp_avg_sq, *, step, mu_product, lr=2e-3, beta1=0.9,
            beta2=0.999, eps=1e-8, weight_decay=0.0, momentum_decay=4e-3,
-           decoupled_weight_decay=False, maximize=False, n_threads=None):
+           decoupled_weight_decay=False, maximize=False, master=None, rounding="nearest",
+           seed=0, n_threads=None):
     """NAdam (torch.optim.NAdam), in place.
 
     ::
@@ -544,6 +580,7 @@ def nadam_(param, grad, exp_avg, exp_avg_sq, *, step, mu_product, lr=2e-3, beta1
 
     ``mu_product`` is mu_1 * ... * mu_t, this step's mu included (torch keeps it per
     parameter, as ``state["mu_product"]``; fastoptim.optim.NAdam does too): in [0, 1).
+    ``master``, ``rounding``, ``seed``: compact storage (module docstring).
     """
     step = check_step(step)
     mu_product = check_real("mu_product", mu_product, low=0.0, high=1.0, high_open=True)
@@ -555,10 +592,10 @@ def nadam_(param, grad, exp_avg, exp_avg_sq, *, step, mu_product, lr=2e-3, beta1
     momentum_decay = check_real("momentum_decay", momentum_decay, low=0.0)
     decoupled = check_flag("decoupled_weight_decay", decoupled_weight_decay)
     maximize = check_flag("maximize", maximize)
-    kernels.nadam(param, grad, exp_avg, exp_avg_sq,
-                  *_nadam_scalars(step, mu_product, lr, beta1, beta2, eps, weight_decay,
-                                  momentum_decay, decoupled, maximize),
-                  resolve_n_threads(n_threads))
+    _template_run("nadam", (param, grad, exp_avg, exp_avg_sq),
+                  _nadam_scalars(step, mu_product, lr, beta1, beta2, eps, weight_decay,
+                                 momentum_decay, decoupled, maximize), step, n_threads, master,
+                  *_check_storage(rounding, seed))
 
 
 def _nadam_scalars(step, mu_product, lr, beta1, beta2, eps, weight_decay, momentum_decay,
@@ -573,7 +610,7 @@ def _nadam_scalars(step, mu_product, lr, beta1, beta2, eps, weight_decay, moment
 
 
 def asgd_(param, grad, ax, *, step, eta, mu, lambd=1e-4, weight_decay=0.0, maximize=False,
-          n_threads=None):
+          master=None, rounding="nearest", seed=0, n_threads=None):
     """Averaged SGD (torch.optim.ASGD), in place, with this step's ``eta`` and ``mu``.
 
     ::
@@ -587,15 +624,17 @@ def asgd_(param, grad, ax, *, step, eta, mu, lambd=1e-4, weight_decay=0.0, maxim
     starting at lr and 1) and sets them after each step t to
     ``lr / (1 + lambd * lr * t) ** alpha`` and ``1 / max(1, t - t0)``
     (fastoptim.optim.ASGD does the same).
+    ``master``, ``rounding``, ``seed``: compact storage (module docstring).
     """
-    check_step(step)
+    step = check_step(step)
     eta = check_real("eta", eta)
     mu = check_real("mu", mu)
     lambd = check_real("lambd", lambd)
     weight_decay = check_real("weight_decay", weight_decay, low=0.0)
     maximize = check_flag("maximize", maximize)
-    kernels.asgd(param, grad, ax, *_asgd_scalars(step, eta, mu, lambd, weight_decay, maximize),
-                 resolve_n_threads(n_threads))
+    _template_run("asgd", (param, grad, ax),
+                  _asgd_scalars(step, eta, mu, lambd, weight_decay, maximize), step, n_threads,
+                  master, *_check_storage(rounding, seed))
 
 
 def _asgd_scalars(step, eta, mu, lambd, weight_decay, maximize):
@@ -604,7 +643,8 @@ def _asgd_scalars(step, eta, mu, lambd, weight_decay, maximize):
 
 
 def adamw_schedule_free_(param, grad, z, exp_avg_sq, *, ckp1, lr, bias_correction2,
-                         beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, n_threads=None):
+                         beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, step=None,
+                         master=None, rounding="nearest", seed=0, n_threads=None):
     """Schedule-Free AdamW (Defazio et al. 2024; schedulefree.AdamWScheduleFree), one step
     in place on ``param`` = y (the train-mode weights) and ``z``.
 
@@ -619,6 +659,9 @@ def adamw_schedule_free_(param, grad, z, exp_avg_sq, *, ckp1, lr, bias_correctio
     computes them as schedulefree does): ``lr`` with warmup applied, ``ckp1`` in [0, 1]
     the weight of this step in the average, ``bias_correction2 = 1 - beta2**(k + 1)``.
     ``z`` starts as a copy of the param, ``exp_avg_sq`` at zeros.
+    ``master``, ``rounding``, ``seed``: compact storage (module docstring);
+    ``step`` (the group's k after this step) keys stochastic rounding's bits and
+    is required with it.
     """
     ckp1 = check_real("ckp1", ckp1, low=0.0, high=1.0)
     lr = check_real("lr", lr, low=0.0)
@@ -629,11 +672,16 @@ def adamw_schedule_free_(param, grad, z, exp_avg_sq, *, ckp1, lr, bias_correctio
     beta2 = check_real("beta2", beta2, low=0.0, high=1.0)
     eps = check_real("eps", eps, low=0.0)
     weight_decay = check_real("weight_decay", weight_decay)
-    kernels.adamw_schedule_free(
-        param, grad, z, exp_avg_sq,
-        *_adamw_schedule_free_scalars(ckp1, lr, bias_correction2, beta1, beta2, eps,
-                                      weight_decay),
-        resolve_n_threads(n_threads))
+    if step is not None:
+        step = check_step(step)
+    rounding, seed = _check_storage(rounding, seed)
+    if rounding == "stochastic" and step is None:
+        raise ValueError("step is required with rounding='stochastic' (the random bits "
+                         "follow the step count, e.g. the group's k after this step)")
+    _template_run("adamw_schedule_free", (param, grad, z, exp_avg_sq),
+                  _adamw_schedule_free_scalars(ckp1, lr, bias_correction2, beta1, beta2, eps,
+                                               weight_decay), step, n_threads, master,
+                  rounding, seed)
 
 
 def _adamw_schedule_free_scalars(ckp1, lr, bias_correction2, beta1, beta2, eps,

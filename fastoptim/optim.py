@@ -776,7 +776,7 @@ class Optimizer:
         if not self._COMPACT_STORAGE and _is_16bit(p.dtype):
             raise TypeError(f"{label} has dtype {p.dtype}; {type(self).__name__} takes "
                             "float32 or float64 params (16-bit params and compact state: "
-                            "SGD, Momentum, RMSprop, Adam, AdamW)")
+                            "the element-wise optimizers, SGD to AdamWScheduleFree)")
         if self.state_dtype == "int8" and _is_16bit(p.dtype):
             raise TypeError(f"{label} has dtype {p.dtype}; state_dtype='int8' takes float32 "
                             "or float64 params (16-bit params: state_dtype='bfloat16' or "
@@ -1708,6 +1708,14 @@ class _Elementwise(Optimizer):
     _PAIRS = ()
     _BOOLS = ("maximize",)
     _KERNEL = None
+    _COMPACT_STORAGE = True
+
+    def _check_storage(self, state_dtype, master_weights, rounding, seed, min_8bit_size):
+        Optimizer._check_storage(state_dtype, master_weights, rounding, seed, min_8bit_size)
+        if state_dtype == "int8":
+            raise ValueError(f"Invalid state_dtype: 'int8' ({type(self).__name__} keeps "
+                             "16-bit or full state: None, 'bfloat16' or 'float16'; 8-bit "
+                             "state is offered by SGD, Momentum, RMSprop, Adam and AdamW)")
 
     def _kernel_values(self, g):  # pragma: no cover - abstract
         raise NotImplementedError
@@ -1715,21 +1723,42 @@ class _Elementwise(Optimizer):
     def _buffer_names(self, g):
         return self._ALL_BUFFERS
 
+    def _template_runner(self, name, params, buffers, bufs, ids, n_threads):
+        """run(grads, step, scalars): template kernel `name` on the bucket, with its
+        compact storage (masters, rounding, seeds) when it has some; 16-bit buffers or
+        grads alone go to the compact kernel in functional._template_run."""
+        storage = self._storage_options(bufs, ids)
+        if "seed" in storage:
+            storage["seed"] = tuple(storage["seed"])  # checked: one per param
+        if storage:
+            def run_compact(grads, step, scalars):
+                _F._template_run(name, (params, grads, *buffers), scalars, step, n_threads,
+                                 **storage)
+            return run_compact
+        kernel = getattr(_F.kernels, name)
+
+        def run(grads, step, scalars):
+            try:  # the kernel checks every array before it writes anything
+                kernel(params, grads, *buffers, *scalars, resolve_n_threads(n_threads))
+            except TypeError:
+                _F._template_run(name, (params, grads, *buffers), scalars, step, n_threads)
+        return run
+
     def _kernel_call(self, g, params, bufs, first, n_threads, ids=None):
-        kernel, scalars = _F._template_kernel(self._KERNEL)
-        buffers = [bufs[name] for name in self._buffer_names(g)]
+        scalars = _F._template_kernel(self._KERNEL)[1]
+        run = self._template_runner(self._KERNEL, params,
+                                    [bufs[name] for name in self._buffer_names(g)], bufs, ids,
+                                    n_threads)
         values = self._kernel_values(g)
         if not self._SCALAR_STATE:
             def update(grads, step):
-                kernel(params, grads, *buffers, *scalars(step, *values),
-                       resolve_n_threads(n_threads))
+                run(grads, step, scalars(step, *values))
             return update
         schedule = self._scalar_schedule(g)
 
         def update_with_state(grads, step, state):
             now, after = schedule(step, state)
-            kernel(params, grads, *buffers, *scalars(step, *now, *values),
-                   resolve_n_threads(n_threads))
+            run(grads, step, scalars(step, *now, *values))
             return after
         return update_with_state
 
@@ -1827,13 +1856,16 @@ class Adagrad(_Elementwise):
 
     def __init__(self, params, lr=1e-2, lr_decay=0, weight_decay=0,
                  initial_accumulator_value=0, eps=1e-10, foreach=None, *, maximize=False,
-                 differentiable=False, fused=None, nonfinite="ignore", n_threads=None):
+                 differentiable=False, fused=None, nonfinite="ignore", n_threads=None,
+                 state_dtype=None, master_weights=None, rounding="nearest", seed=0):
         defaults = dict(lr=lr, lr_decay=lr_decay, eps=eps, weight_decay=weight_decay,
                         initial_accumulator_value=initial_accumulator_value,
                         foreach=foreach, maximize=maximize, differentiable=differentiable,
                         fused=fused)
         self._check_group(defaults)
-        super().__init__(params, defaults, nonfinite=nonfinite, n_threads=n_threads)
+        super().__init__(params, defaults, nonfinite=nonfinite, n_threads=n_threads,
+                         state_dtype=state_dtype, master_weights=master_weights,
+                         rounding=rounding, seed=seed)
         flat = [(p, g) for g in self.param_groups for p in g["params"]]
         for i, (p, g) in enumerate(flat):
             self.state[i] = {"step": 0, "sum": self._new_buffer(p, "sum", g)}
@@ -1875,7 +1907,8 @@ class Lion(_Elementwise):
                ((0.0, 1.0, True), (0.0, 1.0, True))),)
 
     def __init__(self, params, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, use_triton=False,
-                 decoupled_weight_decay=False, *, nonfinite="ignore", n_threads=None):
+                 decoupled_weight_decay=False, *, nonfinite="ignore", n_threads=None,
+                 state_dtype=None, master_weights=None, rounding="nearest", seed=0):
         _check_bool("use_triton", use_triton)
         _check_bool("decoupled_weight_decay", decoupled_weight_decay)
         if not _real("learning rate", lr) > 0:
@@ -1884,7 +1917,9 @@ class Lion(_Elementwise):
         self._check_group(defaults)
         self._init_lr = _real("learning rate", lr)
         self.decoupled_wd = bool(decoupled_weight_decay)
-        super().__init__(params, defaults, nonfinite=nonfinite, n_threads=n_threads)
+        super().__init__(params, defaults, nonfinite=nonfinite, n_threads=n_threads,
+                         state_dtype=state_dtype, master_weights=master_weights,
+                         rounding=rounding, seed=seed)
 
     def _kernel_values(self, g):
         beta1, beta2 = g["betas"]
@@ -1917,12 +1952,15 @@ class Adamax(_Elementwise):
 
     def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
                  foreach=None, *, maximize=False, differentiable=False, capturable=False,
-                 nonfinite="ignore", n_threads=None):
+                 nonfinite="ignore", n_threads=None,
+                 state_dtype=None, master_weights=None, rounding="nearest", seed=0):
         defaults = dict(lr=lr, betas=_pair_tuple(betas), eps=eps, weight_decay=weight_decay,
                         foreach=foreach, maximize=maximize, differentiable=differentiable,
                         capturable=capturable)
         self._check_group(defaults)
-        super().__init__(params, defaults, nonfinite=nonfinite, n_threads=n_threads)
+        super().__init__(params, defaults, nonfinite=nonfinite, n_threads=n_threads,
+                         state_dtype=state_dtype, master_weights=master_weights,
+                         rounding=rounding, seed=seed)
 
     def _check_across(self, g):
         _check_range("weight_decay value", g["weight_decay"], 0.0, None, False)
@@ -1962,13 +2000,16 @@ class RAdam(_Elementwise):
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
                  decoupled_weight_decay=False, *, foreach=None, maximize=False,
-                 capturable=False, differentiable=False, nonfinite="ignore", n_threads=None):
+                 capturable=False, differentiable=False, nonfinite="ignore", n_threads=None,
+                 state_dtype=None, master_weights=None, rounding="nearest", seed=0):
         defaults = dict(lr=lr, betas=_pair_tuple(betas), eps=eps, weight_decay=weight_decay,
                         maximize=maximize, foreach=foreach, capturable=capturable,
                         decoupled_weight_decay=decoupled_weight_decay,
                         differentiable=differentiable)
         self._check_group(defaults)
-        super().__init__(params, defaults, nonfinite=nonfinite, n_threads=n_threads)
+        super().__init__(params, defaults, nonfinite=nonfinite, n_threads=n_threads,
+                         state_dtype=state_dtype, master_weights=master_weights,
+                         rounding=rounding, seed=seed)
 
     _check_across = Adamax._check_across
     _plain_across = Adamax._plain_across
@@ -2001,11 +2042,14 @@ class Adadelta(_Elementwise):
 
     def __init__(self, params, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0, foreach=None, *,
                  capturable=False, maximize=False, differentiable=False, nonfinite="ignore",
-                 n_threads=None):
+                 n_threads=None,
+                 state_dtype=None, master_weights=None, rounding="nearest", seed=0):
         defaults = dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize,
                         capturable=capturable, foreach=foreach, differentiable=differentiable)
         self._check_group(defaults)
-        super().__init__(params, defaults, nonfinite=nonfinite, n_threads=n_threads)
+        super().__init__(params, defaults, nonfinite=nonfinite, n_threads=n_threads,
+                         state_dtype=state_dtype, master_weights=master_weights,
+                         rounding=rounding, seed=seed)
 
     def _kernel_values(self, g):
         return (*map(_num, (g["lr"], g["rho"], g["eps"], g["weight_decay"])),
@@ -2036,12 +2080,15 @@ class Rprop(_Elementwise):
 
     def __init__(self, params, lr=1e-2, etas=(0.5, 1.2), step_sizes=(1e-6, 50), *,
                  capturable=False, foreach=None, maximize=False, differentiable=False,
-                 nonfinite="ignore", n_threads=None):
+                 nonfinite="ignore", n_threads=None,
+                 state_dtype=None, master_weights=None, rounding="nearest", seed=0):
         defaults = dict(lr=lr, etas=_pair_tuple(etas), step_sizes=_pair_tuple(step_sizes),
                         foreach=foreach, maximize=maximize, differentiable=differentiable,
                         capturable=capturable)
         self._check_group(defaults)
-        super().__init__(params, defaults, nonfinite=nonfinite, n_threads=n_threads)
+        super().__init__(params, defaults, nonfinite=nonfinite, n_threads=n_threads,
+                         state_dtype=state_dtype, master_weights=master_weights,
+                         rounding=rounding, seed=seed)
 
     def _check_across(self, g):
         etas = g["etas"]
@@ -2112,13 +2159,16 @@ class NAdam(_Elementwise):
     def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
                  momentum_decay=4e-3, decoupled_weight_decay=False, *, foreach=None,
                  maximize=False, capturable=False, differentiable=False, nonfinite="ignore",
-                 n_threads=None):
+                 n_threads=None,
+                 state_dtype=None, master_weights=None, rounding="nearest", seed=0):
         defaults = dict(lr=lr, betas=_pair_tuple(betas), eps=eps, weight_decay=weight_decay,
                         momentum_decay=momentum_decay,
                         decoupled_weight_decay=decoupled_weight_decay, maximize=maximize,
                         foreach=foreach, capturable=capturable, differentiable=differentiable)
         self._check_group(defaults)
-        super().__init__(params, defaults, nonfinite=nonfinite, n_threads=n_threads)
+        super().__init__(params, defaults, nonfinite=nonfinite, n_threads=n_threads,
+                         state_dtype=state_dtype, master_weights=master_weights,
+                         rounding=rounding, seed=seed)
 
     def _check_across(self, g):
         _check_range("weight_decay value", g["weight_decay"], 0.0, None, False)
@@ -2175,12 +2225,15 @@ class ASGD(_Elementwise):
 
     def __init__(self, params, lr=1e-2, lambd=1e-4, alpha=0.75, t0=1e6, weight_decay=0,
                  foreach=None, maximize=False, differentiable=False, capturable=False, *,
-                 nonfinite="ignore", n_threads=None):
+                 nonfinite="ignore", n_threads=None,
+                 state_dtype=None, master_weights=None, rounding="nearest", seed=0):
         defaults = dict(lr=lr, lambd=lambd, alpha=alpha, t0=t0, weight_decay=weight_decay,
                         foreach=foreach, maximize=maximize, differentiable=differentiable,
                         capturable=capturable)
         self._check_group(defaults)
-        super().__init__(params, defaults, nonfinite=nonfinite, n_threads=n_threads)
+        super().__init__(params, defaults, nonfinite=nonfinite, n_threads=n_threads,
+                         state_dtype=state_dtype, master_weights=master_weights,
+                         rounding=rounding, seed=seed)
 
     def _kernel_values(self, g):
         return _num(g["lambd"]), _num(g["weight_decay"]), bool(g["maximize"])
@@ -2245,14 +2298,17 @@ class AdamWScheduleFree(_Elementwise):
 
     def __init__(self, params, lr=0.0025, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
                  warmup_steps=0, r=0.0, weight_lr_power=2.0, foreach=True, *,
-                 nonfinite="ignore", n_threads=None):
+                 nonfinite="ignore", n_threads=None,
+                 state_dtype=None, master_weights=None, rounding="nearest", seed=0):
         defaults = dict(lr=lr, betas=_pair_tuple(betas), eps=eps, r=r, k=0,
                         warmup_steps=warmup_steps, train_mode=False, weight_sum=0.0,
                         lr_max=-1.0, scheduled_lr=0.0, weight_lr_power=weight_lr_power,
                         weight_decay=weight_decay, foreach=foreach)
         self._check_group(defaults)
         self._schedule = {}  # id(group) -> this step's (ckp1, lr, bias_correction2)
-        super().__init__(params, defaults, nonfinite=nonfinite, n_threads=n_threads)
+        super().__init__(params, defaults, nonfinite=nonfinite, n_threads=n_threads,
+                         state_dtype=state_dtype, master_weights=master_weights,
+                         rounding=rounding, seed=seed)
 
     def __setstate__(self, d):
         super().__setstate__(d)
@@ -2325,14 +2381,14 @@ class AdamWScheduleFree(_Elementwise):
             return done
 
     def _kernel_call(self, g, params, bufs, first, n_threads, ids=None):
-        kernel, scalars = _F._template_kernel("adamw_schedule_free")
-        z, exp_avg_sq = bufs["z"], bufs["exp_avg_sq"]
+        scalars = _F._template_kernel("adamw_schedule_free")[1]
+        run = self._template_runner("adamw_schedule_free", params,
+                                    [bufs["z"], bufs["exp_avg_sq"]], bufs, ids, n_threads)
         values = (*map(_num, g["betas"]), _num(g["eps"]), _num(g["weight_decay"]))
 
         def update(grads, step):
             # this step's (ckp1, lr, bias_correction2), set by step()
-            kernel(params, grads, z, exp_avg_sq, *scalars(*self._schedule[id(g)], *values),
-                   resolve_n_threads(n_threads))
+            run(grads, step, scalars(*self._schedule[id(g)], *values))
         return update
 
     def _switch(self, to_train):
@@ -2348,10 +2404,11 @@ class AdamWScheduleFree(_Elementwise):
                     raise ValueError("eval() needs beta1 > 0: with beta1 = 0 the params are "
                                      "z and the averaged weights cannot be recovered")
                 weight = 1 - beta1 if to_train else 1 - 1 / beta1
-                moves += [(p, b.bufs["z"][k], weight) for b in plan.buckets if b.group is g
+                moves += [(p, b.bufs["z"][k], b.bufs[_MASTER][k] if _MASTER in b.bufs else None,
+                           weight) for b in plan.buckets if b.group is g
                           and "z" in b.bufs for k, p in enumerate(b.params)]
-            for p, z, weight in moves:
-                _R.lerp_(p, z, weight)
+            for p, z, master, weight in moves:
+                _lerp_weights(p, z, master, weight)
             for g in self.param_groups:
                 g["train_mode"] = to_train
 
@@ -2362,6 +2419,18 @@ class AdamWScheduleFree(_Elementwise):
     def eval(self):
         """Switch the params to x, the averaged weights (before evaluating or saving)."""
         self._switch(False)
+def _lerp_weights(p, z, master, weight):
+    """p = lerp(p, z, weight) in p's math dtype (Schedule-Free's switch).  Compact
+    storage: the master of a 16-bit param moves (p gets its rounding to nearest even);
+    without one, p's float32 values move and are rounded back; a 16-bit z is widened."""
+    x = master if master is not None else p
+    if _is_16bit(x.dtype):
+        x = x.astype(_F32)
+    _R.lerp_(x, z if z.dtype == x.dtype else z.astype(x.dtype), weight)
+    if x is not p:
+        p[...] = x
+
+
 # ---------------------------------------------------------------- Adafactor
 class Adafactor(Optimizer):
     r"""Adafactor (torch.optim.Adafactor semantics; see ``fastoptim.adafactor_``).

@@ -451,10 +451,12 @@ def asgd_(param, grad, ax, *, step, eta, mu, lambd=1e-4, weight_decay=0.0, maxim
 
 
 def adamw_schedule_free_(param, grad, z, exp_avg_sq, *, ckp1, lr, bias_correction2,
-                         beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, n_threads=None):
+                         beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, step=None,
+                         n_threads=None):
     """schedulefree.AdamWScheduleFree's step (its single-tensor path) on y = param, with the
     step's scalars: ``lr`` (warmup applied), ``ckp1`` = weight / weight_sum and
-    ``bias_correction2`` = 1 - beta2**(k + 1)."""
+    ``bias_correction2`` = 1 - beta2**(k + 1).  ``step`` keys stochastic rounding only."""
+    del step
     for y, g, zz, v in zip(*_as_lists(param, grad, z, exp_avg_sq)):
         v *= beta2
         v += (1 - beta2) * g * g
@@ -464,6 +466,38 @@ def adamw_schedule_free_(param, grad, z, exp_avg_sq, *, ckp1, lr, bias_correctio
         lerp_(y, zz, ckp1)
         y += (lr * (beta1 * (1 - ckp1) - 1)) * g
         zz -= lr * g
+
+
+# Compact storage for the rules above: the same float32 rule on widened copies
+# (_compact_step), as the kernels' <name>_compact entries run their float32 loops.
+def _with_compact_storage(update):
+    """`update` (a template optimizer's rule above) also taking compact storage: 16-bit
+    param, grad or state buffers, ``master=``, ``rounding=``, ``seed=`` (module
+    docstring), as the compiled functions do.  Its state buffers are the positional
+    parameters after param and grad, state buffer k of the kernels in that order."""
+    signature = inspect.signature(update)
+    names = [name for name, p in signature.parameters.items()
+             if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD][2:]
+
+    @functools.wraps(update)
+    def wrapper(*args, master=None, rounding="nearest", seed=0, **kwargs):
+        if not _needs_compact(master, rounding, *args, *kwargs.values()):
+            return update(*args, **kwargs)  # float32/float64: no binding cost per call
+        arguments = signature.bind(*args, **kwargs).arguments
+        buffers = [arguments.pop(name) for name in names]
+        param, grad = arguments.pop("param"), arguments.pop("grad")
+        step = arguments.pop("step", None)
+        return _compact_step(update, param, grad, dict(enumerate(buffers)), master, rounding,
+                             seed, step, **arguments)
+
+    return wrapper
+
+
+adagrad_, lion_, adamax_, radam_, adadelta_, rprop_, nadam_, asgd_, adamw_schedule_free_ = map(
+    _with_compact_storage, (adagrad_, lion_, adamax_, radam_, adadelta_, rprop_, nadam_, asgd_,
+                            adamw_schedule_free_))
+
+
 # ----------------------------------------------------------- Adafactor, Muon
 # The compiled kernels sum in double in a fixed order (fastoptim/_kernels_factored.pxi):
 # a row with four accumulators over the indices i % 4 (the tail goes to the first),

@@ -526,7 +526,13 @@ def _elementwise_functional_calls(fo, name):
                   [[np.abs(_vec(6, seed=2 + k)), np.abs(_vec(3, seed=7 + k))]
                    for k in range(n_bufs)],
                   dict({k: options[k] for k in ELEMENTWISE_REQUIRED.get(name, ())}, **step))
-    return [single, listed]
+    # compact storage: bfloat16 param and grad with a float32 master, bfloat16 state,
+    # stochastic rounding (Schedule-Free takes the step for its bits)
+    p32 = _vec(6)
+    compact = Call(fn, [_bf16(p32), _bf16(_vec(6, seed=1))] +
+                   [_bf16(np.abs(_vec(6, seed=2 + k))) for k in range(n_bufs)],
+                   dict(options, step=3, master=p32.copy(), rounding="stochastic", seed=7))
+    return [single, listed, compact]
 
 
 def _functional_calls(fo, name):
@@ -653,6 +659,16 @@ def _optimizer(cls, stepped=True, mixed=False, compact=False):
     return opt, params, kwargs
 
 
+def _storages(cls):
+    """The compact forms of _optimizer a class takes: 16-bit (compact storage) and 8-bit
+    state (the classes whose constructor takes min_8bit_size)."""
+    if not cls._COMPACT_STORAGE:
+        return (False,)
+    if "min_8bit_size" in inspect.signature(cls).parameters:
+        return (False, True, "int8")
+    return (False, True)
+
+
 def _lbfgs_closure(params):
     """(loss, grads) of sum((p - 1)**2) at the params' current values."""
     def closure():
@@ -673,13 +689,10 @@ def _optimizer_calls(cls, method):
             if method is None else []
     if method is None:
         return [Call(cls, [params], kwargs) for _, params, kwargs in
-                (_optimizer(cls, stepped=False, compact=c)
-                 for c in ((False, True, "int8") if cls._COMPACT_STORAGE else (False,)))]
+                (_optimizer(cls, stepped=False, compact=c) for c in _storages(cls))]
     calls = []
-    combos = ((False, False),) if cls is fo.LBFGS else (  # LBFGS: one dtype
-        ((False, False), (True, False), (False, True), (True, "int8"))
-        if cls._COMPACT_STORAGE
-        else ((False, False), (True, False)))
+    combos = [(False, False)] if cls is fo.LBFGS else [  # LBFGS: one dtype
+        (False, False), (True, False)] + [("int8" == c, c) for c in _storages(cls)[1:]]
     for mixed, compact in combos:
         opt, params, _ = _optimizer(cls, mixed=mixed, compact=compact)
         if method == "step" and cls is fo.LBFGS:

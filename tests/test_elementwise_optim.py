@@ -212,7 +212,8 @@ def test_signature_is_the_peers_plus_fastoptim_keywords(cls):
     ours = inspect.signature(cls).parameters
     theirs = inspect.signature(tcls).parameters
     assert list(ours)[:len(theirs)] == list(theirs)
-    assert list(ours)[len(theirs):] == ["nonfinite", "n_threads"]
+    assert list(ours)[len(theirs):] == ["nonfinite", "n_threads", "state_dtype",
+                                        "master_weights", "rounding", "seed"]
     for name, param in theirs.items():
         assert ours[name].kind == param.kind, name
         assert ours[name].default == param.default, name
