@@ -6,6 +6,9 @@
 #   output_backward  z := out(z); loss; d := (out - Y) * row scale; bias_grad (+)= sums
 #   output_forward   z := out(z)                          (predictions)
 #   axpy_sumsq       y += c * x; return sum(x * x)        (L2 fold, gradient accumulation)
+#   take_rows        out := src[rows]                     (a mini-batch's rows)
+#   transpose_into   dst := src.T                         (a weight matrix for the delta
+#                                                          product: see transpose_into)
 # Included once from _kernels.pxi (it uses that file's `floating`, `_thread_count`,
 # `_MaskedArray` and OpenMP helpers).
 #
@@ -20,8 +23,14 @@
 # result does not depend on the thread count.
 
 from libc.math cimport exp, expf, log, logf, log1p, log1pf
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 from numpy import bool_ as _np_bool
+
+cdef extern from "_layers.h":
+    double fo_axpy_sumsq_d(double* y, const double* x, double c, Py_ssize_t lo,
+                           Py_ssize_t hi) noexcept nogil
+    double fo_axpy_sumsq_f(float* y, const float* x, float c, Py_ssize_t lo,
+                           Py_ssize_t hi) noexcept nogil
 
 cdef enum Activation:
     ACT_IDENTITY = 0
@@ -330,27 +339,32 @@ cdef double _drive_layer(const LayerCall* c, bint dbl, int threads, Py_ssize_t c
     return loss
 
 
+cdef enum:
+    LAYER_STACK_DOUBLES = 1024    # scratch of a mini-batch-sized call: on the stack
+
+
 cdef double _run_layer(LayerCall* c, bint dbl, object n_threads, Py_ssize_t cost) except? -1.0:
     # Scratch first (a failed allocation changes nothing), then one GIL-free call.
     cdef int threads = _thread_count(n_threads)
     cdef Py_ssize_t nb = (c.n + ROW_BLOCK - 1) // ROW_BLOCK
-    cdef double* losses = <double*> malloc(max(nb, 1) * sizeof(double))
+    cdef Py_ssize_t n_partial = nb * c.m if c.bias_grad != NULL and c.n > 0 else 0
+    cdef double on_stack[LAYER_STACK_DOUBLES]
+    cdef double* scratch = on_stack
     cdef double* partial = NULL
     cdef double loss
-    if losses == NULL:
-        raise MemoryError()
-    if c.bias_grad != NULL and c.n > 0:
-        partial = <double*> malloc(max(nb * c.m, 1) * sizeof(double))
-        if partial == NULL:
-            free(losses)
+    if max(nb, 1) + n_partial > LAYER_STACK_DOUBLES:
+        scratch = <double*> malloc((max(nb, 1) + n_partial) * sizeof(double))
+        if scratch == NULL:
             raise MemoryError()
-        memset(partial, 0, nb * c.m * sizeof(double))
+    if n_partial:
+        partial = scratch + max(nb, 1)
+        memset(partial, 0, n_partial * sizeof(double))
     with nogil:
         if c.n == 0 and c.bias_grad != NULL and not c.accumulate:
             memset(c.bias_grad, 0, c.m * (sizeof(double) if dbl else sizeof(float)))
-        loss = _drive_layer(c, dbl, threads, cost, partial, losses) if c.n > 0 else 0.0
-    free(partial)
-    free(losses)
+        loss = _drive_layer(c, dbl, threads, cost, partial, scratch) if c.n > 0 else 0.0
+    if scratch != on_stack:
+        free(scratch)
     return loss
 
 
@@ -502,23 +516,13 @@ cdef bint _flag(object value, str name) except -1:
     return bool(value)
 
 
-cdef double _axpy_sumsq_range(floating* y, const floating* x, floating c, Py_ssize_t lo,
-                              Py_ssize_t hi) noexcept nogil:
-    # Two loops the compiler vectorizes (one loop with both does not); the sum in four
-    # independent lanes, combined in a fixed order.
-    cdef Py_ssize_t i = lo, k
-    cdef double acc[4]
-    acc[0] = acc[1] = acc[2] = acc[3] = 0
-    while i + 4 <= hi:
-        for k in range(4):
-            acc[k] += <double> x[i + k] * <double> x[i + k]
-        i += 4
-    while i < hi:
-        acc[0] += <double> x[i] * <double> x[i]
-        i += 1
-    for i in range(lo, hi):
-        y[i] = y[i] + c * x[i]
-    return (acc[0] + acc[1]) + (acc[2] + acc[3])
+cdef inline double _axpy_sumsq_range(floating* y, const floating* x, floating c,
+                                     Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
+    # the loop is in _layers.h: the sum in four lanes combined in a fixed order
+    if floating is float:
+        return fo_axpy_sumsq_f(y, x, c, lo, hi)
+    else:
+        return fo_axpy_sumsq_d(y, x, c, lo, hi)
 
 
 def axpy_sumsq(y, x, double c, n_threads=1):
@@ -572,3 +576,66 @@ def axpy_sumsq(y, x, double c, n_threads=1):
             total += partial[b]
     free(partial)
     return total
+
+
+def take_rows(src, rows, out):
+    """out := src[rows] (rows of a C-contiguous (n, m) float32/float64 matrix, ``rows``
+    a 1-D numpy.intp array of indices in [0, n)), one memcpy per row: a mini-batch's
+    rows, without np.take's per-row overhead.  Every index is checked first."""
+    cdef list ext = []
+    cdef Py_ssize_t n, m, k, i, r, row_bytes
+    n, m = _matrix_shape(src, "src")
+    if not cnp.PyArray_Check(rows) or cnp.PyArray_TYPE(<cnp.ndarray> rows) != cnp.NPY_INTP \
+            or cnp.PyArray_NDIM(<cnp.ndarray> rows) != 1:
+        raise TypeError("rows must be a 1-D numpy.ndarray of numpy.intp indices")
+    cdef cnp.ndarray idx = <cnp.ndarray> rows
+    k = cnp.PyArray_DIM(idx, 0)
+    cdef char* s = _layer_array(src, "src", None, n, m, False, ext)
+    cdef char* d = _layer_array(out, "out", src, k, m, True, ext)
+    cdef Py_ssize_t stride = cnp.PyArray_STRIDE(idx, 0)
+    cdef char* ip = <char*> cnp.PyArray_DATA(idx)
+    for i in range(k):
+        r = (<cnp.npy_intp*> (ip + i * stride))[0]
+        if not 0 <= r < n:
+            raise ValueError(f"rows[{i}] = {r} is out of range for src with {n} rows")
+    row_bytes = m * cnp.PyArray_ITEMSIZE(<cnp.ndarray> src)
+    with nogil:
+        for i in range(k):
+            r = (<cnp.npy_intp*> (ip + i * stride))[0]
+            memcpy(d + i * row_bytes, s + r * row_bytes, row_bytes)
+
+
+cdef enum:
+    TRANSPOSE_TILE = 8
+
+
+cdef void _transpose(const floating* src, floating* dst, Py_ssize_t k,
+                     Py_ssize_t m) noexcept nogil:
+    # dst (m, k) := src (k, m).T in square tiles (both sides stay in cache lines)
+    cdef Py_ssize_t bi, bj, i0, j0, i, j, i1, j1
+    for bi in range((k + TRANSPOSE_TILE - 1) // TRANSPOSE_TILE):
+        i0 = bi * TRANSPOSE_TILE
+        i1 = min(i0 + TRANSPOSE_TILE, k)
+        for bj in range((m + TRANSPOSE_TILE - 1) // TRANSPOSE_TILE):
+            j0 = bj * TRANSPOSE_TILE
+            j1 = min(j0 + TRANSPOSE_TILE, m)
+            for j in range(j0, j1):
+                for i in range(i0, i1):
+                    dst[j * k + i] = src[i * m + j]
+
+
+def transpose_into(src, dst):
+    """dst := src.T for a C-contiguous (k, m) float32/float64 matrix and a C-contiguous
+    (m, k) one (element copies).  The delta product d @ W.T runs as d @ dst on the
+    contiguous transpose: BLAS's plain (no-transpose) product, faster than its
+    transposed-operand one at these sizes and the same sums."""
+    cdef list ext = []
+    cdef Py_ssize_t k, m
+    k, m = _matrix_shape(src, "src")
+    cdef char* s = _layer_array(src, "src", None, k, m, False, ext)
+    cdef char* d = _layer_array(dst, "dst", src, m, k, True, ext)
+    with nogil:
+        if cnp.PyArray_TYPE(<cnp.ndarray> src) == cnp.NPY_DOUBLE:
+            _transpose(<const double*> s, <double*> d, k, m)
+        else:
+            _transpose(<const float*> s, <float*> d, k, m)

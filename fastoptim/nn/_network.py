@@ -52,6 +52,8 @@ from fastoptim._backend import kernels as _K, resolve_n_threads
 
 from ._training import make_optimizer, train
 
+_dot = np.dot
+
 __all__ = ["MLP", "ACTIVATIONS", "OUTPUTS"]
 
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "identity")
@@ -236,6 +238,12 @@ class MLP:
         self._deriv = _DERIV[self.activation]
         self._act_code = _ACT_CODE[self.activation]
         self._out_code = _OUT_CODE[self.output]
+        # per layer, the fused forward pass: the kernel's code (bias add + relu, or the
+        # bias add alone) and the NumPy activation to run after it (tanh / logistic:
+        # NumPy's SIMD tanh) or None; the output layer's function comes with its loss
+        hidden = ((_RELU, None) if self._act_code == _RELU else
+                  (_IDENTITY, None if self.activation == "identity" else self._act))
+        self._forward_steps = (hidden,) * (self.n_layers - 1) + ((_IDENTITY, None),)
         #: True: the compiled layer kernels (fastoptim/_kernels_layers.pxi); False: the
         #: NumPy reference path they are tested against
         self.fused = True
@@ -356,22 +364,17 @@ class MLP:
         """Fill v.acts; return the output layer's pre-activation (logits / outputs)."""
         if not self.fused:
             return self._forward_reference(X, v)
-        a = X
-        last = self.n_layers - 1
         nt = resolve_n_threads(None)
-        relu = self._act_code == _RELU
-        for i, (W, b) in enumerate(zip(self.coefs, self.intercepts)):
-            z = v.acts[i]
-            if i == 0 and _is_sparse(a):
-                z[...] = a @ W
+        a = X
+        for W, b, z, (code, after) in zip(self.coefs, self.intercepts, v.acts,
+                                          self._forward_steps):
+            if a is X and type(X) is not np.ndarray and _is_sparse(X):
+                z[...] = X @ W
             else:
-                np.matmul(a, W, out=z)
-            if i < last and relu:
-                _K.dense_forward(z, b, _RELU, nt)
-            else:
-                _K.dense_forward(z, b, _IDENTITY, nt)
-                if i < last:
-                    self._act(z, None)      # tanh / logistic: NumPy's SIMD tanh
+                _dot(a, W, out=z)       # np.dot: np.matmul's product, less call overhead
+            _K.dense_forward(z, b, code, nt)
+            if after is not None:
+                after(z, None)
             a = z
         return a
 
@@ -476,33 +479,34 @@ class MLP:
             return self._loss_grad_reference(X, Y, v, w, total, accumulate, penalty)
         nt = resolve_n_threads(None)
         out = self._forward(X, v)
-        d = v.deltas[-1]
+        acts, deltas, coefs, bias_grads = v.acts, v.deltas, self.coefs, self.intercept_grads
+        d = deltas[-1]
         loss = _K.output_backward(out, Y, w, float(total), self._out_code, d,
-                                  self.intercept_grads[-1], accumulate, nt) / total
+                                  bias_grads[-1], accumulate, nt) / total
         if self.mean_over_outputs:
             loss /= self.layer_sizes[-1]
         alpha = self._alpha if penalty else 0.0
         sumsq = 0.0
         for i in range(self.n_layers - 1, -1, -1):
-            a_prev = X if i == 0 else v.acts[i - 1]
+            a_prev = acts[i - 1] if i else X
             g = self.coef_grads[i]
             target = self._grad_scratch(i) if accumulate else g
-            if i == 0 and _is_sparse(a_prev):
-                target[...] = a_prev.T @ d
+            if i == 0 and type(X) is not np.ndarray and _is_sparse(X):
+                target[...] = X.T @ d
             else:
-                np.matmul(a_prev.T, d, out=target)
+                _dot(a_prev.T, d, out=target)
             if accumulate:
                 _K.axpy_sumsq(g, target, 1.0, nt)
             if alpha:
-                sumsq += _K.axpy_sumsq(g, self.coefs[i], alpha / total, nt)
-            if i > 0:
-                dp = v.deltas[i - 1]
-                np.matmul(d, self.coefs[i].T, out=dp)   # before layer i may be stepped
+                sumsq += _K.axpy_sumsq(g, coefs[i], alpha / total, nt)
+            if i:
+                dp = deltas[i - 1]
+                np.matmul(d, coefs[i].T, out=dp)   # before layer i may be stepped
             if after_layer is not None:
                 after_layer(i)
-            if i > 0:
-                _K.dense_backward(dp, v.acts[i - 1], self._act_code,
-                                  self.intercept_grads[i - 1], accumulate, nt)
+            if i:
+                _K.dense_backward(dp, acts[i - 1], self._act_code, bias_grads[i - 1],
+                                  accumulate, nt)
                 d = dp
         if alpha:
             loss += 0.5 * alpha / total * sumsq
@@ -552,13 +556,13 @@ class MLP:
 
     def _gather(self, X, Y, idx, v):
         """Copy rows idx of X (and Y) into the batch buffers; return the views."""
-        if _is_sparse(X):
-            xb = X[idx]
-        else:
-            X.take(idx, axis=0, out=v.x)
+        if type(X) is np.ndarray:
             xb = v.x
+            _K.take_rows(X, idx, xb)      # one memcpy per row
+        else:
+            xb = X[idx]                   # sparse
         if Y is not None:
-            Y.take(idx, axis=0, out=v.y)
+            _K.take_rows(Y, idx, v.y)
             return xb, v.y
         return xb, None
 
