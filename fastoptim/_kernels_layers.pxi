@@ -31,6 +31,10 @@ cdef extern from "_layers.h":
                            Py_ssize_t hi) noexcept nogil
     double fo_axpy_sumsq_f(float* y, const float* x, float c, Py_ssize_t lo,
                            Py_ssize_t hi) noexcept nogil
+    void fo_transpose_d(const double* src, double* dst, Py_ssize_t k,
+                        Py_ssize_t m) noexcept nogil
+    void fo_transpose_f(const float* src, float* dst, Py_ssize_t k,
+                        Py_ssize_t m) noexcept nogil
 
 cdef enum Activation:
     ACT_IDENTITY = 0
@@ -605,25 +609,6 @@ def take_rows(src, rows, out):
             memcpy(d + i * row_bytes, s + r * row_bytes, row_bytes)
 
 
-cdef enum:
-    TRANSPOSE_TILE = 8
-
-
-cdef void _transpose(const floating* src, floating* dst, Py_ssize_t k,
-                     Py_ssize_t m) noexcept nogil:
-    # dst (m, k) := src (k, m).T in square tiles (both sides stay in cache lines)
-    cdef Py_ssize_t bi, bj, i0, j0, i, j, i1, j1
-    for bi in range((k + TRANSPOSE_TILE - 1) // TRANSPOSE_TILE):
-        i0 = bi * TRANSPOSE_TILE
-        i1 = min(i0 + TRANSPOSE_TILE, k)
-        for bj in range((m + TRANSPOSE_TILE - 1) // TRANSPOSE_TILE):
-            j0 = bj * TRANSPOSE_TILE
-            j1 = min(j0 + TRANSPOSE_TILE, m)
-            for j in range(j0, j1):
-                for i in range(i0, i1):
-                    dst[j * k + i] = src[i * m + j]
-
-
 def transpose_into(src, dst):
     """dst := src.T for a C-contiguous (k, m) float32/float64 matrix and a C-contiguous
     (m, k) one (element copies).  The delta product d @ W.T runs as d @ dst on the
@@ -636,6 +621,6 @@ def transpose_into(src, dst):
     cdef char* d = _layer_array(dst, "dst", src, m, k, True, ext)
     with nogil:
         if cnp.PyArray_TYPE(<cnp.ndarray> src) == cnp.NPY_DOUBLE:
-            _transpose(<const double*> s, <double*> d, k, m)
+            fo_transpose_d(<const double*> s, <double*> d, k, m)
         else:
-            _transpose(<const float*> s, <float*> d, k, m)
+            fo_transpose_f(<const float*> s, <float*> d, k, m)

@@ -53,6 +53,7 @@ from fastoptim._backend import kernels as _K, resolve_n_threads
 from ._training import make_optimizer, train
 
 _dot = np.dot
+_TRANSPOSED_MAX_MACS = 1 << 19
 
 __all__ = ["MLP", "ACTIVATIONS", "OUTPUTS"]
 
@@ -170,7 +171,7 @@ class _Views:
     """Per-batch-size views of the preallocated buffers (cached; no data allocation)."""
 
     __slots__ = ("x", "y", "acts", "deltas", "scratch", "zeros", "masks", "row", "row2d",
-                 "ones")
+                 "ones", "forward", "backward")
 
 
 class MLP:
@@ -248,6 +249,7 @@ class MLP:
         #: NumPy reference path they are tested against
         self.fused = True
         self._gscratch = None
+        self._wts = [None] * self.n_layers
         self._capacity = 0
         self._views = {}
         self.init_params(seed)
@@ -355,23 +357,34 @@ class MLP:
             v.row = self._row[:n]
             v.row2d = v.row.reshape(n, 1)
             v.ones = self._ones[:n]
+            # the fused path's per-layer arguments, looked up once: forward (W, b, z,
+            # kernel code, NumPy activation after it or None); backward from the last
+            # layer (i, its input or None for the batch's, W's gradient, W, a buffer for
+            # W.T or None, the delta below or None, the bias gradient below or None)
+            v.forward = tuple((W, b, z, *step) for W, b, z, step in zip(
+                self.coefs, self.intercepts, v.acts, self._forward_steps))
+            v.backward = tuple(
+                (i, v.acts[i - 1] if i else None, self.coef_grads[i], self.coefs[i],
+                 self._transposed(i, n) if i else None, v.deltas[i - 1] if i else None,
+                 self.intercept_grads[i - 1] if i else None)
+                for i in range(self.n_layers - 1, -1, -1))
             self._views[n] = v
         return v
 
     # -- forward / backward on one batch (inputs already of the right dtype) ------------
 
-    def _forward(self, X, v):
+    def _forward(self, X, v, nt=None):
         """Fill v.acts; return the output layer's pre-activation (logits / outputs)."""
         if not self.fused:
             return self._forward_reference(X, v)
-        nt = resolve_n_threads(None)
+        if nt is None:
+            nt = resolve_n_threads(None)
         a = X
-        for W, b, z, (code, after) in zip(self.coefs, self.intercepts, v.acts,
-                                          self._forward_steps):
+        for W, b, z, code, after in v.forward:
             if a is X and type(X) is not np.ndarray and _is_sparse(X):
                 z[...] = X @ W
             else:
-                _dot(a, W, out=z)       # np.dot: np.matmul's product, less call overhead
+                _dot(a, W, z)           # np.dot: np.matmul's product, less call overhead
             _K.dense_forward(z, b, code, nt)
             if after is not None:
                 after(z, None)
@@ -478,39 +491,52 @@ class MLP:
                 raise ValueError("after_layer needs the fused path")
             return self._loss_grad_reference(X, Y, v, w, total, accumulate, penalty)
         nt = resolve_n_threads(None)
-        out = self._forward(X, v)
-        acts, deltas, coefs, bias_grads = v.acts, v.deltas, self.coefs, self.intercept_grads
-        d = deltas[-1]
+        out = self._forward(X, v, nt)
+        d = v.deltas[-1]
         loss = _K.output_backward(out, Y, w, float(total), self._out_code, d,
-                                  bias_grads[-1], accumulate, nt) / total
+                                  self.intercept_grads[-1], accumulate, nt) / total
         if self.mean_over_outputs:
             loss /= self.layer_sizes[-1]
         alpha = self._alpha if penalty else 0.0
         sumsq = 0.0
-        for i in range(self.n_layers - 1, -1, -1):
-            a_prev = acts[i - 1] if i else X
-            g = self.coef_grads[i]
+        for i, a_prev, g, W, wt, dp, bias_grad in v.backward:
             target = self._grad_scratch(i) if accumulate else g
-            if i == 0 and type(X) is not np.ndarray and _is_sparse(X):
+            if a_prev is not None:
+                _dot(a_prev.T, d, target)
+            elif type(X) is not np.ndarray and _is_sparse(X):
                 target[...] = X.T @ d
             else:
-                _dot(a_prev.T, d, out=target)
+                _dot(X.T, d, target)
             if accumulate:
                 _K.axpy_sumsq(g, target, 1.0, nt)
             if alpha:
-                sumsq += _K.axpy_sumsq(g, coefs[i], alpha / total, nt)
-            if i:
-                dp = deltas[i - 1]
-                np.matmul(d, coefs[i].T, out=dp)   # before layer i may be stepped
+                sumsq += _K.axpy_sumsq(g, W, alpha / total, nt)
+            if dp is not None:          # before layer i may be stepped
+                if wt is None:
+                    np.matmul(d, W.T, out=dp)
+                else:
+                    _K.transpose_into(W, wt)
+                    _dot(d, wt, dp)
             if after_layer is not None:
                 after_layer(i)
-            if i:
-                _K.dense_backward(dp, acts[i - 1], self._act_code, bias_grads[i - 1],
-                                  accumulate, nt)
+            if dp is not None:
+                _K.dense_backward(dp, a_prev, self._act_code, bias_grad, accumulate, nt)
                 d = dp
         if alpha:
             loss += 0.5 * alpha / total * sumsq
         return loss
+
+    def _transposed(self, i, rows):
+        """A buffer for layer i's weights transposed, or None: for a small product
+        (rows x W.size up to _TRANSPOSED_MAX_MACS) ``d @ W.T`` runs faster as the plain
+        product with W's contiguous transpose (OpenBLAS's small-matrix kernels; measured
+        -12 % on 64 x 128 x 64 float64, +3 % at 200 rows) and gives the same sums."""
+        if rows * self.coefs[i].size > _TRANSPOSED_MAX_MACS:
+            return None
+        wt = self._wts[i]
+        if wt is None:
+            wt = self._wts[i] = np.empty(self.coefs[i].shape[::-1], dtype=self.dtype)
+        return wt
 
     def _grad_scratch(self, i):
         """A scratch matrix for layer i's weight gradient (the largest layer's size,
