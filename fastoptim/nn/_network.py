@@ -52,7 +52,9 @@ from fastoptim._backend import kernels as _K, resolve_n_threads
 
 from ._training import make_optimizer, train
 
-_dot = np.dot
+# np.matmul's BLAS call (the same bits) with a third of its call overhead: the
+# products of a mini-batch are small
+_dot = np.ndarray.dot
 _TRANSPOSED_MAX_MACS = 1 << 19
 
 __all__ = ["MLP", "ACTIVATIONS", "OUTPUTS"]
@@ -359,14 +361,15 @@ class MLP:
             v.ones = self._ones[:n]
             # the fused path's per-layer arguments, looked up once: forward (W, b, z,
             # kernel code, NumPy activation after it or None); backward from the last
-            # layer (i, its input or None for the batch's, W's gradient, W, a buffer for
-            # W.T or None, the delta below or None, the bias gradient below or None)
+            # layer (i, its input and that transposed, or None for the batch's, W's
+            # gradient, W, a buffer for W.T or None, the delta below or None, the bias
+            # gradient below or None)
             v.forward = tuple((W, b, z, *step) for W, b, z, step in zip(
                 self.coefs, self.intercepts, v.acts, self._forward_steps))
             v.backward = tuple(
-                (i, v.acts[i - 1] if i else None, self.coef_grads[i], self.coefs[i],
-                 self._transposed(i, n) if i else None, v.deltas[i - 1] if i else None,
-                 self.intercept_grads[i - 1] if i else None)
+                (i, v.acts[i - 1] if i else None, v.acts[i - 1].T if i else None,
+                 self.coef_grads[i], self.coefs[i], self._transposed(i, n) if i else None,
+                 v.deltas[i - 1] if i else None, self.intercept_grads[i - 1] if i else None)
                 for i in range(self.n_layers - 1, -1, -1))
             self._views[n] = v
         return v
@@ -384,7 +387,7 @@ class MLP:
             if a is X and type(X) is not np.ndarray and _is_sparse(X):
                 z[...] = X @ W
             else:
-                _dot(a, W, z)           # np.dot: np.matmul's product, less call overhead
+                _dot(a, W, z)
             _K.dense_forward(z, b, code, nt)
             if after is not None:
                 after(z, None)
@@ -499,10 +502,10 @@ class MLP:
             loss /= self.layer_sizes[-1]
         alpha = self._alpha if penalty else 0.0
         sumsq = 0.0
-        for i, a_prev, g, W, wt, dp, bias_grad in v.backward:
+        for i, a_prev, a_prev_t, g, W, wt, dp, bias_grad in v.backward:
             target = self._grad_scratch(i) if accumulate else g
             if a_prev is not None:
-                _dot(a_prev.T, d, target)
+                _dot(a_prev_t, d, target)
             elif type(X) is not np.ndarray and _is_sparse(X):
                 target[...] = X.T @ d
             else:
