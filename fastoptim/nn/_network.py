@@ -14,9 +14,9 @@ Memory layout (the point of this module):
   over ``params_flat`` therefore updates the whole network.  The weights come first so
   that the L2 penalty is one dot product over ``params_flat[:n_weights]``.
 * Activation, delta and scratch buffers are allocated once for a batch capacity and
-  reused: matrix products write into them with ``np.matmul(..., out=...)`` and all
-  element-wise work is ufuncs with ``out=``; a smaller (final, partial) batch uses views
-  of the first rows, cached per batch size, so a training epoch allocates no arrays.
+  reused: matrix products and all element-wise work write into them (``out=``); a
+  smaller (final, partial) batch uses views of the first rows, cached per batch size,
+  so a training epoch allocates no arrays.
 
 Losses (per mini-batch of ``n`` rows, targets ``Y`` of shape ``(n, n_outputs)``), each
 paired with its canonical output so that ``dL/dz = (out - Y) / n`` for all four:
