@@ -6,6 +6,9 @@
 #   output_backward  z := out(z); loss; d := (out - Y) * row scale; bias_grad (+)= sums
 #   output_forward   z := out(z)                          (predictions)
 #   axpy_sumsq       y += c * x; return sum(x * x)        (L2 fold, gradient accumulation)
+#   take_rows        out := src[rows]                     (a mini-batch's rows)
+#   transpose_into   dst := src.T                         (a weight matrix for the delta
+#                                                          product: see transpose_into)
 # Included once from _kernels.pxi (it uses that file's `floating`, `_thread_count`,
 # `_MaskedArray` and OpenMP helpers).
 #
@@ -20,8 +23,19 @@
 # result does not depend on the thread count.
 
 from libc.math cimport exp, expf, log, logf, log1p, log1pf
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
+from cpython.ref cimport PyObject
 from numpy import bool_ as _np_bool
+
+cdef extern from "_layers.h":
+    double fo_axpy_sumsq_d(double* y, const double* x, double c, Py_ssize_t lo,
+                           Py_ssize_t hi) noexcept nogil
+    double fo_axpy_sumsq_f(float* y, const float* x, float c, Py_ssize_t lo,
+                           Py_ssize_t hi) noexcept nogil
+    void fo_transpose_d(const double* src, double* dst, Py_ssize_t k,
+                        Py_ssize_t m) noexcept nogil
+    void fo_transpose_f(const float* src, float* dst, Py_ssize_t k,
+                        Py_ssize_t m) noexcept nogil
 
 cdef enum Activation:
     ACT_IDENTITY = 0
@@ -330,27 +344,32 @@ cdef double _drive_layer(const LayerCall* c, bint dbl, int threads, Py_ssize_t c
     return loss
 
 
+cdef enum:
+    LAYER_STACK_DOUBLES = 1024    # scratch of a mini-batch-sized call: on the stack
+
+
 cdef double _run_layer(LayerCall* c, bint dbl, object n_threads, Py_ssize_t cost) except? -1.0:
     # Scratch first (a failed allocation changes nothing), then one GIL-free call.
     cdef int threads = _thread_count(n_threads)
     cdef Py_ssize_t nb = (c.n + ROW_BLOCK - 1) // ROW_BLOCK
-    cdef double* losses = <double*> malloc(max(nb, 1) * sizeof(double))
+    cdef Py_ssize_t n_partial = nb * c.m if c.bias_grad != NULL and c.n > 0 else 0
+    cdef double on_stack[LAYER_STACK_DOUBLES]
+    cdef double* scratch = on_stack
     cdef double* partial = NULL
     cdef double loss
-    if losses == NULL:
-        raise MemoryError()
-    if c.bias_grad != NULL and c.n > 0:
-        partial = <double*> malloc(max(nb * c.m, 1) * sizeof(double))
-        if partial == NULL:
-            free(losses)
+    if max(nb, 1) + n_partial > LAYER_STACK_DOUBLES:
+        scratch = <double*> malloc((max(nb, 1) + n_partial) * sizeof(double))
+        if scratch == NULL:
             raise MemoryError()
-        memset(partial, 0, nb * c.m * sizeof(double))
+    if n_partial:
+        partial = scratch + max(nb, 1)
+        memset(partial, 0, n_partial * sizeof(double))
     with nogil:
         if c.n == 0 and c.bias_grad != NULL and not c.accumulate:
             memset(c.bias_grad, 0, c.m * (sizeof(double) if dbl else sizeof(float)))
-        loss = _drive_layer(c, dbl, threads, cost, partial, losses) if c.n > 0 else 0.0
-    free(partial)
-    free(losses)
+        loss = _drive_layer(c, dbl, threads, cost, partial, scratch) if c.n > 0 else 0.0
+    if scratch != on_stack:
+        free(scratch)
     return loss
 
 
@@ -358,8 +377,18 @@ cdef double _run_layer(LayerCall* c, bint dbl, object n_threads, Py_ssize_t cost
 # Checked entry points
 # ---------------------------------------------------------------------------
 
+cdef struct _Extents:
+    # the byte ranges of one call's arrays so far (a call takes at most 5), kept in C:
+    # these checks run on every mini-batch
+    int n
+    size_t start[6]
+    size_t end[6]
+    bint writeable[6]
+    PyObject* name[6]       # the argument names: str constants of this module
+
+
 cdef char* _layer_array(object obj, str name, object ref, Py_ssize_t rows, Py_ssize_t cols,
-                        bint writeable, list extents) except NULL:
+                        bint writeable, _Extents* extents) except NULL:
     """obj: a C-contiguous, aligned, native float32/float64 array of ref's dtype and
     shape (rows, cols) (cols -1: 1-D of rows; -2: any shape of rows elements); its byte
     range goes to extents (no two may overlap unless both are only read)."""
@@ -394,11 +423,18 @@ cdef char* _layer_array(object obj, str name, object ref, Py_ssize_t rows, Py_ss
     if writeable and not cnp.PyArray_ISWRITEABLE(a):
         raise ValueError(f"{name} must be writeable: it is updated in place")
     cdef size_t start = <size_t> cnp.PyArray_DATA(a)
-    if cnp.PyArray_NBYTES(a):
-        for other_name, s, e, w in extents:
-            if start < e and s < start + <size_t> cnp.PyArray_NBYTES(a) and (w or writeable):
-                raise ValueError(f"{name} and {other_name} share memory; each needs its own")
-        extents.append((name, start, start + <size_t> cnp.PyArray_NBYTES(a), writeable))
+    cdef size_t end = start + <size_t> cnp.PyArray_NBYTES(a)
+    cdef int k
+    if end != start:
+        for k in range(extents.n):
+            if start < extents.end[k] and extents.start[k] < end and (
+                    extents.writeable[k] or writeable):
+                raise ValueError(f"{name} and {<object> extents.name[k]} share memory; each "
+                                 f"needs its own")
+        k = extents.n
+        extents.start[k], extents.end[k], extents.writeable[k] = start, end, writeable
+        extents.name[k] = <PyObject*> name
+        extents.n = k + 1
     return <char*> cnp.PyArray_DATA(a)
 
 
@@ -427,11 +463,12 @@ def dense_forward(z, bias, activation, n_threads=1):
     the logistic are left to NumPy's SIMD tanh after the bias add (identity): libm's
     scalar tanh is an order of magnitude slower than the pass it would save."""
     cdef LayerCall c
-    cdef list ext = []
+    cdef _Extents ext
+    ext.n = 0
     c.fn = _code(activation, "activation", LAYER_FORWARD_ACTIVATIONS)
     c.n, c.m = _matrix_shape(z, "z")
-    c.z = _layer_array(z, "z", None, c.n, c.m, True, ext)
-    c.other = _layer_array(bias, "bias", z, c.m, -1, False, ext)
+    c.z = _layer_array(z, "z", None, c.n, c.m, True, &ext)
+    c.other = _layer_array(bias, "bias", z, c.m, -1, False, &ext)
     c.op, c.bias_grad, c.w, c.d, c.accumulate = 0, NULL, NULL, NULL, False
     _run_layer(&c, cnp.PyArray_TYPE(<cnp.ndarray> z) == cnp.NPY_DOUBLE, n_threads, 1)
 
@@ -440,13 +477,14 @@ def dense_backward(d, a, activation, bias_grad=None, accumulate=False, n_threads
     """d := d * f'(a) in place (a: the activation's output, same shape as d); then
     ``bias_grad`` (m,) := (``accumulate``: +=) the column sums of d, if given."""
     cdef LayerCall c
-    cdef list ext = []
+    cdef _Extents ext
+    ext.n = 0
     c.fn = _code(activation, "activation", LAYER_ACTIVATIONS)
     c.n, c.m = _matrix_shape(d, "d")
-    c.z = _layer_array(d, "d", None, c.n, c.m, True, ext)
-    c.other = _layer_array(a, "a", d, c.n, c.m, False, ext)
+    c.z = _layer_array(d, "d", None, c.n, c.m, True, &ext)
+    c.other = _layer_array(a, "a", d, c.n, c.m, False, &ext)
     c.bias_grad = NULL if bias_grad is None else _layer_array(bias_grad, "bias_grad", d, c.m,
-                                                              -1, True, ext)
+                                                              -1, True, &ext)
     c.accumulate = _flag(accumulate, "accumulate")
     c.op, c.w, c.d = 1, NULL, NULL
     _run_layer(&c, cnp.PyArray_TYPE(<cnp.ndarray> d) == cnp.NPY_DOUBLE, n_threads, 1)
@@ -456,10 +494,11 @@ def output_forward(z, output, n_threads=1):
     """z := out(z) in place: softmax rows, logistic, identity or exp (a code into
     LAYER_OUTPUTS)."""
     cdef LayerCall c
-    cdef list ext = []
+    cdef _Extents ext
+    ext.n = 0
     c.fn = _code(output, "output", LAYER_OUTPUTS)
     c.n, c.m = _matrix_shape(z, "z")
-    c.z = _layer_array(z, "z", None, c.n, c.m, True, ext)
+    c.z = _layer_array(z, "z", None, c.n, c.m, True, &ext)
     c.op, c.other, c.bias_grad, c.w, c.d, c.accumulate = 2, NULL, NULL, NULL, NULL, False
     _run_layer(&c, cnp.PyArray_TYPE(<cnp.ndarray> z) == cnp.NPY_DOUBLE, n_threads,
                16 if c.fn != OUT_IDENTITY else 1)
@@ -473,7 +512,8 @@ def output_backward(z, Y, sample_weight, double total, output, d, bias_grad=None
     (each times its weight), in double: cross-entropy (softmax), binary cross-entropy
     (logistic), half the squared error (identity), half Poisson deviance (exp)."""
     cdef LayerCall c
-    cdef list ext = []
+    cdef _Extents ext
+    ext.n = 0
     c.fn = _code(output, "output", LAYER_OUTPUTS)
     c.n, c.m = _matrix_shape(z, "z")
     if c.m < 1:
@@ -481,13 +521,13 @@ def output_backward(z, Y, sample_weight, double total, output, d, bias_grad=None
     if not (total > 0 and total < INFINITY):
         raise ValueError(f"total must be a finite number > 0 (rows or sum of weights), "
                          f"got {total}")
-    c.z = _layer_array(z, "z", None, c.n, c.m, True, ext)
-    c.other = _layer_array(Y, "Y", z, c.n, c.m, False, ext)
+    c.z = _layer_array(z, "z", None, c.n, c.m, True, &ext)
+    c.other = _layer_array(Y, "Y", z, c.n, c.m, False, &ext)
     c.w = NULL if sample_weight is None else _layer_array(sample_weight, "sample_weight", z,
-                                                          c.n, -1, False, ext)
-    c.d = _layer_array(d, "d", z, c.n, c.m, True, ext)
+                                                          c.n, -1, False, &ext)
+    c.d = _layer_array(d, "d", z, c.n, c.m, True, &ext)
     c.bias_grad = NULL if bias_grad is None else _layer_array(bias_grad, "bias_grad", z, c.m,
-                                                              -1, True, ext)
+                                                              -1, True, &ext)
     c.accumulate = _flag(accumulate, "accumulate")
     c.op = 3
     c.total = total
@@ -502,30 +542,21 @@ cdef bint _flag(object value, str name) except -1:
     return bool(value)
 
 
-cdef double _axpy_sumsq_range(floating* y, const floating* x, floating c, Py_ssize_t lo,
-                              Py_ssize_t hi) noexcept nogil:
-    # Two loops the compiler vectorizes (one loop with both does not); the sum in four
-    # independent lanes, combined in a fixed order.
-    cdef Py_ssize_t i = lo, k
-    cdef double acc[4]
-    acc[0] = acc[1] = acc[2] = acc[3] = 0
-    while i + 4 <= hi:
-        for k in range(4):
-            acc[k] += <double> x[i + k] * <double> x[i + k]
-        i += 4
-    while i < hi:
-        acc[0] += <double> x[i] * <double> x[i]
-        i += 1
-    for i in range(lo, hi):
-        y[i] = y[i] + c * x[i]
-    return (acc[0] + acc[1]) + (acc[2] + acc[3])
+cdef inline double _axpy_sumsq_range(floating* y, const floating* x, floating c,
+                                     Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
+    # the loop is in _layers.h: the sum in four lanes combined in a fixed order
+    if floating is float:
+        return fo_axpy_sumsq_f(y, x, c, lo, hi)
+    else:
+        return fo_axpy_sumsq_d(y, x, c, lo, hi)
 
 
 def axpy_sumsq(y, x, double c, n_threads=1):
     """y += c * x in place (c rounded to the arrays' dtype first, as NumPy does with a
     Python float); return sum(x * x) in double, summed in blocks of a fixed size in a
     fixed order.  y and x: contiguous arrays of one dtype and shape."""
-    cdef list ext = []
+    cdef _Extents ext
+    ext.n = 0
     for name, a in (("x", x), ("y", y)):
         if not cnp.PyArray_Check(a):
             raise TypeError(f"{name} must be a numpy.ndarray of float32 or float64, got "
@@ -533,8 +564,8 @@ def axpy_sumsq(y, x, double c, n_threads=1):
     if (<object> y).shape != (<object> x).shape:
         raise ValueError(f"y has shape {_shape_str(y)} but x has shape {_shape_str(x)}")
     cdef Py_ssize_t n = cnp.PyArray_SIZE(<cnp.ndarray> x)
-    cdef char* px = _layer_array(x, "x", None, n, -2, False, ext)
-    cdef char* py = _layer_array(y, "y", x, n, -2, True, ext)
+    cdef char* px = _layer_array(x, "x", None, n, -2, False, &ext)
+    cdef char* py = _layer_array(y, "y", x, n, -2, True, &ext)
     cdef int threads = _thread_count(n_threads)
     cdef bint dbl = cnp.PyArray_TYPE(<cnp.ndarray> x) == cnp.NPY_DOUBLE
     cdef Py_ssize_t nb = (n + NORM_BLOCK - 1) // NORM_BLOCK, b, lo, hi
@@ -572,3 +603,49 @@ def axpy_sumsq(y, x, double c, n_threads=1):
             total += partial[b]
     free(partial)
     return total
+
+
+def take_rows(src, rows, out):
+    """out := src[rows] (rows of a C-contiguous (n, m) float32/float64 matrix, ``rows``
+    a 1-D numpy.intp array of indices in [0, n)), one memcpy per row: a mini-batch's
+    rows, without np.take's per-row overhead.  Every index is checked first."""
+    cdef _Extents ext
+    ext.n = 0
+    cdef Py_ssize_t n, m, k, i, r, row_bytes
+    n, m = _matrix_shape(src, "src")
+    if not cnp.PyArray_Check(rows) or cnp.PyArray_TYPE(<cnp.ndarray> rows) != cnp.NPY_INTP \
+            or cnp.PyArray_NDIM(<cnp.ndarray> rows) != 1:
+        raise TypeError("rows must be a 1-D numpy.ndarray of numpy.intp indices")
+    cdef cnp.ndarray idx = <cnp.ndarray> rows
+    k = cnp.PyArray_DIM(idx, 0)
+    cdef char* s = _layer_array(src, "src", None, n, m, False, &ext)
+    cdef char* d = _layer_array(out, "out", src, k, m, True, &ext)
+    cdef Py_ssize_t stride = cnp.PyArray_STRIDE(idx, 0)
+    cdef char* ip = <char*> cnp.PyArray_DATA(idx)
+    for i in range(k):
+        r = (<cnp.npy_intp*> (ip + i * stride))[0]
+        if not 0 <= r < n:
+            raise ValueError(f"rows[{i}] = {r} is out of range for src with {n} rows")
+    row_bytes = m * cnp.PyArray_ITEMSIZE(<cnp.ndarray> src)
+    with nogil:
+        for i in range(k):
+            r = (<cnp.npy_intp*> (ip + i * stride))[0]
+            memcpy(d + i * row_bytes, s + r * row_bytes, row_bytes)
+
+
+def transpose_into(src, dst):
+    """dst := src.T for a C-contiguous (k, m) float32/float64 matrix and a C-contiguous
+    (m, k) one (element copies).  The delta product d @ W.T runs as d @ dst on the
+    contiguous transpose: BLAS's plain (no-transpose) product, faster than its
+    transposed-operand one at these sizes and the same sums."""
+    cdef _Extents ext
+    ext.n = 0
+    cdef Py_ssize_t k, m
+    k, m = _matrix_shape(src, "src")
+    cdef char* s = _layer_array(src, "src", None, k, m, False, &ext)
+    cdef char* d = _layer_array(dst, "dst", src, m, k, True, &ext)
+    with nogil:
+        if cnp.PyArray_TYPE(<cnp.ndarray> src) == cnp.NPY_DOUBLE:
+            fo_transpose_d(<const double*> s, <double*> d, k, m)
+        else:
+            fo_transpose_f(<const float*> s, <float*> d, k, m)

@@ -184,6 +184,17 @@ def _bad_calls():
         (ValueError, lambda: K.axpy_sumsq(ro, z, 1.0)),
         (ValueError, lambda: K.axpy_sumsq(z[:, ::2], Y[:, ::2], 1.0)),
         (TypeError, lambda: K.axpy_sumsq(f32, z, 1.0)),
+        (TypeError, lambda: K.take_rows(z, [0, 1], d[:2])),
+        (TypeError, lambda: K.take_rows(z, np.array([0, 1], np.int32), d[:2])),
+        (ValueError, lambda: K.take_rows(z, np.array([0, 5]), d[:2])),
+        (ValueError, lambda: K.take_rows(z, np.array([0, -1]), d[:2])),
+        (ValueError, lambda: K.take_rows(z, np.array([0, 1]), d[:3])),
+        (ValueError, lambda: K.take_rows(z, np.array([0, 1]), z[:2])),       # out inside src
+        (TypeError, lambda: K.take_rows(z, np.array([0, 1]), f32[:2])),
+        (ValueError, lambda: K.take_rows(z, np.array([0, 1]), ro[:2])),
+        (ValueError, lambda: K.transpose_into(z, d)),                        # not (m, n)
+        (ValueError, lambda: K.transpose_into(z, z.T)),                      # not C-contiguous
+        (TypeError, lambda: K.transpose_into(z, f32.T.copy())),
     ]
 
 
@@ -380,6 +391,119 @@ def test_blas_timing_runs_the_products():
     net = MLP([16, 32, 4], seed=0)
     t = _training._time_products(net, 8, threadpoolctl.ThreadpoolController(), 1, 2)
     assert 0 < t < 1
+
+
+# ---- the training loop against its operations one by one --------------------------
+
+def _sumsq_four_lanes(x, block=4096):
+    """sum(x * x) in axpy_sumsq's documented order (fastoptim/_layers.h), in NumPy."""
+    x = x.ravel().astype(np.float64)
+    total = 0.0
+    for b in range(0, x.size, block):
+        part = x[b:b + block]
+        body = part.size // 4 * 4
+        lanes = [0.0] * 4
+        for k in range(4):
+            for value in part[k:body:4]:
+                lanes[k] += value * value
+        for value in part[body:]:
+            lanes[0] += value * value
+        total += (lanes[0] + lanes[1]) + (lanes[2] + lanes[3])
+    return total
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+@pytest.mark.parametrize("n", [0, 1, 3, 4, 7, 64, 4099, 8195])
+def test_axpy_sumsq_bits(dt, n):
+    rng = np.random.default_rng(n)
+    x, y = rng.standard_normal(n).astype(dt), rng.standard_normal(n).astype(dt)
+    got = y.copy()
+    s = K.axpy_sumsq(got, x, 0.3)
+    np.testing.assert_array_equal(got, y + dt(0.3) * x)     # c rounded first, as NumPy
+    assert s == _sumsq_four_lanes(x)
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+def test_take_rows_and_transpose_into_copy_exactly(dt):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((50, 7)).astype(dt)
+    rows = rng.permutation(50)[:13]
+    out = np.empty((13, 7), dt)
+    K.take_rows(X, rows, out)
+    np.testing.assert_array_equal(out, X[rows])
+    K.take_rows(X, rows[::2], out[:7])                         # strided indices
+    np.testing.assert_array_equal(out[:7], X[rows[::2]])
+    for shape in [(13, 7), (8, 16), (1, 5), (0, 3)]:
+        W = rng.standard_normal(shape).astype(dt)
+        Wt = np.empty(shape[::-1], dt)
+        K.transpose_into(W, Wt)
+        np.testing.assert_array_equal(Wt, W.T)
+
+
+def _epochs_one_call_at_a_time(net, X, Y, opt, epochs, batch_size, seed):
+    """What train() does, written out as one plain call per operation: fancy-indexed
+    batches, np.matmul with the transposed weights as given, the kernels one layer at a
+    time, the L2 term in NumPy.  Returns the epoch losses."""
+    relu, identity = K.LAYER_ACTIVATIONS.index("relu"), K.LAYER_ACTIVATIONS.index("identity")
+    hidden = relu if net.activation == "relu" else identity
+    last = net.n_layers - 1
+    rng = np.random.default_rng(seed)
+    order = np.arange(X.shape[0])
+    losses = []
+    for _ in range(epochs):
+        rng.shuffle(order)
+        epoch = 0.0
+        for start in range(0, X.shape[0], batch_size):
+            idx = order[start:start + batch_size]
+            n = idx.size
+            acts = [X[idx]]
+            for i, (W, b) in enumerate(zip(net.coefs, net.intercepts)):
+                z = np.matmul(acts[-1], W)
+                K.dense_forward(z, b, hidden if i < last else identity)
+                if i < last and net.activation == "tanh":
+                    np.tanh(z, out=z)
+                acts.append(z)
+            d = np.empty_like(acts[-1])
+            loss = K.output_backward(acts[-1], Y[idx], None, float(n),
+                                     K.LAYER_OUTPUTS.index(net.output), d,
+                                     net.intercept_grads[-1]) / n
+            sumsq = 0.0
+            for i in range(last, -1, -1):
+                W = net.coefs[i]
+                net.coef_grads[i][...] = np.matmul(acts[i].T, d)
+                net.coef_grads[i] += W * (net.alpha / n)
+                sumsq += _sumsq_four_lanes(W)
+                if i:
+                    d = np.matmul(d, W.T)
+                    K.dense_backward(d, acts[i], K.LAYER_ACTIVATIONS.index(net.activation),
+                                     net.intercept_grads[i - 1])
+            loss += 0.5 * net.alpha / n * sumsq
+            opt.step([net.grads_flat])
+            epoch += loss * n
+        losses.append(epoch / X.shape[0])
+    return losses
+
+
+@pytest.mark.parametrize("dt, act, out", [(np.float64, "relu", "softmax"),
+                                          (np.float32, "relu", "softmax"),
+                                          (np.float64, "tanh", "identity"),
+                                          (np.float32, "relu", "logistic")])
+def test_training_loop_gives_the_bits_of_its_operations_one_by_one(dt, act, out):
+    X, y = _problem(out, dt, n=150, d=12, k=5)           # a short last batch
+    sizes = [12, 40, 24, 5]
+    runs = []
+    for loop in (True, False):
+        net = MLP(sizes, act, out, dtype=dt, alpha=1e-3, seed=4)
+        opt = optim.Adam([net.params_flat], lr=1e-2)
+        Y = net.targets(y)
+        if loop:
+            losses = train(net, X, Y, opt, epochs=3, batch_size=32, seed=9, progress=False,
+                           blas_threads=None, step_in_backward=False).train_loss
+        else:
+            losses = _epochs_one_call_at_a_time(net, X, Y, opt, 3, 32, 9)
+        runs.append((net.params_flat.copy(), losses))
+    np.testing.assert_array_equal(runs[0][0], runs[1][0])
+    assert runs[0][1] == runs[1][1]
 
 
 # ---- accuracy unchanged --------------------------------------------------------------

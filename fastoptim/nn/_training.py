@@ -102,10 +102,12 @@ class _Epochs:
             else:
                 xb, yb = X[lo:hi], Y[lo:hi]
                 wb = None if sw is None else sw[lo:hi]
-            last = j == k - 1
-            loss += net._loss_grad_batch(xb, yb, v, wb, total=total, accumulate=j > 0,
-                                         penalty=last,
-                                         after_layer=after_layer if last else None)
+            if j == k - 1:
+                loss += net._loss_grad_batch(xb, yb, v, wb, total=total, accumulate=j > 0,
+                                             after_layer=after_layer)
+            else:
+                loss += net._loss_grad_batch(xb, yb, v, wb, total=total, accumulate=j > 0,
+                                             penalty=False)
         return loss
 
     def run(self, order=None, before_step=None):
