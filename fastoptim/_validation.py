@@ -20,6 +20,8 @@ __all__ = ["to_float", "check_real", "check_step", "check_flag"]
 def to_float(name, value):
     """value as a Python float: a real number, or a one-element real array (torch
     accepts a one-element Tensor lr)."""
+    if type(value) is float:
+        return value  # the common case, before the checks through numbers.Real's ABC
     if isinstance(value, np.ndarray) and value.size == 1 and value.dtype.kind in "fiu":
         value = value.reshape(()).item()
     if isinstance(value, bool) or not isinstance(value, numbers.Real):

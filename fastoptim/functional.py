@@ -48,7 +48,7 @@ def _no_master_with_8bit(master):
 def _quant8_state(*buffers):
     """True when a used state buffer is 8-bit (fastoptim.QuantizedState): the call goes
     to the 8-bit kernels, which refuse any mix with float state buffers."""
-    return any(_quant8.is_quantized(b) for b in buffers)
+    return any(map(_quant8.is_quantized, buffers))  # (no generator: it is per call)
 
 
 def _require(name, buffer, why):

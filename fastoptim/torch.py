@@ -43,7 +43,7 @@ This module imports torch; ``import fastoptim`` does not import it.
 import math
 import numbers
 from itertools import chain
-from operator import attrgetter, is_, itemgetter
+from operator import attrgetter, is_
 
 import numpy as np
 import torch
@@ -64,13 +64,12 @@ _STEP_DTYPES = (torch.float32, torch.float64)
 _STATE_DTYPES = {None: None, "float32": torch.float32, "bfloat16": torch.bfloat16,
                  "float16": torch.float16}
 _MASTER = "master_param"  # the state entry of a 16-bit param's float32 master weights
-_version_of = attrgetter("_version")
 _TORCH_DTYPES = {_NUMPY_DTYPES[t]: t for t in _STEP_DTYPES}  # per-param scalars' dtypes
 _data_ptr = torch.Tensor.data_ptr
 _grad_of = attrgetter("grad")
 _item = np.ndarray.item
 _IMMUTABLE = (float, int, bool, str, type(None))
-_increment_version = torch.autograd.graph.increment_version
+_bump_versions = torch._C._increment_version  # (graph.increment_version's)
 _profiler_enabled = torch._C._autograd._profiler_enabled
 _record_function = torch.autograd.profiler.record_function
 # torch's registries of the hooks every optimizer runs (register_optimizer_step_*_hook)
@@ -287,9 +286,7 @@ class _FusedStep(torch.optim.Optimizer):
       (NAdam's ``mu_product``, ASGD's ``eta`` and ``mu``): kept so, read each step
       (params whose values differ go to separate calls), starting at
       ``_scalar_start(group)``; ``_scalar_step`` gives the functional's arguments made
-      from them and their values after the step, stored when the step succeeds;
-    * ``_REPEATABLE``: a step may be re-run with only new grads (``_Armed``); False when
-      each step also advances per-param scalars or group values.
+      from them and their values after the step, stored when the step succeeds.
     """
 
     _FUNCTIONAL = None
@@ -297,7 +294,6 @@ class _FusedStep(torch.optim.Optimizer):
     _COUNTS_STEPS = True
     _STEP_BOUND = ()
     _SCALAR_STATE = ()
-    _REPEATABLE = True
     #: the functional has a compact path: 16-bit params, masters, compact state
     _COMPACT = False
     # the storage options (set by _set_storage; these values for classes without them)
@@ -574,12 +570,17 @@ class _FusedStep(torch.optim.Optimizer):
         param group (per dtype and step count when they differ within a group).  A refused
         step (a bad grad, buffer or group value) raises TypeError/ValueError and changes
         nothing."""
-        # torch's hook wrapper (Optimizer.profile_hook_step), with its profiler range only
-        # when a profiler runs: record_function costs more than a small model's update.
+        # torch's hook wrapper (Optimizer.profile_hook_step), run when it has something to
+        # do: a profiler (its record_function range, and _optimizer_step_code, which the
+        # profiler's Python tracer watches) or step hooks.  Without either it would only
+        # cost more than a small model's update.
         if _profiler_enabled():
             with _record_function(f"Optimizer.step#{type(self).__name__}.step"):
                 return self._hooked_step(closure)
-        return self._hooked_step(closure)
+        if _GLOBAL_PRE_HOOKS or _GLOBAL_POST_HOOKS or self._optimizer_step_pre_hooks \
+                or self._optimizer_step_post_hooks:
+            return self._hooked_step(closure)
+        return self._step(closure)
 
     step.hooked = True  # torch's Optimizer does not wrap it again
 
@@ -634,10 +635,10 @@ class _FusedStep(torch.optim.Optimizer):
         for call in calls:
             written += call.commit(self.state)
         if written:
-            _increment_version(written)
+            _bump_versions(written)
         for call in calls:
             call.synced()
-        if self._REPEATABLE and len(calls) == 1 and len(self.param_groups) == 1 and \
+        if len(calls) == 1 and len(self.param_groups) == 1 and \
                 len(calls[0].ids) == len(self.param_groups[0]["params"]):
             self._armed = _Armed(self, calls[0])
         return loss
@@ -879,111 +880,161 @@ class _Call:
 class _Armed:
     """A step that was one call over every param of the only group, kept to be run again
     as long as every object it was made from is still the live one: the group and its
-    values, the params and their memory, the state dicts, buffers and step counts
-    (compared by identity, data pointer and value).  Only the grads are new each step
-    (``zero_grad()`` sets them to None); their views are made here and the kernel checks
-    them (dtype, shape, layout, memory shared) before it writes anything."""
+    values, the params and their memory, the state dict, the params' state dicts and
+    their entries (compared by identity, in one pass), the buffers' memory, the step
+    counts and per-param scalars (by value).  The grads may be new each step
+    (``zero_grad()`` sets them to None): their views are made here and the kernel checks
+    them (dtype, shape, layout, memory shared) before it writes anything.  New group
+    values (a scheduler's lr) are mapped again, and checked by the functional, while they
+    need the same buffers; per-step values (NAdam's ``mu_product``, ASGD's ``eta`` and
+    ``mu``, Schedule-Free's schedule) are computed each step as the full step does."""
 
     def __init__(self, opt, call):
-        group = call.group
-        self.group, self.state = group, opt.state
+        group, state = call.group, opt.state
+        self.group, self.state = group, state
         self.params = list(group["params"])
         self.values = list(group.values())
-        self.hyper = opt._hyper(group) if _immutable(group) else None
         self.names = [name for name, _ in call.names if name != _MASTER]  # the group's
         self.spec = opt._BUFFERS
-        self.states = [opt.state.get(p) for p in self.params]
-        self.counts = opt._counts_steps()
-        keys = (("step",) if self.counts else ()) + tuple(n for n, _ in call.names)
-        self.read = (lambda st: ()) if not keys else (
-            (lambda st, k=keys[0]: (st[k],)) if len(keys) == 1 else itemgetter(*keys))
-        self.bufs = list(chain.from_iterable(map(self.read, self.states)))
-        self.written = self.params + self.bufs
-        self.ptrs = list(map(_data_ptr, self.written))
+        self.live = _live(self.params, state)
+        counts = opt._counts_steps()
+        keys = (("step",) if counts else ()) + tuple(n for n, _ in call.names) + \
+            opt._SCALAR_STATE
+        states = [state.get(p) for p in self.params]  # None: no state (SGD, no momentum)
+        self.written = self.params + [st[k] for st in states for k in keys]
+        self.written_ptrs = list(map(_data_ptr, self.written))
         # params with a master: their versions must be the ones the last step left
         self.synced = [(p, r) for p, r in zip(call.tensors, call.recs) if _MASTER in r.bufs]
-        self.step_arrays = [r.step.array for r in call.recs] if self.counts else []
         self.count = call.step + 1  # the step counts stored now
+        self.step_arrays = [r.step.array for r in call.recs] if counts else []
+        # the scalar state's 0-d views, param by param, and their dtype's scalar type
+        self.scalar_arrays = [st[name].detach().numpy().reshape(()) for st in states
+                              for name in opt._SCALAR_STATE]
+        self.first_scalars = self.scalar_arrays[:len(opt._SCALAR_STATE)]
+        self.scalar_type = self.scalar_arrays[0].dtype.type if self.scalar_arrays else None
+        self.expected = [self.count] * len(self.step_arrays) + \
+            list(map(_item, self.scalar_arrays))
         self.grads = [r.grad.tensor for r in call.recs]
         self.grad_arrays = list(call.grads)
-        self.grad_ptrs = list(map(_data_ptr, self.grads))
-        fn = getattr(_F, opt._FUNCTIONAL)
-        pos, kw = call.arguments()
-        params = call.params
-        self.hyper_of = opt._hyper
+        self.ptrs = self.written_ptrs + list(map(_data_ptr, self.grads))
+        # a float32/float64/float16 grad's view is torch's numpy(); bfloat16 needs _numpy
+        # (the grads of a call have its params' dtype)
+        self.numpy_of = _numpy if call.tensors[0].dtype is torch.bfloat16 else \
+            torch.Tensor.numpy
+        self.fn = getattr(_F, opt._FUNCTIONAL)
+        self.pos, self.kw = call.arguments()
+        self.arrays = call.params
+        self.hyper_of, self.kwargs_of = opt._hyper, opt._step_kwargs
+        self.scalar_step = opt._scalar_step if opt._SCALAR_STATE else None
         self.step_of = opt._functional_step
-
-        def run(grads, step, hyper):
-            fn(params, grads, *pos, step=step, **kw, **hyper)
-        self.run = run
+        # the functional's keywords are _hyper's and the step (not a class's own
+        # _step_kwargs): kept with the buffer keywords while the group's values are these
+        self.plain = type(opt)._step_kwargs is _FusedStep._step_kwargs and \
+            self.scalar_step is None
+        self.hyper = {**self.kw, **opt._hyper(group)} if self.plain and \
+            _immutable(group) else None
 
     def try_step(self, opt):
-        """Run the step if nothing but the grads changed: True when done."""
+        """Run the step if nothing but the grads and the group's values changed: True
+        when done; False (nothing written) sends the step to the full path."""
         groups = opt.param_groups
         group = self.group
+        state = self.state
         if type(groups) is not list or len(groups) != 1 or groups[0] is not group \
-                or opt.state is not self.state:
+                or opt.state is not state:
             return False
-        params = group.get("params")
         values = list(group.values())
-        n = len(self.params)
-        if type(params) is not list or len(params) != n or not all(map(is_, params, self.params)):
-            return False
-        hyper, cacheable = self.hyper, True
         changed = len(values) != len(self.values) or not all(map(is_, values, self.values))
+        params = self.params
+        try:
+            live = _live(group["params"], state)
+        except (KeyError, TypeError):
+            return False
+        if len(live) != len(self.live) or not all(map(is_, live, self.live)):
+            return False
         if changed:
-            # new values (a scheduler sets lr each step): fine while the same buffers are
-            # needed; the functional checks the values
+            # new values (a scheduler sets lr each step): fine while the same buffers
+            # are needed; the functional checks the values
             try:
                 if [name for name, _, needed in self.spec if needed(group)] != self.names:
                     return False
-                hyper = self.hyper_of(group)
             except Exception:
                 return False
-            cacheable = _immutable(group)
-        states = list(map(self.state.get, params))
-        if not all(map(is_, states, self.states)):
-            return False
-        try:
-            bufs = list(chain.from_iterable(map(self.read, states)))
-        except (KeyError, TypeError):
-            return False
-        if not all(map(is_, bufs, self.bufs)) or list(map(_data_ptr, self.written)) != self.ptrs:
-            return False
-        count = self.count
-        if self.counts and list(map(_item, self.step_arrays)) != [count] * n:
-            return False  # a count edited in place
+        grads = list(map(_grad_of, params))
+        same_grads = all(map(is_, grads, self.grads))
+        if same_grads:
+            if list(map(_data_ptr, chain(self.written, grads))) != self.ptrs:
+                return False
+            arrays = self.grad_arrays
+        else:
+            if list(map(_data_ptr, self.written)) != self.written_ptrs:
+                return False
+            try:
+                arrays = list(map(self.numpy_of, grads))  # None, sparse ...: refused
+            except Exception:
+                return False
+        if list(map(_item, chain(self.step_arrays, self.scalar_arrays))) != self.expected:
+            return False  # a count or scalar edited in place
         for p, rec in self.synced:
             if p._version != rec.synced[1]:
                 return False  # a param written by someone else: is it still its master's?
-        grads = list(map(_grad_of, params))
-        if all(map(is_, grads, self.grads)) and list(map(_data_ptr, grads)) == self.grad_ptrs:
-            arrays = self.grad_arrays
-        else:
-            try:
-                arrays = [_numpy(g) for g in grads]  # None, sparse, other device: refused
-            except Exception:
-                return False
+        count = self.count
+        step = self.step_of(count, False)
+        after = None
         try:
-            if hyper is None:
-                hyper = self.hyper_of(group)
-            self.run(arrays, self.step_of(count, False), hyper)
+            if self.plain:
+                hyper = self.hyper
+                if hyper is None or changed:
+                    hyper = {**self.kw, **self.hyper_of(group)}
+                self.fn(self.arrays, arrays, *self.pos, step=step, **hyper)
+            else:
+                kwargs = self.kwargs_of(group, step)
+                if self.scalar_step is not None:
+                    # every param holds the same values (checked above): the first's
+                    extra, after = self.scalar_step(
+                        group, kwargs, step, tuple(a[()] for a in self.first_scalars))
+                    kwargs.update(extra)
+                self.fn(self.arrays, arrays, *self.pos, **self.kw, **kwargs)
         except (TypeError, ValueError, KeyError):
             return False  # nothing was written: the full step words the error
         if changed:
-            self.values, self.hyper = values, (hyper if cacheable else None)
-        if self.counts:
+            self.values, self.hyper = values, None
+        elif self.hyper is None and self.plain and _immutable(group):
+            self.hyper = hyper
+        if self.step_arrays:
             count += 1
             for a in self.step_arrays:
                 a[()] = count
             self.count = count
-        if arrays is not self.grad_arrays:
+        if after is not None:
+            self._store_scalars(after)
+        self.expected = [count] * len(self.step_arrays) + \
+            list(map(_item, self.scalar_arrays))
+        if not same_grads:
             self.grads, self.grad_arrays = grads, arrays
-            self.grad_ptrs = list(map(_data_ptr, grads))
-        _increment_version(self.written)
+            self.ptrs = self.written_ptrs + list(map(_data_ptr, grads))
+        _bump_versions(self.written)
         for p, rec in self.synced:
             rec.synced = (rec.synced[0], p._version)
         return True
+
+    def _store_scalars(self, after):
+        """The scalar state after the step into every param's tensors (as _Call does)."""
+        values = after * (len(self.scalar_arrays) // len(after))
+        if all(type(v) is self.scalar_type for v in after):
+            for a, v in zip(self.scalar_arrays, values):
+                a[()] = v
+        else:
+            with np.errstate(over="ignore", invalid="ignore"):  # inf and NaN stay so
+                for a, v in zip(self.scalar_arrays, values):
+                    a[()] = v
+
+
+def _live(params, state):
+    """What an armed step is made from, for an identity check in one pass: the params,
+    the state dict's keys and values (its per-param dicts), and every dict's entries."""
+    values = state.values()
+    return list(chain(params, state, values, chain.from_iterable(map(dict.values, values))))
 
 
 def _immutable(group):
@@ -1247,7 +1298,6 @@ class NAdam(_FusedStep, torch.optim.NAdam):
     _BUFFERS = RAdam._BUFFERS
     _STEP_BOUND = RAdam._STEP_BOUND
     _SCALAR_STATE = ("mu_product",)
-    _REPEATABLE = False
 
     def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
                  momentum_decay=4e-3, decoupled_weight_decay=False, *, foreach=None,
@@ -1304,7 +1354,6 @@ class ASGD(_FusedStep, torch.optim.ASGD):
     _FUNCTIONAL = "asgd_"
     _BUFFERS = (("ax", "pos", _needed_always),)
     _SCALAR_STATE = ("eta", "mu")
-    _REPEATABLE = False
 
     def __init__(self, params, lr=1e-2, lambd=1e-4, alpha=0.75, t0=1e6, weight_decay=0,
                  foreach=None, maximize=False, differentiable=False, capturable=False):
@@ -1393,7 +1442,6 @@ class AdamWScheduleFree(_FusedStep):
     _FUNCTIONAL = "adamw_schedule_free_"
     _BUFFERS = (("z", "pos", _needed_always), ("exp_avg_sq", "pos", _needed_always))
     _COUNTS_STEPS = False  # the groups count the steps (k)
-    _REPEATABLE = False
 
     def __init__(self, params, lr=0.0025, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
                  warmup_steps=0, r=0.0, weight_lr_power=2.0,
