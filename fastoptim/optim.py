@@ -1469,7 +1469,10 @@ class SGD(Optimizer):
                     momentum=momentum, dampening=dampening, nesterov=nesterov,
                     weight_decay=weight_decay, maximize=maximize, n_threads=n_threads,
                     **storage)
-        return update
+        return update if storage else _F._prepared_sgd(
+            params, buf, lr=lr, momentum=momentum, dampening=dampening, nesterov=nesterov,
+            weight_decay=weight_decay, maximize=maximize, first=first, n_threads=n_threads,
+            function=update) or update
 
 
 class Momentum(SGD):
@@ -1567,7 +1570,10 @@ class RMSprop(Optimizer):
                         momentum_buffer=momentum_buffer, centered=centered,
                         grad_avg=grad_avg, maximize=maximize, n_threads=n_threads,
                         **storage)
-        return update
+        return update if storage else _F._prepared_rmsprop(
+            params, square_avg, momentum_buffer, grad_avg, lr=lr, alpha=alpha, eps=eps,
+            weight_decay=weight_decay, momentum=momentum, centered=centered,
+            maximize=maximize, n_threads=n_threads, function=update) or update
 
 
 # --------------------------------------------------------------------- Adam
@@ -1656,7 +1662,10 @@ class Adam(Optimizer):
                      decoupled_weight_decay=decoupled, amsgrad=amsgrad,
                      max_exp_avg_sq=max_exp_avg_sq, maximize=maximize, n_threads=n_threads,
                      **storage)
-        return update
+        return update if storage else _F._prepared_adam(
+            params, exp_avg, exp_avg_sq, max_exp_avg_sq, lr=lr, beta1=beta1, beta2=beta2,
+            eps=eps, weight_decay=weight_decay, decoupled_weight_decay=decoupled,
+            amsgrad=amsgrad, maximize=maximize, n_threads=n_threads, function=update) or update
 
 
 class AdamW(Adam):

@@ -170,13 +170,14 @@ def test_param_groups_equal_functional(cls, kw, group_opts, rng):
 
 def test_one_kernel_call_per_group(monkeypatch, rng):
     calls = []
-    real = F.adam_
+    real = F.kernels.adam
 
     def spy(param, *args, **kwargs):
         calls.append(len(param))
         return real(param, *args, **kwargs)
 
-    monkeypatch.setattr(F, "adam_", spy)
+    # the compiled entry itself: the class's step goes there directly (a prepared call)
+    monkeypatch.setattr(F.kernels, "adam", spy)
     groups = [dict(params=make_params(rng, np.float32, [(3,)] * 10)),
               dict(params=make_params(rng, np.float32, [(2,)] * 3), lr=0.1)]
     opt = Adam(groups)
