@@ -430,9 +430,10 @@ def build_parser(prog="python -m fastoptim.bench", parser_class=argparse.Argumen
                     "(when installed) and print one table.")
     parser.add_argument("--kernels", nargs="+", choices=list(KERNELS), default=None)
     parser.add_argument("--dtypes", nargs="+", choices=list(DTYPES), default=None)
-    parser.add_argument("--sizes", nargs="+", type=_size, default=list(SIZES),
+    parser.add_argument("--sizes", nargs="+", type=_size, default=None,
                         help=f"elements per array (1 to {MAX_SIZE:,}; default "
-                             f"{' '.join(f'{n:,}' for n in SIZES)})")
+                             f"{' '.join(f'{n:,}' for n in SIZES)}, and for --quant8 "
+                             f"{' '.join(f'{n:,}' for n in QUANT8_SIZES)})")
     parser.add_argument("--no-torch", action="store_true", help="skip torch even if installed")
     parser.add_argument("--many-arrays", action="store_true",
                         help="then compare adam_ over a 50-array model in one call with one "
@@ -441,20 +442,22 @@ def build_parser(prog="python -m fastoptim.bench", parser_class=argparse.Argumen
                         help="instead: Adam with float16/bfloat16 params, grads and state "
                              "(compact_report) at --sizes, with bytes per parameter")
     parser.add_argument("--quant8", action="store_true",
-                        help="then compare adam_ with float32 and 8-bit state (bytes per "
-                             "parameter; bitsandbytes' CPU 8-bit Adam when installed)")
+                        help="then compare adam_ with float32 and 8-bit state at --sizes "
+                             "(bytes per parameter; bitsandbytes' CPU 8-bit Adam when "
+                             "installed)")
     return parser
 
 
 def run(args):
+    sizes = args.sizes or list(SIZES)
     if args.compact:
-        compact_report(args.sizes, with_torch=not args.no_torch)
+        compact_report(sizes, with_torch=not args.no_torch)
         return 0
-    report(args.kernels, args.dtypes, args.sizes, with_torch=not args.no_torch)
+    report(args.kernels, args.dtypes, sizes, with_torch=not args.no_torch)
     if args.many_arrays:
         many_arrays_report()
     if args.quant8:
-        quant8_report(with_bnb=not args.no_torch)
+        quant8_report(args.sizes or QUANT8_SIZES, with_bnb=not args.no_torch)
     return 0
 
 
