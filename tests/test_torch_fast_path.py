@@ -134,8 +134,9 @@ def test_armed_steps_follow_a_scheduler(name, kw):
     assert_identical(snapshot(net, opt), snapshot(ref_net, ref_opt))
 
 
-@pytest.mark.parametrize("name", ["Adam", "NAdam", "ASGD", "AdamWScheduleFree"])
-def test_the_armed_step_is_one_kernel_call_and_no_planning(name, monkeypatch):
+def _mlp_stepped_twice(name):
+    """The float32 MLP and its fastoptim.torch optimizer (CONFIGS' options for `name`)
+    after two steps, so the next one runs armed; with the data (X, Y)."""
     kw = dict(CONFIGS[[n for n, _ in CONFIGS].index(name)][1])
     X, Y = data("mlp", torch.float32)
     net = mlp(torch.float32)
@@ -143,6 +144,12 @@ def test_the_armed_step_is_one_kernel_call_and_no_planning(name, monkeypatch):
     for _ in range(2):
         backward(net, X, Y)
         opt.step()
+    return net, opt, X, Y
+
+
+@pytest.mark.parametrize("name", ["Adam", "NAdam", "ASGD", "AdamWScheduleFree"])
+def test_the_armed_step_is_one_kernel_call_and_no_planning(name, monkeypatch):
+    net, opt, X, Y = _mlp_stepped_twice(name)
     calls = []
     functional = getattr(ft._F, opt._FUNCTIONAL)
     monkeypatch.setattr(ft._F, opt._FUNCTIONAL,
@@ -306,13 +313,7 @@ def test_a_closure_runs_with_grad_enabled_under_no_grad_on_the_armed_path():
 @pytest.mark.parametrize("name", ["Adam", "NAdam", "ASGD"])
 def test_the_profiler_sees_every_step(name):
     from torch.profiler import ProfilerActivity, profile
-    kw = dict(CONFIGS[[n for n, _ in CONFIGS].index(name)][1])
-    X, Y = data("mlp", torch.float32)
-    net = mlp(torch.float32)
-    opt = make(name, net.parameters(), kw)
-    for _ in range(2):
-        backward(net, X, Y)
-        opt.step()
+    net, opt, X, Y = _mlp_stepped_twice(name)
     armed = opt._armed
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(3):
