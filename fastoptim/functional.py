@@ -560,10 +560,10 @@ def radam_(param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, beta1=0.9, beta2=
 
 def _radam_scalars(step, lr, beta1, beta2, eps, weight_decay, decoupled, maximize):
     rectify, rect = radam_rectification(beta2, step)
-    decay = 1 - lr * weight_decay if decoupled and weight_decay != 0 else 1.0
+    l2, decay = _adam_weight_decay(lr, weight_decay, decoupled)
     return (_sign(maximize), weight_decay, decay, 1 - beta1, beta2, 1 - beta2,
-            1 - beta1 ** step, lr, (1 - beta2 ** step) ** 0.5, eps, rect,
-            weight_decay != 0 and not decoupled, abs(1 - beta1) < 0.5, rectify)
+            1 - beta1 ** step, lr, (1 - beta2 ** step) ** 0.5, eps, rect, l2,
+            abs(1 - beta1) < 0.5, rectify)
 
 
 def adadelta_(param, grad, square_avg, acc_delta, *, step, lr=1.0, rho=0.9, eps=1e-6,
@@ -673,11 +673,10 @@ def _nadam_scalars(step, mu_product, lr, beta1, beta2, eps, weight_decay, moment
                    decoupled, maximize):
     mu = nadam_momentum(beta1, momentum_decay, step)
     mu_next = nadam_momentum(beta1, momentum_decay, step + 1)
-    decay = 1 - lr * weight_decay if decoupled and weight_decay != 0 else 1.0
+    l2, decay = _adam_weight_decay(lr, weight_decay, decoupled)
     return (_sign(maximize), weight_decay, decay, 1 - beta1, beta2, 1 - beta2,
             1 - beta2 ** step, eps, -lr * (1.0 - mu) / (1.0 - mu_product),
-            (-lr * mu_next) / (1.0 - mu_product * mu_next),
-            weight_decay != 0 and not decoupled, abs(1 - beta1) < 0.5)
+            (-lr * mu_next) / (1.0 - mu_product * mu_next), l2, abs(1 - beta1) < 0.5)
 
 
 def asgd_(param, grad, ax, *, step, eta, mu, lambd=1e-4, weight_decay=0.0, maximize=False,

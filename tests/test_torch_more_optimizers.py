@@ -23,6 +23,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import fastoptim.torch as ft  # noqa: E402
+import _torch_models  # noqa: E402
+from _torch_models import data, mlp  # noqa: E402  (data: inputs shaped for either net)
 
 TOL = {torch.float32: 1e-5, torch.float64: 1e-12}
 DTYPES = [torch.float32, torch.float64]
@@ -65,25 +67,16 @@ IDS = [f"{n}-{'-'.join(f'{k}={v}' for k, v in kw.items())}" for n, kw in CONFIGS
 NAMES = sorted({n for n, _ in CONFIGS})
 
 
-def mlp(dtype, seed=0):
-    torch.manual_seed(seed)
-    return torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.Tanh(), torch.nn.Linear(32, 32),
-                               torch.nn.Tanh(), torch.nn.Linear(32, 2)).to(dtype)
-
-
 def convnet(dtype, seed=0):
+    # one convolution (the shared _torch_models.convnet has two): these optimizers'
+    # comparisons were set up on this smaller net
     torch.manual_seed(seed)
     return torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Tanh(),
                                torch.nn.Flatten(), torch.nn.Linear(144, 2)).to(dtype)
 
 
-MODELS = {"mlp": (mlp, (16, 8)), "convnet": (convnet, (16, 1, 8, 8))}
-
-
-def data(model, dtype):
-    g = torch.Generator().manual_seed(1)
-    return (torch.randn(*MODELS[model][1], generator=g).to(dtype),
-            torch.randn(16, 2, generator=g).to(dtype))
+MODELS = {"mlp": (mlp, _torch_models.MODELS["mlp"][1]),
+          "convnet": (convnet, _torch_models.MODELS["convnet"][1])}
 
 
 def make(module, name, params, kw):
