@@ -188,8 +188,9 @@ def test_regressor_loss_is_sklearns_half_mse():
                                   alpha=0.0, shuffle=False, random_state=0,
                                   dtype=np.float64), X, y)
     # one full-batch epoch: the recorded loss is that of the initial weights
-    from fastoptim.nn._estimators import _as_rng
-    init = MLP([2, 4, 1], output="identity", dtype=np.float64, seed=_as_rng(0))
+    from fastoptim.nn._estimators import _sklearn_init
+    init = MLP([2, 4, 1], output="identity", dtype=np.float64)
+    _sklearn_init(init, "relu", np.random.RandomState(0))
     pred0 = init.forward(X).ravel()
     assert reg.loss_curve_[0] == pytest.approx(0.5 * np.mean((y - pred0) ** 2), rel=1e-12)
 
@@ -202,7 +203,8 @@ def test_early_stopping():
     clf.fit(X, y)
     assert clf.n_iter_ < 300
     assert len(clf.validation_scores_) == len(clf.val_loss_curve_) == clf.n_iter_
-    best = int(np.argmin(clf.val_loss_curve_))
+    # stopped n_iter_no_change + 1 epochs after the first best validation score
+    best = int(np.argmax(clf.validation_scores_))
     assert clf.best_validation_score_ == clf.validation_scores_[best]
     assert clf.best_loss_ is None
     assert clf.n_iter_ == best + 1 + 4

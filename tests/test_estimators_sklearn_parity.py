@@ -622,3 +622,93 @@ def test_diverging_fit_with_early_stopping_restores_the_best_weights():
     with pytest.raises(ValueError, match="Solver produced non-finite parameter weights"):
         _quiet(ours.fit, X, y.astype(float))
     assert not hasattr(ours, "coefs_")
+
+
+# ---- item: the same random_state draws what scikit-learn draws ------------------------
+
+def _targets(target, rng, n=90):
+    X = rng.normal(size=(n, 4))
+    if target == "binary":
+        return "MLPClassifier", X, rng.integers(0, 2, n)
+    if target == "multiclass":
+        return "MLPClassifier", X, rng.integers(0, 3, n)
+    if target == "multilabel":
+        return "MLPClassifier", X, rng.integers(0, 2, (n, 3))
+    return "MLPRegressor", X, rng.normal(size=n)
+
+
+def _assert_same_model(ours, theirs, rtol):
+    assert ours.n_iter_ == theirs.n_iter_
+    for a, b in zip(ours.coefs_ + ours.intercepts_, theirs.coefs_ + theirs.intercepts_):
+        np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol * np.abs(b).max())
+
+
+@pytest.mark.parametrize("target", ["binary", "multiclass", "multilabel", "regression"])
+@pytest.mark.parametrize("activation", ["relu", "logistic", "tanh", "identity"])
+@pytest.mark.parametrize("early_stopping", [False, True])
+def test_same_random_state_trains_the_same_model_as_sklearn(target, activation,
+                                                            early_stopping):
+    """Initial weights (scikit-learn's Glorot bounds, biases drawn too), each epoch's
+    shuffle and the early-stopping split come from the same draws as scikit-learn's: with
+    plain SGD (the same update rule in both) the fitted weights agree to rounding."""
+    cls, X, y = _targets(target, np.random.default_rng(1))
+    ours, theirs = _pair(cls, hidden_layer_sizes=(7, 5), activation=activation,
+                         solver="sgd", momentum=0.0, learning_rate_init=0.05, batch_size=16,
+                         max_iter=4, tol=0.0, n_iter_no_change=100, random_state=3,
+                         early_stopping=early_stopping)
+    _quiet(theirs.fit, X, y)
+    _quiet(ours.fit, X, y)
+    _assert_same_model(ours, theirs, 1e-12)
+    if early_stopping:
+        np.testing.assert_allclose(ours.validation_scores_, theirs.validation_scores_,
+                                   rtol=1e-12)
+
+
+@pytest.mark.parametrize("random_state", ["RandomState", "np.random.seed"])
+def test_random_state_objects_draw_as_sklearn(random_state):
+    """A RandomState instance is used (and advanced) as scikit-learn uses it; None draws
+    from NumPy's global RandomState."""
+    cls, X, y = _targets("multiclass", np.random.default_rng(2))
+    fits = []
+    for est_cls in (MLPClassifier, sk_nn.MLPClassifier):
+        rs = np.random.RandomState(5)
+        if random_state == "np.random.seed":
+            np.random.seed(5)
+            rs = None
+        est = est_cls(hidden_layer_sizes=(6,), solver="sgd", momentum=0.9,
+                      learning_rate_init=0.05, batch_size=20, max_iter=3, tol=0.0,
+                      n_iter_no_change=100, random_state=rs)
+        _quiet(est.fit, X, y)
+        _quiet(est.fit, X, y)             # a refit draws on from the same generator
+        after = (rs if rs is not None else np.random.mtrand._rand).randint(2**31)
+        fits.append((est, after))
+    (ours, ours_after), (theirs, theirs_after) = fits
+    _assert_same_model(ours, theirs, 1e-12)
+    assert ours_after == theirs_after
+
+
+@pytest.mark.parametrize("call", ["partial_fit", "warm_start_fit"])
+def test_later_calls_reseed_from_random_state_as_sklearn(call):
+    """An int random_state seeds every fit / partial_fit call anew (scikit-learn's
+    check_random_state in _fit): later calls shuffle as scikit-learn's do."""
+    cls, X, y = _targets("multiclass", np.random.default_rng(3))
+    ours, theirs = _pair(cls, hidden_layer_sizes=(6,), solver="sgd", momentum=0.9,
+                         learning_rate_init=0.05, batch_size=20, max_iter=2, tol=0.0,
+                         n_iter_no_change=100, random_state=4,
+                         warm_start=call == "warm_start_fit")
+    for est in (ours, theirs):
+        for _ in range(3):
+            if call == "partial_fit":
+                _quiet(est.partial_fit, X, y, classes=np.unique(y))
+            else:
+                _quiet(est.fit, X, y)
+    _assert_same_model(ours, theirs, 1e-12)
+
+
+def test_lbfgs_from_the_same_random_state_as_sklearn():
+    cls, X, y = _targets("multiclass", np.random.default_rng(4))
+    ours, theirs = _pair(cls, hidden_layer_sizes=(8,), solver="lbfgs", max_iter=30,
+                         random_state=2)
+    _quiet(theirs.fit, X, y)
+    _quiet(ours.fit, X, y)
+    _assert_same_model(ours, theirs, 1e-9)

@@ -17,7 +17,9 @@ What differs on purpose:
   learning rate outside the momentum buffer (torch's form), so numbers differ from
   scikit-learn's when the rate changes ("invscaling", "adaptive").  ``solver="rmsprop"``
   (decay ``rho``) is an extra; "lbfgs" uses scipy's L-BFGS-B as scikit-learn does.
-* Initialisation: He-uniform for ReLU layers, Glorot-uniform otherwise, zero biases.
+* ``random_state`` draws what scikit-learn draws, in its order: the initial weights and
+  biases (its Glorot bounds), each epoch's shuffle and the early-stopping split, taken
+  anew by every fit / partial_fit call.
 * ``dtype`` (None: float32 input trains in float32, anything else in float64, as
   scikit-learn) selects the precision.
 * ``alpha`` and ``learning_rate_init`` must be finite and at most
@@ -29,7 +31,6 @@ What differs on purpose:
 * Masked arrays are refused (scikit-learn silently drops the mask).
 """
 
-import copy
 import inspect
 import math
 import numbers
@@ -152,6 +153,7 @@ class _ParamsMixin:
 
     def __setstate__(self, state):
         state = dict(state)
+        state.pop("_rng", None)  # kept by versions that carried one generator across calls
         opt_state = state.pop("_optimizer_state", None)
         storage = state.pop("_optimizer_storage", {})
         self.__dict__.update(state)
@@ -465,15 +467,68 @@ def _check_sample_weight(sample_weight, n, dtype):
     return sw
 
 
-def _as_rng(random_state):
-    """A Generator seeded from `random_state`: an int, a Generator or RandomState, or
-    None, which (as scikit-learn's check_random_state) draws from NumPy's global
-    RandomState, so that ``np.random.seed`` makes fits repeatable."""
+def _check_random_state(random_state):
+    """scikit-learn's check_random_state: None -> NumPy's global RandomState (so that
+    ``np.random.seed`` makes fits repeatable), an int -> a new RandomState seeded with it,
+    a RandomState -> itself (fastoptim also takes a Generator, used as it is).  Each fit
+    and partial_fit call takes it anew, as scikit-learn's ``_fit`` does."""
     if random_state is None:
-        random_state = np.random.mtrand._rand
-    if isinstance(random_state, np.random.RandomState):
-        return np.random.default_rng(random_state.randint(0, 2**31 - 1))
-    return np.random.default_rng(random_state)
+        return np.random.mtrand._rand
+    if isinstance(random_state, (np.random.RandomState, np.random.Generator)):
+        return random_state
+    return np.random.RandomState(int(random_state))
+
+
+def _sklearn_init(net, activation, rs):
+    """scikit-learn's MLP initialisation, drawn in its order so that the same random_state
+    gives the same starting weights: per layer, U(+-sqrt(factor / (fan_in + fan_out)))
+    weights then biases, factor 2 for logistic hidden units and 6 otherwise, drawn in
+    float64 and rounded to the network's dtype."""
+    factor = 2.0 if activation == "logistic" else 6.0
+    for W, b in zip(net.coefs, net.intercepts):
+        fan_in, fan_out = W.shape
+        bound = np.sqrt(factor / (fan_in + fan_out))
+        W[...] = rs.uniform(-bound, bound, (fan_in, fan_out))
+        b[...] = rs.uniform(-bound, bound, fan_out)
+
+
+def _approximate_mode(class_counts, n_draws, rs):
+    """scikit-learn's _approximate_mode (StratifiedShuffleSplit's per-class counts), with
+    the same draws to break ties."""
+    continuous = class_counts / class_counts.sum() * n_draws
+    floored = np.floor(continuous)
+    need_to_add = int(n_draws - floored.sum())
+    if need_to_add > 0:
+        remainder = continuous - floored
+        for value in np.sort(np.unique(remainder))[::-1]:
+            (inds,) = np.where(remainder == value)
+            add_now = min(len(inds), need_to_add)
+            floored[rs.choice(inds, size=add_now, replace=False)] += 1
+            need_to_add -= add_now
+            if need_to_add == 0:
+                break
+    return floored.astype(int)
+
+
+def _train_test_split_indices(n, n_test, stratify, rs):
+    """(train, test) row indices as scikit-learn's ``train_test_split(...,
+    test_size=n_test, stratify=stratify, random_state=rs)`` draws them (ShuffleSplit,
+    or StratifiedShuffleSplit with the classes in sorted order), so that the same
+    random_state holds out the same rows."""
+    n_train = n - n_test
+    if stratify is None:
+        perm = rs.permutation(n)
+        return perm[n_test:n_test + n_train], perm[:n_test]
+    _, y_indices, counts = np.unique(stratify, return_inverse=True, return_counts=True)
+    class_indices = np.split(np.argsort(y_indices, kind="stable"), np.cumsum(counts)[:-1])
+    n_i = _approximate_mode(counts, n_train, rs)
+    t_i = _approximate_mode(counts - n_i, n_test, rs)
+    train, test = [], []
+    for i, rows in enumerate(class_indices):
+        rows = rows.take(rs.permutation(counts[i]), mode="clip")
+        train.extend(rows[:n_i[i]])
+        test.extend(rows[n_i[i]:n_i[i] + t_i[i]])
+    return rs.permutation(train), rs.permutation(test)
 
 
 def _r2(y_true, pred, sample_weight=None):
@@ -662,12 +717,14 @@ class _BaseMLP(_ParamsMixin):
         # the network and optimizer to train: fresh ones, or copies of the fitted ones
         sizes = [X.shape[1], *self._hidden_sizes(), Y.shape[1]]
         act = self.activation
+        rng = _check_random_state(self.random_state)
         if first:
-            rng = _as_rng(self.random_state)
-            net = MLP(sizes, act, output, dtype=dtype, alpha=float(self.alpha), seed=rng)
+            net = MLP(sizes, act, output, dtype=dtype, alpha=float(self.alpha), seed=0)
             net.mean_over_outputs = output == "identity"
-            if preset:
+            if preset:   # scikit-learn draws no weights for a model that has them
                 self._copy_weights_into(net)
+            else:
+                _sklearn_init(net, act, rng)
             fit_state = {"t_": 0, "loss_curve_": [], "_no_improvement_count": 0,
                          "best_loss_": None if self.early_stopping else np.inf,
                          "validation_scores_": [] if self.early_stopping else None,
@@ -678,7 +735,6 @@ class _BaseMLP(_ParamsMixin):
                 raise ValueError(f"the network {list(self.net_.layer_sizes)} fitted before "
                                  f"does not fit these data and parameters ({sizes}); set "
                                  "warm_start=False to refit from scratch")
-            rng = copy.deepcopy(self._rng)   # advanced only if this call succeeds
             net = MLP.__new__(MLP)
             net.__setstate__(self.net_.__getstate__())
             net.alpha = float(self.alpha)
@@ -722,7 +778,7 @@ class _BaseMLP(_ParamsMixin):
             self.feature_names_in_ = names
         self.__dict__.update(enc)
         self.__dict__.update(result)
-        self.net_, self._rng = net, rng
+        self.net_ = net
         self.n_features_in_ = X.shape[1]
         self.n_layers_ = len(sizes)
         self.n_outputs_ = Y.shape[1]
@@ -806,7 +862,6 @@ class _BaseMLP(_ParamsMixin):
             raise ValueError(f"validation_fraction={self.validation_fraction} leaves an empty "
                              f"training or validation set out of {n} samples; increase "
                              "'validation_fraction' or the size of your dataset.")
-        from fastoptim.datasets._split import _split_indices
         if strat is not None:
             labels, counts = np.unique(strat, return_counts=True)
             if counts.min() < 2:
@@ -821,7 +876,7 @@ class _BaseMLP(_ParamsMixin):
                 if size < labels.size:
                     raise ValueError(f"The {what} = {size} should be greater or equal to the "
                                      f"number of classes = {labels.size}")
-        tr, va = _split_indices(strat, n, n_val, strat is not None, rng)
+        tr, va = _train_test_split_indices(n, n_val, strat, rng)
         if va.size < 2:
             raise ValueError("The validation set is too small. Increase "
                              "'validation_fraction' or the size of your dataset.")
