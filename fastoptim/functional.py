@@ -383,17 +383,32 @@ def _prepared_rmsprop(param, square_avg, momentum_buffer, grad_avg, *, lr, alpha
 
 def _prepared_adam(param, exp_avg, exp_avg_sq, max_exp_avg_sq, *, lr, beta1, beta2, eps,
                    weight_decay, decoupled_weight_decay, amsgrad, maximize, n_threads,
-                   function):
-    """update(grad, step) of adam_ with these checked values."""
+                   function, eps_at=None):
+    """update(grad, step) of adam_ with these checked values (``eps_at(step)`` in place of
+    eps when given: _eps_hat)."""
     used = (exp_avg, exp_avg_sq, max_exp_avg_sq if amsgrad else None)
     if _quant8_state(*used) or _is_compact((param,) + used) or (amsgrad and used[2] is None):
         return None
     l2, decay = _adam_weight_decay(lr, weight_decay, decoupled_weight_decay)
     entry = kernels.adam
+    if eps_at is not None:
+        return _handing_16bit_grads_to(function, lambda grad, step: entry(
+            param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, amsgrad, beta1, beta2,
+            eps_at(step), weight_decay, l2, decay,
+            *_adam_bias_corrections(step, lr, beta1, beta2), maximize,
+            resolve_n_threads(n_threads)))
     return _handing_16bit_grads_to(function, lambda grad, step: entry(
         param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, amsgrad, beta1, beta2, eps,
         weight_decay, l2, decay, *_adam_bias_corrections(step, lr, beta1, beta2), maximize,
         resolve_n_threads(n_threads)))
+
+
+def _eps_hat(eps, beta2):
+    """step -> the eps that makes torch's Adam rule add `eps` to sqrt(v) before the
+    division by sqrt(1 - beta2**step) (scikit-learn's and Keras's form: ``lr_t * m /
+    (sqrt(v) + eps)`` with ``lr_t = lr * sqrt(1 - beta2**t) / (1 - beta1**t)``): equal in
+    exact arithmetic, within a few ulp in floating point."""
+    return lambda step: eps / math.sqrt(1 - beta2 ** step)
 
 
 # ------------------------------------------------- the template's optimizers

@@ -1596,6 +1596,10 @@ class Adam(Optimizer):
     """
 
     _COMPACT_STORAGE = True
+    #: True (the estimators' subclass): eps is added to sqrt(v) before the division by
+    #: sqrt(1 - beta2**t), scikit-learn's (and Keras's, the Adam paper's "epsilon hat")
+    #: form, run as torch's rule with eps / sqrt(1 - beta2**t) at step t
+    _EPS_HAT = False
 
     _STEP_BOUND_BUFFERS = ("exp_avg", "exp_avg_sq")
     _ALL_BUFFERS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
@@ -1655,17 +1659,19 @@ class Adam(Optimizer):
         maximize = bool(g["maximize"])
         exp_avg, exp_avg_sq = bufs["exp_avg"], bufs["exp_avg_sq"]
         max_exp_avg_sq = bufs.get("max_exp_avg_sq")
+        eps_at = _F._eps_hat(eps, beta2) if self._EPS_HAT else None
 
         def update(grads, step):
             _F.adam_(params, grads, exp_avg, exp_avg_sq, step=step, lr=lr, beta1=beta1,
-                     beta2=beta2, eps=eps, weight_decay=weight_decay,
-                     decoupled_weight_decay=decoupled, amsgrad=amsgrad,
-                     max_exp_avg_sq=max_exp_avg_sq, maximize=maximize, n_threads=n_threads,
-                     **storage)
+                     beta2=beta2, eps=eps if eps_at is None else eps_at(step),
+                     weight_decay=weight_decay, decoupled_weight_decay=decoupled,
+                     amsgrad=amsgrad, max_exp_avg_sq=max_exp_avg_sq, maximize=maximize,
+                     n_threads=n_threads, **storage)
         return update if storage else _F._prepared_adam(
             params, exp_avg, exp_avg_sq, max_exp_avg_sq, lr=lr, beta1=beta1, beta2=beta2,
             eps=eps, weight_decay=weight_decay, decoupled_weight_decay=decoupled,
-            amsgrad=amsgrad, maximize=maximize, n_threads=n_threads, function=update) or update
+            amsgrad=amsgrad, maximize=maximize, n_threads=n_threads, function=update,
+            eps_at=eps_at) or update
 
 
 class AdamW(Adam):

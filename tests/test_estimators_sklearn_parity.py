@@ -712,3 +712,42 @@ def test_lbfgs_from_the_same_random_state_as_sklearn():
     _quiet(theirs.fit, X, y)
     _quiet(ours.fit, X, y)
     _assert_same_model(ours, theirs, 1e-9)
+
+
+@pytest.mark.parametrize("solver", [
+    dict(solver="adam"),
+    dict(solver="adam", beta_1=0.8, beta_2=0.99, epsilon=1e-4),
+    dict(solver="sgd", learning_rate="invscaling", power_t=0.3),
+    dict(solver="sgd", learning_rate="invscaling", nesterovs_momentum=False),
+    dict(solver="sgd", learning_rate="adaptive"),
+    dict(solver="sgd", learning_rate="adaptive", nesterovs_momentum=False, momentum=0.5),
+], ids=["adam", "adam-options", "invscaling", "invscaling-plain", "adaptive",
+        "adaptive-plain"])
+@pytest.mark.parametrize("target", ["multiclass", "regression"])
+def test_every_solver_trains_the_same_model_as_sklearn(solver, target):
+    """Adam adds eps as scikit-learn does (before v's bias correction) and SGD's momentum
+    buffers follow a rate change as scikit-learn's velocity does: from the same
+    random_state the fitted weights agree to rounding, adaptive rate drops and early
+    stops included."""
+    cls, X, y = _targets(target, np.random.default_rng(5), n=150)
+    ours, theirs = _pair(cls, hidden_layer_sizes=(9,), learning_rate_init=0.01,
+                         batch_size=32, max_iter=40, tol=1e-2, n_iter_no_change=2,
+                         random_state=6, **solver)
+    _quiet(theirs.fit, X, y)
+    _quiet(ours.fit, X, y)
+    _assert_same_model(ours, theirs, 1e-12)
+    np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=1e-12)
+
+
+def test_rate_change_rescales_an_8bit_momentum_buffer():
+    """_set_sgd_lr scales 8-bit momentum through its absmax: the decoded values scale."""
+    from fastoptim.nn._estimators import _set_sgd_lr
+    import fastoptim
+    p = np.zeros(5000, np.float32)
+    opt = fastoptim.optim.SGD([p], lr=0.1, momentum=0.9, state_dtype="int8")
+    opt.step([np.linspace(-1, 1, 5000, dtype=np.float32)])
+    buf = opt.state[0]["momentum_buffer"]
+    before = buf.dequantize().copy()
+    _set_sgd_lr(opt, 0.025)
+    assert opt.param_groups[0]["lr"] == 0.025
+    np.testing.assert_array_equal(buf.dequantize(), before * np.float32(4.0))

@@ -13,13 +13,15 @@ called by scikit-learn itself).
 What differs on purpose:
 
 * Every stochastic update is one fused fastoptim kernel call over the whole network
-  (``fastoptim.optim``, torch.optim's update rules): SGD with momentum keeps the
-  learning rate outside the momentum buffer (torch's form), so numbers differ from
-  scikit-learn's when the rate changes ("invscaling", "adaptive").  ``solver="rmsprop"``
-  (decay ``rho``) is an extra; "lbfgs" uses scipy's L-BFGS-B as scikit-learn does.
+  (``fastoptim.optim``), made to follow scikit-learn's solvers: Adam adds eps before the
+  bias correction of v (``_ScikitLearnAdam``), and SGD's momentum buffers (torch's form,
+  the rate outside them) are rescaled when the rate changes (``_set_sgd_lr``), so
+  that they hold scikit-learn's velocity.  ``solver="rmsprop"`` (decay ``rho``) is an
+  extra; "lbfgs" uses scipy's L-BFGS-B as scikit-learn does.
 * ``random_state`` draws what scikit-learn draws, in its order: the initial weights and
   biases (its Glorot bounds), each epoch's shuffle and the early-stopping split, taken
-  anew by every fit / partial_fit call.
+  anew by every fit / partial_fit call.  So a fit from the same random_state gives
+  scikit-learn's weights to rounding.
 * ``dtype`` (None: float32 input trains in float32, anything else in float64, as
   scikit-learn) selects the precision.
 * ``alpha`` and ``learning_rate_init`` must be finite and at most
@@ -39,6 +41,8 @@ import warnings
 
 import numpy as np
 
+from fastoptim import optim
+from fastoptim import quantized as _quant8
 from ._network import MLP, _check_representable, _is_sparse, _refuse_masked
 from ._training import DivergenceError, _blas_threads, _Epochs, _set_lr, make_optimizer
 
@@ -467,6 +471,34 @@ def _check_sample_weight(sample_weight, n, dtype):
     return sw
 
 
+class _ScikitLearnAdam(optim.Adam):
+    """Adam with scikit-learn's eps: added to sqrt(v) before the bias correction of v
+    (``lr_t * m / (sqrt(v) + eps)``), so that its fits follow scikit-learn's."""
+
+    _EPS_HAT = True
+
+
+def _set_sgd_lr(opt, lr):
+    """Set an SGD optimizer's rate as scikit-learn's SGD changes it.  scikit-learn's
+    velocity ``v = momentum * v - lr * g`` carries the rates it was made with; torch's
+    buffer ``buf = momentum * buf + g`` (stepped ``p -= lr * buf``) carries none, so the
+    buffers are scaled by old / new rate: the following steps are scikit-learn's.  (A new
+    rate of 0 leaves them: scikit-learn's weights would coast on the velocity, these
+    stop.)"""
+    old = opt.param_groups[0]["lr"]
+    if lr > 0 and old != lr:
+        scale = old / lr
+        for state in opt.state.values():
+            buf = state.get("momentum_buffer")
+            if buf is None:
+                continue
+            if _quant8.is_quantized(buf):
+                buf.absmax *= np.float32(scale)   # the codes are relative to absmax
+            else:
+                buf *= buf.dtype.type(scale)
+    _set_lr(opt, lr)
+
+
 def _check_random_state(random_state):
     """scikit-learn's check_random_state: None -> NumPy's global RandomState (so that
     ``np.random.seed`` makes fits repeatable), an int -> a new RandomState seeded with it,
@@ -599,9 +631,9 @@ class _BaseMLP(_ParamsMixin):
     def _make_optimizer(self, params):
         lr = float(self.learning_rate_init)
         if self.solver == "adam":
-            return make_optimizer("adam", params, lr=lr, betas=(float(self.beta_1),
-                                  float(self.beta_2)), eps=float(self.epsilon),
-                                  **self._storage())
+            return _ScikitLearnAdam(params, lr=lr, betas=(float(self.beta_1),
+                                    float(self.beta_2)), eps=float(self.epsilon),
+                                    **self._storage())
         if self.solver == "sgd":
             mom = float(self.momentum)
             return make_optimizer("sgd", params, lr=lr, momentum=mom,
@@ -966,16 +998,16 @@ class _BaseMLP(_ParamsMixin):
                                                            st["validation_scores_"][-1])
                 if sgd and self.learning_rate == "invscaling":
                     try:
-                        _set_lr(opt, lr0 / (t + 1) ** float(self.power_t))
+                        _set_sgd_lr(opt, lr0 / (t + 1) ** float(self.power_t))
                     except OverflowError:        # a huge power_t: the rate is 0
-                        _set_lr(opt, 0.0)
+                        _set_sgd_lr(opt, 0.0)
                 if count > self.n_iter_no_change:
                     what = "Validation score" if early else "Training loss"
                     msg = (f"{what} did not improve more than tol={self.tol:f} for "
                            f"{self.n_iter_no_change} consecutive epochs.")
                     lr = opt.param_groups[0]["lr"]
                     if sgd and self.learning_rate == "adaptive" and lr > 1e-6:
-                        _set_lr(opt, lr / 5.0)
+                        _set_sgd_lr(opt, lr / 5.0)
                         count = 0
                         if verbose:
                             print(msg + f" Setting learning rate to {lr / 5.0:f}")
