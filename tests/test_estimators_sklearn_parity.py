@@ -737,6 +737,9 @@ def test_every_solver_trains_the_same_model_as_sklearn(solver, target):
     _quiet(ours.fit, X, y)
     _assert_same_model(ours, theirs, 1e-12)
     np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=1e-12)
+    # the private attribute scikit-learn's own tests read
+    assert ours._optimizer.learning_rate == pytest.approx(theirs._optimizer.learning_rate,
+                                                          rel=1e-14)
 
 
 def test_rate_change_rescales_an_8bit_momentum_buffer():

@@ -1,6 +1,7 @@
 """scikit-learn's own MLP tests (sklearn/neural_network/tests/test_mlp.py, shipped in its
 wheel) run against fastoptim's MLPClassifier / MLPRegressor: a drop-in passes them.  The
-tests that do not pass are listed below with the reason; every other one must pass."""
+tests that do not pass would be listed in KNOWN with the reason (none today); every other
+one must pass."""
 
 import importlib.util
 import json
@@ -15,14 +16,7 @@ from conftest import subprocess_env
 pytest.importorskip("sklearn")
 
 # test name (parametrization stripped) -> why it does not pass against fastoptim
-KNOWN = {
-    "test_learning_rate_warmstart":
-        "reads scikit-learn's private `_optimizer.learning_rate` (the invscaling rate "
-        "is checked in test_estimators_sklearn_parity.py)",
-    "test_adaptive_learning_rate":
-        "reads scikit-learn's private `_optimizer.learning_rate` (the adaptive rate is "
-        "checked in test_estimators.py)",
-}
+KNOWN = {}
 
 
 def _base(name):

@@ -477,6 +477,26 @@ class _ScikitLearnAdam(optim.Adam):
 
     _EPS_HAT = True
 
+    @property
+    def learning_rate(self):
+        """The last step's lr_t, as scikit-learn's AdamOptimizer (learning_rate_init
+        before the first)."""
+        lr = self.param_groups[0]["lr"]
+        step = self.state.get(0, {}).get("step", 0)
+        if not step:
+            return lr
+        beta1, beta2 = self.param_groups[0]["betas"]
+        return lr * np.sqrt(1 - beta2 ** step) / (1 - beta1 ** step)
+
+
+class _ScikitLearnSGD(optim.SGD):
+    """SGD as the estimators run it."""
+
+    @property
+    def learning_rate(self):
+        """The current rate, as scikit-learn's SGDOptimizer."""
+        return self.param_groups[0]["lr"]
+
 
 def _set_sgd_lr(opt, lr):
     """Set an SGD optimizer's rate as scikit-learn's SGD changes it.  scikit-learn's
@@ -636,9 +656,9 @@ class _BaseMLP(_ParamsMixin):
                                     **self._storage())
         if self.solver == "sgd":
             mom = float(self.momentum)
-            return make_optimizer("sgd", params, lr=lr, momentum=mom,
-                                  nesterov=bool(self.nesterovs_momentum) and mom > 0,
-                                  **self._storage())
+            return _ScikitLearnSGD(params, lr=lr, momentum=mom,
+                                   nesterov=bool(self.nesterovs_momentum) and mom > 0,
+                                   **self._storage())
         return make_optimizer("rmsprop", params, lr=lr, alpha=float(self.rho),
                               eps=float(self.epsilon), **self._storage())
 
