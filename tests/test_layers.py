@@ -433,7 +433,8 @@ def test_take_rows_and_transpose_into_copy_exactly(dt):
     np.testing.assert_array_equal(out, X[rows])
     K.take_rows(X, rows[::2], out[:7])                         # strided indices
     np.testing.assert_array_equal(out[:7], X[rows[::2]])
-    for shape in [(13, 7), (8, 16), (1, 5), (0, 3)]:
+    # several strips of a cache line (8 doubles, 16 floats), partial ones, edges
+    for shape in [(13, 7), (8, 16), (1, 5), (0, 3), (37, 21), (12, 40), (130, 67)]:
         W = rng.standard_normal(shape).astype(dt)
         Wt = np.empty(shape[::-1], dt)
         K.transpose_into(W, Wt)
