@@ -566,22 +566,26 @@ def _spied(net, opt):
 
 
 @pytest.mark.parametrize("dt", DTYPES)
-@pytest.mark.parametrize("make_opt, in_backward", [
-    (lambda p: optim.Adam(p, lr=1e-2), False), (lambda p: optim.Adam(p, lr=1e-2), True),
-    (lambda p: optim.SGD(p, lr=0.05, momentum=0.9), True)])
+@pytest.mark.parametrize("make_opt, in_backward, accumulation", [
+    (lambda p: optim.Adam(p, lr=1e-2), False, 1), (lambda p: optim.Adam(p, lr=1e-2), True, 1),
+    (lambda p: optim.SGD(p, lr=0.05, momentum=0.9), True, 1),
+    (lambda p: optim.RMSprop(p, lr=1e-3), False, 2)])
 def test_kernel_threads_do_not_change_the_results(two_kernel_threads, dt, make_opt,
-                                                  in_backward):
+                                                  in_backward, accumulation):
     X, y = _problem("softmax", dt, n=400, d=9, k=5)
     results, used = [], set()
     for threads in ("auto", 1, 2, None):
         net = MLP([9, 48, 40, 5], "relu", "softmax", dtype=dt, alpha=1e-3, seed=0)
         opt = make_opt([net.params_flat])
         layers, steps = _spied(net, opt)
-        train(net, X, y, opt, epochs=2, batch_size=64, seed=0, kernel_threads=threads,
-              step_in_backward=in_backward, blas_threads=1)
+        train(net, X, y, opt, epochs=2, batch_size=64 * accumulation, seed=0,
+              kernel_threads=threads, step_in_backward=in_backward, blas_threads=1,
+              grad_accumulation=accumulation)
         used.update(layers)
         assert opt.n_threads is None                  # put back
-        assert layers[1:len(steps)] == steps[1:]      # the step ran with the layers' count
+        # the step ran with the layers' count (the micro-batches of a batch: one count)
+        assert layers[accumulation::accumulation][:len(steps) - 1] == steps[1:]
+        assert layers[::accumulation] == layers[accumulation - 1::accumulation]
         results.append(net.params_flat.copy())
     assert used >= {1, 2}                             # the trial ran both
     for r in results[1:]:
