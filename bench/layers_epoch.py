@@ -9,7 +9,8 @@ The per-epoch pytest-benchmark group is bench/test_bench_mlp.py.
     python bench/layers_epoch.py [rounds] [--default-threads]
 
 ``--default-threads``: every library with its own default threads (fastoptim's training
-loop then picks its BLAS thread count by timing, blas_threads="auto"; torch stays at 1).
+loop then picks its BLAS thread count and its own kernel thread count by timing,
+blas_threads="auto" and kernel_threads="auto"; torch stays at 1).
 """
 
 import time

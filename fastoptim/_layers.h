@@ -87,8 +87,10 @@ static inline double fo_axpy_sumsq_f(float* y, const float* x, float c, ptrdiff_
 }
 
 /* fo_transpose_{d,f}(src, dst, k, m): dst (m, k) := src (k, m).T, both C-contiguous:
- * 4 x 4 blocks transposed in registers (vector shuffles), dst row by row (the writes
- * stay in cache lines), the edges element by element. */
+ * 4 x 4 blocks transposed in registers (vector shuffles), the edges element by element.
+ * The blocks go down a strip of src one cache line (64 bytes) wide, so each line of src
+ * is read once (a weight matrix may not fit in L1), and the strip's dst rows are
+ * written along. */
 #if FASTOPTIM_LAYERS_VECTOR
 typedef long long fo_v4i64 __attribute__((vector_size(32)));
 typedef int fo_v4i32 __attribute__((vector_size(16)));
@@ -97,9 +99,11 @@ typedef int fo_v4i32 __attribute__((vector_size(16)));
 #else
 #define FO_SHUFFLE(V, M, a, b, i0, i1, i2, i3) __builtin_shuffle(a, b, (M){i0, i1, i2, i3})
 #endif
+#define FO_STRIP(T) ((ptrdiff_t)(64 / sizeof(T)))
 #define FO_TRANSPOSE_BLOCKS(T, V, M)                                                      \
-    for (j = 0; j + 4 <= m; j += 4) {                                                     \
-        for (i = 0; i + 4 <= k; i += 4) {                                                 \
+    for (jb = 0; jb < j4; jb += FO_STRIP(T))                                              \
+    for (i = 0; i + 4 <= k; i += 4) {                                                     \
+        for (j = jb; j < j4 && j < jb + FO_STRIP(T); j += 4) {                            \
             V r0, r1, r2, r3, t0, t1, t2, t3, c0, c1, c2, c3;                             \
             memcpy(&r0, src + (i + 0) * m + j, sizeof r0);                                \
             memcpy(&r1, src + (i + 1) * m + j, sizeof r1);                                \
@@ -120,11 +124,11 @@ typedef int fo_v4i32 __attribute__((vector_size(16)));
         }                                                                                 \
     }
 #else
-#define FO_TRANSPOSE_BLOCKS(T, V, M) i = 0; j = 0;
+#define FO_TRANSPOSE_BLOCKS(T, V, M) i = 0; j = 0; jb = 0; (void)jb;
 #endif
 
 #define FO_TRANSPOSE_BODY(T, V, M)                                                        \
-    ptrdiff_t i, j, i4 = k / 4 * 4, j4 = m / 4 * 4;                                       \
+    ptrdiff_t i, j, jb, i4 = k / 4 * 4, j4 = m / 4 * 4;                                   \
     FO_TRANSPOSE_BLOCKS(T, V, M)                                                          \
     if (!FASTOPTIM_LAYERS_VECTOR) { i4 = 0; j4 = 0; }                                     \
     for (i = 0; i < k; i++)                                                               \

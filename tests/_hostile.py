@@ -860,7 +860,7 @@ def _estimator_calls(cls, method):
     if not classifier:
         y = X[:, 0] * 2.0
     ctor = dict(hidden_layer_sizes=(5,), max_iter=3, random_state=0, grad_accumulation=2,
-                step_in_backward=True)
+                step_in_backward=True, kernel_threads=1)
     skip = {"max_iter": ("int 2**31", "int 2**63", "10**v huge"),
             "max_fun": ("int 2**31", "int 2**63", "10**v huge"),
             "n_iter_no_change": ("int 2**31", "int 2**63", "10**v huge", "inf")}
@@ -953,7 +953,7 @@ def _train_call():
     opt = fastoptim.Adam([net.params_flat])
     return Call(train, [net, X, net.targets(y), opt],
                 dict(epochs=2, batch_size=8, seed=0, grad_accumulation=2,
-                     step_in_backward=True),
+                     step_in_backward=True, kernel_threads=1),
                 skip={"epochs": ("int 2**31", "int 2**63", "10**v huge"),
                       "patience": ("int 2**31", "int 2**63", "10**v huge")})
 

@@ -433,7 +433,8 @@ def test_take_rows_and_transpose_into_copy_exactly(dt):
     np.testing.assert_array_equal(out, X[rows])
     K.take_rows(X, rows[::2], out[:7])                         # strided indices
     np.testing.assert_array_equal(out[:7], X[rows[::2]])
-    for shape in [(13, 7), (8, 16), (1, 5), (0, 3)]:
+    # several strips of a cache line (8 doubles, 16 floats), partial ones, edges
+    for shape in [(13, 7), (8, 16), (1, 5), (0, 3), (37, 21), (12, 40), (130, 67)]:
         W = rng.standard_normal(shape).astype(dt)
         Wt = np.empty(shape[::-1], dt)
         K.transpose_into(W, Wt)
@@ -531,3 +532,125 @@ def _digits_runs(acc, Xtr, Xte, ytr, yte, dt):
             train(net, Xtr, ytr, optim.Adam([net.params_flat], lr=1e-3), epochs=30,
                   batch_size=64, seed=seed, progress=False)
             acc[fused].append(float(np.mean(net.forward(Xte).argmax(1) == yte)))
+
+
+# ---- fastoptim's own kernel threads in the training loop ---------------------------
+
+@pytest.fixture
+def two_kernel_threads(monkeypatch):
+    """fastoptim's default at two threads and no kernel-thread choice made yet."""
+    before = fastoptim._backend._default_n_threads
+    fastoptim.set_num_threads(2)
+    if fastoptim.get_num_threads() < 2:
+        fastoptim.set_num_threads(before)
+        pytest.skip("one usable core")
+    monkeypatch.setattr(_training, "_kernel_choice", {})
+    yield
+    fastoptim.set_num_threads(before)
+
+
+def _spied(net, opt):
+    """Record the layer kernels' n_threads per batch and the optimizer's at each step."""
+    layers, steps = [], []
+    inner, step = net._loss_grad_batch, opt.step
+
+    def loss_grad(*a, n_threads=None, **kw):
+        layers.append(n_threads)
+        return inner(*a, n_threads=n_threads, **kw)
+
+    def spy_step(*a, **kw):
+        steps.append(opt.n_threads)
+        return step(*a, **kw)
+    net._loss_grad_batch, opt.step = loss_grad, spy_step
+    return layers, steps
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+@pytest.mark.parametrize("make_opt, in_backward, accumulation", [
+    (lambda p: optim.Adam(p, lr=1e-2), False, 1), (lambda p: optim.Adam(p, lr=1e-2), True, 1),
+    (lambda p: optim.SGD(p, lr=0.05, momentum=0.9), True, 1),
+    (lambda p: optim.RMSprop(p, lr=1e-3), False, 2)])
+def test_kernel_threads_do_not_change_the_results(two_kernel_threads, dt, make_opt,
+                                                  in_backward, accumulation):
+    X, y = _problem("softmax", dt, n=400, d=9, k=5)
+    results, used = [], set()
+    for threads in ("auto", 1, 2, None):
+        net = MLP([9, 48, 40, 5], "relu", "softmax", dtype=dt, alpha=1e-3, seed=0)
+        opt = make_opt([net.params_flat])
+        layers, steps = _spied(net, opt)
+        train(net, X, y, opt, epochs=2, batch_size=64 * accumulation, seed=0,
+              kernel_threads=threads, step_in_backward=in_backward, blas_threads=1,
+              grad_accumulation=accumulation)
+        used.update(layers)
+        assert opt.n_threads is None                  # put back
+        # the step ran with the layers' count (the micro-batches of a batch: one count)
+        assert layers[accumulation::accumulation][:len(steps) - 1] == steps[1:]
+        assert layers[::accumulation] == layers[accumulation - 1::accumulation]
+        results.append(net.params_flat.copy())
+    assert used >= {1, 2}                             # the trial ran both
+    for r in results[1:]:
+        assert np.array_equal(r, results[0])
+
+
+@pytest.mark.parametrize("one, many, want, batches", [
+    (1.0, 0.5, 2, 13), (1.0, 0.95, 1, 13), (1.0, 3.0, 1, 5)])
+def test_kernel_thread_trial_chooses_by_timing(one, many, want, batches):
+    trial = _training._ThreadTrial(2)
+    counts = []
+    while True:
+        counts.append(trial.next_count())
+        if trial.record(one if counts[-1] == 1 else many):
+            break
+    assert len(counts) == batches and counts[0] == 1 and set(counts) == {1, 2}
+    assert trial.choice() == want
+
+
+def test_kernel_threads_are_chosen_once_then_kept(two_kernel_threads):
+    X, y = _problem("softmax", np.float64, n=64 * 20, d=9, k=5)
+    counts = []
+    for _ in range(2):
+        net = MLP([9, 16, 5], seed=0, dtype=np.float64)
+        opt = optim.Adam([net.params_flat])
+        layers, _ = _spied(net, opt)
+        train(net, X, y, opt, epochs=1, batch_size=64, seed=0, blas_threads=1)
+        counts.append(layers)
+    (key, choice), = _training._kernel_choice.items()
+    assert key == ((9, 16, 5), 64, "<f8", "Adam", 2)
+    assert set(counts[0][:13]) == {1, 2} and set(counts[0][13:]) == {choice}
+    assert set(counts[1]) == {choice}                 # from the cache: no trial
+
+
+def test_kernel_threads_keep_the_optimizers_own_count_and_come_back(two_kernel_threads):
+    X, y = _problem("softmax", np.float64, n=200)
+    net = MLP([7, 8, 4], seed=0, dtype=np.float64)
+    opt = optim.Adam([net.params_flat], n_threads=2)
+    layers, steps = _spied(net, opt)
+    train(net, X, y, opt, epochs=1, batch_size=20, kernel_threads=1)
+    assert set(layers) == {1} and set(steps) == {2} and opt.n_threads == 2
+    opt = optim.Adam([net.params_flat])     # a failing run puts the count back too
+    layers, steps = _spied(net, opt)
+
+    def lr_fn(seen):
+        if seen >= 60:
+            raise KeyboardInterrupt
+        return 1e-3
+    with pytest.raises(KeyboardInterrupt):
+        train(net, X, y, opt, epochs=3, batch_size=20, kernel_threads=1, lr_fn=lr_fn)
+    assert len(steps) == 3 and set(steps) == {1} and opt.n_threads is None
+
+
+def test_estimators_take_kernel_threads(two_kernel_threads):
+    X, y = _problem("softmax", np.float64, n=300, d=9, k=5)
+    fits = [MLPClassifier((32, 16), max_iter=3, batch_size=32, random_state=0,
+                          kernel_threads=t).fit(X, y).net_.params_flat
+            for t in ("auto", 1, 2, None)]
+    lbfgs = [MLPRegressor(hidden_layer_sizes=(16,), solver="lbfgs", max_iter=5, random_state=0,
+                          kernel_threads=t).fit(X, X[:, 0]).net_.params_flat
+             for t in (1, 2)]
+    for a in fits[1:]:
+        assert np.array_equal(a, fits[0])
+    assert np.array_equal(*lbfgs)
+    assert MLPClassifier(kernel_threads=3).get_params()["kernel_threads"] == 3
+    for bad in (0, -1, "all", 1.5, True):
+        with pytest.raises(ValueError, match="kernel_threads"):
+            MLPClassifier((4,), max_iter=2, kernel_threads=bad).fit(X, y)

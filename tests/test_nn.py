@@ -507,6 +507,44 @@ def test_blas_threads_limited_for_small_networks(rng):
                       type(__import__("contextlib").nullcontext()))
 
 
+def test_blas_threads_limit_a_blas_loaded_after_the_first_fit():
+    """The threadpoolctl controller sees the libraries loaded when it was made: a BLAS
+    loaded later (scipy's own OpenBLAS, here) must be limited too (fresh process: in
+    this one scipy may already be loaded)."""
+    pytest.importorskip("threadpoolctl")
+    pytest.importorskip("scipy")
+    import subprocess
+    import sys
+    from conftest import subprocess_env
+    code = """
+import sys
+import numpy as np
+from fastoptim.nn import MLP, _training
+net = MLP([5, 6, 3], seed=0)
+X, y = np.random.default_rng(0).normal(size=(64, 5)), np.arange(64) % 3
+net.fit(X, y, epochs=1, batch_size=32)          # the controller is made here
+assert "scipy.linalg" not in sys.modules
+import scipy.linalg                               # loads scipy's OpenBLAS
+import threadpoolctl
+seen = []
+
+class Spy:
+    param_groups = [{"params": [net.params_flat], "lr": 0.0}]
+
+    def step(self, grads):
+        seen.append({d["filepath"]: d["num_threads"] for d in threadpoolctl.threadpool_info()
+                     if d["user_api"] == "blas"})
+
+net.fit(X, y, optimizer=Spy(), epochs=1, batch_size=32)
+assert len(seen[0]) >= 2, seen                    # NumPy's and scipy's
+assert all(set(s.values()) == {1} for s in seen), seen
+"""
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=subprocess_env(OPENBLAS_NUM_THREADS="2"), cwd="/",
+                         timeout=120)
+    assert res.returncode == 0, res.stderr
+
+
 def test_alpha_can_change_after_construction(rng):
     X, y = _data(rng, 6, [3, 4, 2], "identity")
     a = MLP([3, 4, 2], output="identity", dtype=np.float64, alpha=0.0, seed=0)
@@ -614,6 +652,8 @@ def test_train_that_diverges_leaves_net_optimizer_and_history_as_they_were():
     (dict(lr_fn="x"), TypeError), (dict(monitor="accuracy"), ValueError),
     (dict(patience=-1), ValueError), (dict(tol=float("nan")), ValueError),
     (dict(epochs=10 ** 400), ValueError), (dict(blas_threads=0), ValueError),
+    (dict(kernel_threads=0), ValueError), (dict(kernel_threads="all"), ValueError),
+    (dict(kernel_threads=True), ValueError), (dict(kernel_threads=2.0), ValueError),
     (dict(history={}), TypeError), (dict(progress="yes"), TypeError),
 ])
 def test_train_checks_its_arguments_before_any_batch(kwargs, exc):

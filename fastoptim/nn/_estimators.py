@@ -343,6 +343,7 @@ _CONSTRAINTS = {
     "loss": [_Options("squared_error", "poisson")],
     "grad_accumulation": [_Interval(int, 1, None, "left")],
     "step_in_backward": [_Options("auto"), _Bool()],
+    "kernel_threads": [_Options("auto", None), _Interval(int, 1, None, "left")],
 }
 
 
@@ -877,10 +878,13 @@ class _BaseMLP(_ParamsMixin):
                               "the other solvers do not") from None
         n = X.shape[0]
         v = net._get_views(n)
+        # one full-batch evaluation per iteration: no batches to time, "auto" = default
+        threads = (int(self.kernel_threads)
+                   if isinstance(self.kernel_threads, numbers.Integral) else None)
 
         def loss_grad(x):
             net.params_flat[...] = x
-            loss = net._loss_grad_batch(X, Y, v, sw)
+            loss = net._loss_grad_batch(X, Y, v, sw, n_threads=threads)
             return loss, net.grads_flat.astype(np.float64)
 
         with _blas_threads(net, n, "auto"), np.errstate(over="ignore", invalid="ignore"):
@@ -966,7 +970,8 @@ class _BaseMLP(_ParamsMixin):
             batch_size = min(int(self.batch_size), n)
         runner = _Epochs(net, X, Y, opt, batch_size, sw,
                          grad_accumulation=int(self.grad_accumulation),
-                         step_in_backward=self.step_in_backward)
+                         step_in_backward=self.step_in_backward,
+                         kernel_threads=self.kernel_threads)
         order = np.arange(n)
         sgd = self.solver == "sgd"
         lr0 = float(self.learning_rate_init)
@@ -976,7 +981,7 @@ class _BaseMLP(_ParamsMixin):
         count = st["_no_improvement_count"]
         n_iter = 0
         verbose = bool(self.verbose)
-        with _blas_threads(net, -(-batch_size // runner.accumulation), "auto"):
+        with runner.threads("auto"):
             for _ in range(int(self.max_iter)):
                 if self.shuffle:
                     rng.shuffle(order)
@@ -1119,8 +1124,10 @@ _COMMON_DOC = """
     biases of 4,096 elements or more, float32 for smaller ones; README "Compact
     precision"; it needs float32 training), ``grad_accumulation`` (each
     mini-batch's gradient in that many micro-batches: less activation memory, the same
-    step within rounding) and ``step_in_backward`` (True/False/"auto": step each layer
-    as soon as its gradient is final; see :func:`fastoptim.nn.train`).  ``max_iter`` counts epochs
+    step within rounding), ``step_in_backward`` (True/False/"auto": step each layer
+    as soon as its gradient is final; see :func:`fastoptim.nn.train`) and
+    ``kernel_threads`` ("auto", None or an int: fastoptim's own kernel threads while
+    training, as :func:`fastoptim.nn.train`'s; the results do not depend on it).  ``max_iter`` counts epochs
     (iterations for "lbfgs"); without ``early_stopping`` training stops when the training
     loss has not improved by ``tol`` for more than ``n_iter_no_change`` epochs; with it,
     ``validation_fraction`` of the training data is held out (stratified for binary y),
@@ -1151,7 +1158,7 @@ class MLPClassifier(_BaseMLP):
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
                  rho=0.99, dtype=None, state_dtype=None, grad_accumulation=1,
-                 step_in_backward="auto"):
+                 step_in_backward="auto", kernel_threads="auto"):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -1180,6 +1187,7 @@ class MLPClassifier(_BaseMLP):
         self.state_dtype = state_dtype
         self.grad_accumulation = grad_accumulation
         self.step_in_backward = step_in_backward
+        self.kernel_threads = kernel_threads
 
     def _check_y(self, y):
         if y is None:
@@ -1329,7 +1337,7 @@ class MLPRegressor(_BaseMLP):
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
                  rho=0.99, dtype=None, state_dtype=None, grad_accumulation=1,
-                 step_in_backward="auto"):
+                 step_in_backward="auto", kernel_threads="auto"):
         self.loss = loss
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -1359,6 +1367,7 @@ class MLPRegressor(_BaseMLP):
         self.state_dtype = state_dtype
         self.grad_accumulation = grad_accumulation
         self.step_in_backward = step_in_backward
+        self.kernel_threads = kernel_threads
 
     def _check_y(self, y):
         if y is None:

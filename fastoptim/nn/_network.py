@@ -477,7 +477,7 @@ class MLP:
         return float(np.vdot(w, per.sum(axis=1)))
 
     def _loss_grad_batch(self, X, Y, v, w=None, *, total=None, accumulate=False,
-                         penalty=True, after_layer=None):
+                         penalty=True, after_layer=None, n_threads=None):
         """Mean loss (+ L2 penalty) of one batch; fills grads_flat.
 
         ``w``: per-row sample weights, or None (all ones).  Gradient accumulation over
@@ -485,7 +485,8 @@ class MLP:
         sum), ``accumulate`` adds to grads_flat instead of writing it, and ``penalty``
         (the L2 term, in loss and gradient) is given to exactly one micro-batch.
         ``after_layer(i)``: called once layer i's gradients are final (fused path only;
-        its weights are not read again by this backward)."""
+        its weights are not read again by this backward).  ``n_threads``: the layer
+        kernels' thread count (None: fastoptim's default)."""
         n = X.shape[0]
         if total is None:
             total = n if w is None else float(np.add.reduce(w, dtype=np.float64))
@@ -493,7 +494,7 @@ class MLP:
             if after_layer is not None:
                 raise ValueError("after_layer needs the fused path")
             return self._loss_grad_reference(X, Y, v, w, total, accumulate, penalty)
-        nt = resolve_n_threads(None)
+        nt = resolve_n_threads(n_threads)
         out = self._forward(X, v, nt)
         d = v.deltas[-1]
         loss = _K.output_backward(out, Y, w, float(total), self._out_code, d,

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from fastoptim._backend import resolve_n_threads
+
 __all__ = ["History", "train", "make_optimizer", "DivergenceError"]
 
 
@@ -66,7 +68,7 @@ class _Epochs:
     micro-batch's backward (see _step_in_backward)."""
 
     def __init__(self, net, X, Y, optimizer, batch_size, sample_weight=None, *,
-                 grad_accumulation=1, step_in_backward="auto"):
+                 grad_accumulation=1, step_in_backward="auto", kernel_threads=None):
         self.net, self.X, self.Y, self.sw = net, X, Y, sample_weight
         self.n = X.shape[0]
         self.optimizer = optimizer
@@ -79,8 +81,23 @@ class _Epochs:
         self.in_backward = (self.grads[0] is net.grads_flat
                             and _step_in_backward(step_in_backward, net, optimizer))
         self.n_updates = 0
+        self.rows = -(-batch_size // self.accumulation)     # per micro-batch
+        self.kernel_threads = _KernelThreads(kernel_threads, self)
+        # fastoptim's kernel thread count for the layers and (when the optimizer has no
+        # n_threads of its own) the step: None = fastoptim's default
+        self.n_threads = self.kernel_threads.count
 
-    def _batch(self, start, stop, order, after_layer):
+    def threads(self, blas_threads):
+        """Context for the training loop: NumPy's BLAS threads as ``blas_threads`` says
+        (see _blas_threads), and the kernel threads of this run; the optimizer's
+        n_threads is put back afterwards."""
+        stack = contextlib.ExitStack()
+        stack.enter_context(_blas_threads(self.net, self.rows, blas_threads))
+        stack.callback(self.kernel_threads.restore)
+        self.kernel_threads.apply(self.n_threads)
+        return stack
+
+    def _batch(self, start, stop, order, after_layer, nt):
         """Loss of rows [start, stop) of the epoch's order; gradients into grads_flat."""
         net, X, Y, sw = self.net, self.X, self.Y, self.sw
         k = self.accumulation
@@ -104,10 +121,10 @@ class _Epochs:
                 wb = None if sw is None else sw[lo:hi]
             if j == k - 1:
                 loss += net._loss_grad_batch(xb, yb, v, wb, total=total, accumulate=j > 0,
-                                             after_layer=after_layer)
+                                             after_layer=after_layer, n_threads=nt)
             else:
                 loss += net._loss_grad_batch(xb, yb, v, wb, total=total, accumulate=j > 0,
-                                             penalty=False)
+                                             penalty=False, n_threads=nt)
         return loss
 
     def run(self, order=None, before_step=None):
@@ -122,14 +139,23 @@ class _Epochs:
             stop = min(start + self.batch_size, self.n)
             if before_step is not None:
                 before_step(start)
+            # a full batch of the thread-count trial
+            trial = self.kernel_threads.trial if stop - start == self.batch_size else None
+            if trial is not None:
+                self.n_threads = trial.next_count()
+                self.kernel_threads.apply(self.n_threads)
+                t0 = time.perf_counter()
             split = self.optimizer._piecewise_step(grad, pieces) if self.in_backward else None
             if split is None:
-                total += self._batch(start, stop, order, None) * (stop - start)
+                total += self._batch(start, stop, order, None, self.n_threads) * (stop - start)
                 self.step(self.grads)
             else:
                 calls, finish = split
-                total += self._batch(start, stop, order, lambda i: calls[i]()) * (stop - start)
+                total += self._batch(start, stop, order, lambda i: calls[i](),
+                                     self.n_threads) * (stop - start)
                 finish()
+            if trial is not None and trial.record(time.perf_counter() - t0):
+                self.n_threads = self.kernel_threads.decide()
             self.n_updates += 1
         return total / self.n
 
@@ -215,18 +241,69 @@ def make_optimizer(name, params, **kwargs):
 _BLAS_BIG_MACS = 1 << 26      # a product this large: BLAS threads pay, no need to time
 _BLAS_TINY_MACS = 1 << 18     # below this OpenBLAS runs gemm on one thread anyway
 _controller = None
+_controller_stamp = None
 _blas_choice = {}             # (layer sizes, rows, dtype, threads) -> measured count
 
 
+def _glibc_load_counter():
+    """A function returning glibc's count of shared-library loads and unloads so far
+    (dl_iterate_phdr's dlpi_adds / dlpi_subs, read from the first object only: ~1 us),
+    or None where that is not available."""
+    import ctypes
+
+    class _PhdrInfo(ctypes.Structure):
+        _fields_ = [("addr", ctypes.c_void_p), ("name", ctypes.c_char_p),
+                    ("phdr", ctypes.c_void_p), ("phnum", ctypes.c_uint16),
+                    ("adds", ctypes.c_ulonglong), ("subs", ctypes.c_ulonglong)]
+    try:
+        iterate = ctypes.CDLL(None).dl_iterate_phdr
+    except (OSError, AttributeError, TypeError):
+        return None
+    seen = []
+
+    def first(info, size, _data):
+        if size >= ctypes.sizeof(_PhdrInfo):
+            seen.append((info.contents.adds, info.contents.subs))
+        return 1                       # stop after the first object
+
+    callback = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(_PhdrInfo), ctypes.c_size_t,
+                                ctypes.c_void_p)(first)
+
+    def count():
+        seen.clear()
+        iterate(callback, None)
+        return seen[0] if seen else None
+    return count if count() is not None else None
+
+
+_load_counter = None
+
+
+def _libraries_stamp():
+    """Changes when a shared library was loaded or unloaded (glibc), else when a module
+    was imported (how BLAS libraries get loaded: e.g. scipy brings its own OpenBLAS)."""
+    global _load_counter
+    if _load_counter is None:
+        _load_counter = (sys.platform.startswith("linux") and _glibc_load_counter()) or False
+    return _load_counter() if _load_counter else len(sys.modules)
+
+
 def _get_controller():
-    global _controller
-    if _controller is None:
+    """threadpoolctl's controller of the libraries loaded now: made again when one was
+    loaded since (a controller only sees the libraries present when it was made, and
+    would leave a BLAS loaded later, say scipy's, at its own thread count)."""
+    global _controller, _controller_stamp
+    if _controller is False:
+        return _controller
+    stamp = _libraries_stamp()
+    if _controller is None or stamp != _controller_stamp:
         try:
             from threadpoolctl import ThreadpoolController
         except ImportError:
             _controller = False
         else:
             _controller = ThreadpoolController()
+            _controller_stamp = stamp
     return _controller
 
 
@@ -287,6 +364,96 @@ def _blas_threads(net, batch_size, blas_threads):
         if blas_threads is None:
             return contextlib.nullcontext()
     return controller.limit(limits=int(blas_threads), user_api="blas")
+
+
+_KERNEL_TRIAL_ROUNDS = 3      # timed batches per thread count (one untimed before each)
+_kernel_choice = {}           # (layer sizes, rows, dtype, optimizer class, threads) -> count
+
+
+class _ThreadTrial:
+    """The batches that time fastoptim's kernel threads: after one untimed batch (the
+    first step creates the optimizer's state), pairs of batches at ``many`` threads,
+    then at one, interleaved; only the second batch of a pair is timed (the first
+    rebinds the optimizer's call and warms the threads)."""
+
+    def __init__(self, many):
+        self.counts = [1] + [c for _ in range(_KERNEL_TRIAL_ROUNDS)
+                             for c in (many, many, 1, 1)]
+        self.best = {1: math.inf, many: math.inf}
+        self.many = many
+        self.i = 0
+
+    def next_count(self):
+        return self.counts[self.i]
+
+    def record(self, seconds):
+        """Count the batch just run; True once the trial is over."""
+        i, self.i = self.i, self.i + 1
+        if i and i % 2 == 0:
+            c = self.counts[i]
+            self.best[c] = min(self.best[c], seconds)
+            if c == 1 and self.best[self.many] > 2 * self.best[1]:
+                return True               # clearly slower (e.g. a busy machine): done
+        return self.i == len(self.counts)
+
+    def choice(self):
+        """``many`` only when measurably (10 %) faster; ties go to one thread."""
+        return self.many if self.best[self.many] < 0.9 * self.best[1] else 1
+
+
+class _KernelThreads:
+    """fastoptim's own kernel thread count in a training loop (``kernel_threads``):
+    the layer kernels get it as an argument, the optimizer as its ``n_threads``
+    (only when that is None: an optimizer's own count is kept) until restore().
+
+    "auto": one thread or fastoptim's default count (:func:`fastoptim.get_num_threads`),
+    whichever ran this network's batches measurably faster: the first batches of
+    training alternate the two (the results do not depend on the thread count, so they
+    are ordinary training batches); the choice is kept for the process per layer sizes,
+    batch rows, dtype, optimizer class and default count.  None: fastoptim's default
+    (:func:`fastoptim.set_num_threads`); an int: that many (capped at the cores)."""
+
+    def __init__(self, setting, runner):
+        self.optimizer = runner.optimizer
+        self.owns_optimizer_threads = getattr(self.optimizer, "n_threads", 0) is None
+        self.trial = None
+        self.key = None
+        if setting is None:
+            self.count = None
+            return
+        if not isinstance(setting, str):
+            self.count = resolve_n_threads(int(setting))
+        else:
+            many = resolve_n_threads(None)
+            net = runner.net
+            self.key = (net.layer_sizes, runner.rows, net.dtype.str,
+                        type(self.optimizer).__qualname__, many)
+            self.count = 1 if many <= 1 else _kernel_choice.get(self.key)
+            if self.count is None:
+                self.trial = _ThreadTrial(many)
+
+    def apply(self, count):
+        if self.owns_optimizer_threads and count is not None:
+            self.optimizer.n_threads = count
+
+    def decide(self):
+        """End of the trial: keep and apply the faster count."""
+        self.count = _kernel_choice[self.key] = self.trial.choice()
+        self.trial = None
+        self.apply(self.count)
+        return self.count
+
+    def restore(self):
+        if self.owns_optimizer_threads:
+            self.optimizer.n_threads = None
+
+
+def _check_kernel_threads(value):
+    if not ((isinstance(value, str) and value == "auto") or value is None
+            or (isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+                and 1 <= value < 2 ** 31)):
+        raise ValueError(f"kernel_threads must be 'auto', None or an int >= 1, got {value!r}")
+    return value
 
 
 def _get_lr(opt):
@@ -429,7 +596,7 @@ def train(net, X, Y, optimizer, *, epochs=10, batch_size=64, shuffle=True, seed=
           scheduler=None, X_val=None, Y_val=None, early_stopping=False, monitor="val_loss",
           patience=10, tol=1e-4, restore_best_weights=True, on_plateau=None, lr_fn=None,
           verbose=False, progress=None, history=None, blas_threads="auto",
-          grad_accumulation=1, step_in_backward="auto"):
+          grad_accumulation=1, step_in_backward="auto", kernel_threads="auto"):
     """Train ``net`` in place on (X, Y) with mini-batches; return a :class:`History`.
 
     ``optimizer``: built on ``[net.params_flat]`` (one kernel call per step) or on views
@@ -454,7 +621,12 @@ def train(net, X, Y, optimizer, *, epochs=10, batch_size=64, shuffle=True, seed=
     a progress bar on stderr when it is a terminal and the run lasts over a second.
     ``blas_threads``: "auto" (the BLAS thread count measured fastest for this
     network's products at this batch size, via threadpoolctl when installed), None
-    (leave NumPy's setting) or a thread count.
+    (leave NumPy's setting) or a thread count.  ``kernel_threads``: fastoptim's own
+    kernel threads for the layer kernels and the step (of an optimizer built with
+    ``n_threads=None``): "auto" (one thread or :func:`fastoptim.get_num_threads`,
+    whichever the first batches of training ran measurably faster; chosen once per
+    process and network shape), None (fastoptim's default, :func:`fastoptim.
+    set_num_threads`) or a thread count.  The results do not depend on either count.
 
     ``grad_accumulation=k``: compute each mini-batch's gradient in k micro-batches
     (activation buffers for batch_size / k rows, no extra parameter-sized buffer): the
@@ -467,6 +639,7 @@ def train(net, X, Y, optimizer, *, epochs=10, batch_size=64, shuffle=True, seed=
     from its second step on (state exists); otherwise the step runs after backward.
     """
     _check_step_in_backward(step_in_backward)
+    _check_kernel_threads(kernel_threads)
     grad_accumulation = _check_count("grad_accumulation", grad_accumulation)
     _check_train_args(net, optimizer, scheduler, monitor, patience, tol, on_plateau, lr_fn,
                       verbose, progress, history, blas_threads,
@@ -491,7 +664,8 @@ def train(net, X, Y, optimizer, *, epochs=10, batch_size=64, shuffle=True, seed=
     order = np.arange(n)
     epochs_runner = _Epochs(net, X, Y, optimizer, batch_size,
                             grad_accumulation=grad_accumulation,
-                            step_in_backward=step_in_backward)
+                            step_in_backward=step_in_backward,
+                            kernel_threads=kernel_threads)
     before_step = None
     best = math.inf
     best_params = None
@@ -500,7 +674,7 @@ def train(net, X, Y, optimizer, *, epochs=10, batch_size=64, shuffle=True, seed=
     bar = _Progress(epochs, enabled=progress)
     base_epoch = hist.n_epochs
     rollback = _Rollback(net, optimizer, scheduler, history)
-    with _blas_threads(net, -(-batch_size // grad_accumulation), blas_threads):
+    with epochs_runner.threads(blas_threads):
         try:
             for epoch in range(epochs):
                 t0 = time.perf_counter()
