@@ -8,8 +8,10 @@ bitsandbytes' (``create_dynamic_map``): signed for first moments (momentum_buffe
 exp_avg, grad_avg), unsigned for second moments (square_avg, exp_avg_sq,
 max_exp_avg_sq).  That is 1 + 4/256 bytes per element instead of 4.
 
-``fastoptim.adam_``, ``adamw_``, ``sgd_`` and ``rmsprop_`` take QuantizedState objects
-(or lists of them) in place of their state arrays: each block is decoded, updated in
+``fastoptim.adam_``, ``adamw_``, ``sgd_`` and ``rmsprop_``, and of the template
+optimizers ``adagrad_``, ``lion_``, ``adamax_``, ``radam_``, ``nadam_`` and ``adadelta_``
+(``template_maps``), take QuantizedState objects (or lists of them) in place of their
+state arrays: each block is decoded, updated in
 float32 exactly as with float32 state, and re-encoded (new absmax, nearest code) in
 one pass.  ``fastoptim.reference`` does the same in NumPy, bit for bit.
 """
@@ -257,3 +259,24 @@ def adam(kernels, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, amsgrad, *sc
                              ("exp_avg_sq", exp_avg_sq, False, True),
                              ("max_exp_avg_sq", max_exp_avg_sq, False, amsgrad)])
     kernels.adam8(param, grad, *states, signed, unsigned, amsgrad, *scalars)
+
+
+def template_maps(kernels, name):
+    """((buffer, signed), ...) of template optimizer `name`'s state buffers when stored
+    8-bit (generated from _kernels_elementwise.pxi.tp), or None: its state takes no
+    8-bit codes (rprop, asgd, adamw_schedule_free: see README "8-bit state")."""
+    return kernels.ELEMENTWISE_8BIT.get(name)
+
+
+def template(kernels, name, arrays, scalars, n_threads):
+    """Template optimizer `name` (kernels.<name>8) on (param, grad, *8-bit states)."""
+    maps = template_maps(kernels, name)
+    if maps is None:
+        raise TypeError(f"{name}_ takes no 8-bit state (QuantizedState): its state holds "
+                        "param-like values or step sizes that 8-bit codes would destroy; "
+                        "pass float arrays (or float16/bfloat16 ones)")
+    param, grad, *buffers = arrays
+    signed, unsigned = _codecs(kernels)
+    states = _states(param, [(buffer_name, buffer, is_signed, True)
+                             for (buffer_name, is_signed), buffer in zip(maps, buffers)])
+    getattr(kernels, name + "8")(param, grad, *states, signed, unsigned, *scalars, n_threads)
