@@ -40,6 +40,7 @@ from ._alloc import zeros_state_like
 from ._validation import check_real
 from ._backend import kernels as _kernels, resolve_n_threads
 from .quantized import QuantizedState, _check_arrays as _check_quantized_arrays
+from .quantized import template_maps as _template_maps, why_not_8bit as _why_not_8bit
 
 from .clip import _all_finite, _nonfinite_index
 
@@ -1721,10 +1722,11 @@ class _Elementwise(Optimizer):
 
     def _check_storage(self, state_dtype, master_weights, rounding, seed, min_8bit_size):
         Optimizer._check_storage(state_dtype, master_weights, rounding, seed, min_8bit_size)
-        if state_dtype == "int8":
+        if state_dtype == "int8" and _template_maps(_kernels, self._KERNEL) is None:
             raise ValueError(f"Invalid state_dtype: 'int8' ({type(self).__name__} keeps "
-                             "16-bit or full state: None, 'bfloat16' or 'float16'; 8-bit "
-                             "state is offered by SGD, Momentum, RMSprop, Adam and AdamW)")
+                             f"no 8-bit state: {_why_not_8bit(self._KERNEL)}; it takes None, "
+                             "'bfloat16' or 'float16'.  8-bit state: SGD, Momentum, RMSprop, "
+                             "Adam, AdamW, Adagrad, Lion, Adamax, RAdam, NAdam)")
 
     def _kernel_values(self, g):  # pragma: no cover - abstract
         raise NotImplementedError
@@ -1866,7 +1868,8 @@ class Adagrad(_Elementwise):
     def __init__(self, params, lr=1e-2, lr_decay=0, weight_decay=0,
                  initial_accumulator_value=0, eps=1e-10, foreach=None, *, maximize=False,
                  differentiable=False, fused=None, nonfinite="ignore", n_threads=None,
-                 state_dtype=None, master_weights=None, rounding="nearest", seed=0):
+                 state_dtype=None, master_weights=None, rounding="nearest", seed=0,
+                 min_8bit_size=_MIN_8BIT_SIZE):
         defaults = dict(lr=lr, lr_decay=lr_decay, eps=eps, weight_decay=weight_decay,
                         initial_accumulator_value=initial_accumulator_value,
                         foreach=foreach, maximize=maximize, differentiable=differentiable,
@@ -1874,7 +1877,8 @@ class Adagrad(_Elementwise):
         self._check_group(defaults)
         super().__init__(params, defaults, nonfinite=nonfinite, n_threads=n_threads,
                          state_dtype=state_dtype, master_weights=master_weights,
-                         rounding=rounding, seed=seed)
+                         rounding=rounding, seed=seed,
+                         min_8bit_size=min_8bit_size)
         flat = [(p, g) for g in self.param_groups for p in g["params"]]
         for i, (p, g) in enumerate(flat):
             self.state[i] = {"step": 0, "sum": self._new_buffer(p, "sum", g)}
@@ -1882,7 +1886,12 @@ class Adagrad(_Elementwise):
     def _new_buffer(self, p, name, group):
         # torch fills a new sum with the optimizer's default, not the group's value
         buf = self._zeros_buffer(p, name)
-        buf[...] = _num(self.defaults["initial_accumulator_value"])
+        value = _num(self.defaults["initial_accumulator_value"])
+        if isinstance(buf, QuantizedState):  # every block holds the same value
+            codes, absmax = _R.quantize_blockwise(np.full(1, value, np.float32), False)
+            buf.codes[...], buf.absmax[...] = codes[0], absmax[0]
+        else:
+            buf[...] = value
         return buf
 
     def _kernel_values(self, g):
@@ -1917,7 +1926,8 @@ class Lion(_Elementwise):
 
     def __init__(self, params, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, use_triton=False,
                  decoupled_weight_decay=False, *, nonfinite="ignore", n_threads=None,
-                 state_dtype=None, master_weights=None, rounding="nearest", seed=0):
+                 state_dtype=None, master_weights=None, rounding="nearest", seed=0,
+                 min_8bit_size=_MIN_8BIT_SIZE):
         _check_bool("use_triton", use_triton)
         _check_bool("decoupled_weight_decay", decoupled_weight_decay)
         if not _real("learning rate", lr) > 0:
@@ -1928,7 +1938,8 @@ class Lion(_Elementwise):
         self.decoupled_wd = bool(decoupled_weight_decay)
         super().__init__(params, defaults, nonfinite=nonfinite, n_threads=n_threads,
                          state_dtype=state_dtype, master_weights=master_weights,
-                         rounding=rounding, seed=seed)
+                         rounding=rounding, seed=seed,
+                         min_8bit_size=min_8bit_size)
 
     def _kernel_values(self, g):
         beta1, beta2 = g["betas"]
@@ -1962,14 +1973,16 @@ class Adamax(_Elementwise):
     def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
                  foreach=None, *, maximize=False, differentiable=False, capturable=False,
                  nonfinite="ignore", n_threads=None,
-                 state_dtype=None, master_weights=None, rounding="nearest", seed=0):
+                 state_dtype=None, master_weights=None, rounding="nearest", seed=0,
+                 min_8bit_size=_MIN_8BIT_SIZE):
         defaults = dict(lr=lr, betas=_pair_tuple(betas), eps=eps, weight_decay=weight_decay,
                         foreach=foreach, maximize=maximize, differentiable=differentiable,
                         capturable=capturable)
         self._check_group(defaults)
         super().__init__(params, defaults, nonfinite=nonfinite, n_threads=n_threads,
                          state_dtype=state_dtype, master_weights=master_weights,
-                         rounding=rounding, seed=seed)
+                         rounding=rounding, seed=seed,
+                         min_8bit_size=min_8bit_size)
 
     def _check_across(self, g):
         _check_range("weight_decay value", g["weight_decay"], 0.0, None, False)
@@ -2010,7 +2023,8 @@ class RAdam(_Elementwise):
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
                  decoupled_weight_decay=False, *, foreach=None, maximize=False,
                  capturable=False, differentiable=False, nonfinite="ignore", n_threads=None,
-                 state_dtype=None, master_weights=None, rounding="nearest", seed=0):
+                 state_dtype=None, master_weights=None, rounding="nearest", seed=0,
+                 min_8bit_size=_MIN_8BIT_SIZE):
         defaults = dict(lr=lr, betas=_pair_tuple(betas), eps=eps, weight_decay=weight_decay,
                         maximize=maximize, foreach=foreach, capturable=capturable,
                         decoupled_weight_decay=decoupled_weight_decay,
@@ -2018,7 +2032,8 @@ class RAdam(_Elementwise):
         self._check_group(defaults)
         super().__init__(params, defaults, nonfinite=nonfinite, n_threads=n_threads,
                          state_dtype=state_dtype, master_weights=master_weights,
-                         rounding=rounding, seed=seed)
+                         rounding=rounding, seed=seed,
+                         min_8bit_size=min_8bit_size)
 
     _check_across = Adamax._check_across
     _plain_across = Adamax._plain_across
@@ -2052,13 +2067,15 @@ class Adadelta(_Elementwise):
     def __init__(self, params, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0, foreach=None, *,
                  capturable=False, maximize=False, differentiable=False, nonfinite="ignore",
                  n_threads=None,
-                 state_dtype=None, master_weights=None, rounding="nearest", seed=0):
+                 state_dtype=None, master_weights=None, rounding="nearest", seed=0,
+                 min_8bit_size=_MIN_8BIT_SIZE):
         defaults = dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize,
                         capturable=capturable, foreach=foreach, differentiable=differentiable)
         self._check_group(defaults)
         super().__init__(params, defaults, nonfinite=nonfinite, n_threads=n_threads,
                          state_dtype=state_dtype, master_weights=master_weights,
-                         rounding=rounding, seed=seed)
+                         rounding=rounding, seed=seed,
+                         min_8bit_size=min_8bit_size)
 
     def _kernel_values(self, g):
         return (*map(_num, (g["lr"], g["rho"], g["eps"], g["weight_decay"])),
@@ -2169,7 +2186,8 @@ class NAdam(_Elementwise):
                  momentum_decay=4e-3, decoupled_weight_decay=False, *, foreach=None,
                  maximize=False, capturable=False, differentiable=False, nonfinite="ignore",
                  n_threads=None,
-                 state_dtype=None, master_weights=None, rounding="nearest", seed=0):
+                 state_dtype=None, master_weights=None, rounding="nearest", seed=0,
+                 min_8bit_size=_MIN_8BIT_SIZE):
         defaults = dict(lr=lr, betas=_pair_tuple(betas), eps=eps, weight_decay=weight_decay,
                         momentum_decay=momentum_decay,
                         decoupled_weight_decay=decoupled_weight_decay, maximize=maximize,
@@ -2177,7 +2195,8 @@ class NAdam(_Elementwise):
         self._check_group(defaults)
         super().__init__(params, defaults, nonfinite=nonfinite, n_threads=n_threads,
                          state_dtype=state_dtype, master_weights=master_weights,
-                         rounding=rounding, seed=seed)
+                         rounding=rounding, seed=seed,
+                         min_8bit_size=min_8bit_size)
 
     def _check_across(self, g):
         _check_range("weight_decay value", g["weight_decay"], 0.0, None, False)
@@ -2287,6 +2306,7 @@ class AdamWScheduleFree(_Elementwise):
     """
 
     _ALL_BUFFERS = ("z", "exp_avg_sq")
+    _KERNEL = "adamw_schedule_free"  # its own _kernel_call runs it
     _TORCH_FLAGS = ("foreach",)
     _STEP_OPTIONAL = True  # schedulefree's state counts no steps (its groups keep k)
     _HYPERPARAMETERS = ("lr", "betas", "eps", "r", "warmup_steps", "train_mode",
