@@ -2067,15 +2067,13 @@ class Adadelta(_Elementwise):
     def __init__(self, params, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0, foreach=None, *,
                  capturable=False, maximize=False, differentiable=False, nonfinite="ignore",
                  n_threads=None,
-                 state_dtype=None, master_weights=None, rounding="nearest", seed=0,
-                 min_8bit_size=_MIN_8BIT_SIZE):
+                 state_dtype=None, master_weights=None, rounding="nearest", seed=0):
         defaults = dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize,
                         capturable=capturable, foreach=foreach, differentiable=differentiable)
         self._check_group(defaults)
         super().__init__(params, defaults, nonfinite=nonfinite, n_threads=n_threads,
                          state_dtype=state_dtype, master_weights=master_weights,
-                         rounding=rounding, seed=seed,
-                         min_8bit_size=min_8bit_size)
+                         rounding=rounding, seed=seed)
 
     def _kernel_values(self, g):
         return (*map(_num, (g["lr"], g["rho"], g["eps"], g["weight_decay"])),
