@@ -1726,10 +1726,19 @@ class _Elementwise(Optimizer):
             raise ValueError(f"Invalid state_dtype: 'int8' ({type(self).__name__} keeps "
                              f"no 8-bit state: {_why_not_8bit(self._KERNEL)}; it takes None, "
                              "'bfloat16' or 'float16'.  8-bit state: SGD, Momentum, RMSprop, "
-                             "Adam, AdamW, Adagrad, Lion, Adamax, RAdam, NAdam)")
+                             "Adam, AdamW, Adagrad, Lion, Adamax, RAdam, NAdam, AdamWScheduleFree)")
 
     def _kernel_values(self, g):  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def _buffer_dtype(self, p, name):
+        # state_dtype="int8": a buffer the template keeps float (Schedule-Free's z) is an
+        # array of the param's dtype
+        dtype = Optimizer._buffer_dtype(self, p, name)
+        if dtype is _INT8 and dict(zip(self._ALL_BUFFERS, _template_maps(
+                _kernels, self._KERNEL)))[name][1] is None:
+            return _math_dtype(p)
+        return dtype
 
     def _buffer_names(self, g):
         return self._ALL_BUFFERS
@@ -2304,7 +2313,7 @@ class AdamWScheduleFree(_Elementwise):
     """
 
     _ALL_BUFFERS = ("z", "exp_avg_sq")
-    _KERNEL = "adamw_schedule_free"  # its own _kernel_call runs it
+    _KERNEL = "adamw_schedule_free"  # its own _kernel_call runs it (8-bit: z stays float)
     _TORCH_FLAGS = ("foreach",)
     _STEP_OPTIONAL = True  # schedulefree's state counts no steps (its groups keep k)
     _HYPERPARAMETERS = ("lr", "betas", "eps", "r", "warmup_steps", "train_mode",
@@ -2326,7 +2335,8 @@ class AdamWScheduleFree(_Elementwise):
     def __init__(self, params, lr=0.0025, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
                  warmup_steps=0, r=0.0, weight_lr_power=2.0, foreach=True, *,
                  nonfinite="ignore", n_threads=None,
-                 state_dtype=None, master_weights=None, rounding="nearest", seed=0):
+                 state_dtype=None, master_weights=None, rounding="nearest", seed=0,
+                 min_8bit_size=_MIN_8BIT_SIZE):
         defaults = dict(lr=lr, betas=_pair_tuple(betas), eps=eps, r=r, k=0,
                         warmup_steps=warmup_steps, train_mode=False, weight_sum=0.0,
                         lr_max=-1.0, scheduled_lr=0.0, weight_lr_power=weight_lr_power,
@@ -2335,7 +2345,8 @@ class AdamWScheduleFree(_Elementwise):
         self._schedule = {}  # id(group) -> this step's (ckp1, lr, bias_correction2)
         super().__init__(params, defaults, nonfinite=nonfinite, n_threads=n_threads,
                          state_dtype=state_dtype, master_weights=master_weights,
-                         rounding=rounding, seed=seed)
+                         rounding=rounding, seed=seed,
+                         min_8bit_size=min_8bit_size)
 
     def __setstate__(self, d):
         super().__setstate__(d)

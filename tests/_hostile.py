@@ -546,6 +546,8 @@ def _elementwise_calls_8bit(fn, name, options, step):
 
     def state(n, seed, signed):
         v = _vec(n, seed=seed)
+        if signed is None:  # a buffer kept float (Schedule-Free's z)
+            return v
         return Q.from_array(v if signed else np.abs(v), signed=signed)
 
     required = {k: options[k] for k in ELEMENTWISE_REQUIRED.get(name, ())}

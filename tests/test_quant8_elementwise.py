@@ -3,10 +3,10 @@ fastoptim/_kernels_elementwise.pxi.tp.
 
 * Which buffers take 8-bit codes, and with which code map: every buffer of Adagrad
   (sum: unsigned), Lion (exp_avg: signed), Adamax (exp_avg signed, exp_inf unsigned),
-  RAdam and NAdam (exp_avg signed, exp_avg_sq unsigned).  Refused: Adadelta (both its
-  buffers 8-bit diverge on the bowl), Rprop (step sizes stall), ASGD and Schedule-Free
-  (param-like iterates: small updates are lost); the tests below show each reason on the
-  NumPy rules.  The compiled table, the classes' map choice and the reference agree.
+  RAdam and NAdam (exp_avg signed, exp_avg_sq unsigned), and Schedule-Free's exp_avg_sq
+  (unsigned; its z, an iterate like the weights, stays float).  Refused: Adadelta (both
+  its buffers 8-bit diverge on the bowl), Rprop (step sizes stall), ASGD (ax is an
+  iterate); the tests at the end show each reason on the NumPy rules.  The compiled table, the classes' map choice and the reference agree.
 * The compiled kernels (kernels.<name>8) match fastoptim.reference (decode, the float
   rule, encode) bit for bit: every option combination of the option grids, shapes that
   are not a multiple of 256, C and Fortran order, float32 and float64 params, 1, 2 and 3
@@ -35,8 +35,9 @@ from test_compact_elementwise import CLASSES, _functional_options, _params
 
 Q = QuantizedState
 F32 = np.dtype(np.float32)
-KINDS = ["adagrad", "adamax", "lion", "nadam", "radam"]
-REFUSED = ["adadelta", "adamw_schedule_free", "asgd", "rprop"]
+KINDS = ["adagrad", "adamax", "adamw_schedule_free", "lion", "nadam", "radam"]
+REFUSED = ["adadelta", "asgd", "rprop"]
+SF = "adamw_schedule_free"
 N = 20_011   # above the parallel threshold (threads split it), not a block multiple
 
 
@@ -67,8 +68,14 @@ def _start(kind, name, param):
 
 
 def _state(kind, param):
-    return {name: Q.from_array(_start(kind, name, param), signed=signed)
+    """8-bit state (a buffer the optimizer keeps float: an array of param's dtype)."""
+    return {name: (_start(kind, name, param).astype(param.dtype) if signed is None else
+                   Q.from_array(_start(kind, name, param), signed=signed))
             for name, signed in template_maps(kernels, kind)}
+
+
+def _quantized_names(kind):
+    return [name for name, signed in template_maps(kernels, kind) if signed is not None]
 
 
 def _call(module, kind, param, grad, state, step, options, **extra):
@@ -79,7 +86,10 @@ def _call(module, kind, param, grad, state, step, options, **extra):
 
 
 def _assert_same(a, b, what=""):
-    """Two QuantizedState hold the same bits."""
+    """Two QuantizedState (or float arrays) hold the same bits."""
+    if isinstance(a, np.ndarray):
+        np.testing.assert_array_equal(a, b, strict=True, err_msg=what)
+        return
     np.testing.assert_array_equal(a.codes, b.codes, strict=True, err_msg=what)
     np.testing.assert_array_equal(a.absmax.view(np.uint32), b.absmax.view(np.uint32),
                                   strict=True, err_msg=what)
@@ -108,6 +118,9 @@ def test_the_8bit_table_covers_the_moments_and_refuses_the_iterates():
         assert [name for name, _ in template_maps(kernels, kind)] == list(ELEMENTWISE[kind][0])
         cls = CLASSES[kind][0]
         for (name, signed), key in zip(template_maps(kernels, kind), cls._ALL_BUFFERS):
+            if name == "z":  # Schedule-Free's iterate stays float
+                assert signed is None
+                continue
             # signed exactly for the first moments; the classes choose by the state key
             assert signed == (name == "exp_avg") == (key in _SIGNED_STATE), (kind, name)
     for kind in REFUSED:
@@ -118,7 +131,7 @@ def test_unsigned_buffers_never_go_negative(rng):
     """The unsigned map holds no negative value: the rules keep those buffers >= 0 for
     any input (checked on the float rule with wild grads, every option set)."""
     for kind in KINDS:
-        names = [n for n, signed in template_maps(kernels, kind) if not signed]
+        names = [n for n, signed in template_maps(kernels, kind) if signed is False]
         for options in ELEMENTWISE[kind][2]:
             p = rng.standard_normal(64).astype(np.float32) * 1e3
             state = {n: np.abs(_start(kind, n, p)) for n in ELEMENTWISE[kind][0]}
@@ -200,7 +213,8 @@ def test_functional_resume_through_state_arrays_is_bit_exact(kind, rng):
     for t, g in enumerate(grads[:5], 1):
         _call(fastoptim, kind, resumed, g, first, t, options)
     # what a checkpoint holds: the arrays and the signedness, as stored
-    saved = {n: Q(s.codes.copy(), s.absmax.copy(), s.signed) for n, s in first.items()}
+    saved = {n: s.copy() if isinstance(s, np.ndarray) else
+             Q(s.codes.copy(), s.absmax.copy(), s.signed) for n, s in first.items()}
     for t, g in enumerate(grads[5:], 6):
         _call(fastoptim, kind, resumed, g, saved, t, options)
     np.testing.assert_array_equal(resumed, straight, strict=True)
@@ -211,7 +225,10 @@ def test_functional_resume_through_state_arrays_is_bit_exact(kind, rng):
 # ------------------------------------------------------------------------ classes
 def _make(kind, params, **storage):
     cls, options = CLASSES[kind]
-    return cls(params, **options, state_dtype="int8", **storage)
+    opt = cls(params, **options, state_dtype="int8", **storage)
+    if kind == SF:
+        opt.train()  # it steps in train mode only
+    return opt
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
@@ -227,6 +244,7 @@ def test_class_state_is_8bit_and_each_step_is_the_reference(kind, dtype):
     for t in range(1, 6):
         grads = [rng.standard_normal(p.shape).astype(dtype) for p in params]
         group = opt.param_groups[0]
+        schedule = opt._advance(0, group)[0] if kind == SF else None
         before = []
         for i, p in enumerate(params):
             st = copy.deepcopy(opt.state.get(i, {}))
@@ -237,12 +255,15 @@ def test_class_state_is_8bit_and_each_step_is_the_reference(kind, dtype):
         opt.step(grads)
         for i, (p, st) in enumerate(before):
             after = opt.state[i]
-            kw = _functional_options(kind, opt, i, st, after, None)
+            kw = _functional_options(kind, opt, i, st, after, schedule)
             getattr(reference, kind + "_")(p, grads[i], *(st[k] for k in keys), step=t, **kw)
             np.testing.assert_array_equal(params[i], p, strict=True,
                                           err_msg=f"param {i} at step {t}")
             for key in keys:
-                if i == 0:
+                if i == 0 and key == "z":  # kept float
+                    assert after[key].dtype == dtype
+                    np.testing.assert_array_equal(after[key], st[key], strict=True)
+                elif i == 0:
                     assert isinstance(after[key], Q) and after[key].signed == (
                         key in _SIGNED_STATE)
                     _assert_same(after[key], st[key], f"{key} at step {t}")
@@ -276,8 +297,13 @@ def test_class_resume_through_state_dict_and_checkpoint_is_bit_exact(kind, tmp_p
     opt1 = _make(kind, first, min_8bit_size=100)
     for g in grads[:3]:
         opt1.step(g)
+    if kind == SF:
+        opt1.eval()  # saved in eval mode, as schedulefree advises
     sd = opt1.state_dict()
     for key in opt1._ALL_BUFFERS:  # as stored: codes and absmax, their bytes the memory
+        if key == "z":
+            assert sd["state"][0]["z"].dtype == np.float32
+            continue
         assert sd["state"][0][f"{key}.codes"].dtype == np.uint8
         assert sd["state"][0][f"{key}.absmax"].dtype == np.float32
         assert key in sd["state"][1] and f"{key}.codes" not in sd["state"][1]
@@ -287,6 +313,8 @@ def test_class_resume_through_state_dict_and_checkpoint_is_bit_exact(kind, tmp_p
     resumed = [np.array(p) for p in ck["params"]]
     opt2 = _make(kind, resumed, min_8bit_size=100)
     opt2.load_state_dict(ck["opt"])
+    if kind == SF:
+        opt2.train()
     for g in grads[3:]:
         opt2.step(g)
     for a, b in zip(straight, resumed):
@@ -319,11 +347,13 @@ def _bad_case(kind, case, rng):
     p = rng.standard_normal(600).astype(np.float32)
     g = rng.standard_normal(600).astype(np.float32)
     state = _state(kind, p)
-    names = list(ELEMENTWISE[kind][0])
+    names = _quantized_names(kind)
     first = names[0]
     extra = {}
     if case == "float buffer":
         state[names[-1]] = np.zeros_like(p)
+    elif case == "quantized z":
+        state["z"] = Q.zeros_like(p, signed=True)
     elif case == "wrong map":
         state[first] = Q.zeros_like(p, signed=not state[first].signed)
     elif case == "codes shape":
@@ -349,7 +379,7 @@ def _bad_case(kind, case, rng):
 BAD_CASES = [(kind, case) for kind in KINDS for case in [
     "float buffer", "wrong map", "codes shape", "absmax length", "read-only codes",
     "codes alias param", "float16 param", "master", "list mix", "not a list"]
-    if case != "float buffer" or len(ELEMENTWISE[kind][0]) > 1]  # one buffer: no mix
+    if case != "float buffer" or len(_quantized_names(kind)) > 1] + [(SF, "quantized z")]
 
 
 @pytest.mark.parametrize("kind, case", BAD_CASES)
@@ -363,7 +393,7 @@ def test_bad_input_is_refused_and_changes_nothing(kind, case, rng):
 
 
 @pytest.mark.parametrize("kind", REFUSED)
-def test_adadelta_rprop_asgd_schedule_free_refuse_8bit_state(kind, rng):
+def test_adadelta_rprop_asgd_refuse_8bit_state(kind, rng):
     p = rng.standard_normal(600).astype(np.float32)
     g = rng.standard_normal(600).astype(np.float32)
     names = ELEMENTWISE[kind][0]
@@ -391,7 +421,7 @@ def test_class_refused_step_changes_nothing(kind):
     before = p.copy(), copy.deepcopy(opt.state)
     with pytest.raises(ValueError, match="grad 0 has shape"):
         opt.step([rng.standard_normal(499).astype(np.float32)])
-    key = opt._ALL_BUFFERS[0]
+    key = opt._ALL_BUFFERS[-1]
     good = opt.state[0][key]
     opt.state[0][key] = Q.zeros_like(p, signed=not good.signed)
     with pytest.raises(ValueError, match="signed"):
@@ -399,7 +429,7 @@ def test_class_refused_step_changes_nothing(kind):
     opt.state[0][key] = good
     np.testing.assert_array_equal(p, before[0], strict=True)
     for name, value in before[1][0].items():
-        if isinstance(value, Q):
+        if isinstance(value, (Q, np.ndarray)):
             _assert_same(opt.state[0][name], value, name)
         else:
             assert opt.state[0][name] == value, name
@@ -416,6 +446,8 @@ def test_loading_float_state_into_8bit_buffers_is_refused(kind):
     rng = np.random.default_rng(2)
     p = rng.standard_normal(500).astype(np.float32)
     float_opt = CLASSES[kind][0]([p.copy()], **CLASSES[kind][1])
+    if kind == SF:
+        float_opt.train()
     float_opt.step([rng.standard_normal(500).astype(np.float32)])
     opt = _make(kind, [p.copy()], min_8bit_size=0)
     opt.step([rng.standard_normal(500).astype(np.float32)])
@@ -428,7 +460,7 @@ def test_loading_float_state_into_8bit_buffers_is_refused(kind):
 # ----------------------------------------------------------------------- convergence
 BOWL_OPTIONS = {  # the classes' options: a constant lr that reaches the bowl's bottom
     "adagrad": dict(lr=0.5), "lion": dict(lr=3e-3), "adamax": dict(lr=0.05),
-    "radam": dict(lr=0.05), "nadam": dict(lr=0.05),
+    "radam": dict(lr=0.05), "nadam": dict(lr=0.05), SF: dict(lr=0.05),
 }
 
 
@@ -439,13 +471,15 @@ def _bowl(kind, state_dtype, steps=2000):
     p = np.random.default_rng(0).uniform(-2, 2, 1000).astype(np.float32)
     opt = CLASSES[kind][0]([p], **BOWL_OPTIONS[kind], state_dtype=state_dtype,
                            min_8bit_size=0)
+    if kind == SF:
+        opt.train()
     closest, losses = np.inf, []
     for _ in range(steps):
         opt.step([scales * p])
         closest = min(closest, float(np.abs(p).max()))
         losses.append(0.5 * np.sum(scales * p.astype(np.float64) ** 2))
     if state_dtype == "int8":
-        assert all(isinstance(opt.state[0][k], Q) for k in opt._ALL_BUFFERS)
+        assert all(isinstance(opt.state[0][k], Q) for k in opt._ALL_BUFFERS if k != "z")
     return closest, float(np.mean(losses[-500:])), losses[0]
 
 
@@ -506,9 +540,10 @@ def test_rprop_with_8bit_step_sizes_stalls():
 
 
 def test_schedule_free_with_8bit_z_loses_its_updates():
-    """Schedule-Free's z (and ASGD's ax) is an iterate like the weights: stored 8-bit, its
-    rounding error (the dynamic map keeps ~6 bits in a block's top decade) is larger than
-    the distance 20 steps of lr 1e-5 move it, so those updates are lost in the noise."""
+    """Why Schedule-Free's z stays float (and ASGD is refused: its ax is the same kind of
+    iterate): stored 8-bit, its rounding error (the dynamic map keeps ~6 bits in a
+    block's top decade) is larger than the distance 20 steps of lr 1e-5 move it, so
+    those updates are lost in the noise."""
     rng = np.random.default_rng(4)
     y = rng.uniform(0.5, 1.0, 256).astype(np.float32)
     zs = {}
