@@ -1726,7 +1726,8 @@ class _Elementwise(Optimizer):
             raise ValueError(f"Invalid state_dtype: 'int8' ({type(self).__name__} keeps "
                              f"no 8-bit state: {_why_not_8bit(self._KERNEL)}; it takes None, "
                              "'bfloat16' or 'float16'.  8-bit state: SGD, Momentum, RMSprop, "
-                             "Adam, AdamW, Adagrad, Lion, Adamax, RAdam, NAdam, AdamWScheduleFree)")
+                             "Adam, AdamW, Adagrad, Lion, Adamax, RAdam, NAdam, "
+                             "AdamWScheduleFree)")
 
     def _kernel_values(self, g):  # pragma: no cover - abstract
         raise NotImplementedError

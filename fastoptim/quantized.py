@@ -10,10 +10,10 @@ max_exp_avg_sq).  That is 1 + 4/256 bytes per element instead of 4.
 
 ``fastoptim.adam_``, ``adamw_``, ``sgd_`` and ``rmsprop_``, and of the template
 optimizers ``adagrad_``, ``lion_``, ``adamax_``, ``radam_``, ``nadam_`` and
-``adamw_schedule_free_`` (its ``exp_avg_sq``; ``template_maps``), take QuantizedState objects (or lists of them) in place of their
-state arrays: each block is decoded, updated in
-float32 exactly as with float32 state, and re-encoded (new absmax, nearest code) in
-one pass.  ``fastoptim.reference`` does the same in NumPy, bit for bit.
+``adamw_schedule_free_`` (its ``exp_avg_sq``; ``template_maps``), take QuantizedState
+objects (or lists of them) in place of their state arrays: each block is decoded,
+updated in float32 exactly as with float32 state, and re-encoded (new absmax, nearest
+code) in one pass.  ``fastoptim.reference`` does the same in NumPy, bit for bit.
 """
 
 import numpy as np

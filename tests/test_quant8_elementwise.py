@@ -6,7 +6,8 @@ fastoptim/_kernels_elementwise.pxi.tp.
   RAdam and NAdam (exp_avg signed, exp_avg_sq unsigned), and Schedule-Free's exp_avg_sq
   (unsigned; its z, an iterate like the weights, stays float).  Refused: Adadelta (both
   its buffers 8-bit diverge on the bowl), Rprop (step sizes stall), ASGD (ax is an
-  iterate); the tests at the end show each reason on the NumPy rules.  The compiled table, the classes' map choice and the reference agree.
+  iterate); the tests at the end show each reason on the NumPy rules.  The compiled
+  table, the classes' map choice and the reference agree.
 * The compiled kernels (kernels.<name>8) match fastoptim.reference (decode, the float
   rule, encode) bit for bit: every option combination of the option grids, shapes that
   are not a multiple of 256, C and Fortran order, float32 and float64 params, 1, 2 and 3
