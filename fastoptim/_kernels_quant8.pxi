@@ -9,7 +9,9 @@
 # kernel's own element loop (_apply: the update is the float32/float64 one, operation
 # for operation), then re-encode each block (new absmax, nearest code) and write.
 # Blocks are never split across threads and every block's result depends only on
-# its own elements, so the result is the same for any thread count.
+# its own elements, so the result is the same for any thread count.  A state buffer
+# may also stay a float array of the param's dtype ("plain": Schedule-Free's z next to
+# an 8-bit exp_avg_sq): the loop updates it in place, as the float kernel does.
 #
 # Encoding a value x of a block: y = x * RN(1 / max(absmax, 1e-38)) (clamped to
 # [-1, 1]); its code is the number of midpoints of neighbouring map values below y
@@ -77,11 +79,13 @@ cdef class Quant8Codec:
 
 
 cdef struct QSlot:
-    # One param array, its grad and the codes/absmax of up to three state buffers.
+    # One param array, its grad and the codes/absmax of up to three state buffers
+    # (or the data of a plain one).
     char* p
     char* g
     uint8_t* codes[3]
     float* absmax[3]
+    char* plain[3]
     Py_ssize_t n
 
 
@@ -89,7 +93,8 @@ cdef struct QCodecs:
     const float* code[3]
     const uint32_t* lut[3]
     uint8_t zero[3]
-    bint used[3]
+    bint used[3]     # 8-bit
+    bint plain[3]    # a float array of the param's dtype
 
 
 cdef inline void _q8_decode(const uint8_t* codes, float absmax, const float* code,
@@ -137,18 +142,24 @@ cdef void _q8_range(Kind kind, const QSlot* s, Py_ssize_t b0, Py_ssize_t b1,
     cdef Slot t
     cdef Py_ssize_t lo, hi, n, blk, off, k
     cdef floating* state[3]
+    cdef char* bufs[3]
     cdef int r
     cdef size_t item = sizeof(floating)
     for r in range(3):
         state[r] = scratch + r * _Q8_TILE
-    t.s0 = <char*> state[0] if q.used[0] else NULL
-    t.s1 = <char*> state[1] if q.used[1] else NULL
-    t.s2 = <char*> state[2] if q.used[2] else NULL
     lo = b0
     while lo < b1:
         hi = min(lo + _Q8_TILE_BLOCKS, b1)
         off = lo * _Q8_BLOCK
         n = min(hi * _Q8_BLOCK, s.n) - off
+        for r in range(3):
+            if q.plain[r]:
+                bufs[r] = s.plain[r] + off * item
+            elif q.used[r]:
+                bufs[r] = <char*> state[r]
+            else:
+                bufs[r] = NULL
+        t.s0, t.s1, t.s2 = bufs[0], bufs[1], bufs[2]
         if encode_only:
             # QuantizedState.from_array: the values are the param array.
             for blk in range(lo, hi):
@@ -261,9 +272,10 @@ cdef char* _q8_checked(object obj, tuple names, int role, Py_ssize_t index, bint
 
 
 cdef QSlot* _q8_gather(tuple names, list lists, bint indexed, bint params_writeable,
-                       bint* is_double, Py_ssize_t* total) except NULL:
+                       const QCodecs* q, bint* is_double, Py_ssize_t* total) except NULL:
     """Check every array of a call (lists: params, grads or None, then codes and
-    absmax of each state, None when unused) and collect their data pointers."""
+    absmax of each state, None when unused; a plain state: its array in the codes
+    place, None for absmax) and collect their data pointers."""
     cdef Py_ssize_t n = len(lists[0]), k, e = 0, nbufs = len(lists), r, j
     cdef QSlot* slots = <QSlot*> malloc(max(n, 1) * sizeof(QSlot))
     cdef Extent* ext = <Extent*> malloc(max(n * nbufs, 1) * sizeof(Extent))
@@ -288,6 +300,7 @@ cdef QSlot* _q8_gather(tuple names, list lists, bint indexed, bint params_writea
             for j in range(3):
                 slots[k].codes[j] = NULL
                 slots[k].absmax[j] = NULL
+                slots[k].plain[j] = NULL
             for r in range(1, nbufs):
                 if lists[r] is None:
                     continue
@@ -295,6 +308,9 @@ cdef QSlot* _q8_gather(tuple names, list lists, bint indexed, bint params_writea
                 if r == 1:
                     ptr = _checked(a, names, 1, k, indexed, p, False)
                     slots[k].g = ptr
+                elif q.plain[(r - 2) // 2]:
+                    ptr = _checked(a, names, r, k, indexed, p, True)
+                    slots[k].plain[(r - 2) // 2] = ptr
                 else:
                     ptr = _q8_checked(a, names, r, k, indexed, p, r % 2 == 0)
                     if r % 2 == 0:
@@ -338,9 +354,11 @@ cdef QSlot* _q8_gather(tuple names, list lists, bint indexed, bint params_writea
 
 
 cdef int _q8_run(Kind kind, tuple names, tuple arrays, tuple used, tuple codecs,
-                 Scalars* c, object n_threads, bint encode_only=False) except -1:
+                 Scalars* c, object n_threads, bint encode_only=False,
+                 tuple plain=(False, False, False)) except -1:
     """arrays: (param, grad, codes0, absmax0, codes1, absmax1, codes2, absmax2);
-    codecs: the Quant8Codec of each state (None when unused)."""
+    codecs: the Quant8Codec of each state (None when unused or plain); plain[r]: state
+    r is a float array (in place of codes r; absmax r None and unused)."""
     cdef bint indexed, dbl = False
     cdef Py_ssize_t total = 0, n
     cdef QSlot* slots
@@ -349,7 +367,8 @@ cdef int _q8_run(Kind kind, tuple names, tuple arrays, tuple used, tuple codecs,
     cdef int r
     cdef int threads = _thread_count(n_threads)
     for r in range(3):
-        q.used[r] = used[2 + 2 * r]
+        q.plain[r] = plain[r]
+        q.used[r] = used[2 + 2 * r] and not q.plain[r]
         if q.used[r]:
             if not isinstance(codecs[r], Quant8Codec):
                 raise TypeError(f"codec {r} must be a Quant8Codec")
@@ -364,10 +383,10 @@ cdef int _q8_run(Kind kind, tuple names, tuple arrays, tuple used, tuple codecs,
     # `lists` holds the snapshot tuples (and `codecs` the tables) until the kernel is done.
     lists, indexed = _prepare(names, arrays, used)
     n = len(lists[0])
-    slots = _q8_gather(names, lists, indexed, not encode_only, &dbl, &total)
-    c.has_state0 = q.used[0]
-    c.has_state1 = q.used[1]
-    c.has_state2 = q.used[2]
+    slots = _q8_gather(names, lists, indexed, not encode_only, &q, &dbl, &total)
+    c.has_state0 = q.used[0] or q.plain[0]
+    c.has_state1 = q.used[1] or q.plain[1]
+    c.has_state2 = q.used[2] or q.plain[2]
     with nogil:
         _q8_drive(kind, dbl, slots, n, total, c, &q, encode_only, threads)
     free(slots)

@@ -432,15 +432,20 @@ def _template_kernel(name):
 def _template_run(name, arrays, scalars, step, n_threads, master=None, rounding="nearest",
                   seed=0):
     """kernels.<name>(*arrays, *scalars, n_threads), or, when some buffer is 16-bit or a
-    master is given, kernels.<name>_compact (compact storage: module docstring).  The
-    values are checked; n_threads is resolved here."""
+    master is given, kernels.<name>_compact (compact storage: module docstring), or
+    when the state is 8-bit (QuantizedState), kernels.<name>8 (fastoptim.quantized).
+    The values are checked; n_threads is resolved here."""
     n_threads = resolve_n_threads(n_threads)
     if master is None:
         try:
             return getattr(kernels, name)(*arrays, *scalars, n_threads)
         except TypeError:
+            if _quant8_state(*arrays[2:]):
+                return _quant8.template(kernels, name, arrays, scalars, n_threads)
             if not _is_compact(arrays):
                 raise
+    elif _quant8_state(*arrays[2:]):
+        _no_master_with_8bit(master)
     _run_compact(getattr(kernels, name + "_compact"), arrays, master, scalars, rounding,
                  seed, step, n_threads)
 

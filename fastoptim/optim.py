@@ -40,6 +40,7 @@ from ._alloc import zeros_state_like
 from ._validation import check_real
 from ._backend import kernels as _kernels, resolve_n_threads
 from .quantized import QuantizedState, _check_arrays as _check_quantized_arrays
+from .quantized import template_maps as _template_maps, why_not_8bit as _why_not_8bit
 
 from .clip import _all_finite, _nonfinite_index
 
@@ -1727,13 +1728,24 @@ class _Elementwise(Optimizer):
 
     def _check_storage(self, state_dtype, master_weights, rounding, seed, min_8bit_size):
         Optimizer._check_storage(state_dtype, master_weights, rounding, seed, min_8bit_size)
-        if state_dtype == "int8":
+        if state_dtype == "int8" and _template_maps(_kernels, self._KERNEL) is None:
             raise ValueError(f"Invalid state_dtype: 'int8' ({type(self).__name__} keeps "
-                             "16-bit or full state: None, 'bfloat16' or 'float16'; 8-bit "
-                             "state is offered by SGD, Momentum, RMSprop, Adam and AdamW)")
+                             f"no 8-bit state: {_why_not_8bit(self._KERNEL)}; it takes None, "
+                             "'bfloat16' or 'float16'.  8-bit state: SGD, Momentum, RMSprop, "
+                             "Adam, AdamW, Adagrad, Lion, Adamax, RAdam, NAdam, "
+                             "AdamWScheduleFree)")
 
     def _kernel_values(self, g):  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def _buffer_dtype(self, p, name):
+        # state_dtype="int8": a buffer the template keeps float (Schedule-Free's z) is an
+        # array of the param's dtype
+        dtype = Optimizer._buffer_dtype(self, p, name)
+        if dtype is _INT8 and dict(zip(self._ALL_BUFFERS, _template_maps(
+                _kernels, self._KERNEL)))[name][1] is None:
+            return _math_dtype(p)
+        return dtype
 
     def _buffer_names(self, g):
         return self._ALL_BUFFERS
@@ -1872,7 +1884,8 @@ class Adagrad(_Elementwise):
     def __init__(self, params, lr=1e-2, lr_decay=0, weight_decay=0,
                  initial_accumulator_value=0, eps=1e-10, foreach=None, *, maximize=False,
                  differentiable=False, fused=None, nonfinite="ignore", n_threads=None,
-                 state_dtype=None, master_weights=None, rounding="nearest", seed=0):
+                 state_dtype=None, master_weights=None, rounding="nearest", seed=0,
+                 min_8bit_size=_MIN_8BIT_SIZE):
         defaults = dict(lr=lr, lr_decay=lr_decay, eps=eps, weight_decay=weight_decay,
                         initial_accumulator_value=initial_accumulator_value,
                         foreach=foreach, maximize=maximize, differentiable=differentiable,
@@ -1880,7 +1893,8 @@ class Adagrad(_Elementwise):
         self._check_group(defaults)
         super().__init__(params, defaults, nonfinite=nonfinite, n_threads=n_threads,
                          state_dtype=state_dtype, master_weights=master_weights,
-                         rounding=rounding, seed=seed)
+                         rounding=rounding, seed=seed,
+                         min_8bit_size=min_8bit_size)
         flat = [(p, g) for g in self.param_groups for p in g["params"]]
         for i, (p, g) in enumerate(flat):
             self.state[i] = {"step": 0, "sum": self._new_buffer(p, "sum", g)}
@@ -1888,7 +1902,12 @@ class Adagrad(_Elementwise):
     def _new_buffer(self, p, name, group):
         # torch fills a new sum with the optimizer's default, not the group's value
         buf = self._zeros_buffer(p, name)
-        buf[...] = _num(self.defaults["initial_accumulator_value"])
+        value = _num(self.defaults["initial_accumulator_value"])
+        if isinstance(buf, QuantizedState):  # every block holds the same value
+            codes, absmax = _R.quantize_blockwise(np.full(1, value, np.float32), False)
+            buf.codes[...], buf.absmax[...] = codes[0], absmax[0]
+        else:
+            buf[...] = value
         return buf
 
     def _kernel_values(self, g):
@@ -1923,7 +1942,8 @@ class Lion(_Elementwise):
 
     def __init__(self, params, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, use_triton=False,
                  decoupled_weight_decay=False, *, nonfinite="ignore", n_threads=None,
-                 state_dtype=None, master_weights=None, rounding="nearest", seed=0):
+                 state_dtype=None, master_weights=None, rounding="nearest", seed=0,
+                 min_8bit_size=_MIN_8BIT_SIZE):
         _check_bool("use_triton", use_triton)
         _check_bool("decoupled_weight_decay", decoupled_weight_decay)
         if not _real("learning rate", lr) > 0:
@@ -1934,7 +1954,8 @@ class Lion(_Elementwise):
         self.decoupled_wd = bool(decoupled_weight_decay)
         super().__init__(params, defaults, nonfinite=nonfinite, n_threads=n_threads,
                          state_dtype=state_dtype, master_weights=master_weights,
-                         rounding=rounding, seed=seed)
+                         rounding=rounding, seed=seed,
+                         min_8bit_size=min_8bit_size)
 
     def _kernel_values(self, g):
         beta1, beta2 = g["betas"]
@@ -1968,14 +1989,16 @@ class Adamax(_Elementwise):
     def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
                  foreach=None, *, maximize=False, differentiable=False, capturable=False,
                  nonfinite="ignore", n_threads=None,
-                 state_dtype=None, master_weights=None, rounding="nearest", seed=0):
+                 state_dtype=None, master_weights=None, rounding="nearest", seed=0,
+                 min_8bit_size=_MIN_8BIT_SIZE):
         defaults = dict(lr=lr, betas=_pair_tuple(betas), eps=eps, weight_decay=weight_decay,
                         foreach=foreach, maximize=maximize, differentiable=differentiable,
                         capturable=capturable)
         self._check_group(defaults)
         super().__init__(params, defaults, nonfinite=nonfinite, n_threads=n_threads,
                          state_dtype=state_dtype, master_weights=master_weights,
-                         rounding=rounding, seed=seed)
+                         rounding=rounding, seed=seed,
+                         min_8bit_size=min_8bit_size)
 
     def _check_across(self, g):
         _check_range("weight_decay value", g["weight_decay"], 0.0, None, False)
@@ -2016,7 +2039,8 @@ class RAdam(_Elementwise):
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
                  decoupled_weight_decay=False, *, foreach=None, maximize=False,
                  capturable=False, differentiable=False, nonfinite="ignore", n_threads=None,
-                 state_dtype=None, master_weights=None, rounding="nearest", seed=0):
+                 state_dtype=None, master_weights=None, rounding="nearest", seed=0,
+                 min_8bit_size=_MIN_8BIT_SIZE):
         defaults = dict(lr=lr, betas=_pair_tuple(betas), eps=eps, weight_decay=weight_decay,
                         maximize=maximize, foreach=foreach, capturable=capturable,
                         decoupled_weight_decay=decoupled_weight_decay,
@@ -2024,7 +2048,8 @@ class RAdam(_Elementwise):
         self._check_group(defaults)
         super().__init__(params, defaults, nonfinite=nonfinite, n_threads=n_threads,
                          state_dtype=state_dtype, master_weights=master_weights,
-                         rounding=rounding, seed=seed)
+                         rounding=rounding, seed=seed,
+                         min_8bit_size=min_8bit_size)
 
     _check_across = Adamax._check_across
     _plain_across = Adamax._plain_across
@@ -2175,7 +2200,8 @@ class NAdam(_Elementwise):
                  momentum_decay=4e-3, decoupled_weight_decay=False, *, foreach=None,
                  maximize=False, capturable=False, differentiable=False, nonfinite="ignore",
                  n_threads=None,
-                 state_dtype=None, master_weights=None, rounding="nearest", seed=0):
+                 state_dtype=None, master_weights=None, rounding="nearest", seed=0,
+                 min_8bit_size=_MIN_8BIT_SIZE):
         defaults = dict(lr=lr, betas=_pair_tuple(betas), eps=eps, weight_decay=weight_decay,
                         momentum_decay=momentum_decay,
                         decoupled_weight_decay=decoupled_weight_decay, maximize=maximize,
@@ -2183,7 +2209,8 @@ class NAdam(_Elementwise):
         self._check_group(defaults)
         super().__init__(params, defaults, nonfinite=nonfinite, n_threads=n_threads,
                          state_dtype=state_dtype, master_weights=master_weights,
-                         rounding=rounding, seed=seed)
+                         rounding=rounding, seed=seed,
+                         min_8bit_size=min_8bit_size)
 
     def _check_across(self, g):
         _check_range("weight_decay value", g["weight_decay"], 0.0, None, False)
@@ -2293,6 +2320,7 @@ class AdamWScheduleFree(_Elementwise):
     """
 
     _ALL_BUFFERS = ("z", "exp_avg_sq")
+    _KERNEL = "adamw_schedule_free"  # its own _kernel_call runs it (8-bit: z stays float)
     _TORCH_FLAGS = ("foreach",)
     _STEP_OPTIONAL = True  # schedulefree's state counts no steps (its groups keep k)
     _HYPERPARAMETERS = ("lr", "betas", "eps", "r", "warmup_steps", "train_mode",
@@ -2314,7 +2342,8 @@ class AdamWScheduleFree(_Elementwise):
     def __init__(self, params, lr=0.0025, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
                  warmup_steps=0, r=0.0, weight_lr_power=2.0, foreach=True, *,
                  nonfinite="ignore", n_threads=None,
-                 state_dtype=None, master_weights=None, rounding="nearest", seed=0):
+                 state_dtype=None, master_weights=None, rounding="nearest", seed=0,
+                 min_8bit_size=_MIN_8BIT_SIZE):
         defaults = dict(lr=lr, betas=_pair_tuple(betas), eps=eps, r=r, k=0,
                         warmup_steps=warmup_steps, train_mode=False, weight_sum=0.0,
                         lr_max=-1.0, scheduled_lr=0.0, weight_lr_power=weight_lr_power,
@@ -2323,7 +2352,8 @@ class AdamWScheduleFree(_Elementwise):
         self._schedule = {}  # id(group) -> this step's (ckp1, lr, bias_correction2)
         super().__init__(params, defaults, nonfinite=nonfinite, n_threads=n_threads,
                          state_dtype=state_dtype, master_weights=master_weights,
-                         rounding=rounding, seed=seed)
+                         rounding=rounding, seed=seed,
+                         min_8bit_size=min_8bit_size)
 
     def __setstate__(self, d):
         super().__setstate__(d)

@@ -8,10 +8,12 @@ bitsandbytes' (``create_dynamic_map``): signed for first moments (momentum_buffe
 exp_avg, grad_avg), unsigned for second moments (square_avg, exp_avg_sq,
 max_exp_avg_sq).  That is 1 + 4/256 bytes per element instead of 4.
 
-``fastoptim.adam_``, ``adamw_``, ``sgd_`` and ``rmsprop_`` take QuantizedState objects
-(or lists of them) in place of their state arrays: each block is decoded, updated in
-float32 exactly as with float32 state, and re-encoded (new absmax, nearest code) in
-one pass.  ``fastoptim.reference`` does the same in NumPy, bit for bit.
+``fastoptim.adam_``, ``adamw_``, ``sgd_`` and ``rmsprop_``, and of the template
+optimizers ``adagrad_``, ``lion_``, ``adamax_``, ``radam_``, ``nadam_`` and
+``adamw_schedule_free_`` (its ``exp_avg_sq``; ``template_maps``), take QuantizedState
+objects (or lists of them) in place of their state arrays: each block is decoded,
+updated in float32 exactly as with float32 state, and re-encoded (new absmax, nearest
+code) in one pass.  ``fastoptim.reference`` does the same in NumPy, bit for bit.
 """
 
 import numpy as np
@@ -257,3 +259,48 @@ def adam(kernels, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, amsgrad, *sc
                              ("exp_avg_sq", exp_avg_sq, False, True),
                              ("max_exp_avg_sq", max_exp_avg_sq, False, amsgrad)])
     kernels.adam8(param, grad, *states, signed, unsigned, amsgrad, *scalars)
+
+
+def template_maps(kernels, name):
+    """((buffer, signed), ...) of template optimizer `name`'s state buffers when stored
+    8-bit (generated from _kernels_elementwise.pxi.tp; signed None: the buffer stays a
+    float array, as Schedule-Free's z), or None: its state takes no 8-bit codes
+    (why_not_8bit)."""
+    return kernels.ELEMENTWISE_8BIT.get(name)
+
+
+#: why a template optimizer's state is not stored 8-bit (tests/test_quant8_elementwise.py
+#: shows each on the NumPy rules)
+_NOT_8BIT = {
+    "adadelta": "with both buffers 8-bit its step sqrt(acc_delta + eps) / sqrt(square_avg "
+                "+ eps) grows where square_avg decodes as 0, and diverges",
+    "rprop": "its per-element step sizes stall: a 1.2x growth rounds back to the same code",
+    "asgd": "ax is an average of the weights: updates below the code spacing are lost",
+}
+
+
+def why_not_8bit(name):
+    """The reason template optimizer `name` takes no 8-bit state (for error messages)."""
+    return _NOT_8BIT.get(name, "8-bit codes would destroy its state")
+
+
+def template(kernels, name, arrays, scalars, n_threads):
+    """Template optimizer `name` (kernels.<name>8) on (param, grad, *8-bit states)."""
+    maps = template_maps(kernels, name)
+    if maps is None:
+        raise TypeError(f"{name}_ takes no 8-bit state (QuantizedState): "
+                        f"{why_not_8bit(name)}; pass float arrays (or float16/bfloat16 ones)")
+    param, grad, *buffers = arrays
+    signed, unsigned = _codecs(kernels)
+    states = ()
+    for (buffer_name, is_signed), buffer in zip(maps, buffers):
+        if is_signed is not None:
+            states += _states(param, [(buffer_name, buffer, is_signed, True)])
+        elif is_quantized(buffer):
+            raise TypeError(f"{buffer_name} must be a float array like the param: it is an "
+                            "iterate like the weights, and updates below 8-bit codes' "
+                            "spacing would be lost (only the other state buffers take "
+                            "QuantizedState)")
+        else:
+            states += (buffer,)  # checked by the kernel, as the param
+    getattr(kernels, name + "8")(param, grad, *states, signed, unsigned, *scalars, n_threads)

@@ -744,3 +744,15 @@ adam_ = _with_quantized_state(adam_, {
 adamw_ = _with_quantized_state(adamw_, {
     "exp_avg": lambda a: True, "exp_avg_sq": lambda a: True,
     "max_exp_avg_sq": lambda a: a["amsgrad"]})
+
+
+# The template optimizers whose state takes 8-bit codes (every buffer of each; the
+# compiled table is fastoptim.quantized.template_maps): Schedule-Free's exp_avg_sq (its
+# z stays float); Adadelta, Rprop and ASGD keep float state (README "8-bit state").
+_ALWAYS = lambda a: True  # noqa: E731
+adagrad_ = _with_quantized_state(adagrad_, {"state_sum": _ALWAYS})
+lion_ = _with_quantized_state(lion_, {"exp_avg": _ALWAYS})
+adamax_ = _with_quantized_state(adamax_, {"exp_avg": _ALWAYS, "exp_inf": _ALWAYS})
+radam_ = _with_quantized_state(radam_, {"exp_avg": _ALWAYS, "exp_avg_sq": _ALWAYS})
+nadam_ = _with_quantized_state(nadam_, {"exp_avg": _ALWAYS, "exp_avg_sq": _ALWAYS})
+adamw_schedule_free_ = _with_quantized_state(adamw_schedule_free_, {"exp_avg_sq": _ALWAYS})

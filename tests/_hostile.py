@@ -532,7 +532,31 @@ def _elementwise_functional_calls(fo, name):
     compact = Call(fn, [_bf16(p32), _bf16(_vec(6, seed=1))] +
                    [_bf16(np.abs(_vec(6, seed=2 + k))) for k in range(n_bufs)],
                    dict(options, step=3, master=p32.copy(), rounding="stochastic", seed=7))
-    return [single, listed, compact]
+    return [single, listed, compact] + _elementwise_calls_8bit(fn, name, options, step)
+
+
+def _elementwise_calls_8bit(fn, name, options, step):
+    """The same steps with 8-bit state, for the optimizers whose state takes it."""
+    from fastoptim import QuantizedState as Q
+    from fastoptim._backend import kernels
+    from fastoptim.quantized import template_maps
+    maps = template_maps(kernels, name[:-1])
+    if maps is None:
+        return []
+
+    def state(n, seed, signed):
+        v = _vec(n, seed=seed)
+        if signed is None:  # a buffer kept float (Schedule-Free's z)
+            return v
+        return Q.from_array(v if signed else np.abs(v), signed=signed)
+
+    required = {k: options[k] for k in ELEMENTWISE_REQUIRED.get(name, ())}
+    return [Call(fn, [_vec(300), _vec(300, seed=1)] +
+                 [state(300, 2 + k, signed) for k, (_, signed) in enumerate(maps)],
+                 dict(options, **step)),
+            Call(fn, [[_vec(300), _vec(3, seed=5)], [_vec(300, seed=1), _vec(3, seed=6)]] +
+                 [[state(300, 2 + k, signed), state(3, 7 + k, signed)]
+                  for k, (_, signed) in enumerate(maps)], dict(required, **step))]
 
 
 def _functional_calls(fo, name):

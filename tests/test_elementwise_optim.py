@@ -11,6 +11,8 @@ import inspect
 import numpy as np
 import pytest
 
+from fastoptim._backend import kernels
+from fastoptim.quantized import template_maps
 from fastoptim.optim import (ASGD, Adadelta, Adagrad, Adamax, AdamWScheduleFree, Lion, NAdam,
                              RAdam, Rprop)
 
@@ -212,8 +214,10 @@ def test_signature_is_the_peers_plus_fastoptim_keywords(cls):
     ours = inspect.signature(cls).parameters
     theirs = inspect.signature(tcls).parameters
     assert list(ours)[:len(theirs)] == list(theirs)
+    eight_bit = template_maps(kernels, cls._KERNEL) is not None  # they take min_8bit_size
     assert list(ours)[len(theirs):] == ["nonfinite", "n_threads", "state_dtype",
-                                        "master_weights", "rounding", "seed"]
+                                        "master_weights", "rounding", "seed"] + (
+        ["min_8bit_size"] if eight_bit else [])
     for name, param in theirs.items():
         assert ours[name].kind == param.kind, name
         assert ours[name].default == param.default, name
