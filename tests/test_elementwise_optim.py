@@ -610,6 +610,55 @@ def test_one_group_edits_between_armed_steps_as_the_peer(cls, kw, rng):
     pair.assert_close()
 
 
+def _reference_options(cls, opt):
+    """The class's group values as reference.<kind>_ takes them."""
+    import fastoptim.reference as R
+    g = dict(opt.param_groups[0])
+    for pair, names in (("betas", ("beta1", "beta2")), ("etas", ("etaminus", "etaplus")),
+                        ("step_sizes", ("step_size_min", "step_size_max"))):
+        if pair in g:
+            g.update(zip(names, g.pop(pair)))
+    if cls is Lion and opt.decoupled_wd:
+        g["weight_decay"] = g["weight_decay"] / opt.defaults["lr"]
+    function = getattr(R, cls._KERNEL + "_")
+    taken = inspect.signature(function).parameters
+    return function, {k: v for k, v in g.items() if k in taken}, g
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("cls,kw", [c for c in CONFIGS if c[0] is not AdamWScheduleFree],
+                         ids=[i for c, i in zip(CONFIGS, IDS) if c[0] is not AdamWScheduleFree])
+def test_class_steps_equal_the_reference_bit_for_bit(cls, kw, dtype, rng):
+    # One group, one param: the armed step (scalars computed once per plan where the
+    # step does not enter them, NAdam's mu_t once per step) against the NumPy reference
+    # called with each step's scalars computed here, as torch does.
+    p = rng.standard_normal(100).astype(dtype)
+    q = p.copy()
+    opt = make(cls, [p], **kw)
+    function, options, g = _reference_options(cls, opt)
+    start = {"sum": g.get("initial_accumulator_value", 0), "step_size": g.get("lr")}
+    buffers = [np.full_like(q, start.get(name) or 0) for name in cls._ALL_BUFFERS]
+    f32 = np.float32
+    mu_product, eta, mu = 1.0, float(f32(g.get("lr", 0))), 1.0
+    for t in range(1, 12):
+        grad = rng.standard_normal(100).astype(dtype)
+        opt.step([grad])
+        extra = {}
+        if cls is NAdam:
+            mu_t = g["beta1"] * (1.0 - 0.5 * 0.96 ** (t * g["momentum_decay"]))
+            mu_product = float(f32(mu_product) * f32(mu_t))
+            extra["mu_product"] = mu_product
+        if cls is ASGD:
+            extra.update(eta=eta, mu=mu)
+            eta = float(f32(g["lr"] / (1 + g["lambd"] * g["lr"] * t) ** g["alpha"]))
+            mu = float(f32(1 / max(1, t - g["t0"])))
+        function(q, grad, *buffers, step=t, **options, **extra)
+        np.testing.assert_array_equal(p, q, strict=True)
+    for name, buf in zip(cls._ALL_BUFFERS, buffers):
+        np.testing.assert_array_equal(opt.state[0][name], buf, strict=True)
+    assert opt._plan.call is not None  # the steps ran armed
+
+
 # ----------------------------------------------------------------- convergence
 def quadratic_grad(p, scales=np.array([1.0, 3.0, 10.0])):
     return (scales * p).astype(p.dtype)  # f = 0.5 * sum(scales * p^2), minimum at 0
