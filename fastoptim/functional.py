@@ -423,10 +423,24 @@ def _sign(maximize):
     return -1.0 if maximize else 1.0
 
 
+#: the template optimizers whose scalars never depend on the step
+_STEP_FREE = ("lion", "adadelta", "rprop")
+
+
 def _template_kernel(name):
     """(kernels.<name>, _<name>_scalars) of a template optimizer: its compiled entry
     point and the function of its checked values that computes the entry's scalars."""
     return getattr(kernels, name), globals()[f"_{name}_scalars"]
+
+
+def _template_step_free_scalars(name, values):
+    """_<name>_scalars(step, *values) when it does not depend on the step for these
+    values (the same call, so the same bits, whatever the step), else None: the classes
+    then compute it once per plan instead of every step."""
+    if name in _STEP_FREE or (name == "adagrad" and values[1] == 0):
+        # Adagrad without lr_decay: clr = lr / (1 + (step - 1) * 0.0) = lr exactly
+        return globals()[f"_{name}_scalars"](1, *values)
+    return None
 
 
 def _template_run(name, arrays, scalars, step, n_threads, master=None, rounding="nearest",
@@ -691,12 +705,23 @@ def nadam_(param, grad, exp_avg, exp_avg_sq, *, step, mu_product, lr=2e-3, beta1
 
 def _nadam_scalars(step, mu_product, lr, beta1, beta2, eps, weight_decay, momentum_decay,
                    decoupled, maximize):
-    mu = nadam_momentum(beta1, momentum_decay, step)
-    mu_next = nadam_momentum(beta1, momentum_decay, step + 1)
+    return _nadam_prepared_scalars(lr, beta1, beta2, eps, weight_decay, decoupled, maximize)(
+        step, mu_product, nadam_momentum(beta1, momentum_decay, step),
+        nadam_momentum(beta1, momentum_decay, step + 1))
+
+
+def _nadam_prepared_scalars(lr, beta1, beta2, eps, weight_decay, decoupled, maximize):
+    """at(step, mu_product, mu, mu_next): _nadam_scalars with these values (mu = mu_t,
+    mu_next = mu_{t+1}), the parts that do not depend on the step computed once (the
+    class computes each mu_t once: this step's mu_next is the next step's mu)."""
     l2, decay = _adam_weight_decay(lr, weight_decay, decoupled)
-    return (_sign(maximize), weight_decay, decay, 1 - beta1, beta2, 1 - beta2,
-            1 - beta2 ** step, eps, -lr * (1.0 - mu) / (1.0 - mu_product),
-            (-lr * mu_next) / (1.0 - mu_product * mu_next), l2, abs(1 - beta1) < 0.5)
+    head = (_sign(maximize), weight_decay, decay, 1 - beta1, beta2, 1 - beta2)
+    tail = (l2, abs(1 - beta1) < 0.5)
+
+    def at(step, mu_product, mu, mu_next):
+        return (*head, 1 - beta2 ** step, eps, -lr * (1.0 - mu) / (1.0 - mu_product),
+                (-lr * mu_next) / (1.0 - mu_product * mu_next), *tail)
+    return at
 
 
 def asgd_(param, grad, ax, *, step, eta, mu, lambd=1e-4, weight_decay=0.0, maximize=False,

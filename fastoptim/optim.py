@@ -1713,11 +1713,13 @@ class _Elementwise(Optimizer):
     The step: ``_KERNEL`` names the template kernel (``kernels.<name>``, with
     ``functional._<name>_scalars``); ``_kernel_values(g)`` gives the group's checked
     values as that scalars function takes them after ``step``, converted once per plan,
-    so a step computes its scalars in Python floats and makes one kernel call (which
-    checks every array before it writes anything).  A class with ``_SCALAR_STATE`` also
-    defines ``_scalar_schedule(g)``: a function of (step, the bucket's scalar state or
-    None) giving the scalars function's values for this step (after ``step``) and the
-    state after it.
+    so a step computes its scalars in Python floats (once per plan when they do not
+    depend on the step: functional._template_step_free_scalars) and makes one kernel
+    call (which checks every array before it writes anything).  A class with
+    ``_SCALAR_STATE`` also defines ``_scalar_schedule(g)``: a function of (step, the
+    bucket's scalar state or None) giving the scalars function's values for this step
+    (after ``step``) and the state after it (or overrides ``_scalars_with_state``, as
+    NAdam does).
     """
 
     _REALS = ()
@@ -1778,16 +1780,33 @@ class _Elementwise(Optimizer):
                                     n_threads)
         values = self._kernel_values(g)
         if not self._SCALAR_STATE:
+            fixed = _F._template_step_free_scalars(self._KERNEL, values)
+            if fixed is not None:
+                def update_step_free(grads, step):
+                    run(grads, step, fixed)
+                return update_step_free
+
             def update(grads, step):
                 run(grads, step, scalars(step, *values))
             return update
-        schedule = self._scalar_schedule(g)
+        scalars_and_state = self._scalars_with_state(g, values)
 
         def update_with_state(grads, step, state):
-            now, after = schedule(step, state)
-            run(grads, step, scalars(step, *now, *values))
+            now, after = scalars_and_state(step, state)
+            run(grads, step, now)
             return after
         return update_with_state
+
+    def _scalars_with_state(self, g, values):
+        """(step, scalar state or None) -> (the kernel's scalars, the state after the
+        step): the schedule's values, then the scalars function's."""
+        scalars = _F._template_kernel(self._KERNEL)[1]
+        schedule = self._scalar_schedule(g)
+
+        def at(step, state):
+            now, after = schedule(step, state)
+            return scalars(step, *now, *values), after
+        return at
 
     def _check_group(self, g):
         if self._plain_group(g):
@@ -2224,19 +2243,39 @@ class NAdam(_Elementwise):
         return (*_adam_like_values(g), _num(g["momentum_decay"]),
                 bool(g["decoupled_weight_decay"]), bool(g["maximize"]))
 
-    def _scalar_schedule(self, g):
-        beta1, momentum_decay = _num(g["betas"][0]), _num(g["momentum_decay"])
+    def _scalars_with_state(self, g, values):
+        # the schedule's and the scalars' mu_t and mu_{t+1}, each computed once: this
+        # step's mu_{t+1} is kept for the next step's mu_t (the same call, the same bits)
+        lr, beta1, beta2, eps, weight_decay, momentum_decay, decoupled, maximize = values
         momentum = _R.nadam_momentum
+        scalars_of_mu = _F._nadam_prepared_scalars(lr, beta1, beta2, eps, weight_decay,
+                                                   decoupled, maximize)
+        mus = {}
 
-        def schedule(step, state):
-            # mu_product *= mu_t in float32, as torch's (the product of two float32
-            # values is exact in double: one rounding, as a float32 multiply)
-            mu_product = _float32(_float32(1.0 if state is None else state[0])
-                                  * _float32(momentum(beta1, momentum_decay, step)))
-            if not 0.0 <= mu_product < 1.0:  # the functional's check and message
-                check_real("mu_product", mu_product, low=0.0, high=1.0, high_open=True)
-            return (mu_product,), (mu_product,)
-        return schedule
+        def mu_at(step):  # (mu_t, mu_t rounded to float32)
+            mu = mus.get(step)
+            if mu is None:
+                if len(mus) > 4:  # steps run in order: a few are enough
+                    mus.clear()
+                value = momentum(beta1, momentum_decay, step)
+                mu = mus[step] = (value, _float32(value))
+            return mu
+
+        def at(step, state):
+            (mu, mu32), (mu_next, _) = mu_at(step), mu_at(step + 1)
+            mu_product = _nadam_mu_product(1.0 if state is None else state[0], mu32)
+            return scalars_of_mu(step, mu_product, mu, mu_next), (mu_product,)
+        return at
+
+
+def _nadam_mu_product(before, mu32):
+    """NAdam's mu_product after this step: before * mu_t in float32, as torch's (the
+    product of two float32 values is exact in double: one rounding, as a float32
+    multiply); mu32 is mu_t rounded to float32."""
+    mu_product = _float32(_float32(before) * mu32)
+    if not 0.0 <= mu_product < 1.0:  # the functional's check and message
+        check_real("mu_product", mu_product, low=0.0, high=1.0, high_open=True)
+    return mu_product
 
 
 class ASGD(_Elementwise):

@@ -6,11 +6,13 @@ state buffer within float64 normwise relative error 1e-12 after 50 steps (float3
 and refused values as the peer's.  Convergence on the quadratic bowl and Rosenbrock.
 Bad input through the class: TypeError/ValueError, nothing changed."""
 
+import copy
 import inspect
 
 import numpy as np
 import pytest
 
+from fastoptim import functional as F
 from fastoptim._backend import kernels
 from fastoptim.quantized import template_maps
 from fastoptim.optim import (ASGD, Adadelta, Adagrad, Adamax, AdamWScheduleFree, Lion, NAdam,
@@ -75,14 +77,15 @@ def rel_err(a, b):
 
 class Pair:
     """The same model under fastoptim and the peer, two param groups (the second at half
-    the learning rate)."""
+    the learning rate), or one (the classes' armed step)."""
 
-    def __init__(self, cls, kw, dtype, rng):
+    def __init__(self, cls, kw, dtype, rng, one_group=False):
         self.torch = pytest.importorskip("torch")
         self.cls, self.rng, self.dtype = cls, rng, dtype
         self.params = [rng.standard_normal(s).astype(dtype) for s in SHAPES]
         self.tparams = [self.torch.tensor(p.copy(), requires_grad=True) for p in self.params]
-        groups = lambda ps: [dict(params=ps[:2]), dict(params=ps[2:], lr=kw["lr"] / 2)]
+        groups = lambda ps: ([dict(params=ps)] if one_group else
+                             [dict(params=ps[:2]), dict(params=ps[2:], lr=kw["lr"] / 2)])
         tcls, extra = peer(cls)
         self.opt = make(cls, groups(self.params), **kw)
         self.topt = tcls(groups(self.tparams), **kw, **extra)
@@ -459,6 +462,205 @@ def test_bad_steps_are_refused_and_change_nothing(cls, rng):
     for i, st in opt.state.items():
         for k, v in st.items():
             np.testing.assert_array_equal(v, before[1][i][k])
+
+
+# ------------------------------------------------------------ the armed step
+def _kernel_name(cls):
+    return cls._KERNEL or "adamw_schedule_free"
+
+
+@pytest.mark.parametrize("cls", CLASSES)
+def test_one_kernel_call_per_group(cls, monkeypatch, rng):
+    calls = []
+    real = getattr(F.kernels, _kernel_name(cls))
+
+    def spy(param, *args):
+        calls.append(len(param))
+        return real(param, *args)
+
+    # the compiled entry itself: the class's step goes there directly
+    monkeypatch.setattr(F.kernels, _kernel_name(cls), spy)
+    groups = [dict(params=[rng.standard_normal(3) for _ in range(10)]),
+              dict(params=[rng.standard_normal(2) for _ in range(3)], lr=0.005)]
+    opt = make(cls, groups, lr=0.01)
+    for _ in range(3):
+        opt.step([rng.standard_normal(p.shape) for g in groups for p in g["params"]])
+    assert calls == [10, 3] * 3
+
+
+@pytest.mark.parametrize("cls", CLASSES)
+def test_armed_steps_are_one_kernel_call_and_no_checked_step(cls, monkeypatch, rng):
+    # One group: once its state exists the step is the armed call alone.
+    params = [rng.standard_normal(s) for s in SHAPES]
+    opt = make(cls, params, lr=0.01)
+    for _ in range(2):
+        opt.step([rng.standard_normal(s) for s in SHAPES])
+    calls, checked = [], []
+    real = getattr(F.kernels, _kernel_name(cls))
+    monkeypatch.setattr(F.kernels, _kernel_name(cls),
+                        lambda param, *args: calls.append(len(param)) or real(param, *args))
+    opt._plan = None  # re-planned with the spy; then armed
+    opt.step([rng.standard_normal(s) for s in SHAPES])
+    monkeypatch.setattr(opt, "_checked_step", lambda grads: checked.append(1))
+    for _ in range(3):
+        assert opt.step([rng.standard_normal(s) for s in SHAPES])
+    assert calls == [3] * 4 and not checked
+
+
+def _edits(cls):
+    """(step index, edit(opt, params, saved)) applied alike to both runs: every change
+    that must drop or re-arm the armed call."""
+    name = cls._ALL_BUFFERS[0] if cls is not AdamWScheduleFree else "exp_avg_sq"
+    def lr(opt, params, saved):
+        opt.param_groups[0]["lr"] = opt.param_groups[0]["lr"] * 0.5
+    def save(opt, params, saved):
+        saved.append(opt.state_dict())
+    def load(opt, params, saved):
+        opt.load_state_dict(saved[-1])
+    def replace_param(opt, params, saved):
+        new = params[1].copy() * 0.5
+        opt.param_groups[0]["params"][1] = params[1] = new
+    def replace_buffer(opt, params, saved):
+        opt.state[0][name] = np.abs(opt.state[0][name]) * 0.5
+    def step_count(opt, params, saved):
+        opt.state[2]["step"] = 7
+    def values(opt, params, saved):
+        g = opt.param_groups[0]
+        if "weight_decay" in g:
+            g["weight_decay"] = 0.05
+        if "maximize" in g:
+            g["maximize"] = not g["maximize"]
+    return [(1, save), (2, lr), (3, replace_param), (4, replace_buffer), (5, step_count),
+            (6, values), (7, load), (9, lr)]
+
+
+@pytest.mark.parametrize("cls", CLASSES)
+def test_edits_between_armed_steps_are_honoured_as_by_the_full_path(cls, rng):
+    runs = []
+    grads = [[rng.standard_normal(s) for s in SHAPES] for _ in range(14)]
+    start = [rng.standard_normal(s) for s in SHAPES]
+    for armed in (True, False):
+        params = [p.copy() for p in start]
+        opt = make(cls, params, lr=0.01)
+        if not armed:  # every step plans and checks from scratch
+            opt._armed_plan = lambda: None
+        checked, full = [], opt._checked_step
+        opt._checked_step = lambda grads: checked.append(1) or full(grads)
+        saved, edits = [], dict(_edits(cls))
+        for k, g in enumerate(grads):
+            if k in edits:
+                edits[k](opt, params, saved)
+            assert opt.step([x.copy() for x in g])
+        # armed: the steps after an edit re-plan, the others do not
+        assert len(checked) <= len(grads) - 5 if armed else len(checked) == len(grads)
+        opt.add_param_group(dict(params=[start[0] * 2]))
+        params.append(opt.param_groups[1]["params"][0])
+        for g in grads[:3]:
+            opt.step([x.copy() for x in g] + [g[0].copy()])
+        runs.append((params, opt.state_dict()))
+    (pa, sa), (pb, sb) = runs
+    for a, b in zip(pa, pb):
+        np.testing.assert_array_equal(a, b)
+    assert sa["state"].keys() == sb["state"].keys()
+    for i in sa["state"]:
+        for k, v in sa["state"][i].items():
+            np.testing.assert_array_equal(v, sb["state"][i][k])
+    assert sa["param_groups"] == sb["param_groups"]
+
+
+@pytest.mark.parametrize("cls", CLASSES)
+def test_a_resized_param_or_refused_value_is_refused_by_the_armed_step(cls, rng):
+    params = [rng.standard_normal(s) for s in SHAPES]
+    opt = make(cls, params, lr=0.01)
+    for _ in range(3):
+        opt.step([rng.standard_normal(s) for s in SHAPES])
+    assert opt._plan.call is not None  # armed
+    before = _snapshot(opt, params)
+    good = params[1]
+    opt.param_groups[0]["params"][1] = np.zeros(7)  # its state is still of shape (5,)
+    with pytest.raises(ValueError):
+        opt.step([rng.standard_normal(s) for s in SHAPES[:1]] + [np.zeros(7)]
+                 + [rng.standard_normal(SHAPES[2])])
+    opt.param_groups[0]["params"][1] = good
+    _assert_unchanged(opt, params, before)
+    opt.param_groups[0]["lr"] = -1.0
+    with pytest.raises(ValueError, match="learning rate"):
+        opt.step([rng.standard_normal(s) for s in SHAPES])
+    opt.param_groups[0]["lr"] = 0.01
+    _assert_unchanged(opt, params, before)
+
+
+@pytest.mark.parametrize("cls,kw", CONFIGS, ids=IDS)
+def test_one_group_edits_between_armed_steps_as_the_peer(cls, kw, rng):
+    # One group: the armed path; lr edited, then each side loads its own earlier state
+    pair = Pair(cls, kw, np.float64, rng, one_group=True)
+    pair.step(2)
+    saved = (pair.opt.state_dict(), copy.deepcopy(pair.topt.state_dict()),
+             [p.copy() for p in pair.params])
+    pair.step(2)
+    for g in pair.opt.param_groups + pair.topt.param_groups:
+        g["lr"] = g["lr"] * 0.5
+    pair.step(2)
+    pair.assert_close()
+    pair.opt.load_state_dict(saved[0])
+    pair.topt.load_state_dict(saved[1])
+    for st in pair.topt.state.values():  # torch's load casts it to the param's dtype;
+        if "mu_product" in st:  # it keeps float32 otherwise, as fastoptim always does
+            st["mu_product"] = st["mu_product"].float()
+    for p, q in zip(pair.params, saved[2]):
+        p[...] = q
+    pair.sync_params(to_torch=True)
+    pair.step(3)
+    pair.assert_close()
+
+
+def _reference_options(cls, opt):
+    """The class's group values as reference.<kind>_ takes them."""
+    import fastoptim.reference as R
+    g = dict(opt.param_groups[0])
+    for pair, names in (("betas", ("beta1", "beta2")), ("etas", ("etaminus", "etaplus")),
+                        ("step_sizes", ("step_size_min", "step_size_max"))):
+        if pair in g:
+            g.update(zip(names, g.pop(pair)))
+    if cls is Lion and opt.decoupled_wd:
+        g["weight_decay"] = g["weight_decay"] / opt.defaults["lr"]
+    function = getattr(R, cls._KERNEL + "_")
+    taken = inspect.signature(function).parameters
+    return function, {k: v for k, v in g.items() if k in taken}, g
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("cls,kw", [c for c in CONFIGS if c[0] is not AdamWScheduleFree],
+                         ids=[i for c, i in zip(CONFIGS, IDS) if c[0] is not AdamWScheduleFree])
+def test_class_steps_equal_the_reference_bit_for_bit(cls, kw, dtype, rng):
+    # One group, one param: the armed step (scalars computed once per plan where the
+    # step does not enter them, NAdam's mu_t once per step) against the NumPy reference
+    # called with each step's scalars computed here, as torch does.
+    p = rng.standard_normal(100).astype(dtype)
+    q = p.copy()
+    opt = make(cls, [p], **kw)
+    function, options, g = _reference_options(cls, opt)
+    start = {"sum": g.get("initial_accumulator_value", 0), "step_size": g.get("lr")}
+    buffers = [np.full_like(q, start.get(name) or 0) for name in cls._ALL_BUFFERS]
+    f32 = np.float32
+    mu_product, eta, mu = 1.0, float(f32(g.get("lr", 0))), 1.0
+    for t in range(1, 12):
+        grad = rng.standard_normal(100).astype(dtype)
+        opt.step([grad])
+        extra = {}
+        if cls is NAdam:
+            mu_t = g["beta1"] * (1.0 - 0.5 * 0.96 ** (t * g["momentum_decay"]))
+            mu_product = float(f32(mu_product) * f32(mu_t))
+            extra["mu_product"] = mu_product
+        if cls is ASGD:
+            extra.update(eta=eta, mu=mu)
+            eta = float(f32(g["lr"] / (1 + g["lambd"] * g["lr"] * t) ** g["alpha"]))
+            mu = float(f32(1 / max(1, t - g["t0"])))
+        function(q, grad, *buffers, step=t, **options, **extra)
+        np.testing.assert_array_equal(p, q, strict=True)
+    for name, buf in zip(cls._ALL_BUFFERS, buffers):
+        np.testing.assert_array_equal(opt.state[0][name], buf, strict=True)
+    assert opt._plan.call is not None  # the steps ran armed
 
 
 # ----------------------------------------------------------------- convergence
