@@ -736,7 +736,10 @@ def _torch_optimizer(cls, stepped=True, dtype=None, compact=False):
               "RAdam": dict(decoupled_weight_decay=True, weight_decay=0.1),
               "NAdam": dict(weight_decay=0.01), "Rprop": dict(etas=(0.4, 1.3)),
               "ASGD": dict(t0=1), "Lion": dict(weight_decay=0.1, decoupled_weight_decay=True),
-              "AdamWScheduleFree": dict(warmup_steps=2)}[cls.__name__]
+              "AdamWScheduleFree": dict(warmup_steps=2),
+              "Adafactor": dict(weight_decay=0.01)}[cls.__name__]
+    if cls.__name__ == "Adafactor":  # a factored param (row_var, col_var) and a vector
+        params[0] = params[0].detach().reshape(2, 3).requires_grad_()
     if compact:
         kwargs = dict(kwargs, rounding="stochastic", seed=3)
         if cls.__name__ == "RMSprop":  # centered: square_avg - grad_avg**2 in float32 (README)
@@ -745,7 +748,7 @@ def _torch_optimizer(cls, stepped=True, dtype=None, compact=False):
     if hasattr(opt, "train"):  # schedule-free: steps in train mode
         opt.train()
     for k, p in enumerate(params):
-        p.grad = torch.tensor(_vec(p.numel(), seed=12 + k), dtype=p.dtype)
+        p.grad = torch.tensor(_vec(p.numel(), seed=12 + k), dtype=p.dtype).reshape(p.shape)
     if stepped:
         opt.step()
     return opt, params, kwargs
