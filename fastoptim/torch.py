@@ -54,7 +54,8 @@ from ._validation import check_real
 from .reference import asgd_eta, nadam_momentum
 
 __all__ = ["SGD", "RMSprop", "Adam", "AdamW", "Adagrad", "Adadelta", "Adamax", "RAdam",
-           "NAdam", "Rprop", "ASGD", "Lion", "AdamWScheduleFree", "Adafactor"]
+           "NAdam", "Rprop", "ASGD", "Lion", "AdamWScheduleFree", "Adafactor",
+           "Muon"]
 
 _NUMPY_DTYPES = {torch.float32: np.dtype(np.float32), torch.float64: np.dtype(np.float64),
                  torch.float16: np.dtype(np.float16), torch.bfloat16: None}  # None: ml_dtypes'
@@ -282,6 +283,9 @@ class _FusedStep(torch.optim.Optimizer):
       (a positional buffer a group does not need is passed as None);
     * ``_hyper(group)``: the group's hyperparameters as the functional's keyword
       arguments (the functional checks them);
+    * ``_uses_buffer(p, name)`` and ``_buffer_shape(p, name)``: which of the group's
+      buffers a param keeps (the call passes None for the others) and their shapes
+      (the param's unless a subclass says otherwise: Adafactor's factors);
     * ``_COUNTS_STEPS``: torch keeps ``state["step"]`` (False for SGD: its buffers start
       from the gradient instead, which the functional does at ``step=1``);
     * ``_STEP_BOUND``: buffers that may not be missing once steps were counted (their
@@ -1458,6 +1462,41 @@ class Adafactor(_FusedStep, torch.optim.Adafactor):
         if name in self._FACTORS:  # torch's p.grad.new_zeros(row_shape / col_shape)
             return torch.zeros(self._buffer_shape(p, name), dtype=p.dtype)
         return super()._new_buffer(name, p, group)
+
+
+class Muon(_FusedStep, torch.optim.Muon):
+    __doc__ = ("torch.optim.Muon with fastoptim's step (``fastoptim.muon_``: the momentum, "
+               "the Nesterov blend and the norm in one compiled pass; the Newton-Schulz "
+               "products are NumPy's BLAS in the param's dtype, where torch's run in "
+               "bfloat16, so the results are not torch's: within bfloat16's precision of "
+               "them).  Every param must be 2-D (a ValueError, also from add_param_group).  "
+               "The state is torch's, ``momentum_buffer`` only, so state dicts move both "
+               "ways.\n\n" + (torch.optim.Muon.__doc__ or ""))
+
+    _FUNCTIONAL = "muon_"
+    _BUFFERS = (("momentum_buffer", "pos", _needed_always),)
+    _COUNTS_STEPS = False  # torch's Muon keeps no step, and the rule needs none
+
+    def __init__(self, params, lr=1e-3, weight_decay=0.1, momentum=0.95, nesterov=True,
+                 ns_coefficients=(3.4445, -4.775, 2.0315), eps=1e-7, ns_steps=5,
+                 adjust_lr_fn=None):
+        _construct(self, torch.optim.Muon, locals())
+
+    def _hyper(self, g):
+        return dict(lr=_scalar(g["lr"]), weight_decay=_scalar(g["weight_decay"]),
+                    momentum=_scalar(g["momentum"]), nesterov=g["nesterov"],
+                    ns_coefficients=g["ns_coefficients"], eps=_scalar(g["eps"]),
+                    ns_steps=g["ns_steps"], adjust_lr_fn=g["adjust_lr_fn"])
+
+    def _step_kwargs(self, group, step):
+        return self._hyper(group)  # muon_ takes no step
+
+    def _check_param_kind(self, p, label):
+        super()._check_param_kind(p, label)
+        if p.dim() != 2:
+            raise ValueError(f"Muon only supports 2D parameters whereas we found a parameter "
+                             f"with size: {p.size()} ({label}; optimize it with another "
+                             "optimizer, e.g. AdamW)")
 
 
 # ------------------------------------------------- optimizers torch.optim does not have

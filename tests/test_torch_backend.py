@@ -539,6 +539,6 @@ def test_constructor_signatures_and_defaults_are_torchs():
                    ] if getattr(ft, name)._COMPACT else []
         assert [(p.name, p.kind, p.default) for p in ours] == \
             [(p.name, p.kind, p.default) for p in theirs] + storage, name
-        p = torch.zeros(2, requires_grad=True)
+        p = torch.zeros(2, 2, requires_grad=True)  # (Muon: 2-D params only)
         assert getattr(ft, name)([p]).defaults == getattr(torch.optim, name)([p]).defaults
         assert isinstance(getattr(ft, name)([p]), getattr(torch.optim, name))
