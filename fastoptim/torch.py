@@ -50,6 +50,7 @@ import torch
 from torch.optim import optimizer as _torch_optimizer
 
 from . import functional as _F
+from ._alloc import _MIN_STAGGER_NBYTES, _PAGE, _STAGGER_BYTES
 from ._validation import check_real
 from .reference import asgd_eta, nadam_momentum
 
@@ -164,6 +165,22 @@ def _view_like(t, label, param_view, cached, dtype, why="", shape=None):
                          f"{tuple(t.stride())} vs {tuple(param_view.tensor.stride())}); "
                          "element k must be the same element of both")
     return _View(t, a)
+
+
+def _zeros_state_like(p, dtype, index):
+    """``torch.zeros_like(p, dtype=dtype)`` in p's memory order, placed as
+    ``fastoptim.zeros_state_like`` places NumPy state: ``index * 1088`` bytes past p's
+    offset within a 4 KiB page (buffers at one page offset conflict in the L1; see
+    fastoptim/_alloc.py).  An ordinary tensor: a view of a zeroed allocation 4 KiB
+    larger than it needs.  Small buffers (in cache) are plain ``zeros_like``."""
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    nbytes = p.numel() * itemsize
+    if nbytes < _MIN_STAGGER_NBYTES:
+        return torch.zeros_like(p, dtype=dtype, memory_format=torch.preserve_format)
+    raw = torch.zeros(nbytes + _PAGE, dtype=torch.uint8)
+    start = (_data_ptr(p) + index * _STAGGER_BYTES - _data_ptr(raw)) % _PAGE
+    start -= start % itemsize
+    return raw[start:start + nbytes].view(dtype).as_strided(p.shape, p.stride())
 
 
 def _byte_range(a):
@@ -340,8 +357,8 @@ class _FusedStep(torch.optim.Optimizer):
         dtype the state is kept in (the master: the param's values in float32)."""
         if name == _MASTER:
             return torch.empty_like(p, dtype=torch.float32).copy_(p.detach())
-        return torch.zeros_like(p, dtype=self._buffer_dtype(p, name),
-                                memory_format=torch.preserve_format)
+        index = 1 + [n for n, _, _ in self._BUFFERS].index(name)
+        return _zeros_state_like(p, self._buffer_dtype(p, name), index)
 
     def _scalar_start(self, group):  # pragma: no cover - subclasses with _SCALAR_STATE
         raise NotImplementedError

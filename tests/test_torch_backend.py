@@ -340,6 +340,50 @@ def test_updates_the_tensors_own_memory_and_follows_replacements():
     assert opt.state[w]["step"].item() == 2.0
 
 
+def test_large_state_is_staggered_and_interchanges_with_torch():
+    """State buffers of 64 KiB or more start at their param's page offset plus k * 1088
+    bytes (fastoptim.zeros_state_like's placement), yet are ordinary tensors: the
+    param's shape, dtype and strides (a transposed param too), saved and loaded by
+    torch, and a state dict moves to torch.optim.Adam and back with the runs equal to
+    torch's own."""
+    import io
+    g = torch.Generator().manual_seed(2)
+    start = [torch.randn(300, 100, generator=g, dtype=torch.float64),
+             torch.randn(100, 300, generator=g, dtype=torch.float64).t(), torch.randn(8)]
+    grads = [[torch.empty_like(p).copy_(torch.randn(p.shape, generator=g, dtype=p.dtype))
+              for p in start] for _ in range(6)]  # (in their param's memory order)
+    fparams = [p.clone(memory_format=torch.preserve_format).requires_grad_() for p in start]
+    tparams = [p.clone(memory_format=torch.preserve_format).requires_grad_() for p in start]
+    fopt = ft.Adam(fparams, lr=0.01, amsgrad=True)
+    topt = torch.optim.Adam(tparams, lr=0.01, amsgrad=True)
+
+    def step(k):
+        for fp, tp, gr in zip(fparams, tparams, grads[k]):
+            fp.grad, tp.grad = gr.clone(), gr.clone()
+        fopt.step()
+        topt.step()
+
+    step(0)
+    for p in fparams[:2]:
+        st = fopt.state[p]
+        for index, key in enumerate(("exp_avg", "exp_avg_sq", "max_exp_avg_sq"), 1):
+            t = st[key]
+            assert (t.data_ptr() - p.data_ptr()) % 4096 == index * 1088, key
+            assert t.shape == p.shape and t.stride() == p.stride() and t.dtype == p.dtype
+    buf = io.BytesIO()
+    torch.save(fopt.state_dict(), buf)
+    buf.seek(0)
+    saved = torch.load(buf)
+    moved = torch.optim.Adam(fparams, lr=0.01, amsgrad=True)  # ours -> torch
+    moved.load_state_dict(saved)
+    back = ft.Adam(tparams, lr=0.01, amsgrad=True)  # torch's -> ours
+    back.load_state_dict(topt.state_dict())
+    fopt, topt = moved, back
+    for k in range(1, 6):
+        step(k)
+    assert_close(fparams, tparams, TOL[torch.float64])
+
+
 def test_same_grad_tensor_kept_between_steps_is_reread():
     """zero_grad(set_to_none=False) keeps the grad tensors: their new values are used."""
     dtype = torch.float64
