@@ -1451,8 +1451,15 @@ class Adafactor(_FusedStep, torch.optim.Adafactor):
         eps = g["eps"]
         if not isinstance(eps, (tuple, list)) or len(eps) != 2:
             raise TypeError(f"eps must be a pair (eps1 or None, eps2), got {eps!r}")
+        eps1 = eps[0]
+        if eps1 is None:
+            # torch's loop sets eps1 from the first param with a grad and keeps it for
+            # the rest of the group, whatever their dtypes
+            first = next((p for p in g.get("params", ()) if isinstance(p, torch.Tensor)
+                          and p.grad is not None and p.is_floating_point()), None)
+            eps1 = None if first is None else torch.finfo(first.dtype).eps
         return dict(lr=_scalar(g["lr"]), beta2_decay=_scalar(g["beta2_decay"]),
-                    eps1=None if eps[0] is None else _scalar(eps[0]), eps2=_scalar(eps[1]),
+                    eps1=None if eps1 is None else _scalar(eps1), eps2=_scalar(eps[1]),
                     d=_scalar(g["d"]), weight_decay=_scalar(g["weight_decay"]),
                     maximize=g["maximize"])
 

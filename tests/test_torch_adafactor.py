@@ -146,6 +146,28 @@ def test_one_kernel_call_per_group_for_matrices_vectors_and_scalars(monkeypatch)
     assert [tuple(fopt.state[p]["col_var"].shape) for p in fparams[:2]] == [(2, 1, 4), (1, 3)]
 
 
+def test_eps1_none_is_the_first_params_machine_epsilon_for_the_group_as_torchs():
+    """torch's loop takes eps1 from the first param with a grad and keeps it for the
+    group: a float32 vector after a float64 matrix gets float64's epsilon (which decides
+    its update where its squared gradients are below float32's epsilon squared)."""
+    g = torch.Generator().manual_seed(6)
+    start = [torch.randn(3, 4, generator=g, dtype=torch.float64), torch.randn(5, generator=g)]
+    tparams = [p.clone().requires_grad_() for p in start]
+    fparams = [p.clone().requires_grad_() for p in start]
+    topt, fopt = torch.optim.Adafactor(tparams, lr=0.05), ft.Adafactor(fparams, lr=0.05)
+    for _ in range(5):
+        grads = [torch.randn(3, 4, generator=g, dtype=torch.float64),
+                 torch.randn(5, generator=g) * 1e-9]
+        for tp, fp, gr in zip(tparams, fparams, grads):
+            tp.grad, fp.grad = gr.clone(), gr.clone()
+        topt.step()
+        fopt.step()
+    assert rel_err(fparams[:1], tparams[:1]) <= TOL[torch.float64]
+    assert rel_err(fparams[1:], tparams[1:]) <= TOL[torch.float32]
+    moved = (tparams[1] - start[1]).norm() / start[1].norm()
+    assert moved > 1e-3  # (float32's epsilon would have moved it by ~1e-9 relative)
+
+
 def _stepped(steps=2):
     torch.manual_seed(0)
     a, b = torch.randn(4, 3, requires_grad=True), torch.randn(5, requires_grad=True)
