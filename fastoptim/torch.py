@@ -50,11 +50,13 @@ import torch
 from torch.optim import optimizer as _torch_optimizer
 
 from . import functional as _F
+from ._alloc import _MIN_STAGGER_NBYTES, _PAGE, _STAGGER_BYTES
 from ._validation import check_real
 from .reference import asgd_eta, nadam_momentum
 
 __all__ = ["SGD", "RMSprop", "Adam", "AdamW", "Adagrad", "Adadelta", "Adamax", "RAdam",
-           "NAdam", "Rprop", "ASGD", "Lion", "AdamWScheduleFree"]
+           "NAdam", "Rprop", "ASGD", "Lion", "AdamWScheduleFree", "Adafactor",
+           "Muon"]
 
 _NUMPY_DTYPES = {torch.float32: np.dtype(np.float32), torch.float64: np.dtype(np.float64),
                  torch.float16: np.dtype(np.float16), torch.bfloat16: None}  # None: ml_dtypes'
@@ -137,9 +139,10 @@ class _View:
         return t is self.tensor and _data_ptr(t) == self.ptr
 
 
-def _view_like(t, label, param_view, cached, dtype, why=""):
+def _view_like(t, label, param_view, cached, dtype, why="", shape=None):
     """``cached`` if it still views ``t``, else a checked view of ``t`` of this torch
-    ``dtype``, shaped and ordered like the param (grads and state buffers)."""
+    ``dtype``, shaped and ordered like the param (grads and state buffers); a buffer of
+    another ``shape`` (Adafactor's factors) must be C-contiguous."""
     if cached is not None and cached.current(t):
         return cached
     a = _as_array(t, label)
@@ -147,6 +150,13 @@ def _view_like(t, label, param_view, cached, dtype, why=""):
     if t.dtype != dtype:
         raise TypeError(f"{label} has dtype {t.dtype}, expected {dtype}"
                         f"{why or ' (its param has ' + str(param_view.tensor.dtype) + ')'}")
+    if shape is not None and shape != p.shape:
+        if a.shape != shape:
+            raise ValueError(f"{label} has shape {tuple(t.shape)}, expected {shape} for its "
+                             f"param of shape {tuple(param_view.tensor.shape)}")
+        if not a.flags.c_contiguous:
+            raise ValueError(f"{label} is not C-contiguous (strides {tuple(t.stride())})")
+        return _View(t, a)
     if a.shape != p.shape:
         raise ValueError(f"{label} has shape {tuple(t.shape)}, its param has "
                          f"{tuple(param_view.tensor.shape)}")
@@ -155,6 +165,22 @@ def _view_like(t, label, param_view, cached, dtype, why=""):
                          f"{tuple(t.stride())} vs {tuple(param_view.tensor.stride())}); "
                          "element k must be the same element of both")
     return _View(t, a)
+
+
+def _zeros_state_like(p, dtype, index):
+    """``torch.zeros_like(p, dtype=dtype)`` in p's memory order, placed as
+    ``fastoptim.zeros_state_like`` places NumPy state: ``index * 1088`` bytes past p's
+    offset within a 4 KiB page (buffers at one page offset conflict in the L1; see
+    fastoptim/_alloc.py).  An ordinary tensor: a view of a zeroed allocation 4 KiB
+    larger than it needs.  Small buffers (in cache) are plain ``zeros_like``."""
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    nbytes = p.numel() * itemsize
+    if nbytes < _MIN_STAGGER_NBYTES:
+        return torch.zeros_like(p, dtype=dtype, memory_format=torch.preserve_format)
+    raw = torch.zeros(nbytes + _PAGE, dtype=torch.uint8)
+    start = (_data_ptr(p) + index * _STAGGER_BYTES - _data_ptr(raw)) % _PAGE
+    start -= start % itemsize
+    return raw[start:start + nbytes].view(dtype).as_strided(p.shape, p.stride())
 
 
 def _byte_range(a):
@@ -274,6 +300,9 @@ class _FusedStep(torch.optim.Optimizer):
       (a positional buffer a group does not need is passed as None);
     * ``_hyper(group)``: the group's hyperparameters as the functional's keyword
       arguments (the functional checks them);
+    * ``_uses_buffer(p, name)`` and ``_buffer_shape(p, name)``: which of the group's
+      buffers a param keeps (the call passes None for the others) and their shapes
+      (the param's unless a subclass says otherwise: Adafactor's factors);
     * ``_COUNTS_STEPS``: torch keeps ``state["step"]`` (False for SGD: its buffers start
       from the gradient instead, which the functional does at ``step=1``);
     * ``_STEP_BOUND``: buffers that may not be missing once steps were counted (their
@@ -315,13 +344,21 @@ class _FusedStep(torch.optim.Optimizer):
         """The functional's keyword arguments but the buffers, for a call at ``step``."""
         return dict(step=step, **self._hyper(group))
 
+    def _uses_buffer(self, p, name):
+        """Does param p keep state buffer ``name`` (of those its group needs)?"""
+        return True
+
+    def _buffer_shape(self, p, name):
+        """The shape of param p's state buffer ``name`` (a tuple)."""
+        return tuple(p.shape)
+
     def _new_buffer(self, name, p, group):
         """A state buffer as a param's first step makes it: torch's zeros_like, in the
         dtype the state is kept in (the master: the param's values in float32)."""
         if name == _MASTER:
             return torch.empty_like(p, dtype=torch.float32).copy_(p.detach())
-        return torch.zeros_like(p, dtype=self._buffer_dtype(p, name),
-                                memory_format=torch.preserve_format)
+        index = 1 + [n for n, _, _ in self._BUFFERS].index(name)
+        return _zeros_state_like(p, self._buffer_dtype(p, name), index)
 
     def _scalar_start(self, group):  # pragma: no cover - subclasses with _SCALAR_STATE
         raise NotImplementedError
@@ -520,6 +557,7 @@ class _FusedStep(torch.optim.Optimizer):
             raise ValueError("state_dict['param_groups'] repeats a param id")
         flat = [p for g in self.param_groups for p in g["params"]]
         param_of = dict(zip(ids, flat))
+        buffer_names = {name for name, _, _ in self._BUFFERS}
         for sid, st in state.items():
             if sid not in param_of:
                 continue  # torch keeps state it cannot assign, as is
@@ -534,9 +572,11 @@ class _FusedStep(torch.optim.Optimizer):
                 elif key in self._SCALAR_STATE:
                     _check_scalar_state(v, f"state[{sid!r}][{key!r}]", loading=True)
                 elif isinstance(v, torch.Tensor):
-                    if v.shape != p.shape:
+                    shape = self._buffer_shape(p, key) if key in buffer_names else \
+                        tuple(p.shape)
+                    if tuple(v.shape) != shape:
                         raise ValueError(f"state[{sid!r}][{key!r}] has shape {tuple(v.shape)}, "
-                                         f"its param has {tuple(p.shape)}")
+                                         f"expected {shape} (its param has {tuple(p.shape)})")
                     if v.is_complex() or not (v.is_floating_point()):
                         raise TypeError(f"state[{sid!r}][{key!r}] has dtype {v.dtype}; "
                                         "expected a real floating-point tensor")
@@ -625,7 +665,7 @@ class _FusedStep(torch.optim.Optimizer):
                 for k in range(len(call.params)):
                     for role, lst in (("param", call.params), ("grad", call.grads),
                                       *call.bufs.items()):
-                        if lst is not None:
+                        if lst is not None and lst[k] is not None:
                             arrays.append(lst[k])
                             labels.append(f"{role} of param {call.ids[k]}")
             _check_written_disjoint(arrays, labels)
@@ -687,7 +727,8 @@ class _FusedStep(torch.optim.Optimizer):
                     elif self._COUNTS_STEPS:
                         raise ValueError(f"state of param {i} has no 'step' (delete "
                                          f"opt.state[p] to restart it)")
-                pnames = with_master if self._uses_master(p) else names
+                bucket_names = with_master if self._uses_master(p) else names
+                pnames = [(n, k) for n, k in bucket_names if self._uses_buffer(p, n)]
                 missing = []
                 for name, _ in pnames:
                     t = st.get(name) if st else None
@@ -696,7 +737,8 @@ class _FusedStep(torch.optim.Optimizer):
                         rec.bufs[name] = _view_like(
                             t, f"state[{name!r}] of param {i}", rec.view, rec.bufs.get(name),
                             dtype, "" if dtype == p.dtype else
-                            f" (state_dtype={self._state_dtype!r}, its param has {p.dtype})")
+                            f" (state_dtype={self._state_dtype!r}, its param has {p.dtype})",
+                            self._buffer_shape(p, name))
                         if name == _MASTER and rec.synced != (rec.bufs[name], p._version) \
                                 and not _rounds_from(rec.view.array, rec.bufs[name].array):
                             t = None  # the param was changed: a new master is made from it
@@ -711,7 +753,9 @@ class _FusedStep(torch.optim.Optimizer):
                 key = (rec.view.array.dtype, step, tuple(missing),
                        None if scalars is None else
                        (scalars[0].char, b"".join(v.tobytes() for v in scalars[1])))
-                buckets.setdefault(key, (pnames, scalars, []))[2].append((i, p, rec))
+                # (params of one call may keep different buffers: Adafactor's matrices
+                # and vectors; the call passes None for a buffer a param does not keep)
+                buckets.setdefault(key, (bucket_names, scalars, []))[2].append((i, p, rec))
             for (_, step, missing, _), (pnames, scalars, members) in buckets.items():
                 calls.append(_Call(self, group, pnames, step, missing, members, scalars))
             index += len(params)
@@ -801,7 +845,8 @@ class _Call:
             if name in self.new:
                 self.bufs[name] = [_numpy(t) for t in self.new[name]]
             else:
-                self.bufs[name] = [r.bufs[name].array for r in self.recs]
+                self.bufs[name] = [r.bufs[name].array if name in r.bufs else None
+                                   for r in self.recs]
 
     def arguments(self):
         """The functional's buffer arguments: positional list and keywords."""
@@ -851,7 +896,8 @@ class _Call:
                 st[name] = tensors[k]
                 rec.bufs[name] = _View(tensors[k], self.bufs[name][k])
             for name, _ in self.names:
-                written.append(st[name])
+                if self.bufs[name][k] is not None:
+                    written.append(st[name])
         return written
 
     def synced(self):
@@ -901,7 +947,10 @@ class _Armed:
         keys = (("step",) if counts else ()) + tuple(n for n, _ in call.names) + \
             opt._SCALAR_STATE
         states = [state.get(p) for p in self.params]  # None: no state (SGD, no momentum)
-        self.written = self.params + [st[k] for st in states for k in keys]
+        # (the call's params are the group's, in order; None: a buffer a param does not
+        # keep, as Adafactor's vectors keep no factors)
+        self.written = self.params + [st[k] for j, st in enumerate(states) for k in keys
+                                      if k not in call.bufs or call.bufs[k][j] is not None]
         self.written_ptrs = list(map(_data_ptr, self.written))
         # params with a master: their versions must be the ones the last step left
         self.synced = [(p, r) for p, r in zip(call.tensors, call.recs) if _MASTER in r.bufs]
@@ -1378,6 +1427,100 @@ class ASGD(_FusedStep, torch.optim.ASGD):
         with np.errstate(over="ignore", invalid="ignore"):
             after = (rounded(asgd_eta(lr, lambd, alpha, step)), rounded(1 / max(1, step - t0)))
         return dict(eta=float(eta), mu=float(mu)), after
+
+
+class Adafactor(_FusedStep, torch.optim.Adafactor):
+    __doc__ = _doc(torch.optim.Adafactor, "adafactor_", "``foreach`` is") + """
+    fastoptim: the state is torch's (``step``; ``row_var`` of shape ``(..., R, 1)`` and
+    ``col_var`` of shape ``(..., 1, C)`` for params of two or more dimensions, which must
+    be C-contiguous; ``variance`` for the others), so state dicts move both ways.  One
+    kernel call per group and dtype updates params of both kinds.
+    """
+
+    _FUNCTIONAL = "adafactor_"
+    _BUFFERS = (("row_var", "pos", _needed_always), ("col_var", "pos", _needed_always),
+                ("variance", "pos", _needed_always))
+    _STEP_BOUND = ("row_var", "col_var", "variance")
+    _FACTORS = ("row_var", "col_var")
+
+    def __init__(self, params, lr=1e-2, beta2_decay=-0.8, eps=(None, 1e-3), d=1.0,
+                 weight_decay=0.0, *, foreach=None, maximize=False):
+        _construct(self, torch.optim.Adafactor, locals())
+
+    def _hyper(self, g):
+        eps = g["eps"]
+        if not isinstance(eps, (tuple, list)) or len(eps) != 2:
+            raise TypeError(f"eps must be a pair (eps1 or None, eps2), got {eps!r}")
+        eps1 = eps[0]
+        if eps1 is None:
+            # torch's loop sets eps1 from the first param with a grad and keeps it for
+            # the rest of the group, whatever their dtypes
+            first = next((p for p in g.get("params", ()) if isinstance(p, torch.Tensor)
+                          and p.grad is not None and p.is_floating_point()), None)
+            eps1 = None if first is None else torch.finfo(first.dtype).eps
+        return dict(lr=_scalar(g["lr"]), beta2_decay=_scalar(g["beta2_decay"]),
+                    eps1=None if eps1 is None else _scalar(eps1), eps2=_scalar(eps[1]),
+                    d=_scalar(g["d"]), weight_decay=_scalar(g["weight_decay"]),
+                    maximize=g["maximize"])
+
+    def _check_param_kind(self, p, label):
+        super()._check_param_kind(p, label)
+        if p.dim() >= 2 and not p.is_contiguous():
+            raise ValueError(f"{label} has {p.dim()} dimensions and is not C-contiguous "
+                             f"(strides {tuple(p.stride())}); Adafactor factors its last two "
+                             "axes in row-major order (p.data = p.data.contiguous())")
+
+    def _uses_buffer(self, p, name):
+        # torch: factored state for a grad of more than one dimension
+        return (name in self._FACTORS) == (p.dim() > 1)
+
+    def _buffer_shape(self, p, name):
+        shape = tuple(p.shape)
+        if name == "row_var":
+            return shape[:-1] + (1,)
+        if name == "col_var":
+            return shape[:-2] + (1, shape[-1])
+        return shape
+
+    def _new_buffer(self, name, p, group):
+        if name in self._FACTORS:  # torch's p.grad.new_zeros(row_shape / col_shape)
+            return torch.zeros(self._buffer_shape(p, name), dtype=p.dtype)
+        return super()._new_buffer(name, p, group)
+
+
+class Muon(_FusedStep, torch.optim.Muon):
+    __doc__ = ("torch.optim.Muon with fastoptim's step (``fastoptim.muon_``: the momentum, "
+               "the Nesterov blend and the norm in one compiled pass; the Newton-Schulz "
+               "products are NumPy's BLAS in the param's dtype, where torch's run in "
+               "bfloat16, so the results are not torch's: within bfloat16's precision of "
+               "them).  Every param must be 2-D (a ValueError, also from add_param_group).  "
+               "The state is torch's, ``momentum_buffer`` only, so state dicts move both "
+               "ways.\n\n" + (torch.optim.Muon.__doc__ or ""))
+
+    _FUNCTIONAL = "muon_"
+    _BUFFERS = (("momentum_buffer", "pos", _needed_always),)
+    _COUNTS_STEPS = False  # torch's Muon keeps no step, and the rule needs none
+
+    def __init__(self, params, lr=1e-3, weight_decay=0.1, momentum=0.95, nesterov=True,
+                 ns_coefficients=(3.4445, -4.775, 2.0315), eps=1e-7, ns_steps=5,
+                 adjust_lr_fn=None):
+        _construct(self, torch.optim.Muon, locals())
+
+    def _hyper(self, g):
+        return dict(lr=_scalar(g["lr"]), weight_decay=_scalar(g["weight_decay"]),
+                    momentum=_scalar(g["momentum"]), nesterov=g["nesterov"],
+                    ns_coefficients=g["ns_coefficients"], eps=_scalar(g["eps"]),
+                    ns_steps=g["ns_steps"], adjust_lr_fn=g["adjust_lr_fn"])
+
+    def _step_kwargs(self, group, step):
+        return self._hyper(group)  # muon_ takes no step
+
+    def _check_param_kind(self, p, label):
+        super()._check_param_kind(p, label)
+        if p.dim() != 2:
+            raise ValueError(f"Muon only supports 2D parameters whereas we found a parameter "
+                             f"with size: {p.size()} ({label}; optimize it with another "
+                             "optimizer, e.g. AdamW)")
 
 
 # ------------------------------------------------- optimizers torch.optim does not have

@@ -760,7 +760,12 @@ def _torch_optimizer(cls, stepped=True, dtype=None, compact=False):
               "RAdam": dict(decoupled_weight_decay=True, weight_decay=0.1),
               "NAdam": dict(weight_decay=0.01), "Rprop": dict(etas=(0.4, 1.3)),
               "ASGD": dict(t0=1), "Lion": dict(weight_decay=0.1, decoupled_weight_decay=True),
-              "AdamWScheduleFree": dict(warmup_steps=2)}[cls.__name__]
+              "AdamWScheduleFree": dict(warmup_steps=2),
+              "Adafactor": dict(weight_decay=0.01), "Muon": dict(momentum=0.9)}[cls.__name__]
+    if cls.__name__ in ("Adafactor", "Muon"):  # a matrix (Adafactor: and a vector)
+        params[0] = params[0].detach().reshape(2, 3).requires_grad_()
+    if cls.__name__ == "Muon":  # 2-D params only
+        params[1] = params[1].detach().reshape(2, 2).requires_grad_()
     if compact:
         kwargs = dict(kwargs, rounding="stochastic", seed=3)
         if cls.__name__ == "RMSprop":  # centered: square_avg - grad_avg**2 in float32 (README)
@@ -769,7 +774,7 @@ def _torch_optimizer(cls, stepped=True, dtype=None, compact=False):
     if hasattr(opt, "train"):  # schedule-free: steps in train mode
         opt.train()
     for k, p in enumerate(params):
-        p.grad = torch.tensor(_vec(p.numel(), seed=12 + k), dtype=p.dtype)
+        p.grad = torch.tensor(_vec(p.numel(), seed=12 + k), dtype=p.dtype).reshape(p.shape)
     if stepped:
         opt.step()
     return opt, params, kwargs
@@ -790,7 +795,8 @@ def _torch_optimizer_calls(cls, method):
             twin.step()
             calls.append(Call(opt.load_state_dict, [twin.state_dict()]))
         elif method == "add_param_group":
-            new = torch.zeros(5, dtype=torch.bfloat16 if compact else torch.float32,
+            new = torch.zeros((5, 1) if cls.__name__ == "Muon" else 5,
+                              dtype=torch.bfloat16 if compact else torch.float32,
                               requires_grad=True)
             calls.append(Call(opt.add_param_group, [{"params": [new], "lr": 0.01}]))
         elif method == "profile_hook_step":

@@ -1,5 +1,5 @@
 """fastoptim.torch's template optimizers (Adagrad, Adadelta, Adamax, RAdam, NAdam, Rprop,
-ASGD, Lion, AdamWScheduleFree) against their peers -- torch.optim's class of the same
+ASGD, Lion, AdamWScheduleFree) and Adafactor against their peers -- torch.optim's class of the same
 name, ``lion_pytorch.Lion``, ``schedulefree.AdamWScheduleFree`` -- on real torch models:
 the same training runs on both and are compared; state dicts both ways mid-run; torch's
 schedulers; None grads; bad hyperparameters and bad tensors.
@@ -62,6 +62,9 @@ CONFIGS = [
     ("AdamWScheduleFree", dict(lr=0.01)),
     ("AdamWScheduleFree", dict(lr=0.01, betas=(0.8, 0.99), warmup_steps=10, r=0.5,
                                weight_decay=0.01)),
+    ("Adafactor", dict(lr=0.01)),
+    ("Adafactor", dict(lr=0.05, weight_decay=0.1, maximize=True)),
+    ("Adafactor", dict(lr=0.02, eps=(1e-3, 1e-2), d=2.0, beta2_decay=-0.6)),
 ]
 IDS = [f"{n}-{'-'.join(f'{k}={v}' for k, v in kw.items())}" for n, kw in CONFIGS]
 NAMES = sorted({n for n, _ in CONFIGS})
@@ -353,6 +356,9 @@ BAD = [
     ("ASGD", dict(lr=-1.0)), ("ASGD", dict(weight_decay=-0.1)),
     ("Lion", dict(lr=0.0)), ("Lion", dict(lr=-1.0)), ("Lion", dict(betas=(1.5, 0.99))),
     ("Lion", dict(betas=(0.9, -0.5))),
+    ("Adafactor", dict(lr=-1.0)), ("Adafactor", dict(beta2_decay=0.1)),
+    ("Adafactor", dict(eps=(-1.0, 1e-3))), ("Adafactor", dict(eps=(None, -1.0))),
+    ("Adafactor", dict(d=0.5)), ("Adafactor", dict(weight_decay=-0.1)),
 ]
 
 
@@ -370,7 +376,8 @@ def test_bad_hyperparameters_are_refused_as_the_peer_does(name, kw):
 GOOD = [("Adagrad", dict(lr=0.0, eps=0.0)), ("Adadelta", dict(rho=1.0)),
         ("Adamax", dict(betas=(0.0, 0.0))), ("Rprop", dict(etas=(0.1, 10.0))),
         ("ASGD", dict(lambd=-1.0, alpha=-2.0, t0=-5.0)), ("Lion", dict(betas=(1.0, 1.0))),
-        ("NAdam", dict(momentum_decay=0.0)), ("RAdam", dict(lr=torch.tensor(0.01)))]
+        ("NAdam", dict(momentum_decay=0.0)), ("RAdam", dict(lr=torch.tensor(0.01))),
+        ("Adafactor", dict(lr=0.0, beta2_decay=0.0, eps=(0.0, 0.0), d=1.0))]
 
 
 @pytest.mark.parametrize("name,kw", GOOD, ids=[f"{n}-{kw}" for n, kw in GOOD])
@@ -427,9 +434,10 @@ def test_a_refused_step_changes_nothing(name, spoil):
     (lambda opt, p: opt.state[p].__setitem__(_first_buffer(opt), torch.zeros(12)), ValueError,
      "shape"),
     (lambda opt, p: opt.state[p].__setitem__(_first_buffer(opt),
-                                             torch.zeros(4, 3, dtype=torch.float64)),
+                                             torch.zeros(_buffer_shape(opt, p),
+                                                         dtype=torch.float64)),
      TypeError, "dtype"),
-    (lambda opt, p: opt.state[p].__setitem__(_first_buffer(opt), torch.zeros(3, 8)[:, ::2].t()),
+    (lambda opt, p: opt.state[p].__setitem__(_first_buffer(opt), _strided(_buffer_shape(opt, p))),
      ValueError, "contiguous"),
 ], ids=["grad-order", "grad-strided", "grad-dtype", "grad-sparse", "buffer-shape",
         "buffer-dtype", "buffer-strided"])
@@ -461,6 +469,15 @@ def _set_grad_dtype(p):
 
 def _first_buffer(opt):
     return opt._BUFFERS[0][0]
+
+
+def _buffer_shape(opt, p):
+    return opt._buffer_shape(p, _first_buffer(opt))  # Adafactor's row_var: (4, 1)
+
+
+def _strided(shape):
+    """A tensor of this shape that is neither C- nor F-contiguous."""
+    return torch.zeros(*shape[:-1], 2 * shape[-1])[..., ::2]
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -1,0 +1,269 @@
+"""fastoptim.torch.Adafactor against torch.optim.Adafactor on the shared torch models
+(tests/_torch_models.py: an MLP and a conv net whose 4-D kernels are factored over their
+last two axes), against fastoptim.optim.Adafactor bit for bit, and its own checks (the
+factored state's shapes and layout).  The generic checks (state dicts both ways, torch's
+schedulers, None grads, bad hyperparameters and tensors, signature) run in
+test_torch_more_optimizers.py, torch's own optim_db inputs in test_torch_optim_inputs.py.
+
+Tolerances (normwise relative error over all params, and over each state tensor, after
+100 steps fed the same gradients): float64 1e-12, float32 1e-5.  fastoptim sums the
+norms in double in a fixed order where torch reduces in the param's dtype, and torch's
+``lerp_`` and ``add_(alpha=)`` fuse multiply-adds: the largest seen are 5e-16 (float64)
+and 2.4e-7 (float32); a wrong coefficient moves the params by 1e-3 or more.
+"""
+
+import copy
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import fastoptim.functional as F  # noqa: E402
+import fastoptim.optim as fo  # noqa: E402
+import fastoptim.torch as ft  # noqa: E402
+from _torch_models import MODELS, data, mlp  # noqa: E402
+
+TOL = {torch.float32: 1e-5, torch.float64: 1e-12}
+CONFIGS = [dict(lr=0.01), dict(lr=0.05, weight_decay=0.1, maximize=True),
+           dict(lr=0.02, eps=(1e-3, 1e-2), d=2.0, beta2_decay=-0.6)]
+IDS = ["default", "decay-maximize", "eps-d-beta2_decay"]
+
+
+def rel_err(got, want):
+    a = torch.cat([t.detach().reshape(-1).double() for t in got])
+    b = torch.cat([t.detach().reshape(-1).double() for t in want])
+    return ((a - b).norm() / (b.norm() if b.norm() else 1.0)).item()
+
+
+def loss_of(net, X, Y, maximize=False):
+    loss = ((net(X) - Y) ** 2).mean()
+    return -loss if maximize else loss
+
+
+@pytest.mark.parametrize("model", sorted(MODELS))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("kw", CONFIGS, ids=IDS)
+def test_100_training_steps_match_torch(model, dtype, kw):
+    """torch trains the model; a copy of its params is stepped by fastoptim.torch with
+    the same gradients: params and every state tensor agree, the state dicts have torch's
+    keys, order, shapes and dtypes."""
+    X, Y = data(model, dtype)
+    net = MODELS[model][0](dtype)
+    params = list(net.parameters())
+    shadow = [p.detach().clone().requires_grad_() for p in params]
+    topt, fopt = torch.optim.Adafactor(params, **kw), ft.Adafactor(shadow, **kw)
+    for _ in range(100):
+        topt.zero_grad()
+        loss_of(net, X, Y, kw.get("maximize", False)).backward()
+        for s, p in zip(shadow, params):
+            s.grad = p.grad.clone()
+        topt.step()
+        fopt.step()
+    assert rel_err(shadow, params) <= TOL[dtype]
+    for s, p in zip(shadow, params):
+        tstate, fstate = topt.state[p], fopt.state[s]
+        assert list(fstate) == list(tstate)
+        assert list(tstate) == (["step", "row_var", "col_var"] if p.dim() > 1
+                                else ["step", "variance"])
+        for key, t in tstate.items():
+            assert fstate[key].shape == t.shape and fstate[key].dtype == t.dtype, key
+            if key == "step":
+                assert float(fstate[key]) == float(t) == 100
+            else:
+                assert rel_err([fstate[key]], [t]) <= TOL[dtype], key
+    assert fopt.state_dict()["param_groups"] == topt.state_dict()["param_groups"]
+
+
+def test_the_comparison_can_fail():
+    """d off by 1e-6 relative (the update clipping) is caught by the float64 bound."""
+    dtype = torch.float64
+    X, Y = data("convnet", dtype)
+    nets = [MODELS["convnet"][0](dtype) for _ in range(2)]
+    opts = [torch.optim.Adafactor(nets[0].parameters(), lr=0.05, d=1.0),
+            ft.Adafactor(nets[1].parameters(), lr=0.05, d=1.0 + 1e-6)]
+    for _ in range(30):
+        for net, opt in zip(nets, opts):
+            opt.zero_grad()
+            loss_of(net, X, Y).backward()
+            opt.step()
+    assert rel_err(nets[1].parameters(), nets[0].parameters()) > TOL[dtype]
+
+
+@pytest.mark.parametrize("model", sorted(MODELS))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_equal_to_the_numpy_class_bit_for_bit(model, dtype):
+    """The same kernel as fastoptim.optim.Adafactor on the tensors' own memory: fed the
+    same gradients, params and state are == after every step (two param groups)."""
+    X, Y = data(model, dtype)
+    net = MODELS[model][0](dtype)
+    tparams = list(net.parameters())
+    arrays = [p.detach().numpy().copy() for p in tparams]
+    half = len(tparams) // 2
+    groups = lambda ps: [dict(params=ps[:half]), dict(params=ps[half:], lr=0.005)]
+    kw = dict(lr=0.02, weight_decay=0.01)
+    topt, nopt = ft.Adafactor(groups(tparams), **kw), fo.Adafactor(groups(arrays), **kw)
+    for _ in range(20):
+        topt.zero_grad()
+        loss_of(net, X, Y).backward()
+        nopt.step([p.grad.numpy().copy() for p in tparams])
+        topt.step()
+        for a, p in zip(arrays, tparams):
+            assert np.array_equal(a, p.detach().numpy())
+    for i, p in enumerate(tparams):
+        assert set(nopt.state[i]) == set(topt.state[p])
+        for key, buf in nopt.state[i].items():
+            if key == "step":
+                assert topt.state[p]["step"].item() == buf
+            else:
+                assert np.array_equal(buf, topt.state[p][key].numpy()), key
+
+
+def test_one_kernel_call_per_group_for_matrices_vectors_and_scalars(monkeypatch):
+    """A group of a 3-D, a 2-D, a 1-D and a 0-d param: after the first step (which makes
+    the two kinds of state in separate calls) every step is one call, equal to torch's."""
+    calls = []
+    real = F.adafactor_
+    monkeypatch.setattr(F, "adafactor_",  # (calls on no params: checks of group values)
+                        lambda p, *a, **k: (calls.append(1) if len(p) else None,
+                                            real(p, *a, **k))[1])
+    dtype = torch.float64
+    g = torch.Generator().manual_seed(5)
+    shapes = [(2, 3, 4), (5, 3), (6,), ()]
+    tparams = [torch.randn(s, generator=g, dtype=dtype, requires_grad=True) for s in shapes]
+    fparams = [p.detach().clone().requires_grad_() for p in tparams]
+    topt, fopt = torch.optim.Adafactor(tparams, lr=0.05), ft.Adafactor(fparams, lr=0.05)
+    for step in range(5):
+        for tp, fp in zip(tparams, fparams):
+            tp.grad = torch.randn(tp.shape, generator=g, dtype=dtype)
+            fp.grad = tp.grad.clone()
+        topt.step()
+        del calls[:]
+        fopt.step()
+        assert len(calls) == (2 if step == 0 else 1)
+    assert rel_err(fparams, tparams) <= TOL[dtype]
+    assert [tuple(fopt.state[p]["row_var"].shape) for p in fparams[:2]] == [(2, 3, 1), (5, 1)]
+    assert [tuple(fopt.state[p]["col_var"].shape) for p in fparams[:2]] == [(2, 1, 4), (1, 3)]
+
+
+def test_eps1_none_is_the_first_params_machine_epsilon_for_the_group_as_torchs():
+    """torch's loop takes eps1 from the first param with a grad and keeps it for the
+    group: a float32 vector after a float64 matrix gets float64's epsilon (which decides
+    its update where its squared gradients are below float32's epsilon squared)."""
+    g = torch.Generator().manual_seed(6)
+    start = [torch.randn(3, 4, generator=g, dtype=torch.float64), torch.randn(5, generator=g)]
+    tparams = [p.clone().requires_grad_() for p in start]
+    fparams = [p.clone().requires_grad_() for p in start]
+    topt, fopt = torch.optim.Adafactor(tparams, lr=0.05), ft.Adafactor(fparams, lr=0.05)
+    for _ in range(5):
+        grads = [torch.randn(3, 4, generator=g, dtype=torch.float64),
+                 torch.randn(5, generator=g) * 1e-9]
+        for tp, fp, gr in zip(tparams, fparams, grads):
+            tp.grad, fp.grad = gr.clone(), gr.clone()
+        topt.step()
+        fopt.step()
+    assert rel_err(fparams[:1], tparams[:1]) <= TOL[torch.float64]
+    assert rel_err(fparams[1:], tparams[1:]) <= TOL[torch.float32]
+    moved = (tparams[1] - start[1]).norm() / start[1].norm()
+    assert moved > 1e-3  # (float32's epsilon would have moved it by ~1e-9 relative)
+
+
+def _stepped(steps=2):
+    torch.manual_seed(0)
+    a, b = torch.randn(4, 3, requires_grad=True), torch.randn(5, requires_grad=True)
+    opt = ft.Adafactor([{"params": [a]}, {"params": [b], "lr": 0.005}], lr=0.05)
+    for _ in range(steps):
+        a.grad, b.grad = torch.randn(4, 3), torch.randn(5)
+        opt.step()
+    a.grad, b.grad = torch.randn(4, 3), torch.randn(5)
+    return opt, a, b
+
+
+@pytest.mark.parametrize("spoil,error,match", [
+    (lambda opt, a: opt.state[a].__setitem__("row_var", torch.zeros(4, 3)), ValueError,
+     r"expected \(4, 1\)"),
+    (lambda opt, a: opt.state[a].__setitem__("col_var", torch.zeros(3, 1)), ValueError,
+     r"expected \(1, 3\)"),
+    (lambda opt, a: opt.state[a].pop("col_var"), ValueError, "missing 'col_var'"),
+    (lambda opt, a: opt.state[a].__setitem__("row_var", torch.zeros(4, 2)[:, :1]), ValueError,
+     "contiguous"),
+    (lambda opt, a: opt.state[a].__setitem__("row_var", torch.zeros(4, 1, dtype=torch.float64)),
+     TypeError, "dtype"),
+    (lambda opt, a: opt.param_groups[1].__setitem__("eps", (None, -1.0)), ValueError, "eps2"),
+    (lambda opt, a: opt.param_groups[1].__setitem__("eps", 1e-3), TypeError, "eps"),
+    (lambda opt, a: opt.param_groups[1].__setitem__("beta2_decay", 0.5), ValueError,
+     "beta2_decay"),
+], ids=["row_var-shape", "col_var-shape", "col_var-missing", "row_var-strided",
+        "row_var-dtype", "eps2", "eps-not-a-pair", "beta2_decay"])
+def test_a_refused_step_changes_nothing(spoil, error, match):
+    opt, a, b = _stepped()
+    spoil(opt, a)
+    snap = copy.deepcopy((opt.state_dict(), [a.detach(), b.detach()]))
+    with pytest.raises(error, match=match):
+        opt.step()
+    sd = opt.state_dict()
+    assert torch.equal(a, snap[1][0]) and torch.equal(b, snap[1][1])
+    for k, st in snap[0]["state"].items():
+        assert list(st) == list(sd["state"][k])
+        for key, t in st.items():
+            assert torch.equal(sd["state"][k][key], t), key
+
+
+def test_load_state_dict_refuses_factors_of_the_wrong_shape():
+    opt, a, b = _stepped()
+    sd = copy.deepcopy(opt.state_dict())
+    before = copy.deepcopy(opt.state_dict())
+    sd["state"][0]["row_var"] = torch.zeros(4, 3)
+    with pytest.raises(ValueError, match=r"expected \(4, 1\)"):
+        opt.load_state_dict(sd)
+    after = opt.state_dict()
+    for k, st in before["state"].items():
+        for key, t in st.items():
+            assert torch.equal(after["state"][k][key], t)
+
+
+@pytest.mark.parametrize("make,error,match", [
+    (lambda: torch.zeros(3, 4).t().requires_grad_(), ValueError, "C-contiguous"),
+    (lambda: torch.zeros(4, 6)[:, ::2].requires_grad_(), ValueError, "contiguous"),
+    (lambda: torch.zeros(3, 4, device="meta", requires_grad=True), TypeError, "CPU"),
+    (lambda: torch.zeros(3, 4, dtype=torch.bfloat16, requires_grad=True), TypeError,
+     "bfloat16"),
+    (lambda: torch.zeros(3, 4, dtype=torch.int32), TypeError, "int32"),
+])
+def test_bad_params_are_refused_clearly(make, error, match):
+    """A transposed (F-ordered) matrix is refused: the factors are taken over the last
+    two axes of the row-major layout, and fastoptim never steps a copy."""
+    with pytest.raises(error, match=match):
+        ft.Adafactor([make()])
+    opt = ft.Adafactor([torch.zeros(2, requires_grad=True)])
+    with pytest.raises(error, match=match):
+        opt.add_param_group({"params": [make()]})
+    assert len(opt.param_groups) == 1
+
+
+def test_scheduler_and_state_dict_of_the_shared_models_continue_as_torch():
+    """torch's OneCycleLR on both; at step 30 each optimizer's state dict goes to the
+    other library, and both runs continue 30 steps within rounding of each other."""
+    dtype = torch.float64
+    X, Y = data("mlp", dtype)
+    nets = [mlp(dtype), mlp(dtype)]
+    opts = [torch.optim.Adafactor(nets[0].parameters(), lr=0.02),
+            ft.Adafactor(nets[1].parameters(), lr=0.02)]
+    scheds = [torch.optim.lr_scheduler.OneCycleLR(o, max_lr=0.05, total_steps=60,
+                                                  cycle_momentum=False) for o in opts]
+    for step in range(60):
+        if step == 30:
+            sds = [copy.deepcopy(o.state_dict()) for o in opts]
+            opts = [ft.Adafactor(nets[0].parameters(), lr=0.02),
+                    torch.optim.Adafactor(nets[1].parameters(), lr=0.02)]
+            for o, sd in zip(opts, sds):
+                o.load_state_dict(sd)
+            for s, o in zip(scheds, opts):
+                s.optimizer = o
+        for net, opt, sched in zip(nets, opts, scheds):
+            opt.zero_grad()
+            loss_of(net, X, Y).backward()
+            opt.step()
+            sched.step()
+        assert opts[0].param_groups[0]["lr"] == opts[1].param_groups[0]["lr"]
+    assert rel_err(nets[1].parameters(), nets[0].parameters()) <= TOL[dtype]
