@@ -25,3 +25,37 @@ def data(model, dtype):
     g = torch.Generator().manual_seed(1)
     return (torch.randn(*MODELS[model][1], generator=g).to(dtype),
             torch.randn(16, 2, generator=g).to(dtype))
+
+
+def assert_refused_step_changes_nothing(opt, params, error, match):
+    """opt.step() raises `error` matching `match`, and the params, the param groups and
+    every state entry are as they were."""
+    import copy
+
+    import pytest
+
+    before = copy.deepcopy((opt.state_dict(), [p.detach() for p in params]))
+    with pytest.raises(error, match=match):
+        opt.step()
+    after = opt.state_dict()
+    assert all(torch.equal(p, q) for p, q in zip(params, before[1]))
+    assert after["param_groups"] == before[0]["param_groups"]
+    for k, st in before[0]["state"].items():
+        assert list(st) == list(after["state"][k])
+        for key, t in st.items():
+            assert torch.equal(after["state"][k][key], t), key
+
+
+def step_in_lockstep(net, X, Y, tparams, arrays, topt, nopt, steps=20):
+    """Train `net` on the squared error with `topt` (fastoptim.torch) while `nopt` (the
+    NumPy class, on `arrays`: copies of `tparams`) takes the same gradients: the params
+    are == after every step."""
+    import numpy as np
+
+    for _ in range(steps):
+        net.zero_grad()
+        ((net(X) - Y) ** 2).mean().backward()
+        nopt.step([p.grad.numpy().copy() for p in tparams])
+        topt.step()
+        for a, p in zip(arrays, tparams):
+            assert np.array_equal(a, p.detach().numpy())

@@ -22,7 +22,8 @@ torch = pytest.importorskip("torch")
 import fastoptim.functional as F  # noqa: E402
 import fastoptim.optim as fo  # noqa: E402
 import fastoptim.torch as ft  # noqa: E402
-from _torch_models import MODELS, data, mlp  # noqa: E402
+from _torch_models import (MODELS, assert_refused_step_changes_nothing, data, mlp,  # noqa: E402
+                           step_in_lockstep)
 
 TOL = {torch.float32: 1e-5, torch.float64: 1e-12}
 CONFIGS = [dict(lr=0.01), dict(lr=0.05, weight_decay=0.1, maximize=True),
@@ -103,13 +104,7 @@ def test_equal_to_the_numpy_class_bit_for_bit(model, dtype):
     groups = lambda ps: [dict(params=ps[:half]), dict(params=ps[half:], lr=0.005)]
     kw = dict(lr=0.02, weight_decay=0.01)
     topt, nopt = ft.Adafactor(groups(tparams), **kw), fo.Adafactor(groups(arrays), **kw)
-    for _ in range(20):
-        topt.zero_grad()
-        loss_of(net, X, Y).backward()
-        nopt.step([p.grad.numpy().copy() for p in tparams])
-        topt.step()
-        for a, p in zip(arrays, tparams):
-            assert np.array_equal(a, p.detach().numpy())
+    step_in_lockstep(net, X, Y, tparams, arrays, topt, nopt)
     for i, p in enumerate(tparams):
         assert set(nopt.state[i]) == set(topt.state[p])
         for key, buf in nopt.state[i].items():
@@ -198,15 +193,7 @@ def _stepped(steps=2):
 def test_a_refused_step_changes_nothing(spoil, error, match):
     opt, a, b = _stepped()
     spoil(opt, a)
-    snap = copy.deepcopy((opt.state_dict(), [a.detach(), b.detach()]))
-    with pytest.raises(error, match=match):
-        opt.step()
-    sd = opt.state_dict()
-    assert torch.equal(a, snap[1][0]) and torch.equal(b, snap[1][1])
-    for k, st in snap[0]["state"].items():
-        assert list(st) == list(sd["state"][k])
-        for key, t in st.items():
-            assert torch.equal(sd["state"][k][key], t), key
+    assert_refused_step_changes_nothing(opt, [a, b], error, match)
 
 
 def test_load_state_dict_refuses_factors_of_the_wrong_shape():

@@ -21,7 +21,8 @@ torch = pytest.importorskip("torch")
 
 import fastoptim.optim as fo  # noqa: E402
 import fastoptim.torch as ft  # noqa: E402
-from _torch_models import MODELS, data, mlp  # noqa: E402
+from _torch_models import (MODELS, assert_refused_step_changes_nothing, data, mlp,  # noqa: E402
+                           step_in_lockstep)
 
 TOL = {torch.float32: 1e-5, torch.float64: 1e-12}
 CONFIGS = [dict(lr=0.02),
@@ -131,13 +132,7 @@ def test_equal_to_the_numpy_class_bit_for_bit(dtype):
     arrays = [p.detach().numpy().copy() for p in tparams]
     groups = lambda ps: [dict(params=ps[:1]), dict(params=ps[1:], lr=0.01)]
     topt, nopt = ft.Muon(groups(tparams), lr=0.02), fo.Muon(groups(arrays), lr=0.02)
-    for _ in range(20):
-        net.zero_grad()
-        loss_of(net, X, Y).backward()
-        nopt.step([p.grad.numpy().copy() for p in tparams])
-        topt.step()
-        for a, p in zip(arrays, tparams):
-            assert np.array_equal(a, p.detach().numpy())
+    step_in_lockstep(net, X, Y, tparams, arrays, topt, nopt)
     for i, p in enumerate(tparams):
         assert np.array_equal(nopt.state[i]["momentum_buffer"],
                               topt.state[p]["momentum_buffer"].numpy())
@@ -272,11 +267,4 @@ def test_a_refused_step_changes_nothing(spoil, error, match):
         opt.step()
     a.grad, b.grad = torch.randn(4, 3), torch.randn(2, 5)
     spoil(opt, a)
-    snap = copy.deepcopy((opt.state_dict(), [a.detach(), b.detach()]))
-    with pytest.raises(error, match=match):
-        opt.step()
-    sd = opt.state_dict()
-    assert torch.equal(a, snap[1][0]) and torch.equal(b, snap[1][1])
-    for k, st in snap[0]["state"].items():
-        for key, t in st.items():
-            assert torch.equal(sd["state"][k][key], t), key
+    assert_refused_step_changes_nothing(opt, [a, b], error, match)
