@@ -738,18 +738,16 @@ sgd_ = _with_quantized_state(sgd_, {"momentum_buffer": lambda a: a["momentum"] !
 rmsprop_ = _with_quantized_state(rmsprop_, {
     "square_avg": lambda a: True, "momentum_buffer": lambda a: a["momentum"] > 0,
     "grad_avg": lambda a: a["centered"]})
+_ALWAYS = lambda a: True  # noqa: E731
 adam_ = _with_quantized_state(adam_, {
-    "exp_avg": lambda a: True, "exp_avg_sq": lambda a: True,
-    "max_exp_avg_sq": lambda a: a["amsgrad"]})
+    "exp_avg": _ALWAYS, "exp_avg_sq": _ALWAYS, "max_exp_avg_sq": lambda a: a["amsgrad"]})
 adamw_ = _with_quantized_state(adamw_, {
-    "exp_avg": lambda a: True, "exp_avg_sq": lambda a: True,
-    "max_exp_avg_sq": lambda a: a["amsgrad"]})
+    "exp_avg": _ALWAYS, "exp_avg_sq": _ALWAYS, "max_exp_avg_sq": lambda a: a["amsgrad"]})
 
 
 # The template optimizers whose state takes 8-bit codes (every buffer of each; the
 # compiled table is fastoptim.quantized.template_maps): Schedule-Free's exp_avg_sq (its
 # z stays float); Adadelta, Rprop and ASGD keep float state (README "8-bit state").
-_ALWAYS = lambda a: True  # noqa: E731
 adagrad_ = _with_quantized_state(adagrad_, {"state_sum": _ALWAYS})
 lion_ = _with_quantized_state(lion_, {"exp_avg": _ALWAYS})
 adamax_ = _with_quantized_state(adamax_, {"exp_avg": _ALWAYS, "exp_inf": _ALWAYS})
