@@ -156,6 +156,20 @@ def _tuple_getter(keys):
     return itemgetter(*keys)
 
 
+def _reader(required, optional):
+    """group -> ``required(group)`` then ``group.get(key)`` for each optional key: one
+    tuple (this runs at every step, from _Plan.is_armed)."""
+    if not optional:
+        return required
+    if len(optional) == 1:
+        key, = optional
+        return lambda group: (*required(group), group.get(key))
+    if len(optional) == 2:
+        key0, key1 = optional
+        return lambda group: (*required(group), group.get(key0), group.get(key1))
+    return lambda group: (*required(group), *map(group.get, optional))
+
+
 def _immutable(values):
     return all(type(v) in _IMMUTABLE_TYPES
                or (type(v) is tuple and all(type(x) in _IMMUTABLE_TYPES for x in v))
@@ -410,9 +424,28 @@ class _Bucket:
                    for get in self.missing_getters)
 
 
+def _states_reader(b):
+    """state -> bucket b's state dicts, then each one's step count, scalars and buffers
+    (b.read): what is_armed compares at every step, in one tuple."""
+    read = b.read
+    if len(b.ids) == 1:
+        key, = b.ids
+
+        def read_one(state):
+            st = state[key]
+            return (st, *read(st))
+        return read_one
+    read_states = _tuple_getter(b.ids)
+
+    def read_all(state):
+        states = read_states(state)
+        return (*states, *chain.from_iterable(map(read, states)))
+    return read_all
+
+
 class _Plan:
     __slots__ = ("state", "groups", "flat", "buckets", "written", "fast", "call", "live",
-                 "tail", "n_threads", "read_states", "read_hypers")
+                 "tail", "n_threads", "read_states", "read_hypers", "group", "size")
 
     def __init__(self, state, groups, flat, buckets, written):
         self.state = state          # the state dict the plan was built from
@@ -426,7 +459,7 @@ class _Plan:
         # Armed (see arm): that kernel call, bound, and what it depends on.
         self.call = self.live = None
         if self.fast:
-            self.read_states = _tuple_getter(b.ids)
+            self.read_states = _states_reader(b)
 
     def arm(self, opt, hyper, call):
         """A fast plan whose group's values passed their check and cannot change in
@@ -435,6 +468,7 @@ class _Plan:
         b = self.buckets[0]
         self.n_threads = opt.n_threads
         self.read_hypers = opt._read_hypers
+        self.group, self.size = b.group, len(b.ids)
         head = [*b.params, *hyper.raw, *b.states]
         self.tail = len(head)  # then b.expected
         self.live = head + b.expected
@@ -449,30 +483,32 @@ class _Plan:
                 or opt.n_threads is not self.n_threads):
             return False
         g = groups[0]
-        b = self.buckets[0]
-        if g is not b.group:
+        if g is not self.group:
             return False
         params = g["params"]
-        if type(params) not in (list, tuple) or len(params) != len(b.ids):
+        if type(params) not in (list, tuple) or len(params) != self.size:
             return False
-        states = self.read_states(self.state)
-        return all(map(is_, (*params, *self.read_hypers(g), *states,
-                             *chain.from_iterable(map(b.read, states))), self.live))
+        return all(map(is_, (*params, *self.read_hypers(g), *self.read_states(self.state)),
+                       self.live))
 
     def counted(self, b, step, scalars=()):
         """Bucket b's step counts were all set to ``step`` (and its per-param scalar state
         to ``scalars``), its buffers unchanged."""
         b.step = step
-        counts = [step] * len(b.ids)
-        b.expected[::b.stride] = counts
-        if self.live is not None:
-            self.live[self.tail::b.stride] = counts
         if scalars:
             b.scalars = scalars
-            for j, value in enumerate(scalars, 1):
-                b.expected[j::b.stride] = [value] * len(b.ids)
-                if self.live is not None:
-                    self.live[self.tail + j::b.stride] = [value] * len(b.ids)
+        row = (step, *scalars)  # each state's first entries in expected (and live)
+        live, n = self.live, len(b.ids)
+        if n == 1:  # one slice each (this runs at every step)
+            b.expected[:len(row)] = row
+            if live is not None:
+                live[self.tail:self.tail + len(row)] = row
+            return
+        for j, value in enumerate(row):
+            column = [value] * n
+            b.expected[j::b.stride] = column
+            if live is not None:
+                live[self.tail + j::b.stride] = column
 
 
 class Optimizer:
@@ -534,10 +570,7 @@ class Optimizer:
         required = _tuple_getter((*cls._HYPERPARAMETERS, *cls._TORCH_FLAGS))
         optional = tuple(k for k in ("foreach", "fused", "differentiable")
                          if k not in cls._TORCH_FLAGS)
-        if optional:
-            def read(group):
-                return required(group) + tuple(map(group.get, optional))
-        cls._read_hypers = staticmethod(read if optional else required)
+        cls._read_hypers = staticmethod(_reader(required, optional))
 
     def __init__(self, params, defaults, *, nonfinite="ignore", n_threads=None,
                  state_dtype=None, master_weights=None, rounding="nearest", seed=0,
@@ -1716,10 +1749,9 @@ class _Elementwise(Optimizer):
     so a step computes its scalars in Python floats (once per plan when they do not
     depend on the step: functional._template_step_free_scalars) and makes one kernel
     call (which checks every array before it writes anything).  A class with
-    ``_SCALAR_STATE`` also defines ``_scalar_schedule(g)``: a function of (step, the
-    bucket's scalar state or None) giving the scalars function's values for this step
-    (after ``step``) and the state after it (or overrides ``_scalars_with_state``, as
-    NAdam does).
+    ``_SCALAR_STATE`` also defines ``_scalars_with_state(g, values)``: a function of (step,
+    the bucket's scalar state or None) giving the kernel's scalars for this step and the
+    state after it (NAdam's mu_product, ASGD's eta and mu: it runs at every step).
     """
 
     _REALS = ()
@@ -1797,16 +1829,10 @@ class _Elementwise(Optimizer):
             return after
         return update_with_state
 
-    def _scalars_with_state(self, g, values):
+    def _scalars_with_state(self, g, values):  # pragma: no cover - abstract
         """(step, scalar state or None) -> (the kernel's scalars, the state after the
-        step): the schedule's values, then the scalars function's."""
-        scalars = _F._template_kernel(self._KERNEL)[1]
-        schedule = self._scalar_schedule(g)
-
-        def at(step, state):
-            now, after = schedule(step, state)
-            return scalars(step, *now, *values), after
-        return at
+        step), for a class with ``_SCALAR_STATE``."""
+        raise NotImplementedError
 
     def _check_group(self, g):
         if self._plain_group(g):
@@ -2244,38 +2270,31 @@ class NAdam(_Elementwise):
                 bool(g["decoupled_weight_decay"]), bool(g["maximize"]))
 
     def _scalars_with_state(self, g, values):
-        # the schedule's and the scalars' mu_t and mu_{t+1}, each computed once: this
-        # step's mu_{t+1} is kept for the next step's mu_t (the same call, the same bits)
+        # Every step: mu_{t+1} and one float32 rounding of mu_product.  This step's
+        # mu_{t+1} is the next step's mu_t (the same call, the same bits), and the
+        # mu_product stored last step is float32 already (torch's 0-d float32 tensor:
+        # the product of two float32 values is exact in double, so rounding it once is a
+        # float32 multiply); a value from elsewhere is rounded first.
         lr, beta1, beta2, eps, weight_decay, momentum_decay, decoupled, maximize = values
         momentum = _R.nadam_momentum
         scalars_of_mu = _F._nadam_prepared_scalars(lr, beta1, beta2, eps, weight_decay,
                                                    decoupled, maximize)
-        mus = {}
-
-        def mu_at(step):  # (mu_t, mu_t rounded to float32)
-            mu = mus.get(step)
-            if mu is None:
-                if len(mus) > 4:  # steps run in order: a few are enough
-                    mus.clear()
-                value = momentum(beta1, momentum_decay, step)
-                mu = mus[step] = (value, _float32(value))
-            return mu
+        last = [None, None, None, None]  # the last step, its mu_{t+1} (and in float32),
+        #                                  the mu_product it stored
 
         def at(step, state):
-            (mu, mu32), (mu_next, _) = mu_at(step), mu_at(step + 1)
-            mu_product = _nadam_mu_product(1.0 if state is None else state[0], mu32)
+            last_step, mu, mu32, stored = last
+            if last_step != step - 1:
+                mu = momentum(beta1, momentum_decay, step)
+                mu32 = _float32(mu)
+            before = 1.0 if state is None else state[0]
+            mu_product = _float32((before if before is stored else _float32(before)) * mu32)
+            if not 0.0 <= mu_product < 1.0:  # the functional's check and message
+                check_real("mu_product", mu_product, low=0.0, high=1.0, high_open=True)
+            mu_next = momentum(beta1, momentum_decay, step + 1)
+            last[:] = step, mu_next, _float32(mu_next), mu_product
             return scalars_of_mu(step, mu_product, mu, mu_next), (mu_product,)
         return at
-
-
-def _nadam_mu_product(before, mu32):
-    """NAdam's mu_product after this step: before * mu_t in float32, as torch's (the
-    product of two float32 values is exact in double: one rounding, as a float32
-    multiply); mu32 is mu_t rounded to float32."""
-    mu_product = _float32(_float32(before) * mu32)
-    if not 0.0 <= mu_product < 1.0:  # the functional's check and message
-        check_real("mu_product", mu_product, low=0.0, high=1.0, high_open=True)
-    return mu_product
 
 
 class ASGD(_Elementwise):
@@ -2319,18 +2338,24 @@ class ASGD(_Elementwise):
     def _kernel_values(self, g):
         return _num(g["lambd"]), _num(g["weight_decay"]), bool(g["maximize"])
 
-    def _scalar_schedule(self, g):
+    def _scalars_with_state(self, g, values):
         lr, lambd, alpha, t0 = map(_num, (g["lr"], g["lambd"], g["alpha"], g["t0"]))
         eta_0 = _float32(lr)
+        scalars = _F._asgd_scalars
 
-        def schedule(step, state):
+        def at(step, state):
             eta, mu = (eta_0, 1.0) if state is None else state
             if eta != eta or mu != mu:  # NaN (a schedule gone bad): the functional's check
                 check_real("eta", eta)
                 check_real("mu", mu)
-            return (eta, mu), (_float32(_R.asgd_eta(lr, lambd, alpha, step)),
-                               _float32(1 / max(1, step - t0)))
-        return schedule
+            past_t0 = step - t0  # the next mu = 1 / max(1, past_t0), as torch's
+            return scalars(step, eta, mu, *values), (
+                _float32(_R.asgd_eta(lr, lambd, alpha, step)),
+                _float32(1 / past_t0) if past_t0 > 1 else 1.0)
+        return at
+
+
+_SF_VALUES = itemgetter("lr", "r", "weight_lr_power", "warmup_steps")
 
 
 class AdamWScheduleFree(_Elementwise):
@@ -2424,9 +2449,11 @@ class AdamWScheduleFree(_Elementwise):
                 and type(scheduled_lr) is float and scheduled_lr == scheduled_lr):
             self._check_hypers(i, g)  # raises naming the value (or the missing key)
             k, lr_max, weight_sum = int(k), _num(lr_max), _num(weight_sum)
-        beta2, lr, r, weight_lr_power = map(_num, (g["betas"][1], g["lr"], g["r"],
-                                                   g["weight_lr_power"]))
-        warmup_steps = int(g["warmup_steps"])
+        beta2, (lr, r, weight_lr_power, warmup_steps) = g["betas"][1], _SF_VALUES(g)
+        if not (type(beta2) is type(lr) is type(r) is type(weight_lr_power) is float
+                and type(warmup_steps) is int):  # checked values, as the functional takes them
+            beta2, lr, r, weight_lr_power = map(_num, (beta2, lr, r, weight_lr_power))
+            warmup_steps = int(warmup_steps)
         sched = (k + 1) / warmup_steps if k < warmup_steps else 1.0
         bias_correction2 = 1 - beta2 ** (k + 1)
         lr = lr * sched
