@@ -2356,6 +2356,7 @@ class ASGD(_Elementwise):
 
 
 _SF_VALUES = itemgetter("lr", "r", "weight_lr_power", "warmup_steps")
+_NO_SCHEDULE = {}  # AdamWScheduleFree._schedule between steps (never written)
 
 
 class AdamWScheduleFree(_Elementwise):
@@ -2442,7 +2443,8 @@ class AdamWScheduleFree(_Elementwise):
 
     def _advance(self, i, g):
         """Group i's schedule for its next step, computed as schedulefree does (in Python
-        floats): (kernel scalars lr, ckp1, bias_correction2; group values after the step)."""
+        floats): ((ckp1, lr, bias_correction2) for the kernel, the group's (k,
+        scheduled_lr, lr_max, weight_sum) after the step)."""
         k, lr_max, weight_sum, scheduled_lr = map(g.get, self._SCHEDULE)
         if not (type(k) is int and 0 <= k <= _MAX_STEP and type(lr_max) is float
                 and lr_max == lr_max and type(weight_sum) is float and weight_sum >= 0.0
@@ -2465,8 +2467,7 @@ class AdamWScheduleFree(_Elementwise):
                 weight = float(np.float64(k + 1) ** r * np.float64(lr_max) ** weight_lr_power)
         weight_sum = weight_sum + weight
         ckp1 = weight / weight_sum if weight_sum != 0 else 0.0
-        return ((ckp1, lr, bias_correction2),
-                dict(k=k + 1, scheduled_lr=lr, lr_max=lr_max, weight_sum=weight_sum))
+        return (ckp1, lr, bias_correction2), (k + 1, lr, lr_max, weight_sum)
 
     def step(self, grads):
         """One schedule-free step (train mode only); see Optimizer.step."""
@@ -2479,16 +2480,20 @@ class AdamWScheduleFree(_Elementwise):
                 raise ValueError("Optimizer was not in train mode when step is called. "
                                  "Please insert .train() and .eval() calls on the "
                                  "optimizer. See documentation for details.")
-            advanced = [self._advance(i, g) for i, g in enumerate(groups)]
-            self._schedule = {id(g): a[0] for g, a in zip(groups, advanced)}
+            schedule, after = {}, []
+            for i, g in enumerate(groups):
+                now, values = self._advance(i, g)
+                schedule[id(g)] = now
+                after.append(values)
+            self._schedule = schedule
             try:
                 done = ((plan is not None and self._try_whole_step(plan, plan.call, grads))
                         or self._checked_step(grads))
             finally:
-                self._schedule = {}
+                self._schedule = _NO_SCHEDULE
             if done:
-                for g, (_, after) in zip(groups, advanced):
-                    g.update(after)
+                for g, values in zip(groups, after):
+                    g["k"], g["scheduled_lr"], g["lr_max"], g["weight_sum"] = values
             return done
 
     def _kernel_call(self, g, params, bufs, first, n_threads, ids=None):
@@ -2496,10 +2501,11 @@ class AdamWScheduleFree(_Elementwise):
         run = self._template_runner("adamw_schedule_free", params,
                                     [bufs["z"], bufs["exp_avg_sq"]], bufs, ids, n_threads)
         values = (*map(_num, g["betas"]), _num(g["eps"]), _num(g["weight_decay"]))
+        key = id(g)
 
         def update(grads, step):
             # this step's (ckp1, lr, bias_correction2), set by step()
-            run(grads, step, scalars(*self._schedule[id(g)], *values))
+            run(grads, step, scalars(*self._schedule[key], *values))
         return update
 
     def _switch(self, to_train):

@@ -663,6 +663,67 @@ def test_class_steps_equal_the_reference_bit_for_bit(cls, kw, dtype, rng):
     assert opt._plan.call is not None  # the steps ran armed
 
 
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_nadam_rounds_a_mu_product_set_by_hand_to_float32_first(dtype, rng):
+    # The armed step multiplies the mu_product it stored last step as it is (float32
+    # already); one set from outside is rounded to float32 first, as torch's 0-d float32
+    # tensor holds it.  The value is picked so that rounding once or twice differ.
+    import fastoptim.reference as R
+    f32 = np.float32
+    beta1, momentum_decay, step = 0.9, 4e-3, 4
+    mu32 = f32(R.nadam_momentum(beta1, momentum_decay, step))
+    by_hand = next(x for x in np.linspace(0.3, 0.4, 10_001)
+                   if f32(x * float(mu32)) != f32(f32(x) * mu32))
+    p = rng.standard_normal(50).astype(dtype)
+    q = p.copy()
+    opt = NAdam([p], lr=0.01)
+    buffers = [np.zeros_like(q), np.zeros_like(q)]
+    mu_product = 1.0
+    for t in range(1, step):
+        grad = rng.standard_normal(50).astype(dtype)
+        opt.step([grad])
+        mu_product = float(f32(mu_product) * f32(R.nadam_momentum(beta1, momentum_decay, t)))
+        R.nadam_(q, grad, *buffers, step=t, mu_product=mu_product, lr=0.01)
+    assert opt._plan.call is not None  # armed
+    opt.state[0]["mu_product"] = by_hand
+    grad = rng.standard_normal(50).astype(dtype)
+    opt.step([grad])
+    expected = float(f32(f32(by_hand) * mu32))
+    assert opt.state[0]["mu_product"] == expected
+    R.nadam_(q, grad, *buffers, step=step, mu_product=expected, lr=0.01)
+    np.testing.assert_array_equal(p, q, strict=True)
+
+
+@pytest.mark.parametrize("cls", CLASSES)
+def test_torch_switches_added_between_armed_steps_are_checked(cls, rng):
+    # The keys a class does not list (fused; Lion: all three) are read with .get at each
+    # armed step: adding one that torch refuses is refused, changing nothing.
+    params = [rng.standard_normal(5)]
+    opt = make(cls, params, lr=0.01)
+    for _ in range(3):
+        opt.step([rng.standard_normal(5)])
+    assert opt._plan.call is not None  # armed
+    g = opt.param_groups[0]
+    before = _snapshot(opt, params)
+    edits = [(dict(fused=True, foreach=True), "fused")]
+    if "differentiable" in cls._TORCH_FLAGS:  # (lion-pytorch and schedulefree have none)
+        edits.append((dict(differentiable=True), "differentiable"))
+    for edit, match in edits:
+        saved = {k: g[k] for k in edit if k in g}
+        g.update(edit)
+        with pytest.raises(ValueError, match=match):
+            opt.step([rng.standard_normal(5)])
+        for k in edit:
+            if k in saved:
+                g[k] = saved[k]
+            else:
+                del g[k]
+        _assert_unchanged(opt, params, before)
+    opt.step([rng.standard_normal(5)])
+    assert opt.state[0]["step"] == 4 if cls is not AdamWScheduleFree else g["k"] == 4
+
+
 # ----------------------------------------------------------------- convergence
 def quadratic_grad(p, scales=np.array([1.0, 3.0, 10.0])):
     return (scales * p).astype(p.dtype)  # f = 0.5 * sum(scales * p^2), minimum at 0
