@@ -495,11 +495,16 @@ class _Plan:
         """Bucket b's step counts were all set to ``step`` (and its per-param scalar state
         to ``scalars``), its buffers unchanged."""
         b.step = step
+        live, n = self.live, len(b.ids)
+        if n == 1 and not scalars:  # this runs at every step: one item each
+            b.expected[0] = step
+            if live is not None:
+                live[self.tail] = step
+            return
         if scalars:
             b.scalars = scalars
         row = (step, *scalars)  # each state's first entries in expected (and live)
-        live, n = self.live, len(b.ids)
-        if n == 1:  # one slice each (this runs at every step)
+        if n == 1:
             b.expected[:len(row)] = row
             if live is not None:
                 live[self.tail:self.tail + len(row)] = row
