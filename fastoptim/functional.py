@@ -802,8 +802,20 @@ def adamw_schedule_free_(param, grad, z, exp_avg_sq, *, ckp1, lr, bias_correctio
 def _adamw_schedule_free_scalars(ckp1, lr, bias_correction2, beta1, beta2, eps,
                                  weight_decay):
     # no step: the group's schedule (ckp1, lr, bias_correction2) carries it
-    return (beta2, 1 - beta2, bias_correction2, eps, weight_decay, ckp1,
-            lr * (beta1 * (1 - ckp1) - 1), lr, weight_decay != 0, abs(ckp1) < 0.5)
+    return _adamw_schedule_free_prepared_scalars(beta1, beta2, eps, weight_decay)(
+        ckp1, lr, bias_correction2)
+
+
+def _adamw_schedule_free_prepared_scalars(beta1, beta2, eps, weight_decay):
+    """at(ckp1, lr, bias_correction2): _adamw_schedule_free_scalars with these values,
+    the parts the schedule does not change computed once (the class calls it every
+    step)."""
+    head, l2 = (beta2, 1 - beta2), weight_decay != 0
+
+    def at(ckp1, lr, bias_correction2):
+        return (*head, bias_correction2, eps, weight_decay, ckp1,
+                lr * (beta1 * (1 - ckp1) - 1), lr, l2, abs(ckp1) < 0.5)
+    return at
 
 
 def adafactor_(param, grad, row_var=None, col_var=None, variance=None, *, step, lr=1e-2,

@@ -2398,6 +2398,7 @@ class AdamWScheduleFree(_Elementwise):
     #: the group keys each step writes: checked by _advance at every step (a check cached
     #: by identity would be redone every step)
     _SCHEDULE = ("k", "lr_max", "weight_sum", "scheduled_lr")
+    _READ_SCHEDULE = itemgetter(*_SCHEDULE)
     _REALS = (("lr", "learning rate", 0.0, None, False),
               ("eps", "epsilon value", 0.0, None, False),
               ("weight_decay", "weight_decay value", None, None, False),
@@ -2450,7 +2451,10 @@ class AdamWScheduleFree(_Elementwise):
         """Group i's schedule for its next step, computed as schedulefree does (in Python
         floats): ((ckp1, lr, bias_correction2) for the kernel, the group's (k,
         scheduled_lr, lr_max, weight_sum) after the step)."""
-        k, lr_max, weight_sum, scheduled_lr = map(g.get, self._SCHEDULE)
+        try:
+            k, lr_max, weight_sum, scheduled_lr = self._READ_SCHEDULE(g)
+        except KeyError:
+            k = lr_max = weight_sum = scheduled_lr = None  # the check below words it
         if not (type(k) is int and 0 <= k <= _MAX_STEP and type(lr_max) is float
                 and lr_max == lr_max and type(weight_sum) is float and weight_sum >= 0.0
                 and type(scheduled_lr) is float and scheduled_lr == scheduled_lr):
@@ -2502,15 +2506,15 @@ class AdamWScheduleFree(_Elementwise):
             return done
 
     def _kernel_call(self, g, params, bufs, first, n_threads, ids=None):
-        scalars = _F._template_kernel("adamw_schedule_free")[1]
         run = self._template_runner("adamw_schedule_free", params,
                                     [bufs["z"], bufs["exp_avg_sq"]], bufs, ids, n_threads)
-        values = (*map(_num, g["betas"]), _num(g["eps"]), _num(g["weight_decay"]))
+        scalars = _F._adamw_schedule_free_prepared_scalars(
+            *map(_num, g["betas"]), _num(g["eps"]), _num(g["weight_decay"]))
         key = id(g)
 
         def update(grads, step):
             # this step's (ckp1, lr, bias_correction2), set by step()
-            run(grads, step, scalars(*self._schedule[key], *values))
+            run(grads, step, scalars(*self._schedule[key]))
         return update
 
     def _switch(self, to_train):
