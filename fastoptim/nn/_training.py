@@ -81,6 +81,7 @@ class _Epochs:
         self.in_backward = (self.grads[0] is net.grads_flat
                             and _step_in_backward(step_in_backward, net, optimizer))
         self.n_updates = 0
+        self.products = False          # compiled products: set by threads()
         self.rows = -(-batch_size // self.accumulation)     # per micro-batch
         self.kernel_threads = _KernelThreads(kernel_threads, self)
         # fastoptim's kernel thread count for the layers and (when the optimizer has no
@@ -90,9 +91,18 @@ class _Epochs:
     def threads(self, blas_threads):
         """Context for the training loop: NumPy's BLAS threads as ``blas_threads`` says
         (see _blas_threads), and the kernel threads of this run; the optimizer's
-        n_threads is put back afterwards."""
+        n_threads is put back afterwards.  Where that leaves every BLAS at one thread,
+        the matrix products run in compiled code on the kernel threads (scipy's gemm,
+        loaded first so that the limit covers its library: its own threads would fight
+        ours for the cores; see MLP._loss_grad_batch's ``products``)."""
+        from ._network import _gemm_ready
+
         stack = contextlib.ExitStack()
-        stack.enter_context(_blas_threads(self.net, self.rows, blas_threads))
+        wants = getattr(self.net, "fused", False) and _gemm_ready()
+        context, one_thread = _blas_setting(self.net, self.rows, blas_threads)
+        stack.enter_context(context)
+        self.products = bool(wants and one_thread)
+        stack.callback(setattr, self, "products", False)
         stack.callback(self.kernel_threads.restore)
         self.kernel_threads.apply(self.n_threads)
         return stack
@@ -121,10 +131,12 @@ class _Epochs:
                 wb = None if sw is None else sw[lo:hi]
             if j == k - 1:
                 loss += net._loss_grad_batch(xb, yb, v, wb, total=total, accumulate=j > 0,
-                                             after_layer=after_layer, n_threads=nt)
+                                             after_layer=after_layer, n_threads=nt,
+                                             products=self.products)
             else:
                 loss += net._loss_grad_batch(xb, yb, v, wb, total=total, accumulate=j > 0,
-                                             penalty=False, n_threads=nt)
+                                             penalty=False, n_threads=nt,
+                                             products=self.products)
         return loss
 
     def run(self, order=None, before_step=None):
@@ -330,8 +342,7 @@ def _measured_blas_threads(net, rows, controller):
     """The BLAS thread count for this network at ``rows`` rows per batch: one thread
     unless the library's default count runs the batch's products measurably (10 %)
     faster.  Timed once per process and shape, one and many threads interleaved."""
-    many = max((i.get("num_threads", 1) for i in controller.info()
-                if i.get("user_api") == "blas"), default=1)
+    many = _blas_max_threads(controller)
     if many <= 1:
         return None
     key = (net.layer_sizes, rows, net.dtype.str, many)
@@ -356,14 +367,27 @@ def _blas_threads(net, batch_size, blas_threads):
     "auto": the count measured faster for this network's products at this batch size
     (:func:`_measured_blas_threads`); None: leave as is; an int: that many.
     """
+    return _blas_setting(net, batch_size, blas_threads)[0]
+
+
+def _blas_setting(net, batch_size, blas_threads):
+    """(the context of :func:`_blas_threads`, True when every BLAS library loaded runs
+    on one thread inside it).  Made after a library loaded since (say scipy's) is
+    seen: the limit covers it too."""
     controller = _get_controller()
     if controller is False or blas_threads is None:
-        return contextlib.nullcontext()
+        return contextlib.nullcontext(), False
     if isinstance(blas_threads, str) and blas_threads == "auto":
         blas_threads = _measured_blas_threads(net, batch_size, controller)
-        if blas_threads is None:
-            return contextlib.nullcontext()
-    return controller.limit(limits=int(blas_threads), user_api="blas")
+        if blas_threads is None:     # many threads pay, or every library is at one
+            return contextlib.nullcontext(), _blas_max_threads(controller) <= 1
+    return controller.limit(limits=int(blas_threads), user_api="blas"), blas_threads == 1
+
+
+def _blas_max_threads(controller):
+    """The largest thread count of the BLAS libraries loaded (1 when none)."""
+    return max((i.get("num_threads", 1) for i in controller.info()
+                if i.get("user_api") == "blas"), default=1)
 
 
 _KERNEL_TRIAL_ROUNDS = 3      # timed batches per thread count (one untimed before each)
