@@ -64,7 +64,7 @@ def _load_gemm():
     (_kernels_gemm.pxi); False without scipy or when anything about them is unexpected:
     NumPy's products then, as before."""
     try:
-        from scipy.linalg import cython_blas
+        import scipy.linalg.cython_blas as cython_blas
         capi = cython_blas.__pyx_capi__
         return bool(_K.gemm_load(capi["dgemm"], capi["sgemm"]))
     except (ImportError, AttributeError, KeyError, TypeError):
@@ -76,7 +76,7 @@ def _gemm_ready():
     global _gemm
     if _gemm is None:
         _gemm = _load_gemm()
-    return _gemm
+    return _gemm and _K.gemm_ready()
 
 __all__ = ["MLP", "ACTIVATIONS", "OUTPUTS"]
 
