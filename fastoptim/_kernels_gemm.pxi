@@ -42,10 +42,11 @@ _GEMM_SIGNATURE = ("void (char *, char *, int *, int *, int *, {t} *, {t} *, int
                    "int *, {t} *, {t} *, int *)")
 _GEMM_SCALAR = "__pyx_t_5scipy_6linalg_11cython_blas_{}"
 
-# Below this many multiply-adds per call the products run on one thread: measured on
-# digits' 64-128-64-10 float64 network at 64 rows (2 cores, bench/experiments/
-# gemm_threads.py): a 64 x 64 x 10 forward product (41k) took 2.3 us on one thread and
-# 2.6 us split over two; the 64 x 128 x 64 ones (524k, ~20 us) run 1.8x faster on two.
+# Below this many multiply-adds per call the products run on one thread.  Measured on
+# digits' 64-128-64-10 float64 network at 64 rows, quiet 2-core machine
+# (bench/experiments/gemm_threads.py), one thread -> two: 64 x 64 x 10 forward (41k)
+# 2.2 -> 2.1 us (a tie), its backward (82k) 5.0 -> 4.0 us; 64 x 64 x 128 (524k)
+# forward 20.0 -> 11.1 us, backward 40.8 -> 22.8 us.
 cdef Py_ssize_t GEMM_PARALLEL_MIN_MACS = 65536
 
 
@@ -178,7 +179,8 @@ cdef struct _Part:
     Py_ssize_t r1
 
 
-cdef void _run_part(const _Part* part, bint dbl) noexcept nogil:
+cdef void _run_part(const _Part* part, bint dbl, const char* own_b) noexcept nogil:
+    # own_b: the thread's copy of B, for a product whose B is NULL
     cdef const _Product* p = part.prod
     cdef Py_ssize_t size = 8 if dbl else 4, blk
     cdef Py_ssize_t r0 = part.r0
@@ -186,26 +188,44 @@ cdef void _run_part(const _Part* part, bint dbl) noexcept nogil:
         return
     # rows r0.. of op(A): rows of A, or columns when A is transposed
     _gemm_rm(dbl, p.ta, p.tb, <int> (part.r1 - r0), p.N, p.K,
-             p.A + r0 * size * (1 if p.ta else p.lda), p.lda, p.B, p.ldb,
-             p.C + r0 * size * p.ldc, p.ldc)
+             p.A + r0 * size * (1 if p.ta else p.lda), p.lda,
+             own_b if p.B == NULL else p.B, p.ldb, p.C + r0 * size * p.ldc, p.ldc)
     if p.layer != NULL:
         for blk in range(r0 // ROW_BLOCK, (part.r1 + ROW_BLOCK - 1) // ROW_BLOCK):
             _block(p.layer, dbl, blk, NULL if p.partial == NULL else p.partial + blk * p.layer.m)
 
 
-cdef void _run_parts(const _Part* parts, int n_parts, bint dbl, int threads) noexcept nogil:
-    # part k on thread k * team // n_parts: the parts, not the threads, fix the bits
-    cdef int tid, team, k
+cdef void _transpose(bint dbl, const char* src, char* dst, Py_ssize_t k,
+                     Py_ssize_t m) noexcept nogil:
+    if dst == NULL:
+        return
+    if dbl:
+        fo_transpose_d(<const double*> src, <double*> dst, k, m)
+    else:
+        fo_transpose_f(<const float*> src, <float*> dst, k, m)
+
+
+cdef void _run_parts(const _Part* parts, int n_parts, bint dbl, int threads,
+                     const char* W, char* wt, Py_ssize_t k, Py_ssize_t m) noexcept nogil:
+    # part k on thread k * team // n_parts: the parts, not the threads, fix the bits.
+    # wt (or NULL): room for `threads` (m, k) matrices, each thread's own copy of the
+    # (k, m) W transposed (no thread waits for another's, nor reads its cache lines)
+    cdef int tid, team, p
+    cdef char* own
+    cdef Py_ssize_t size = (8 if dbl else 4) * k * m
     if threads > 1 and FASTOPTIM_HAVE_OPENMP:
         with parallel(num_threads=threads):
             tid = threadid()
             team = fastoptim_omp_num_threads()
-            for k in range(n_parts):
-                if k * team // n_parts == tid:
-                    _run_part(&parts[k], dbl)
+            own = NULL if wt == NULL else wt + tid * size
+            _transpose(dbl, W, own, k, m)
+            for p in range(n_parts):
+                if p * team // n_parts == tid:
+                    _run_part(&parts[p], dbl, own)
     else:
-        for k in range(n_parts):
-            _run_part(&parts[k], dbl)
+        _transpose(dbl, W, wt, k, m)
+        for p in range(n_parts):
+            _run_part(&parts[p], dbl, wt)
 
 
 cdef inline Py_ssize_t _row_split(Py_ssize_t n) noexcept nogil:
@@ -256,18 +276,18 @@ def dense_forward_product(a, W, bias, z, activation, n_threads=1):
     parts[0].prod = parts[1].prod = &p
     parts[0].r0, parts[0].r1, parts[1].r0, parts[1].r1 = 0, h, h, n
     with nogil:
-        _run_parts(parts, 2, dbl, threads)
+        _run_parts(parts, 2, dbl, threads, NULL, NULL, 0, 0)
 
 
 def backward_products(a, d, W, grad, dp, activation, bias_grad=None, accumulate=False,
-                      wt=None, n_threads=1):
+                      transposed=False, n_threads=1):
     """One layer's products in backward: grad (k, m) := a.T @ d for its input a (n, k)
     and delta d (n, m); and, unless dp is None, the delta below dp (n, k) := (d @ W.T)
     * f'(a) for its weights W (k, m) (``activation``: a code into LAYER_ACTIVATIONS, f'
     from the activation's output a, as dense_backward) with ``bias_grad`` (k,) :=
-    (``accumulate``: +=) the column sums of dp in a fixed order.  ``wt``: an (m, k)
-    buffer, or None: W's contiguous transpose is written there first and the delta
-    product runs on it (BLAS's plain product; the same sums).  The outputs share no
+    (``accumulate``: +=) the column sums of dp in a fixed order.  ``transposed``: the
+    delta product runs on a contiguous copy of W.T made by each thread (BLAS's plain
+    product, faster than its transposed-operand one on small products), else on W.  The outputs share no
     memory with anything else.  Each product in two fixed blocks of output rows."""
     cdef LayerCall c
     cdef _Extents ext
@@ -282,17 +302,16 @@ def backward_products(a, d, W, grad, dp, activation, bias_grad=None, accumulate=
     pg.A = _layer_array(a, "a", d, n, k, False, &ext)
     pg.C = _layer_array(grad, "grad", d, k, m, True, &ext)
     cdef bint delta = dp is not None
-    cdef char* wtp = NULL
+    cdef char* wt = NULL
     cdef const char* wp = NULL
+    cdef bint transpose = _flag(transposed, "transposed")
     if delta:
         pd.B = wp = _layer_array(W, "W", d, k, m, False, &ext)
         c.z = pd.C = _layer_array(dp, "dp", d, n, k, True, &ext)
         c.bias_grad = NULL if bias_grad is None else _layer_array(
             bias_grad, "bias_grad", d, k, -1, True, &ext)
-        if wt is not None:
-            wtp = _layer_array(wt, "wt", d, m, k, True, &ext)
-    elif bias_grad is not None or wt is not None:
-        raise ValueError("bias_grad and wt go with dp (the delta below)")
+    elif bias_grad is not None or transpose:
+        raise ValueError("bias_grad and transposed go with dp (the delta below)")
     c.accumulate = _flag(accumulate, "accumulate")
     cdef int N = _blas_size(m, "units"), K = _blas_size(k, "inputs")
     _blas_size(n, "rows")
@@ -306,6 +325,7 @@ def backward_products(a, d, W, grad, dp, activation, bias_grad=None, accumulate=
     cdef Py_ssize_t n_partial = nb * k if delta and c.bias_grad != NULL and n > 0 else 0
     cdef double on_stack[LAYER_STACK_DOUBLES]
     cdef double* partial = NULL
+    transpose = transpose and n > 0
     if n_partial > LAYER_STACK_DOUBLES:
         partial = <double*> malloc(n_partial * sizeof(double))
         if partial == NULL:
@@ -314,6 +334,12 @@ def backward_products(a, d, W, grad, dp, activation, bias_grad=None, accumulate=
         partial = on_stack
     if n_partial:
         memset(partial, 0, n_partial * sizeof(double))
+    if transpose:
+        wt = <char*> malloc(threads * k * m * (8 if dbl else 4))
+        if wt == NULL:
+            if partial != on_stack:
+                free(partial)
+            raise MemoryError()
     # the parts alternate grad's and dp's blocks: two threads get one of each
     parts[0].prod = parts[2].prod = &pg
     parts[0].r0, parts[0].r1, parts[2].r0, parts[2].r1 = 0, hk, hk, k
@@ -321,25 +347,21 @@ def backward_products(a, d, W, grad, dp, activation, bias_grad=None, accumulate=
     parts[1].r0, parts[1].r1, parts[3].r0, parts[3].r1 = 0, h, h, n
     if delta:
         c.op, c.w, c.d, c.n, c.m, c.other = 1, NULL, NULL, n, k, pg.A
-        # dp := d @ W.T: on W's transpose in wt when given, else W transposed by BLAS
+        # dp := d @ W.T: on the thread's W.T (B = NULL), else W transposed by BLAS
         pd.A, pd.ta, pd.lda, pd.N, pd.K, pd.ldc = pg.B, False, N, K, N, K
-        pd.tb, pd.ldb = wtp == NULL, N
-        if wtp != NULL:
-            pd.B, pd.ldb = wtp, K
+        pd.tb, pd.ldb = not transpose, N
+        if transpose:
+            pd.B, pd.ldb = NULL, K
         pd.layer, pd.partial = &c, partial
     else:
         parts[1].r1 = parts[3].r1 = 0        # nothing to do
     with nogil:
-        if wtp != NULL:
-            if dbl:
-                fo_transpose_d(<const double*> wp, <double*> wtp, k, m)
-            else:
-                fo_transpose_f(<const float*> wp, <float*> wtp, k, m)
-        _run_parts(parts, 4, dbl, threads)
+        _run_parts(parts, 4, dbl, threads, wp, wt, k, m)
         if delta and c.bias_grad != NULL:
             if n_partial:
                 _sum_partials(&c, dbl, partial, nb)
             elif not c.accumulate:                   # no rows: zero sums
                 memset(c.bias_grad, 0, k * (8 if dbl else 4))
+    free(wt)
     if partial != NULL and partial != on_stack:
         free(partial)

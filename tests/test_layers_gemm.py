@@ -65,8 +65,7 @@ def _backward(a, d, W, act, threads, wt=False, bias=True, accumulate=False, star
     g = np.empty((k, m), a.dtype)
     dp = np.empty((n, k), a.dtype)
     bg = np.empty(k, a.dtype) if start is None else start.copy()
-    K.backward_products(a, d, W, g, dp, act, bg if bias else None, accumulate,
-                        np.empty((m, k), a.dtype) if wt else None, threads)
+    K.backward_products(a, d, W, g, dp, act, bg if bias else None, accumulate, wt, threads)
     return g, dp, bg
 
 
@@ -324,13 +323,12 @@ def _bad_product_calls(a, W, b, d, z, g, dp, bg, wt):
         (ValueError, lambda: bwd(a, d, W, g.T.copy(), dp, RELU)),
         (ValueError, lambda: bwd(a, d, W, g, dp[:, :2], RELU)),
         (ValueError, lambda: bwd(a, d, W, g, dp, RELU, bg[:2])),
-        (ValueError, lambda: bwd(a, d, W, g, dp, RELU, bg, False, wt.T)),   # not (m, k)
+        (TypeError, lambda: bwd(a, d, W, g, dp, RELU, bg, False, wt)),     # a flag
         (ValueError, lambda: bwd(a, d, W, g, a, RELU)),               # dp is a
         (ValueError, lambda: bwd(a, d, W, g, dp, RELU, dp[0])),       # bias_grad in dp
-        (ValueError, lambda: bwd(a, d, W, g, dp, RELU, bg, False, g.reshape(wt.shape))),
         (ValueError, lambda: bwd(a, d, W, W, dp, RELU)),              # grad is W
         (ValueError, lambda: bwd(a, d, W, g, None, RELU, bg)),        # bias_grad, no dp
-        (ValueError, lambda: bwd(a, d, W, g, None, RELU, None, False, wt)),
+        (ValueError, lambda: bwd(a, d, W, g, None, RELU, None, False, True)),
         (ValueError, lambda: bwd(a, d, W, g, dp, RELU, n_threads=-1)),
     ]
 

@@ -48,10 +48,10 @@ def main(dt):
                 "forward gemm 2": lambda: K.dense_forward_product(a, W, b, z, 1, 2),
                 "backward numpy": lambda: (_dot(a.T, d, g), K.transpose_into(W, wt),
                                            _dot(d, wt, dp), K.dense_backward(dp, a, 1, bg)),
-                "backward gemm 1": lambda: K.backward_products(a, d, W, g, dp, 1, bg, False, wt, 1),
-                "backward gemm 2": lambda: K.backward_products(a, d, W, g, dp, 1, bg, False, wt, 2),
-                "backward gemm 1 no wt": lambda: K.backward_products(a, d, W, g, dp, 1, bg, False, None, 1),
-                "backward gemm 2 no wt": lambda: K.backward_products(a, d, W, g, dp, 1, bg, False, None, 2),
+                "backward gemm 1": lambda: K.backward_products(a, d, W, g, dp, 1, bg, False, True, 1),
+                "backward gemm 2": lambda: K.backward_products(a, d, W, g, dp, 1, bg, False, True, 2),
+                "backward gemm 1 no wt": lambda: K.backward_products(a, d, W, g, dp, 1, bg, False, False, 1),
+                "backward gemm 2 no wt": lambda: K.backward_products(a, d, W, g, dp, 1, bg, False, False, 2),
             }
             old = K.get_gemm_parallel_min_macs()
             K.set_gemm_parallel_min_macs(0)

@@ -538,7 +538,8 @@ class MLP:
                 # both products and the derivative mask in one call; W is read before
                 # layer i is stepped (after_layer below)
                 _K.backward_products(X if a_prev is None else a_prev, d, W, target, dp,
-                                     self._act_code, bias_grad, accumulate, wt, nt)
+                                     self._act_code, bias_grad, accumulate, wt is not None,
+                                     nt)
                 if accumulate:
                     _K.axpy_sumsq(g, target, 1.0, nt)
                 if alpha:
