@@ -177,6 +177,7 @@ cdef struct _Part:
     const _Product* prod
     Py_ssize_t r0
     Py_ssize_t r1
+    char* wt                  # this part's room for W.T (its product's B is NULL), or NULL
 
 
 cdef void _run_part(const _Part* part, bint dbl, const char* own_b) noexcept nogil:
@@ -206,26 +207,28 @@ cdef void _transpose(bint dbl, const char* src, char* dst, Py_ssize_t k,
 
 
 cdef void _run_parts(const _Part* parts, int n_parts, bint dbl, int threads,
-                     const char* W, char* wt, Py_ssize_t k, Py_ssize_t m) noexcept nogil:
-    # part k on thread k * team // n_parts: the parts, not the threads, fix the bits.
-    # wt (or NULL): room for `threads` (m, k) matrices, each thread's own copy of the
-    # (k, m) W transposed (no thread waits for another's, nor reads its cache lines)
+                     const char* W, Py_ssize_t k, Py_ssize_t m) noexcept nogil:
+    # part p on thread p * team // n_parts: the parts, not the threads, fix the bits.
+    # A part with room for W.T (the (k, m) W transposed) fills it first: on two threads
+    # each makes its own copy (no thread waits for another's, nor reads its cache
+    # lines); on one, the first copy serves every part
     cdef int tid, team, p
-    cdef char* own
-    cdef Py_ssize_t size = (8 if dbl else 4) * k * m
+    cdef char* shared = NULL
     if threads > 1 and FASTOPTIM_HAVE_OPENMP:
         with parallel(num_threads=threads):
             tid = threadid()
             team = fastoptim_omp_num_threads()
-            own = NULL if wt == NULL else wt + tid * size
-            _transpose(dbl, W, own, k, m)
             for p in range(n_parts):
                 if p * team // n_parts == tid:
-                    _run_part(&parts[p], dbl, own)
+                    if parts[p].r1 > parts[p].r0:
+                        _transpose(dbl, W, parts[p].wt, k, m)
+                    _run_part(&parts[p], dbl, parts[p].wt)
     else:
-        _transpose(dbl, W, wt, k, m)
         for p in range(n_parts):
-            _run_part(&parts[p], dbl, wt)
+            if shared == NULL and parts[p].wt != NULL and parts[p].r1 > parts[p].r0:
+                shared = parts[p].wt
+                _transpose(dbl, W, shared, k, m)
+            _run_part(&parts[p], dbl, shared)
 
 
 cdef inline Py_ssize_t _row_split(Py_ssize_t n) noexcept nogil:
@@ -274,20 +277,22 @@ def dense_forward_product(a, W, bias, z, activation, n_threads=1):
     cdef int threads = _gemm_threads(n_threads, n * k * m)
     cdef Py_ssize_t h = _row_split(n)
     parts[0].prod = parts[1].prod = &p
+    parts[0].wt = parts[1].wt = NULL
     parts[0].r0, parts[0].r1, parts[1].r0, parts[1].r1 = 0, h, h, n
     with nogil:
-        _run_parts(parts, 2, dbl, threads, NULL, NULL, 0, 0)
+        _run_parts(parts, 2, dbl, threads, NULL, 0, 0)
 
 
 def backward_products(a, d, W, grad, dp, activation, bias_grad=None, accumulate=False,
-                      transposed=False, n_threads=1):
+                      wt=None, n_threads=1):
     """One layer's products in backward: grad (k, m) := a.T @ d for its input a (n, k)
     and delta d (n, m); and, unless dp is None, the delta below dp (n, k) := (d @ W.T)
     * f'(a) for its weights W (k, m) (``activation``: a code into LAYER_ACTIVATIONS, f'
     from the activation's output a, as dense_backward) with ``bias_grad`` (k,) :=
-    (``accumulate``: +=) the column sums of dp in a fixed order.  ``transposed``: the
-    delta product runs on a contiguous copy of W.T made by each thread (BLAS's plain
-    product, faster than its transposed-operand one on small products), else on W.  The outputs share no
+    (``accumulate``: +=) the column sums of dp in a fixed order.  ``wt``: None, or room
+    for two copies of W.T (2 m k elements of d's dtype, C-contiguous): the delta product
+    then runs on a contiguous W.T made there (BLAS's plain product, faster than its
+    transposed-operand one on small products; each thread makes its own copy).  The outputs share no
     memory with anything else.  Each product in two fixed blocks of output rows."""
     cdef LayerCall c
     cdef _Extents ext
@@ -302,16 +307,17 @@ def backward_products(a, d, W, grad, dp, activation, bias_grad=None, accumulate=
     pg.A = _layer_array(a, "a", d, n, k, False, &ext)
     pg.C = _layer_array(grad, "grad", d, k, m, True, &ext)
     cdef bint delta = dp is not None
-    cdef char* wt = NULL
+    cdef char* wtp = NULL
     cdef const char* wp = NULL
-    cdef bint transpose = _flag(transposed, "transposed")
     if delta:
         pd.B = wp = _layer_array(W, "W", d, k, m, False, &ext)
         c.z = pd.C = _layer_array(dp, "dp", d, n, k, True, &ext)
         c.bias_grad = NULL if bias_grad is None else _layer_array(
             bias_grad, "bias_grad", d, k, -1, True, &ext)
-    elif bias_grad is not None or transpose:
-        raise ValueError("bias_grad and transposed go with dp (the delta below)")
+        if wt is not None:
+            wtp = _layer_array(wt, "wt", d, 2 * k * m, -2, True, &ext)
+    elif bias_grad is not None or wt is not None:
+        raise ValueError("bias_grad and wt go with dp (the delta below)")
     c.accumulate = _flag(accumulate, "accumulate")
     cdef int N = _blas_size(m, "units"), K = _blas_size(k, "inputs")
     _blas_size(n, "rows")
@@ -325,7 +331,6 @@ def backward_products(a, d, W, grad, dp, activation, bias_grad=None, accumulate=
     cdef Py_ssize_t n_partial = nb * k if delta and c.bias_grad != NULL and n > 0 else 0
     cdef double on_stack[LAYER_STACK_DOUBLES]
     cdef double* partial = NULL
-    transpose = transpose and n > 0
     if n_partial > LAYER_STACK_DOUBLES:
         partial = <double*> malloc(n_partial * sizeof(double))
         if partial == NULL:
@@ -334,34 +339,29 @@ def backward_products(a, d, W, grad, dp, activation, bias_grad=None, accumulate=
         partial = on_stack
     if n_partial:
         memset(partial, 0, n_partial * sizeof(double))
-    if transpose:
-        wt = <char*> malloc(threads * k * m * (8 if dbl else 4))
-        if wt == NULL:
-            if partial != on_stack:
-                free(partial)
-            raise MemoryError()
     # the parts alternate grad's and dp's blocks: two threads get one of each
     parts[0].prod = parts[2].prod = &pg
     parts[0].r0, parts[0].r1, parts[2].r0, parts[2].r1 = 0, hk, hk, k
     parts[1].prod = parts[3].prod = &pd
     parts[1].r0, parts[1].r1, parts[3].r0, parts[3].r1 = 0, h, h, n
+    parts[0].wt = parts[2].wt = NULL
+    parts[1].wt, parts[3].wt = wtp, NULL if wtp == NULL else wtp + k * m * (8 if dbl else 4)
     if delta:
         c.op, c.w, c.d, c.n, c.m, c.other = 1, NULL, NULL, n, k, pg.A
         # dp := d @ W.T: on the thread's W.T (B = NULL), else W transposed by BLAS
         pd.A, pd.ta, pd.lda, pd.N, pd.K, pd.ldc = pg.B, False, N, K, N, K
-        pd.tb, pd.ldb = not transpose, N
-        if transpose:
+        pd.tb, pd.ldb = wtp == NULL, N
+        if wtp != NULL:
             pd.B, pd.ldb = NULL, K
         pd.layer, pd.partial = &c, partial
     else:
         parts[1].r1 = parts[3].r1 = 0        # nothing to do
     with nogil:
-        _run_parts(parts, 4, dbl, threads, wp, wt, k, m)
+        _run_parts(parts, 4, dbl, threads, wp, k, m)
         if delta and c.bias_grad != NULL:
             if n_partial:
                 _sum_partials(&c, dbl, partial, nb)
             elif not c.accumulate:                   # no rows: zero sums
                 memset(c.bias_grad, 0, k * (8 if dbl else 4))
-    free(wt)
     if partial != NULL and partial != on_stack:
         free(partial)

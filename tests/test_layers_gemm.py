@@ -65,7 +65,8 @@ def _backward(a, d, W, act, threads, wt=False, bias=True, accumulate=False, star
     g = np.empty((k, m), a.dtype)
     dp = np.empty((n, k), a.dtype)
     bg = np.empty(k, a.dtype) if start is None else start.copy()
-    K.backward_products(a, d, W, g, dp, act, bg if bias else None, accumulate, wt, threads)
+    K.backward_products(a, d, W, g, dp, act, bg if bias else None, accumulate,
+                        np.empty((2, m, k), a.dtype) if wt else None, threads)
     return g, dp, bg
 
 
@@ -288,7 +289,8 @@ def test_gemm_load_refuses_unexpected_capsules(reload_gemm):
 
 # ---- the kernels' own checks ---------------------------------------------------------
 
-def _bad_product_calls(a, W, b, d, z, g, dp, bg, wt):
+def _bad_product_calls(a, W, b, d, z, g, dp, bg, wt, wt2):
+    g2 = np.zeros((2, 3, 8))
     f32 = a.astype(np.float32)
     ro = z.copy()
     ro.flags.writeable = False
@@ -323,12 +325,16 @@ def _bad_product_calls(a, W, b, d, z, g, dp, bg, wt):
         (ValueError, lambda: bwd(a, d, W, g.T.copy(), dp, RELU)),
         (ValueError, lambda: bwd(a, d, W, g, dp[:, :2], RELU)),
         (ValueError, lambda: bwd(a, d, W, g, dp, RELU, bg[:2])),
-        (TypeError, lambda: bwd(a, d, W, g, dp, RELU, bg, False, wt)),     # a flag
+        (ValueError, lambda: bwd(a, d, W, g, dp, RELU, bg, False, wt)),    # one copy
+        (ValueError, lambda: bwd(a, d, W, g, dp, RELU, bg, False, g2[:, :, ::2])),
         (ValueError, lambda: bwd(a, d, W, g, a, RELU)),               # dp is a
         (ValueError, lambda: bwd(a, d, W, g, dp, RELU, dp[0])),       # bias_grad in dp
         (ValueError, lambda: bwd(a, d, W, W, dp, RELU)),              # grad is W
+        (ValueError, lambda: bwd(a, d, W, g, dp, RELU, bg, False, dp.reshape(2, 10))),
+        (TypeError, lambda: bwd(a, d, W, g, dp, RELU, bg, False, wt2.astype(np.float32))),
+        (TypeError, lambda: bwd(a, d, W, g, dp, RELU, bg, False, 1)),
         (ValueError, lambda: bwd(a, d, W, g, None, RELU, bg)),        # bias_grad, no dp
-        (ValueError, lambda: bwd(a, d, W, g, None, RELU, None, False, True)),
+        (ValueError, lambda: bwd(a, d, W, g, None, RELU, None, False, wt2)),
         (ValueError, lambda: bwd(a, d, W, g, dp, RELU, n_threads=-1)),
     ]
 
@@ -336,7 +342,7 @@ def _bad_product_calls(a, W, b, d, z, g, dp, bg, wt):
 def _product_arrays(dt=np.float64, n=5, k=4, m=3):
     a, W, b, d = _layer(dt, n, k, m)
     return (a, W, b, d, np.zeros((n, m), dt), np.zeros((k, m), dt), np.zeros((n, k), dt),
-            np.zeros(k, dt), np.zeros((m, k), dt))
+            np.zeros(k, dt), np.zeros((m, k), dt), np.zeros((2, m, k), dt))
 
 
 @pytest.mark.parametrize("case", range(len(_bad_product_calls(*_product_arrays()))))

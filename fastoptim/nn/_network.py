@@ -538,8 +538,7 @@ class MLP:
                 # both products and the derivative mask in one call; W is read before
                 # layer i is stepped (after_layer below)
                 _K.backward_products(X if a_prev is None else a_prev, d, W, target, dp,
-                                     self._act_code, bias_grad, accumulate, wt is not None,
-                                     nt)
+                                     self._act_code, bias_grad, accumulate, wt, nt)
                 if accumulate:
                     _K.axpy_sumsq(g, target, 1.0, nt)
                 if alpha:
@@ -563,8 +562,8 @@ class MLP:
                 if wt is None:
                     np.matmul(d, W.T, out=dp)
                 else:
-                    _K.transpose_into(W, wt)
-                    _dot(d, wt, dp)
+                    _K.transpose_into(W, wt[0])
+                    _dot(d, wt[0], dp)
             if after_layer is not None:
                 after_layer(i)
             if dp is not None:
@@ -575,15 +574,16 @@ class MLP:
         return loss
 
     def _transposed(self, i, rows):
-        """A buffer for layer i's weights transposed, or None: for a small product
-        (rows x W.size up to _TRANSPOSED_MAX_MACS) ``d @ W.T`` runs faster as the plain
-        product with W's contiguous transpose (OpenBLAS's small-matrix kernels; measured
-        -12 % on 64 x 128 x 64 float64, +3 % at 200 rows) and gives the same sums."""
+        """A buffer for layer i's weights transposed (twice: the compiled products'
+        two threads make a copy each), or None: for a small product (rows x W.size up
+        to _TRANSPOSED_MAX_MACS) ``d @ W.T`` runs faster as the plain product with W's
+        contiguous transpose (OpenBLAS's small-matrix kernels; measured -12 % on 64 x
+        128 x 64 float64, +3 % at 200 rows) and gives the same sums."""
         if rows * self.coefs[i].size > _TRANSPOSED_MAX_MACS:
             return None
         wt = self._wts[i]
         if wt is None:
-            wt = self._wts[i] = np.empty(self.coefs[i].shape[::-1], dtype=self.dtype)
+            wt = self._wts[i] = np.empty((2, *self.coefs[i].shape[::-1]), dtype=self.dtype)
         return wt
 
     def _grad_scratch(self, i):
