@@ -33,7 +33,10 @@ With per-row sample weights ``w`` (scikit-learn's weighting), each row's loss an
 are multiplied by ``w_i`` and every ``n`` above becomes ``sum(w)``.
 
 Compiled layer kernels (``fused=True``, the default; ``_kernels_layers.pxi``): the matrix
-products stay in NumPy's BLAS and everything element-wise around them is one pass each:
+products run in BLAS (in training, where every BLAS is at one thread, scipy's gemm called
+from compiled code on two fixed blocks of output rows over fastoptim's kernel threads,
+fused with the passes below: ``_kernels_gemm.pxi``; otherwise, without scipy, and for
+sparse X NumPy's) and everything element-wise around them is one pass each:
 bias add + relu (tanh and the logistic use NumPy's SIMD tanh after the bias add), the
 output function + loss + delta + bias gradient, activation derivative x delta + bias
 gradient, and the L2 term added to each layer's weight gradient.  ``net.fused = False``

@@ -650,7 +650,10 @@ def train(net, X, Y, optimizer, *, epochs=10, batch_size=64, shuffle=True, seed=
     ``n_threads=None``): "auto" (one thread or :func:`fastoptim.get_num_threads`,
     whichever the first batches of training ran measurably faster; chosen once per
     process and network shape), None (fastoptim's default, :func:`fastoptim.
-    set_num_threads`) or a thread count.  The results do not depend on either count.
+    set_num_threads`) or a thread count.  Where ``blas_threads`` leaves every BLAS at
+    one thread (``1``, or "auto" on a small network) and scipy is installed, the matrix
+    products also run on the kernel threads (scipy's gemm on fixed blocks of rows, see
+    :class:`~fastoptim.nn.MLP`).  The results do not depend on either count.
 
     ``grad_accumulation=k``: compute each mini-batch's gradient in k micro-batches
     (activation buffers for batch_size / k rows, no extra parameter-sized buffer): the
