@@ -17,12 +17,16 @@
 # thread count (the rows of z and dp at a multiple of ROW_BLOCK, the rows of grad in
 # halves), one gemm call per block, run one after the other on one thread or side by
 # side on two; the summation dimension is never split.  Each output element is then
-# the sum BLAS computes for that block.  OpenBLAS gives each element the same sum for
-# the block as for the whole product as long as both take the same kernel (measured
-# with OpenBLAS 0.3.30/0.3.31 SkylakeX: the same bits as np.matmul for every product of
-# up to ~1e6 multiply-adds, e.g. all of a 64-128-64-10 network's at 64 rows; above that
-# a float64 product whose halves fall back under its small-matrix limit can differ in
-# the last bits, as NumPy's own result does with its BLAS threads on).
+# the sum BLAS computes for that block.  Whether that is the sum of the whole product
+# depends on BLAS's kernel choice by size.  Measured with OpenBLAS 0.3.30 SkylakeX
+# (scipy) against 0.3.31 (NumPy), 400 random shapes of 16-256 rows: a @ W and a.T @ d
+# always gave np.matmul's bits up to ~1e6 multiply-adds (a 64 x 64 x 300 float64 one
+# above that did not); d @ W.T on the contiguous W.T always gave NumPy's bits for
+# d @ np.ascontiguousarray(W.T) -- what the NumPy products of the fused path compute
+# for small products -- but that itself differs from np.matmul(d, W.T) in the last bits
+# on many shapes (OpenBLAS's transposed-operand kernels sum in another order); d @ W.T
+# with BLAS transposing W (larger products) gave np.matmul(d, W.T)'s bits on most
+# shapes, not all.
 
 from cpython.pycapsule cimport PyCapsule_CheckExact, PyCapsule_GetName, PyCapsule_GetPointer
 from libc.limits cimport INT_MAX
