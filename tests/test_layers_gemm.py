@@ -233,8 +233,13 @@ def test_products_only_where_every_blas_is_at_one_thread(products, monkeypatch):
     if _training._get_controller() is not False and \
             _training._blas_max_threads(_training._get_controller()) > 1:
         assert used(blas_threads=2) == {False}
+    def untimed(*a):
+        raise AssertionError("BLAS's threads timed")
+    monkeypatch.setattr(_training, "_measured_blas_threads", untimed)
+    assert used() == {True}             # "auto": our threads, BLAS's not even timed
+    monkeypatch.setattr(_network, "_gemm", False)
     monkeypatch.setattr(_training, "_measured_blas_threads", lambda *a: 1)
-    assert used() == {True}
+    assert used() == {False}            # no compiled products: BLAS's timed as before
 
 
 # ---- without scipy: NumPy's products -------------------------------------------------

@@ -99,7 +99,7 @@ class _Epochs:
 
         stack = contextlib.ExitStack()
         wants = getattr(self.net, "fused", False) and _gemm_ready()
-        context, one_thread = _blas_setting(self.net, self.rows, blas_threads)
+        context, one_thread = _blas_setting(self.net, self.rows, blas_threads, wants)
         stack.enter_context(context)
         self.products = bool(wants and one_thread)
         stack.callback(setattr, self, "products", False)
@@ -370,13 +370,21 @@ def _blas_threads(net, batch_size, blas_threads):
     return _blas_setting(net, batch_size, blas_threads)[0]
 
 
-def _blas_setting(net, batch_size, blas_threads):
+def _blas_setting(net, batch_size, blas_threads, products=False):
     """(the context of :func:`_blas_threads`, True when every BLAS library loaded runs
     on one thread inside it).  Made after a library loaded since (say scipy's) is
-    seen: the limit covers it too."""
+    seen: the limit covers it too.  ``products``: the compiled products can run the
+    network's products on fastoptim's kernel threads; then "auto" is one BLAS thread
+    below _BLAS_BIG_MACS without timing BLAS's threads (the kernel-thread trial times
+    ours instead; and a timing run leaves OpenBLAS's threads spinning for a while
+    after it, taking a core from ours: measured 5.1 instead of 3.3 ms per digits
+    epoch at two kernel threads right after a 2-thread 300 x 300 product)."""
     controller = _get_controller()
     if controller is False or blas_threads is None:
         return contextlib.nullcontext(), False
+    if (products and isinstance(blas_threads, str)
+            and batch_size * max(W.size for W in net.coefs) < _BLAS_BIG_MACS):
+        blas_threads = 1
     if isinstance(blas_threads, str) and blas_threads == "auto":
         blas_threads = _measured_blas_threads(net, batch_size, controller)
         if blas_threads is None:     # many threads pay, or every library is at one
