@@ -442,7 +442,7 @@ class _KernelThreads:
     whichever ran this network's batches measurably faster: the first batches of
     training alternate the two (the results do not depend on the thread count, so they
     are ordinary training batches); the choice is kept for the process per layer sizes,
-    batch rows, dtype, optimizer class and default count.  None: fastoptim's default
+    batch rows, dtype, optimizer class, default count and path (``net.fused``).  None: fastoptim's default
     (:func:`fastoptim.set_num_threads`); an int: that many (capped at the cores)."""
 
     def __init__(self, setting, runner):
@@ -458,8 +458,11 @@ class _KernelThreads:
         else:
             many = resolve_n_threads(None)
             net = runner.net
+            # (the layer kernels' path too: the compiled products change what a batch
+            # on two threads costs, and the NumPy path must not take their choice)
             self.key = (net.layer_sizes, runner.rows, net.dtype.str,
-                        type(self.optimizer).__qualname__, many)
+                        type(self.optimizer).__qualname__, many,
+                        bool(getattr(net, "fused", False)))
             self.count = 1 if many <= 1 else _kernel_choice.get(self.key)
             if self.count is None:
                 self.trial = _ThreadTrial(many)
