@@ -38,6 +38,8 @@ ctypedef void (*_sgemm_fn)(char* transa, char* transb, int* m, int* n, int* k,
                            float* alpha, float* a, int* lda, float* b, int* ldb,
                            float* beta, float* c, int* ldc) noexcept nogil
 
+# set once by a successful gemm_load() (never back to NULL: a call in flight on another
+# thread took its pointer before releasing the GIL)
 cdef _dgemm_fn _dgemm = NULL
 cdef _sgemm_fn _sgemm = NULL
 
@@ -80,17 +82,13 @@ cdef void* _capsule_pointer(object capsule, str scalar, str name) except? NULL:
 def gemm_load(dgemm_capsule, sgemm_capsule):
     """Use the dgemm / sgemm in these capsules (scipy.linalg.cython_blas.__pyx_capi__):
     True when both carry the signature expected and compute a small product right,
-    else False (and the products are not available).  TypeError for non-capsules."""
+    else False (and whatever was loaded before stays).  TypeError for non-capsules."""
     global _dgemm, _sgemm
     cdef void* d = _capsule_pointer(dgemm_capsule, "d", "dgemm_capsule")
     cdef void* s = _capsule_pointer(sgemm_capsule, "s", "sgemm_capsule")
-    _dgemm, _sgemm = NULL, NULL
-    if d == NULL or s == NULL:
+    if d == NULL or s == NULL or not (_gemm_works(d, True) and _gemm_works(s, False)):
         return False
     _dgemm, _sgemm = <_dgemm_fn> d, <_sgemm_fn> s
-    if not (_gemm_works(True) and _gemm_works(False)):
-        _dgemm, _sgemm = NULL, NULL
-        return False
     return True
 
 
@@ -99,7 +97,7 @@ def gemm_ready():
     return _dgemm != NULL and _sgemm != NULL
 
 
-cdef bint _gemm_works(bint dbl):
+cdef bint _gemm_works(void* fn, bint dbl):
     # a 2 x 3 @ 3 x 2 product of small integers (exact) through the row-major wrapper,
     # plain and with each operand transposed
     cdef double ad[6]
@@ -124,11 +122,11 @@ cdef bint _gemm_works(bint dbl):
     want[0], want[1], want[2], want[3] = 20, 14, 56, 41
     for t in range(2):                              # B, then B.T transposed by BLAS
         if dbl:
-            _gemm_rm(True, False, t == 1, 2, 2, 3, <const char*> ad, 3,
+            _gemm_rm(fn, True, False, t == 1, 2, 2, 3, <const char*> ad, 3,
                      <const char*> bdt if t else <const char*> bd, 3 if t else 2,
                      <char*> cd, 2)
         else:
-            _gemm_rm(False, False, t == 1, 2, 2, 3, <const char*> af, 3,
+            _gemm_rm(fn, False, False, t == 1, 2, 2, 3, <const char*> af, 3,
                      <const char*> bft if t else <const char*> bf, 3 if t else 2,
                      <char*> cf, 2)
         for i in range(4):
@@ -137,7 +135,8 @@ cdef bint _gemm_works(bint dbl):
     return True
 
 
-cdef void _gemm_rm(bint dbl, bint ta, bint tb, int M, int N, int K, const char* A, int lda,
+cdef void _gemm_rm(void* fn, bint dbl, bint ta, bint tb, int M, int N, int K,
+                   const char* A, int lda,
                    const char* B, int ldb, char* C, int ldc) noexcept nogil:
     # Row-major C (M x N) := op(A) (M x K) @ op(B) (K x N): the Fortran call on the
     # transposes, C.T = op(B).T @ op(A).T, as NumPy's (cblas row-major) call to BLAS
@@ -153,16 +152,17 @@ cdef void _gemm_rm(bint dbl, bint ta, bint tb, int M, int N, int K, const char* 
             memset(C + r * ldc * (8 if dbl else 4), 0, N * (8 if dbl else 4))
         return
     if dbl:
-        _dgemm(&opb, &opa, &N, &M, &K, &one_d, <double*> B, &ldb, <double*> A, &lda,
+        (<_dgemm_fn> fn)(&opb, &opa, &N, &M, &K, &one_d, <double*> B, &ldb, <double*> A, &lda,
                &zero_d, <double*> C, &ldc)
     else:
-        _sgemm(&opb, &opa, &N, &M, &K, &one_f, <float*> B, &ldb, <float*> A, &lda,
+        (<_sgemm_fn> fn)(&opb, &opa, &N, &M, &K, &one_f, <float*> B, &ldb, <float*> A, &lda,
                &zero_f, <float*> C, &ldc)
 
 
 cdef struct _Product:
-    # row-major C (M x N) := op(A) @ op(B); a part computes C's rows [r0, r1) and then
-    # runs `layer` (or nothing: NULL) on the ROW_BLOCKs of those rows
+    # row-major C (M x N) := op(A) @ op(B) by `gemm` (the dtype's); a part computes
+    # C's rows [r0, r1) and then runs `layer` (or nothing: NULL) on its ROW_BLOCKs
+    void* gemm
     bint ta
     bint tb
     int N
@@ -192,7 +192,7 @@ cdef void _run_part(const _Part* part, bint dbl, const char* own_b) noexcept nog
     if part.r1 <= r0:
         return
     # rows r0.. of op(A): rows of A, or columns when A is transposed
-    _gemm_rm(dbl, p.ta, p.tb, <int> (part.r1 - r0), p.N, p.K,
+    _gemm_rm(p.gemm, dbl, p.ta, p.tb, <int> (part.r1 - r0), p.N, p.K,
              p.A + r0 * size * (1 if p.ta else p.lda), p.lda,
              own_b if p.B == NULL else p.B, p.ldb, p.C + r0 * size * p.ldc, p.ldc)
     if p.layer != NULL:
@@ -246,9 +246,14 @@ cdef int _blas_size(Py_ssize_t n, str what) except -1:
     return <int> n
 
 
-cdef int _gemm_threads(object n_threads, Py_ssize_t macs) except -1:
-    if not gemm_ready():
+cdef void* _gemm_for(bint dbl) except NULL:
+    cdef void* fn = <void*> _dgemm if dbl else <void*> _sgemm
+    if fn == NULL:
         raise RuntimeError("the BLAS products are not loaded (gemm_load)")
+    return fn
+
+
+cdef int _gemm_threads(object n_threads, Py_ssize_t macs) except -1:
     cdef int threads = _thread_count(n_threads)
     return threads if macs >= GEMM_PARALLEL_MIN_MACS else 1
 
@@ -279,6 +284,7 @@ def dense_forward_product(a, W, bias, z, activation, n_threads=1):
     p.layer, p.partial = &c, NULL
     cdef bint dbl = cnp.PyArray_TYPE(<cnp.ndarray> a) == cnp.NPY_DOUBLE
     cdef int threads = _gemm_threads(n_threads, n * k * m)
+    p.gemm = _gemm_for(dbl)
     cdef Py_ssize_t h = _row_split(n)
     parts[0].prod = parts[1].prod = &p
     parts[0].wt = parts[1].wt = NULL
@@ -330,6 +336,7 @@ def backward_products(a, d, W, grad, dp, activation, bias_grad=None, accumulate=
     pg.layer, pg.partial = NULL, NULL
     cdef bint dbl = cnp.PyArray_TYPE(<cnp.ndarray> d) == cnp.NPY_DOUBLE
     cdef int threads = _gemm_threads(n_threads, (2 if delta else 1) * n * k * m)
+    pg.gemm = pd.gemm = _gemm_for(dbl)
     cdef Py_ssize_t h = _row_split(n), hk = (k + 1) // 2
     cdef Py_ssize_t nb = (n + ROW_BLOCK - 1) // ROW_BLOCK
     cdef Py_ssize_t n_partial = nb * k if delta and c.bias_grad != NULL and n > 0 else 0
