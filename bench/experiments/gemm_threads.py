@@ -42,16 +42,20 @@ def main(dt):
             dp = np.empty((n, k), dt)
             bg = np.empty(k, dt)
             wt = np.empty((m, k), dt)
+            wt2 = np.empty((2, m, k), dt)          # room for each thread's W.T
+
+            def backward(threads, room):
+                return lambda: K.backward_products(a, d, W, g, dp, 1, bg, False, room, threads)
             runs = {
                 "forward numpy": lambda: (_dot(a, W, z), K.dense_forward(z, b, 1, 1)),
                 "forward gemm 1": lambda: K.dense_forward_product(a, W, b, z, 1, 1),
                 "forward gemm 2": lambda: K.dense_forward_product(a, W, b, z, 1, 2),
                 "backward numpy": lambda: (_dot(a.T, d, g), K.transpose_into(W, wt),
                                            _dot(d, wt, dp), K.dense_backward(dp, a, 1, bg)),
-                "backward gemm 1": lambda: K.backward_products(a, d, W, g, dp, 1, bg, False, True, 1),
-                "backward gemm 2": lambda: K.backward_products(a, d, W, g, dp, 1, bg, False, True, 2),
-                "backward gemm 1 no wt": lambda: K.backward_products(a, d, W, g, dp, 1, bg, False, False, 1),
-                "backward gemm 2 no wt": lambda: K.backward_products(a, d, W, g, dp, 1, bg, False, False, 2),
+                "backward gemm 1": backward(1, wt2),
+                "backward gemm 2": backward(2, wt2),
+                "backward gemm 1 no wt": backward(1, None),
+                "backward gemm 2 no wt": backward(2, None),
             }
             old = K.get_gemm_parallel_min_macs()
             K.set_gemm_parallel_min_macs(0)

@@ -382,7 +382,7 @@ def _blas_setting(net, batch_size, blas_threads, products=False):
     controller = _get_controller()
     if controller is False or blas_threads is None:
         return contextlib.nullcontext(), False
-    if (products and isinstance(blas_threads, str)
+    if (products and isinstance(blas_threads, str) and blas_threads == "auto"
             and batch_size * max(W.size for W in net.coefs) < _BLAS_BIG_MACS):
         blas_threads = 1
     if isinstance(blas_threads, str) and blas_threads == "auto":
@@ -442,8 +442,9 @@ class _KernelThreads:
     whichever ran this network's batches measurably faster: the first batches of
     training alternate the two (the results do not depend on the thread count, so they
     are ordinary training batches); the choice is kept for the process per layer sizes,
-    batch rows, dtype, optimizer class, default count and path (``net.fused``).  None: fastoptim's default
-    (:func:`fastoptim.set_num_threads`); an int: that many (capped at the cores)."""
+    batch rows, dtype, optimizer class, default count and path (``net.fused``).  None:
+    fastoptim's default (:func:`fastoptim.set_num_threads`); an int: that many (capped
+    at the cores)."""
 
     def __init__(self, setting, runner):
         self.optimizer = runner.optimizer
