@@ -308,7 +308,6 @@ cdef double _drive_layer(const LayerCall* c, bint dbl, int threads, Py_ssize_t c
     cdef Py_ssize_t nb = (c.n + ROW_BLOCK - 1) // ROW_BLOCK, blk, j
     cdef int tid, team
     cdef double loss = 0
-    cdef double* sums
     if (threads > 1 and nb > 1 and FASTOPTIM_HAVE_OPENMP
             and c.n * c.m * cost >= LAYER_PARALLEL_MIN_WORK):
         with parallel(num_threads=threads):
@@ -325,23 +324,31 @@ cdef double _drive_layer(const LayerCall* c, bint dbl, int threads, Py_ssize_t c
     for blk in range(nb):
         loss += losses[blk]
     if partial != NULL:
-        for blk in range(1, nb):
-            sums = partial + blk * c.m
-            for j in range(c.m):
-                partial[j] += sums[j]
-        if dbl:
-            for j in range(c.m):
-                if c.accumulate:
-                    (<double*> c.bias_grad)[j] = (<double*> c.bias_grad)[j] + <double> partial[j]
-                else:
-                    (<double*> c.bias_grad)[j] = <double> partial[j]
-        else:
-            for j in range(c.m):
-                if c.accumulate:
-                    (<float*> c.bias_grad)[j] = (<float*> c.bias_grad)[j] + <float> partial[j]
-                else:
-                    (<float*> c.bias_grad)[j] = <float> partial[j]
+        _sum_partials(c, dbl, partial, nb)
     return loss
+
+
+cdef void _sum_partials(const LayerCall* c, bint dbl, double* partial,
+                        Py_ssize_t nb) noexcept nogil:
+    # bias_grad (+)= the nb per-block column sums in partial, added block after block
+    cdef Py_ssize_t blk, j
+    cdef double* sums
+    for blk in range(1, nb):
+        sums = partial + blk * c.m
+        for j in range(c.m):
+            partial[j] += sums[j]
+    if dbl:
+        for j in range(c.m):
+            if c.accumulate:
+                (<double*> c.bias_grad)[j] = (<double*> c.bias_grad)[j] + <double> partial[j]
+            else:
+                (<double*> c.bias_grad)[j] = <double> partial[j]
+    else:
+        for j in range(c.m):
+            if c.accumulate:
+                (<float*> c.bias_grad)[j] = (<float*> c.bias_grad)[j] + <float> partial[j]
+            else:
+                (<float*> c.bias_grad)[j] = <float> partial[j]
 
 
 cdef enum:
@@ -378,13 +385,13 @@ cdef double _run_layer(LayerCall* c, bint dbl, object n_threads, Py_ssize_t cost
 # ---------------------------------------------------------------------------
 
 cdef struct _Extents:
-    # the byte ranges of one call's arrays so far (a call takes at most 5), kept in C:
+    # the byte ranges of one call's arrays so far (a call takes at most 7), kept in C:
     # these checks run on every mini-batch
     int n
-    size_t start[6]
-    size_t end[6]
-    bint writeable[6]
-    PyObject* name[6]       # the argument names: str constants of this module
+    size_t start[8]
+    size_t end[8]
+    bint writeable[8]
+    PyObject* name[8]       # the argument names: str constants of this module
 
 
 cdef char* _layer_array(object obj, str name, object ref, Py_ssize_t rows, Py_ssize_t cols,
@@ -649,3 +656,7 @@ def transpose_into(src, dst):
             fo_transpose_d(<const double*> s, <double*> d, k, m)
         else:
             fo_transpose_f(<const float*> s, <float*> d, k, m)
+
+
+# the matrix products around these kernels, on fixed row blocks (scipy's BLAS)
+include "_kernels_gemm.pxi"

@@ -615,7 +615,7 @@ def test_kernel_threads_are_chosen_once_then_kept(two_kernel_threads):
         train(net, X, y, opt, epochs=1, batch_size=64, seed=0, blas_threads=1)
         counts.append(layers)
     (key, choice), = _training._kernel_choice.items()
-    assert key == ((9, 16, 5), 64, "<f8", "Adam", 2)
+    assert key == ((9, 16, 5), 64, "<f8", "Adam", 2, True)      # True: net.fused
     assert set(counts[0][:13]) == {1, 2} and set(counts[0][13:]) == {choice}
     assert set(counts[1]) == {choice}                 # from the cache: no trial
 

@@ -519,7 +519,8 @@ def test_blas_threads_limit_a_blas_loaded_after_the_first_fit():
     code = """
 import sys
 import numpy as np
-from fastoptim.nn import MLP, _training
+from fastoptim.nn import MLP, _network, _training
+_network._gemm = False      # (the compiled products would load scipy's BLAS right away)
 net = MLP([5, 6, 3], seed=0)
 X, y = np.random.default_rng(0).normal(size=(64, 5)), np.arange(64) % 3
 net.fit(X, y, epochs=1, batch_size=32)          # the controller is made here

@@ -33,7 +33,10 @@ With per-row sample weights ``w`` (scikit-learn's weighting), each row's loss an
 are multiplied by ``w_i`` and every ``n`` above becomes ``sum(w)``.
 
 Compiled layer kernels (``fused=True``, the default; ``_kernels_layers.pxi``): the matrix
-products stay in NumPy's BLAS and everything element-wise around them is one pass each:
+products run in BLAS (in training, where every BLAS is at one thread, scipy's gemm called
+from compiled code on two fixed blocks of output rows over fastoptim's kernel threads,
+fused with the passes below: ``_kernels_gemm.pxi``; otherwise, without scipy, and for
+sparse X NumPy's) and everything element-wise around them is one pass each:
 bias add + relu (tanh and the logistic use NumPy's SIMD tanh after the bias add), the
 output function + loss + delta + bias gradient, activation derivative x delta + bias
 gradient, and the L2 term added to each layer's weight gradient.  ``net.fused = False``
@@ -56,6 +59,27 @@ from ._training import make_optimizer, train
 # products of a mini-batch are small
 _dot = np.ndarray.dot
 _TRANSPOSED_MAX_MACS = 1 << 19
+_gemm = None                # the compiled products: None = not tried yet, then True/False
+
+
+def _load_gemm():
+    """Hand scipy's BLAS gemm (its Cython module's capsules) to the compiled products
+    (_kernels_gemm.pxi); False without scipy or when anything about them is unexpected:
+    NumPy's products then, as before."""
+    try:
+        import scipy.linalg.cython_blas as cython_blas
+        capi = cython_blas.__pyx_capi__
+        return bool(_K.gemm_load(capi["dgemm"], capi["sgemm"]))
+    except (ImportError, AttributeError, KeyError, TypeError):
+        return False
+
+
+def _gemm_ready():
+    """True when the compiled products can be used (loaded once per process)."""
+    global _gemm
+    if _gemm is None:
+        _gemm = _load_gemm()
+    return _gemm and _K.gemm_ready()
 
 __all__ = ["MLP", "ACTIVATIONS", "OUTPUTS"]
 
@@ -376,8 +400,9 @@ class MLP:
 
     # -- forward / backward on one batch (inputs already of the right dtype) ------------
 
-    def _forward(self, X, v, nt=None):
-        """Fill v.acts; return the output layer's pre-activation (logits / outputs)."""
+    def _forward(self, X, v, nt=None, products=False):
+        """Fill v.acts; return the output layer's pre-activation (logits / outputs).
+        ``products``: the compiled products (see _loss_grad_batch)."""
         if not self.fused:
             return self._forward_reference(X, v)
         if nt is None:
@@ -386,9 +411,12 @@ class MLP:
         for W, b, z, code, after in v.forward:
             if a is X and type(X) is not np.ndarray and _is_sparse(X):
                 z[...] = X @ W
+                _K.dense_forward(z, b, code, nt)
+            elif products:
+                _K.dense_forward_product(a, W, b, z, code, nt)
             else:
                 _dot(a, W, z)
-            _K.dense_forward(z, b, code, nt)
+                _K.dense_forward(z, b, code, nt)
             if after is not None:
                 after(z, None)
             a = z
@@ -477,7 +505,7 @@ class MLP:
         return float(np.vdot(w, per.sum(axis=1)))
 
     def _loss_grad_batch(self, X, Y, v, w=None, *, total=None, accumulate=False,
-                         penalty=True, after_layer=None, n_threads=None):
+                         penalty=True, after_layer=None, n_threads=None, products=False):
         """Mean loss (+ L2 penalty) of one batch; fills grads_flat.
 
         ``w``: per-row sample weights, or None (all ones).  Gradient accumulation over
@@ -486,7 +514,10 @@ class MLP:
         (the L2 term, in loss and gradient) is given to exactly one micro-batch.
         ``after_layer(i)``: called once layer i's gradients are final (fused path only;
         its weights are not read again by this backward).  ``n_threads``: the layer
-        kernels' thread count (None: fastoptim's default)."""
+        kernels' thread count (None: fastoptim's default).  ``products``: the matrix
+        products in compiled code too (scipy's gemm on fixed row blocks over those
+        threads, fused with the layer kernels; the caller has checked _gemm_ready() and
+        keeps every BLAS at one thread: see _Epochs.threads); same bits at any count."""
         n = X.shape[0]
         if total is None:
             total = n if w is None else float(np.add.reduce(w, dtype=np.float64))
@@ -495,7 +526,8 @@ class MLP:
                 raise ValueError("after_layer needs the fused path")
             return self._loss_grad_reference(X, Y, v, w, total, accumulate, penalty)
         nt = resolve_n_threads(n_threads)
-        out = self._forward(X, v, nt)
+        dense = type(X) is np.ndarray
+        out = self._forward(X, v, nt, products)
         d = v.deltas[-1]
         loss = _K.output_backward(out, Y, w, float(total), self._out_code, d,
                                   self.intercept_grads[-1], accumulate, nt) / total
@@ -505,9 +537,23 @@ class MLP:
         sumsq = 0.0
         for i, a_prev, a_prev_t, g, W, wt, dp, bias_grad in v.backward:
             target = self._grad_scratch(i) if accumulate else g
+            if products and (a_prev is not None or dense):
+                # both products and the derivative mask in one call; W is read before
+                # layer i is stepped (after_layer below)
+                _K.backward_products(X if a_prev is None else a_prev, d, W, target, dp,
+                                     self._act_code, bias_grad, accumulate, wt, nt)
+                if accumulate:
+                    _K.axpy_sumsq(g, target, 1.0, nt)
+                if alpha:
+                    sumsq += _K.axpy_sumsq(g, W, alpha / total, nt)
+                if after_layer is not None:
+                    after_layer(i)
+                if dp is not None:
+                    d = dp
+                continue
             if a_prev is not None:
                 _dot(a_prev_t, d, target)
-            elif type(X) is not np.ndarray and _is_sparse(X):
+            elif not dense and _is_sparse(X):
                 target[...] = X.T @ d
             else:
                 _dot(X.T, d, target)
@@ -519,8 +565,8 @@ class MLP:
                 if wt is None:
                     np.matmul(d, W.T, out=dp)
                 else:
-                    _K.transpose_into(W, wt)
-                    _dot(d, wt, dp)
+                    _K.transpose_into(W, wt[0])
+                    _dot(d, wt[0], dp)
             if after_layer is not None:
                 after_layer(i)
             if dp is not None:
@@ -531,15 +577,16 @@ class MLP:
         return loss
 
     def _transposed(self, i, rows):
-        """A buffer for layer i's weights transposed, or None: for a small product
-        (rows x W.size up to _TRANSPOSED_MAX_MACS) ``d @ W.T`` runs faster as the plain
-        product with W's contiguous transpose (OpenBLAS's small-matrix kernels; measured
-        -12 % on 64 x 128 x 64 float64, +3 % at 200 rows) and gives the same sums."""
+        """A buffer for layer i's weights transposed (twice: the compiled products'
+        two threads make a copy each), or None: for a small product (rows x W.size up
+        to _TRANSPOSED_MAX_MACS) ``d @ W.T`` runs faster as the plain product with W's
+        contiguous transpose (OpenBLAS's small-matrix kernels; measured -12 % on 64 x
+        128 x 64 float64, +3 % at 200 rows) and gives the same sums."""
         if rows * self.coefs[i].size > _TRANSPOSED_MAX_MACS:
             return None
         wt = self._wts[i]
         if wt is None:
-            wt = self._wts[i] = np.empty(self.coefs[i].shape[::-1], dtype=self.dtype)
+            wt = self._wts[i] = np.empty((2, *self.coefs[i].shape[::-1]), dtype=self.dtype)
         return wt
 
     def _grad_scratch(self, i):

@@ -81,6 +81,7 @@ class _Epochs:
         self.in_backward = (self.grads[0] is net.grads_flat
                             and _step_in_backward(step_in_backward, net, optimizer))
         self.n_updates = 0
+        self.products = False          # compiled products: set by threads()
         self.rows = -(-batch_size // self.accumulation)     # per micro-batch
         self.kernel_threads = _KernelThreads(kernel_threads, self)
         # fastoptim's kernel thread count for the layers and (when the optimizer has no
@@ -90,9 +91,18 @@ class _Epochs:
     def threads(self, blas_threads):
         """Context for the training loop: NumPy's BLAS threads as ``blas_threads`` says
         (see _blas_threads), and the kernel threads of this run; the optimizer's
-        n_threads is put back afterwards."""
+        n_threads is put back afterwards.  Where that leaves every BLAS at one thread,
+        the matrix products run in compiled code on the kernel threads (scipy's gemm,
+        loaded first so that the limit covers its library: its own threads would fight
+        ours for the cores; see MLP._loss_grad_batch's ``products``)."""
+        from ._network import _gemm_ready
+
         stack = contextlib.ExitStack()
-        stack.enter_context(_blas_threads(self.net, self.rows, blas_threads))
+        wants = getattr(self.net, "fused", False) and _gemm_ready()
+        context, one_thread = _blas_setting(self.net, self.rows, blas_threads, wants)
+        stack.enter_context(context)
+        self.products = bool(wants and one_thread)
+        stack.callback(setattr, self, "products", False)
         stack.callback(self.kernel_threads.restore)
         self.kernel_threads.apply(self.n_threads)
         return stack
@@ -121,10 +131,12 @@ class _Epochs:
                 wb = None if sw is None else sw[lo:hi]
             if j == k - 1:
                 loss += net._loss_grad_batch(xb, yb, v, wb, total=total, accumulate=j > 0,
-                                             after_layer=after_layer, n_threads=nt)
+                                             after_layer=after_layer, n_threads=nt,
+                                             products=self.products)
             else:
                 loss += net._loss_grad_batch(xb, yb, v, wb, total=total, accumulate=j > 0,
-                                             penalty=False, n_threads=nt)
+                                             penalty=False, n_threads=nt,
+                                             products=self.products)
         return loss
 
     def run(self, order=None, before_step=None):
@@ -330,8 +342,7 @@ def _measured_blas_threads(net, rows, controller):
     """The BLAS thread count for this network at ``rows`` rows per batch: one thread
     unless the library's default count runs the batch's products measurably (10 %)
     faster.  Timed once per process and shape, one and many threads interleaved."""
-    many = max((i.get("num_threads", 1) for i in controller.info()
-                if i.get("user_api") == "blas"), default=1)
+    many = _blas_max_threads(controller)
     if many <= 1:
         return None
     key = (net.layer_sizes, rows, net.dtype.str, many)
@@ -356,14 +367,35 @@ def _blas_threads(net, batch_size, blas_threads):
     "auto": the count measured faster for this network's products at this batch size
     (:func:`_measured_blas_threads`); None: leave as is; an int: that many.
     """
+    return _blas_setting(net, batch_size, blas_threads)[0]
+
+
+def _blas_setting(net, batch_size, blas_threads, products=False):
+    """(the context of :func:`_blas_threads`, True when every BLAS library loaded runs
+    on one thread inside it).  Made after a library loaded since (say scipy's) is
+    seen: the limit covers it too.  ``products``: the compiled products can run the
+    network's products on fastoptim's kernel threads; then "auto" is one BLAS thread
+    below _BLAS_BIG_MACS without timing BLAS's threads (the kernel-thread trial times
+    ours instead; and a timing run leaves OpenBLAS's threads spinning for a while
+    after it, taking a core from ours: measured 5.1 instead of 3.3 ms per digits
+    epoch at two kernel threads right after a 2-thread 300 x 300 product)."""
     controller = _get_controller()
     if controller is False or blas_threads is None:
-        return contextlib.nullcontext()
+        return contextlib.nullcontext(), False
+    if (products and isinstance(blas_threads, str) and blas_threads == "auto"
+            and batch_size * max(W.size for W in net.coefs) < _BLAS_BIG_MACS):
+        blas_threads = 1
     if isinstance(blas_threads, str) and blas_threads == "auto":
         blas_threads = _measured_blas_threads(net, batch_size, controller)
-        if blas_threads is None:
-            return contextlib.nullcontext()
-    return controller.limit(limits=int(blas_threads), user_api="blas")
+        if blas_threads is None:     # many threads pay, or every library is at one
+            return contextlib.nullcontext(), _blas_max_threads(controller) <= 1
+    return controller.limit(limits=int(blas_threads), user_api="blas"), blas_threads == 1
+
+
+def _blas_max_threads(controller):
+    """The largest thread count of the BLAS libraries loaded (1 when none)."""
+    return max((i.get("num_threads", 1) for i in controller.info()
+                if i.get("user_api") == "blas"), default=1)
 
 
 _KERNEL_TRIAL_ROUNDS = 3      # timed batches per thread count (one untimed before each)
@@ -410,8 +442,9 @@ class _KernelThreads:
     whichever ran this network's batches measurably faster: the first batches of
     training alternate the two (the results do not depend on the thread count, so they
     are ordinary training batches); the choice is kept for the process per layer sizes,
-    batch rows, dtype, optimizer class and default count.  None: fastoptim's default
-    (:func:`fastoptim.set_num_threads`); an int: that many (capped at the cores)."""
+    batch rows, dtype, optimizer class, default count and path (``net.fused``).  None:
+    fastoptim's default (:func:`fastoptim.set_num_threads`); an int: that many (capped
+    at the cores)."""
 
     def __init__(self, setting, runner):
         self.optimizer = runner.optimizer
@@ -426,8 +459,11 @@ class _KernelThreads:
         else:
             many = resolve_n_threads(None)
             net = runner.net
+            # (the layer kernels' path too: the compiled products change what a batch
+            # on two threads costs, and the NumPy path must not take their choice)
             self.key = (net.layer_sizes, runner.rows, net.dtype.str,
-                        type(self.optimizer).__qualname__, many)
+                        type(self.optimizer).__qualname__, many,
+                        bool(getattr(net, "fused", False)))
             self.count = 1 if many <= 1 else _kernel_choice.get(self.key)
             if self.count is None:
                 self.trial = _ThreadTrial(many)
@@ -626,7 +662,10 @@ def train(net, X, Y, optimizer, *, epochs=10, batch_size=64, shuffle=True, seed=
     ``n_threads=None``): "auto" (one thread or :func:`fastoptim.get_num_threads`,
     whichever the first batches of training ran measurably faster; chosen once per
     process and network shape), None (fastoptim's default, :func:`fastoptim.
-    set_num_threads`) or a thread count.  The results do not depend on either count.
+    set_num_threads`) or a thread count.  Where ``blas_threads`` leaves every BLAS at
+    one thread (``1``, or "auto" on a small network) and scipy is installed, the matrix
+    products also run on the kernel threads (scipy's gemm on fixed blocks of rows, see
+    :class:`~fastoptim.nn.MLP`).  The results do not depend on either count.
 
     ``grad_accumulation=k``: compute each mini-batch's gradient in k micro-batches
     (activation buffers for batch_size / k rows, no extra parameter-sized buffer): the
