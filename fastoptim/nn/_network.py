@@ -581,7 +581,8 @@ class MLP:
         two threads make a copy each), or None: for a small product (rows x W.size up
         to _TRANSPOSED_MAX_MACS) ``d @ W.T`` runs faster as the plain product with W's
         contiguous transpose (OpenBLAS's small-matrix kernels; measured -12 % on 64 x
-        128 x 64 float64, +3 % at 200 rows) and gives the same sums."""
+        128 x 64 float64, +3 % at 200 rows); its sums can differ from np.matmul(d, W.T)'s
+        in the last bits (OpenBLAS's transposed-operand kernels add in another order)."""
         if rows * self.coefs[i].size > _TRANSPOSED_MAX_MACS:
             return None
         wt = self._wts[i]
