@@ -126,22 +126,29 @@ def _check_torch_flags(g, keys):
         if key in ("foreach", "fused") and value is None:
             continue
         _check_bool(key, value)
-    if g.get("differentiable"):
-        raise ValueError("Invalid differentiable: True (fastoptim's update runs in compiled "
-                         "code outside any autograd graph; use differentiable=False)")
+    differentiable = g.get("differentiable")
+    if differentiable:
+        raise ValueError(f"Invalid differentiable: {differentiable!r} (fastoptim's update runs "
+                         "in compiled code outside any autograd graph; use differentiable=False)")
     if g.get("fused") and g.get("foreach"):
         raise ValueError("`fused` and `foreach` cannot be `True` together.")
 
 
 def _plain_torch_flags(g, keys):
     """Fast accept: bools (None for foreach / fused), differentiable False, not both
-    fused and foreach.  False sends the caller to _check_torch_flags."""
+    fused and foreach.  False sends the caller to _check_torch_flags.  A switch the class
+    does not list (Lion's, Schedule-Free's differentiable) is plain only when absent, None
+    or False: _check_torch_flags refuses it when true, as a listed one."""
     for key in keys:
         value = g[key]
         if value is True:
             if key == "differentiable":
                 return False
         elif value is not False and not (value is None and key in ("foreach", "fused")):
+            return False
+    for key in ("differentiable", "fused", "foreach"):
+        value = g.get(key)
+        if value is not None and value is not False and key not in keys:
             return False
     return not (g.get("fused") is True and g.get("foreach") is True)
 
