@@ -41,6 +41,7 @@ from ._validation import check_real
 from ._backend import kernels as _kernels, resolve_n_threads
 from .quantized import QuantizedState, _check_arrays as _check_quantized_arrays
 from .quantized import template_maps as _template_maps, why_not_8bit as _why_not_8bit
+from .quantized import template as _quant8_template
 
 from .clip import _all_finite, _nonfinite_index
 
@@ -1798,8 +1799,18 @@ class _Elementwise(Optimizer):
 
     def _template_runner(self, name, params, buffers, bufs, ids, n_threads):
         """run(grads, step, scalars): template kernel `name` on the bucket, with its
-        compact storage (masters, rounding, seeds) when it has some; 16-bit buffers or
-        grads alone go to the compact kernel in functional._template_run."""
+        compact storage (masters, rounding, seeds) when it has some, or its 8-bit entry
+        (kernels.<name>8) when its state is; 16-bit buffers or grads alone go to the
+        compact kernel in functional._template_run."""
+        if _F._quant8_state(*buffers):
+            # A bucket's state is all 8-bit or all float (_build_plan's key), and 8-bit
+            # state has no compact storage (_check_storage): one call, no float attempt.
+            kernels = _F.kernels
+
+            def run_8bit(grads, step, scalars):
+                _quant8_template(kernels, name, (params, grads, *buffers), scalars,
+                                 resolve_n_threads(n_threads))
+            return run_8bit
         storage = self._storage_options(bufs, ids)
         if "seed" in storage:
             storage["seed"] = tuple(storage["seed"])  # checked: one per param
