@@ -41,6 +41,7 @@ from ._validation import check_real
 from ._backend import kernels as _kernels, resolve_n_threads
 from .quantized import QuantizedState, _check_arrays as _check_quantized_arrays
 from .quantized import template_maps as _template_maps, why_not_8bit as _why_not_8bit
+from .quantized import template as _quant8_template
 
 from .clip import _all_finite, _nonfinite_index
 
@@ -126,22 +127,29 @@ def _check_torch_flags(g, keys):
         if key in ("foreach", "fused") and value is None:
             continue
         _check_bool(key, value)
-    if g.get("differentiable"):
-        raise ValueError("Invalid differentiable: True (fastoptim's update runs in compiled "
-                         "code outside any autograd graph; use differentiable=False)")
+    differentiable = g.get("differentiable")
+    if differentiable:
+        raise ValueError(f"Invalid differentiable: {differentiable!r} (fastoptim's update runs "
+                         "in compiled code outside any autograd graph; use differentiable=False)")
     if g.get("fused") and g.get("foreach"):
         raise ValueError("`fused` and `foreach` cannot be `True` together.")
 
 
 def _plain_torch_flags(g, keys):
     """Fast accept: bools (None for foreach / fused), differentiable False, not both
-    fused and foreach.  False sends the caller to _check_torch_flags."""
+    fused and foreach.  False sends the caller to _check_torch_flags.  A switch the class
+    does not list (Lion's, Schedule-Free's differentiable) is plain only when absent, None
+    or False: _check_torch_flags refuses it when true, as a listed one."""
     for key in keys:
         value = g[key]
         if value is True:
             if key == "differentiable":
                 return False
         elif value is not False and not (value is None and key in ("foreach", "fused")):
+            return False
+    for key in ("differentiable", "fused", "foreach"):
+        value = g.get(key)
+        if value is not None and value is not False and key not in keys:
             return False
     return not (g.get("fused") is True and g.get("foreach") is True)
 
@@ -1791,8 +1799,18 @@ class _Elementwise(Optimizer):
 
     def _template_runner(self, name, params, buffers, bufs, ids, n_threads):
         """run(grads, step, scalars): template kernel `name` on the bucket, with its
-        compact storage (masters, rounding, seeds) when it has some; 16-bit buffers or
-        grads alone go to the compact kernel in functional._template_run."""
+        compact storage (masters, rounding, seeds) when it has some, or its 8-bit entry
+        (kernels.<name>8) when its state is; 16-bit buffers or grads alone go to the
+        compact kernel in functional._template_run."""
+        if _F._quant8_state(*buffers):
+            # A bucket's state is all 8-bit or all float (_build_plan's key), and 8-bit
+            # state has no compact storage (_check_storage): one call, no float attempt.
+            kernels = _F.kernels
+
+            def run_8bit(grads, step, scalars):
+                _quant8_template(kernels, name, (params, grads, *buffers), scalars,
+                                 resolve_n_threads(n_threads))
+            return run_8bit
         storage = self._storage_options(bufs, ids)
         if "seed" in storage:
             storage["seed"] = tuple(storage["seed"])  # checked: one per param

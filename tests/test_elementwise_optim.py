@@ -697,8 +697,10 @@ def test_nadam_rounds_a_mu_product_set_by_hand_to_float32_first(dtype, rng):
 
 @pytest.mark.parametrize("cls", CLASSES)
 def test_torch_switches_added_between_armed_steps_are_checked(cls, rng):
-    # The keys a class does not list (fused; Lion: all three) are read with .get at each
-    # armed step: adding one that torch refuses is refused, changing nothing.
+    # The keys a class does not list (fused; Lion: all three; Schedule-Free: fused and
+    # differentiable) are read with .get at each armed step: adding one that fastoptim
+    # refuses is refused as a listed one (differentiable=True: the update cannot join an
+    # autograd graph), changing nothing.
     params = [rng.standard_normal(5)]
     opt = make(cls, params, lr=0.01)
     for _ in range(3):
@@ -706,13 +708,15 @@ def test_torch_switches_added_between_armed_steps_are_checked(cls, rng):
     assert opt._plan.call is not None  # armed
     g = opt.param_groups[0]
     before = _snapshot(opt, params)
-    edits = [(dict(fused=True, foreach=True), "fused")]
-    if "differentiable" in cls._TORCH_FLAGS:  # (lion-pytorch and schedulefree have none)
-        edits.append((dict(differentiable=True), "differentiable"))
-    for edit, match in edits:
+    bool_or = (TypeError, ValueError)  # a listed key refuses 1 as not a bool
+    edits = [(dict(fused=True, foreach=True), ValueError, "fused"),
+             (dict(differentiable=True), ValueError, "Invalid differentiable: True"),
+             (dict(differentiable=1), bool_or, "Invalid differentiable: 1"),
+             (dict(fused=1, foreach=True), bool_or, "fused")]
+    for edit, exc, match in edits:
         saved = {k: g[k] for k in edit if k in g}
         g.update(edit)
-        with pytest.raises(ValueError, match=match):
+        with pytest.raises(exc, match=match):
             opt.step([rng.standard_normal(5)])
         for k in edit:
             if k in saved:
@@ -722,6 +726,29 @@ def test_torch_switches_added_between_armed_steps_are_checked(cls, rng):
         _assert_unchanged(opt, params, before)
     opt.step([rng.standard_normal(5)])
     assert opt.state[0]["step"] == 4 if cls is not AdamWScheduleFree else g["k"] == 4
+
+
+@pytest.mark.parametrize("cls", [Lion, AdamWScheduleFree])
+def test_differentiable_in_a_group_is_refused_without_the_keyword(cls, rng):
+    # lion-pytorch's and schedulefree's constructors take no differentiable (TypeError
+    # here too); a group that carries differentiable=True is refused as by every class
+    # that lists it, before the first step and after one, changing nothing.
+    with pytest.raises(TypeError, match="differentiable"):
+        cls([np.zeros(2)], differentiable=False)
+    with pytest.raises(ValueError, match="Invalid differentiable: True"):
+        cls([dict(params=[np.zeros(2)], differentiable=True)], lr=0.01)
+    params = [rng.standard_normal(5)]
+    opt = make(cls, params, lr=0.01)
+    for steps in (0, 1):
+        for _ in range(steps):
+            opt.step([rng.standard_normal(5)])
+        opt.param_groups[0]["differentiable"] = True
+        before = _snapshot(opt, params)
+        with pytest.raises(ValueError, match="Invalid differentiable: True"):
+            opt.step([rng.standard_normal(5)])
+        _assert_unchanged(opt, params, before)
+        opt.param_groups[0]["differentiable"] = False  # accepted, as by torch's classes
+    opt.step([rng.standard_normal(5)])
 
 
 # ----------------------------------------------------------------- convergence

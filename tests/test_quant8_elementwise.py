@@ -273,6 +273,28 @@ def test_class_state_is_8bit_and_each_step_is_the_reference(kind, dtype):
                     np.testing.assert_array_equal(after[key], st[key], strict=True)
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_class_8bit_step_is_one_kernel_call(kind, monkeypatch):
+    """With 8-bit state the class goes straight to kernels.<name>8: one compiled call per
+    step (the armed step and a checked one), none to the float entry it cannot take."""
+    rng = np.random.default_rng(3)
+    params = [rng.standard_normal(300).astype(np.float32) for _ in range(2)]
+    opt = _make(kind, params, min_8bit_size=0)
+    calls = []
+    for entry in (kind, kind + "8"):
+        real = getattr(functional.kernels, entry)
+        monkeypatch.setattr(functional.kernels, entry,
+                            lambda *args, _entry=entry, _real=real:
+                            calls.append(_entry) or _real(*args))
+    for t in range(3):
+        if t == 2:
+            opt._plan = None  # a checked step (the plan rebuilt), then armed ones
+        calls.clear()
+        opt.step([rng.standard_normal(300).astype(np.float32) for _ in params])
+        assert calls == [kind + "8"], f"step {t + 1}"
+    assert opt._plan.call is not None  # the armed step was among them
+
+
 def test_adagrad_8bit_sum_starts_at_the_initial_accumulator_value():
     p = np.zeros(1000, np.float32)
     for value in (0.0, 0.1, 3.5):
