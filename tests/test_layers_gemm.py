@@ -5,6 +5,7 @@ Bit for bit throughout: the blocks do not depend on the thread count, so neither
 any result; and on the sizes below (up to ~1e6 multiply-adds per product) the products
 are the sums np.matmul gives when NumPy's and scipy's BLAS are both OpenBLAS."""
 
+import importlib
 import sys
 
 import numpy as np
@@ -22,8 +23,26 @@ DTYPES = [np.float32, np.float64]
 RELU = K.LAYER_ACTIVATIONS.index("relu")
 
 
+# training runs the compiled products only where threadpoolctl holds every BLAS at one
+# thread (without it, NumPy's products: tested in test_layers.py / test_nn.py)
+def _importable(name):
+    try:
+        importlib.import_module(name)
+    except ImportError:
+        return False
+    return True
+
+
+needs_threadpoolctl = pytest.mark.skipif(
+    not _importable("threadpoolctl"),
+    reason="the compiled products run in training only with threadpoolctl")
+
+
 def _both_openblas():
-    from threadpoolctl import threadpool_info
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return False
     blas = [i for i in threadpool_info() if i.get("user_api") == "blas"]
     return len(blas) >= 2 and all(i.get("internal_api") == "openblas" for i in blas)
 
@@ -198,6 +217,7 @@ def _train(dt, act, out, threads, accumulation=1, in_backward=False, weighted=Fa
     ("relu", "softmax", 1, False, False), ("relu", "softmax", 1, True, False),
     ("tanh", "identity", 2, False, False), ("sigmoid", "logistic", 3, True, False),
     ("identity", "exp", 1, True, True), ("relu", "identity", 2, True, True)])
+@needs_threadpoolctl
 def test_training_gives_the_same_bits_on_one_and_two_threads(
         products, dt, act, out, accumulation, in_backward, weighted):
     one = _train(dt, act, out, 1, accumulation, in_backward, weighted)
@@ -216,6 +236,7 @@ def test_training_gives_the_same_bits_on_one_and_two_threads(
         assert numpy_path[1] == one[1]
 
 
+@needs_threadpoolctl
 def test_products_only_where_every_blas_is_at_one_thread(products, monkeypatch):
     X = np.random.default_rng(0).standard_normal((64, 6))
     y = np.arange(64) % 3
@@ -244,6 +265,7 @@ def test_products_only_where_every_blas_is_at_one_thread(products, monkeypatch):
 
 # ---- without scipy: NumPy's products -------------------------------------------------
 
+@needs_threadpoolctl
 def test_without_scipy_the_network_keeps_numpys_products(monkeypatch):
     X = np.random.default_rng(0).standard_normal((100, 6))
     y = np.arange(100) % 3
