@@ -200,16 +200,6 @@ cdef void _run_part(const _Part* part, bint dbl, const char* own_b) noexcept nog
             _block(p.layer, dbl, blk, NULL if p.partial == NULL else p.partial + blk * p.layer.m)
 
 
-cdef void _transpose(bint dbl, const char* src, char* dst, Py_ssize_t k,
-                     Py_ssize_t m) noexcept nogil:
-    if dst == NULL:
-        return
-    if dbl:
-        fo_transpose_d(<const double*> src, <double*> dst, k, m)
-    else:
-        fo_transpose_f(<const float*> src, <float*> dst, k, m)
-
-
 cdef void _run_parts(const _Part* parts, int n_parts, bint dbl, int threads,
                      const char* W, Py_ssize_t k, Py_ssize_t m) noexcept nogil:
     # part p on thread p * team // n_parts: the parts, not the threads, fix the bits.

@@ -640,22 +640,32 @@ def take_rows(src, rows, out):
             memcpy(d + i * row_bytes, s + r * row_bytes, row_bytes)
 
 
+cdef void _transpose(bint dbl, const char* src, char* dst, Py_ssize_t k,
+                     Py_ssize_t m) noexcept nogil:
+    # dst := src.T for a (k, m) matrix (nothing when dst is NULL)
+    if dst == NULL:
+        return
+    if dbl:
+        fo_transpose_d(<const double*> src, <double*> dst, k, m)
+    else:
+        fo_transpose_f(<const float*> src, <float*> dst, k, m)
+
+
 def transpose_into(src, dst):
     """dst := src.T for a C-contiguous (k, m) float32/float64 matrix and a C-contiguous
     (m, k) one (element copies).  The delta product d @ W.T runs as d @ dst on the
     contiguous transpose: BLAS's plain (no-transpose) product, faster than its
-    transposed-operand one at these sizes and the same sums."""
+    transposed-operand one at these sizes (its sums can differ from np.matmul(d, W.T)'s
+    in the last bits: OpenBLAS's transposed-operand kernels add in another order)."""
     cdef _Extents ext
     ext.n = 0
     cdef Py_ssize_t k, m
     k, m = _matrix_shape(src, "src")
     cdef char* s = _layer_array(src, "src", None, k, m, False, &ext)
     cdef char* d = _layer_array(dst, "dst", src, m, k, True, &ext)
+    cdef bint dbl = cnp.PyArray_TYPE(<cnp.ndarray> src) == cnp.NPY_DOUBLE
     with nogil:
-        if cnp.PyArray_TYPE(<cnp.ndarray> src) == cnp.NPY_DOUBLE:
-            fo_transpose_d(<const double*> s, <double*> d, k, m)
-        else:
-            fo_transpose_f(<const float*> s, <float*> d, k, m)
+        _transpose(dbl, s, d, k, m)
 
 
 # the matrix products around these kernels, on fixed row blocks (scipy's BLAS)
