@@ -537,21 +537,13 @@ class MLP:
         sumsq = 0.0
         for i, a_prev, a_prev_t, g, W, wt, dp, bias_grad in v.backward:
             target = self._grad_scratch(i) if accumulate else g
-            if products and (a_prev is not None or dense):
+            compiled = products and (a_prev is not None or dense)
+            if compiled:
                 # both products and the derivative mask in one call; W is read before
                 # layer i is stepped (after_layer below)
                 _K.backward_products(X if a_prev is None else a_prev, d, W, target, dp,
                                      self._act_code, bias_grad, accumulate, wt, nt)
-                if accumulate:
-                    _K.axpy_sumsq(g, target, 1.0, nt)
-                if alpha:
-                    sumsq += _K.axpy_sumsq(g, W, alpha / total, nt)
-                if after_layer is not None:
-                    after_layer(i)
-                if dp is not None:
-                    d = dp
-                continue
-            if a_prev is not None:
+            elif a_prev is not None:
                 _dot(a_prev_t, d, target)
             elif not dense and _is_sparse(X):
                 target[...] = X.T @ d
@@ -561,7 +553,7 @@ class MLP:
                 _K.axpy_sumsq(g, target, 1.0, nt)
             if alpha:
                 sumsq += _K.axpy_sumsq(g, W, alpha / total, nt)
-            if dp is not None:          # before layer i may be stepped
+            if dp is not None and not compiled:     # before layer i may be stepped
                 if wt is None:
                     np.matmul(d, W.T, out=dp)
                 else:
@@ -570,7 +562,8 @@ class MLP:
             if after_layer is not None:
                 after_layer(i)
             if dp is not None:
-                _K.dense_backward(dp, a_prev, self._act_code, bias_grad, accumulate, nt)
+                if not compiled:
+                    _K.dense_backward(dp, a_prev, self._act_code, bias_grad, accumulate, nt)
                 d = dp
         if alpha:
             loss += 0.5 * alpha / total * sumsq
