@@ -100,7 +100,7 @@ def extensions():
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_2_0_API_VERSION")],
             depends=["fastoptim/_kernels.pxi", "fastoptim/_kernels_factored.pxi",
                      "fastoptim/_kernels_layers.pxi", "fastoptim/_layers.h",
-                     "fastoptim/_kernels_gemm.pxi",
+                     "fastoptim/_kernels_gemm.pxi", "fastoptim/_kernels_plan.pxi",
                      "fastoptim/_kernels_compact.pxi",
                      "fastoptim/_compact.h", "fastoptim/_kernels_quant8.pxi",
                      "fastoptim/_quant8.h", "fastoptim/_platform.h",

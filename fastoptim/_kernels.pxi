@@ -1184,3 +1184,7 @@ include "_kernels_compact.pxi"
 
 # 8-bit blockwise quantized state
 include "_kernels_quant8.pxi"
+
+
+# the optimizer classes' armed-step check
+include "_kernels_plan.pxi"

@@ -166,7 +166,7 @@ def _tuple_getter(keys):
 
 def _reader(required, optional):
     """group -> ``required(group)`` then ``group.get(key)`` for each optional key: one
-    tuple (this runs at every step, from _Plan.is_armed)."""
+    tuple (the values a group's check reads; kernels.LiveCheck reads the same keys)."""
     if not optional:
         return required
     if len(optional) == 1:
@@ -394,7 +394,8 @@ class _Bucket:
     """Parameters updated together by one functional call."""
 
     __slots__ = ("group", "ids", "params", "names", "missing", "fresh", "step", "states",
-                 "bufs", "read", "stride", "expected", "missing_getters", "all", "scalars")
+                 "bufs", "keys", "read", "stride", "expected", "missing_getters", "all",
+                 "scalars")
 
     def __init__(self, group, ids, params, names, missing, fresh, step, states, bufs,
                  n_params, scalar_names=(), scalars=None):
@@ -411,7 +412,8 @@ class _Bucket:
         # The per-step identity check, one pass over every state dict: ``read(st)`` gives
         # its step count, scalars and buffers, ``expected`` all of them in a row,
         # ``stride`` apart.
-        keys = ("step",) + tuple(scalar_names) + tuple(n for n in names if n not in missing)
+        self.keys = keys = ("step",) + tuple(scalar_names) + tuple(
+            n for n in names if n not in missing)
         self.read = _tuple_getter(keys)
         self.stride = len(keys)
         self.expected = [] if fresh else [step if k == "step" else st[k]
@@ -432,28 +434,9 @@ class _Bucket:
                    for get in self.missing_getters)
 
 
-def _states_reader(b):
-    """state -> bucket b's state dicts, then each one's step count, scalars and buffers
-    (b.read): what is_armed compares at every step, in one tuple."""
-    read = b.read
-    if len(b.ids) == 1:
-        key, = b.ids
-
-        def read_one(state):
-            st = state[key]
-            return (st, *read(st))
-        return read_one
-    read_states = _tuple_getter(b.ids)
-
-    def read_all(state):
-        states = read_states(state)
-        return (*states, *chain.from_iterable(map(read, states)))
-    return read_all
-
-
 class _Plan:
     __slots__ = ("state", "groups", "flat", "buckets", "written", "fast", "call", "live",
-                 "tail", "n_threads", "read_states", "read_hypers", "group", "size")
+                 "tail", "check")
 
     def __init__(self, state, groups, flat, buckets, written):
         self.state = state          # the state dict the plan was built from
@@ -465,63 +448,38 @@ class _Plan:
         # One kernel call with every param and all of its state: try it first.
         self.fast = b is not None and b.all and not b.missing and not b.fresh
         # Armed (see arm): that kernel call, bound, and what it depends on.
-        self.call = self.live = None
-        if self.fast:
-            self.read_states = _states_reader(b)
+        self.call = self.live = self.check = None
+        self.tail = 0
 
     def arm(self, opt, hyper, call):
         """A fast plan whose group's values passed their check and cannot change in
         place: the next steps may run ``call`` as long as every object it was made from
         is still the live one (is_armed)."""
         b = self.buckets[0]
-        self.n_threads = opt.n_threads
-        self.read_hypers = opt._read_hypers
-        self.group, self.size = b.group, len(b.ids)
         head = [*b.params, *hyper.raw, *b.states]
         self.tail = len(head)  # then b.expected
         self.live = head + b.expected
         self.call = call
+        # kernels.LiveCheck reads these in this order; counted() keeps live current
+        self.check = _kernels.LiveCheck(
+            b.group, self.state, opt.n_threads, len(b.ids), opt._REQUIRED_KEYS,
+            opt._OPTIONAL_KEYS, tuple(b.ids), b.keys, self.live)
 
     def is_armed(self, opt):
         """Is everything the armed call depends on what the optimizer holds now?  The
-        state dict, the group, n_threads, then one pass of identity checks over the
-        params, the group's values, the state dicts, their step counts and buffers."""
-        groups = opt.param_groups
-        if (type(groups) is not list or len(groups) != 1 or opt.state is not self.state
-                or opt.n_threads is not self.n_threads):
-            return False
-        g = groups[0]
-        if g is not self.group:
-            return False
-        params = g["params"]
-        if type(params) not in (list, tuple) or len(params) != self.size:
-            return False
-        return all(map(is_, (*params, *self.read_hypers(g), *self.read_states(self.state)),
-                       self.live))
+        state dict, the group, n_threads, then identity checks of the params, the
+        group's values, the state dicts, their step counts and buffers (compiled: it
+        runs at every step)."""
+        return self.check(opt.param_groups, opt.state, opt.n_threads)
 
     def counted(self, b, step, scalars=()):
-        """Bucket b's step counts were all set to ``step`` (and its per-param scalar state
-        to ``scalars``), its buffers unchanged."""
+        """Bucket b's step was applied: its state dicts' step counts (and per-param scalar
+        state) are set to ``step`` (and ``scalars``), and the plan's records follow."""
         b.step = step
-        live, n = self.live, len(b.ids)
-        if n == 1 and not scalars:  # this runs at every step: one item each
-            b.expected[0] = step
-            if live is not None:
-                live[self.tail] = step
-            return
         if scalars:
             b.scalars = scalars
-        row = (step, *scalars)  # each state's first entries in expected (and live)
-        if n == 1:
-            b.expected[:len(row)] = row
-            if live is not None:
-                live[self.tail:self.tail + len(row)] = row
-            return
-        for j, value in enumerate(row):
-            column = [value] * n
-            b.expected[j::b.stride] = column
-            if live is not None:
-                live[self.tail + j::b.stride] = column
+        _kernels.count_step(b.states, b.keys, step, scalars, b.expected, self.live,
+                            self.tail)
 
 
 class Optimizer:
@@ -580,10 +538,11 @@ class Optimizer:
         super().__init_subclass__(**kwargs)
         # What a group's check depends on: its keys (KeyError when one is absent) and
         # the switches _check_torch_flags reads with .get.
-        required = _tuple_getter((*cls._HYPERPARAMETERS, *cls._TORCH_FLAGS))
-        optional = tuple(k for k in ("foreach", "fused", "differentiable")
-                         if k not in cls._TORCH_FLAGS)
-        cls._read_hypers = staticmethod(_reader(required, optional))
+        cls._REQUIRED_KEYS = (*cls._HYPERPARAMETERS, *cls._TORCH_FLAGS)
+        cls._OPTIONAL_KEYS = tuple(k for k in ("foreach", "fused", "differentiable")
+                                   if k not in cls._TORCH_FLAGS)
+        cls._read_hypers = staticmethod(_reader(_tuple_getter(cls._REQUIRED_KEYS),
+                                                cls._OPTIONAL_KEYS))
 
     def __init__(self, params, defaults, *, nonfinite="ignore", n_threads=None,
                  state_dtype=None, master_weights=None, rounding="nearest", seed=0,
@@ -1093,13 +1052,13 @@ class Optimizer:
         b = plan.buckets[0]
         step = b.step + 1
         try:
-            scalars = self._call(call, grads, step, b)
+            if self._SCALAR_STATE:  # self._call, inlined: this runs at every step
+                scalars = call(grads, step, b.scalars)
+            else:
+                call(grads, step)
+                scalars = ()
         except (TypeError, ValueError):
             return False  # nothing was changed
-        for st in b.states:
-            st["step"] = step
-            if scalars:
-                st.update(zip(self._SCALAR_STATE, scalars))
         plan.counted(b, step, scalars)
         return True
 
@@ -1437,10 +1396,7 @@ class Optimizer:
                 self._pieces = cached
 
             def finish():
-                step = b.step + 1
-                for st in b.states:
-                    st["step"] = step
-                plan.counted(b, step)
+                plan.counted(b, b.step + 1)
             return cached[1], finish
 
 
@@ -2304,6 +2260,7 @@ class NAdam(_Elementwise):
                                                    decoupled, maximize)
         last = [None, None, None, None]  # the last step, its mu_{t+1} (and in float32),
         #                                  the mu_product it stored
+        pack, unpack = _FLOAT32.pack, _FLOAT32.unpack  # _float32 where nothing overflows
 
         def at(step, state):
             last_step, mu, mu32, stored = last
@@ -2311,11 +2268,14 @@ class NAdam(_Elementwise):
                 mu = momentum(beta1, momentum_decay, step)
                 mu32 = _float32(mu)
             before = 1.0 if state is None else state[0]
-            mu_product = _float32((before if before is stored else _float32(before)) * mu32)
-            if not 0.0 <= mu_product < 1.0:  # the functional's check and message
-                check_real("mu_product", mu_product, low=0.0, high=1.0, high_open=True)
+            if before is stored:  # a float32 in [0, 1): times mu32 < 1 it cannot overflow
+                mu_product = unpack(pack(before * mu32))[0]
+            else:
+                mu_product = _float32(_float32(before) * mu32)
+                if not 0.0 <= mu_product < 1.0:  # the functional's check and message
+                    check_real("mu_product", mu_product, low=0.0, high=1.0, high_open=True)
             mu_next = momentum(beta1, momentum_decay, step + 1)
-            last[:] = step, mu_next, _float32(mu_next), mu_product
+            last[:] = step, mu_next, unpack(pack(mu_next))[0], mu_product
             return scalars_of_mu(step, mu_product, mu, mu_next), (mu_product,)
         return at
 
