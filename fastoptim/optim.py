@@ -435,15 +435,16 @@ class _Bucket:
 
 
 class _Plan:
-    __slots__ = ("state", "groups", "flat", "buckets", "written", "fast", "call", "live",
-                 "tail", "check")
+    __slots__ = ("state", "groups", "flat", "buckets", "written", "quant8", "fast", "call",
+                 "live", "tail", "check")
 
-    def __init__(self, state, groups, flat, buckets, written):
+    def __init__(self, state, groups, flat, buckets, written, quant8=frozenset()):
         self.state = state          # the state dict the plan was built from
         self.groups = groups        # [(group dict, params list copy, buffer names)]
         self.flat = flat            # all params, flattened
         self.buckets = buckets
         self.written = written      # (starts, ends, labels) of every updated array, sorted
+        self.quant8 = quant8        # flat indices of the params with 8-bit state
         b = buckets[0] if len(buckets) == 1 else None
         # One kernel call with every param and all of its state: try it first.
         self.fast = b is not None and b.all and not b.missing and not b.fresh
@@ -898,6 +899,8 @@ class Optimizer:
             missing_of[i] = tuple(missing)
             entries[i] = st
         _check_no_shared_memory(arrays, labels)
+        quant8 = frozenset(i for i, p in enumerate(flat) if self.state_dtype == "int8"
+                           and any(self._buffer_dtype(p, n) is _INT8 for n in names_of[i]))
         buckets = []
         start = 0
         for g, params, names in plan_groups:
@@ -905,8 +908,7 @@ class Optimizer:
             for i in range(start, start + len(params)):
                 # 8-bit and float state go to different kernel calls (min_8bit_size)
                 key = (steps[i], flat[i].dtype.char, names_of[i], missing_of[i],
-                       i not in entries, scalars_of.get(i),
-                       any(self._buffer_dtype(flat[i], n) is _INT8 for n in names_of[i]))
+                       i not in entries, scalars_of.get(i), i in quant8)
                 keys.setdefault(key, []).append(i)
             for (step, _, names, missing, fresh, scalars, _), ids in keys.items():
                 states = [state.get(i) for i in ids]
@@ -925,7 +927,7 @@ class Optimizer:
         arrays, labels = _memory(arrays, labels)
         ranges = sorted((*_byte_range(a), labels[k]) for k, a in enumerate(arrays) if a.size)
         written = tuple([r[j] for r in ranges] for j in range(3))
-        self._plan = _Plan(state, plan_groups, flat, buckets, written)
+        self._plan = _Plan(state, plan_groups, flat, buckets, written, quant8)
         self._sizes = sizes
         return self._plan
 
@@ -974,8 +976,10 @@ class Optimizer:
                                   self._buffer_shape(p, name))
 
     # ------------------------------------------------------------------- step
-    def _check_grads(self, grads, params):
-        """grads as a list the kernels take (None kept: that param skips this step)."""
+    def _check_grads(self, grads, params, quant8=frozenset()):
+        """grads as a list the kernels take (None kept: that param skips this step);
+        ``quant8``: the indices of the params with 8-bit state, whose kernels take a grad
+        of the param's own dtype only."""
         if not isinstance(grads, (list, tuple)):
             raise TypeError("grads must be a list or tuple of ndarrays (one per param, in "
                             "the order the params were given; None skips a param), got "
@@ -994,6 +998,10 @@ class Optimizer:
                 raise TypeError(f"grad {i} has dtype {g.dtype} but its param has dtype "
                                 f"{p.dtype} (a float32, float16 or bfloat16 param takes a "
                                 "float32, float16 or bfloat16 grad)")
+            if g.dtype != p.dtype and i in quant8:
+                raise TypeError(f"grad {i} has dtype {g.dtype} but its param has dtype "
+                                f"{p.dtype} and 8-bit state (state_dtype='int8'), which takes "
+                                f"a {p.dtype} grad")
             if g.shape != p.shape:
                 raise ValueError(f"grad {i} has shape {g.shape} but its param has shape "
                                  f"{p.shape}")
@@ -1088,7 +1096,7 @@ class Optimizer:
                     and _NONE_TYPE not in map(type, grads)
                     and self._try_whole_step(plan, call, grads)):
                 return True
-        grads = self._check_grads(grads, plan.flat)
+        grads = self._check_grads(grads, plan.flat, plan.quant8)
         if len(plan.buckets) > 1:  # several kernel calls: check what none of them sees
             self._check_arrays(plan)
             self._check_grads_disjoint(grads, plan.written)

@@ -21,7 +21,8 @@ import pytest
 
 import fastoptim
 from fastoptim import QuantizedState
-from fastoptim.optim import SGD, Adam, AdamW, Momentum, RMSprop
+from fastoptim.optim import (SGD, Adagrad, Adam, Adamax, AdamW, AdamWScheduleFree, Lion,
+                             Momentum, NAdam, RAdam, RMSprop)
 
 CLASSES = {  # class, constructor options (every state buffer in play)
     "sgd": (SGD, dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.01)),
@@ -310,6 +311,70 @@ def test_shared_8bit_memory_is_refused():
                                              np.zeros(20, np.float32), True)
     with pytest.raises(ValueError, match="share memory|same array"):
         opt.step([np.ones(5000, np.float32)] * 2)
+
+
+
+#: every class that offers state_dtype="int8": the ones above and the template's
+EIGHT_BIT_CLASSES = {**CLASSES, "adagrad": (Adagrad, {}), "lion": (Lion, {}),
+                     "adamax": (Adamax, {}), "radam": (RAdam, {}), "nadam": (NAdam, {}),
+                     "schedule_free": (AdamWScheduleFree, dict(warmup_steps=2))}
+
+
+def _everything(opt):
+    """Every param's bits, every state entry (buffers as bits) and every group value."""
+    params = [p.tobytes() for g in opt.param_groups for p in g["params"]]
+    state = {i: {k: (v if k == "step" else _bits(v)) for k, v in st.items()}
+             for i, st in opt.state.items()}
+    groups = [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups]
+    return params, state, groups
+
+
+def _two_groups(kind, n, **storage):
+    """Two groups (two kernel calls), float32 params of n elements."""
+    rng = np.random.default_rng(5)
+    cls, options = EIGHT_BIT_CLASSES[kind]
+    params = [rng.standard_normal(n).astype(np.float32) for _ in range(2)]
+    opt = cls([{"params": [params[0]]}, {"params": [params[1]], "lr": 0.002}], **options,
+              **storage)
+    if kind == "schedule_free":
+        opt.train()  # it steps in train mode only
+    return opt
+
+
+@pytest.mark.parametrize("grad_dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("kind", sorted(EIGHT_BIT_CLASSES))
+def test_16bit_grads_are_refused_by_the_class_check_with_8bit_state(kind, grad_dtype):
+    """A float32 param takes 16-bit grads, but not with 8-bit state: the 8-bit kernels take
+    the param's dtype only.  The class's own grad check refuses it, naming the grad, before
+    any kernel call: with two groups the first group's call would already have run, so
+    nothing may change (fresh or stepped), and the optimizer then goes on as a twin that
+    never saw the refused step.  A param with float state (below min_8bit_size) still
+    takes a 16-bit grad, as with state_dtype=None."""
+    dtype = np.dtype(pytest.importorskip("ml_dtypes").bfloat16 if grad_dtype == "bfloat16"
+                     else grad_dtype)
+    rng = np.random.default_rng(6)
+    grads = [rng.standard_normal(5000).astype(np.float32) for _ in range(2)]
+    for steps_before in (0, 1):
+        opt, twin = _two_groups(kind, 5000, state_dtype="int8"), \
+            _two_groups(kind, 5000, state_dtype="int8")
+        for o in (opt, twin):
+            for _ in range(steps_before):
+                o.step(grads)
+        assert _everything(opt) == _everything(twin)
+        with pytest.raises(TypeError, match=rf"^grad 1 has dtype {dtype.name} but its param "
+                                            r"has dtype float32 and 8-bit state .*float32 grad"):
+            opt.step([grads[0], grads[1].astype(dtype)])
+        assert _everything(opt) == _everything(twin)
+        for o in (opt, twin):
+            o.step(grads)
+        assert _everything(opt) == _everything(twin)
+    # float state below min_8bit_size: the 16-bit grad is taken, as without int8
+    small = [_two_groups(kind, 300, **storage) for storage in ({"state_dtype": "int8"}, {})]
+    for o in small:
+        o.step([g[:300].astype(dtype) for g in grads])
+    assert not any(isinstance(v, QuantizedState) for st in small[0].state.values()
+                   for v in st.values())
+    assert _everything(small[0]) == _everything(small[1])
 
 
 # ------------------------------------------------------------------------- fastoptim.nn
