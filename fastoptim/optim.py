@@ -129,8 +129,8 @@ def _check_torch_flags(g, keys):
         _check_bool(key, value)
     differentiable = g.get("differentiable")
     if differentiable:
-        raise ValueError(f"Invalid differentiable: {differentiable!r} (fastoptim's update runs "
-                         "in compiled code outside any autograd graph; use differentiable=False)")
+        raise ValueError(f"Invalid differentiable: {differentiable!r} (fastoptim's updates run "
+                         "on NumPy arrays outside any autograd graph; use differentiable=False)")
     if g.get("fused") and g.get("foreach"):
         raise ValueError("`fused` and `foreach` cannot be `True` together.")
 
@@ -2684,6 +2684,7 @@ class Muon(Optimizer):
         fn = g["adjust_lr_fn"]
         if fn is not None and not (type(fn) is str and fn in ("original", "match_rms_adamw")):
             raise ValueError(f"Adjust learning rate function {fn!r} is not supported")
+        _check_torch_flags(g, self._TORCH_FLAGS)  # none listed: torch's Muon takes none
 
     def _buffer_names(self, g):
         return self._ALL_BUFFERS
@@ -2881,6 +2882,7 @@ class LBFGS(Optimizer):
                              "is supported)")
         if fn is not None and g["max_iter"] > 0 and g["max_eval"] < 1:
             raise ValueError("Invalid max_eval: the line search needs max_eval >= 1")
+        _check_torch_flags(g, self._TORCH_FLAGS)  # none listed: torch's LBFGS takes none
 
     def _buffer_names(self, g):
         return ()

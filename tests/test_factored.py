@@ -3,6 +3,8 @@ thread count), classes against torch.optim on the same scenarios (float64: normw
 relative error <= 1e-12 after 50 steps; LBFGS iterates within 1e-10), state dicts both
 ways, exact resume, convergence, bad input."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -467,3 +469,104 @@ def test_adafactor_bad_input_changes_nothing():
     with pytest.raises(ValueError):
         opt.step([np.ones((4, 3))])
     assert opt.state == {} and p.tobytes() == snapshot[0].tobytes()
+
+
+# ------------------------------------------------------ torch's switches in a group
+SWITCHES = ("foreach", "fused", "capturable", "differentiable")
+#: (values put in a group, the ValueError's message when refused).  torch's Muon and
+#: LBFGS take none of these keywords and read none of these keys; fastoptim refuses in
+#: their groups what it refuses in every class's: differentiable=True (it cannot
+#: honour it) and fused with foreach (torch's classes that take both refuse the pair).
+GROUP_SWITCHES = [
+    ({"foreach": None}, None), ({"foreach": False}, None), ({"foreach": True}, None),
+    ({"fused": False}, None), ({"fused": True}, None),
+    ({"capturable": False}, None), ({"capturable": True}, None),
+    ({"differentiable": None}, None), ({"differentiable": False}, None),
+    ({"differentiable": True}, "Invalid differentiable: True"),
+    ({"fused": True, "foreach": True}, "`fused` and `foreach` cannot be `True` together"),
+]
+
+
+def _muon_run(extra):
+    """(optimizer, params, step) of Muon with ``extra`` in its group; each step takes the
+    next grad of a fixed list (indexed by the step count, so a refused step uses none)."""
+    rng = np.random.default_rng(9)
+    p = rng.standard_normal((6, 5))
+    grads = [rng.standard_normal((6, 5)) for _ in range(4)]
+    opt = Muon([dict(params=[p], **extra)], lr=0.02)
+    return opt, [p], lambda: opt.step([grads[opt.state.get(0, {}).get("step", 0)]])
+
+
+def _lbfgs_run(extra):
+    fun, x0 = _quadratic()
+    x = x0.copy()
+    opt = LBFGS([dict(params=[x], **extra)], lr=0.05, history_size=5, max_iter=4)
+    return opt, [x], lambda: opt.step(lambda: (fun(x)[0], [fun(x)[1]]))
+
+
+def _bits(v):
+    """A value with every array (and NumPy scalar) as its dtype, shape and bytes."""
+    if isinstance(v, np.ndarray):
+        return v.dtype.str, v.shape, v.tobytes()
+    if isinstance(v, np.generic):
+        return v.dtype.str, v.tobytes()
+    if isinstance(v, (list, tuple)):
+        return tuple(map(_bits, v))
+    if isinstance(v, dict):
+        return {k: _bits(x) for k, x in v.items()}
+    return v
+
+
+def _params_and_state(opt, params):
+    return _bits(params), _bits(opt.state)
+
+
+@pytest.mark.parametrize("switches, refused", GROUP_SWITCHES,
+                         ids=lambda v: "-".join(f"{k}={x}" for k, x in v.items())
+                         if isinstance(v, dict) else "refused" if v else "accepted")
+@pytest.mark.parametrize("run", [_muon_run, _lbfgs_run], ids=["Muon", "LBFGS"])
+def test_torch_switches_in_a_group(run, switches, refused):
+    """Muon's and LBFGS's groups with torch's switches, in the constructor's group and set
+    by hand before the first or the second step: the same outcome each way.  Accepted:
+    the same bits as without them.  Refused: ValueError naming the key, nothing changed
+    (params, state, step counts), and once the switch is taken out the run goes on as if
+    it had never been set."""
+    plain, plain_params, plain_step = run({})
+    for _ in range(3):
+        plain_step()
+    expected = _params_and_state(plain, plain_params)
+    if refused is None:
+        opt, params, step = run(switches)
+        for _ in range(3):
+            step()
+        assert _params_and_state(opt, params) == expected
+    else:
+        with pytest.raises(ValueError, match=re.escape(refused)):
+            run(switches)
+    for at in (0, 1):
+        opt, params, step = run({})
+        for _ in range(at):
+            step()
+        group = opt.param_groups[0]
+        group.update(switches)
+        if refused is not None:
+            before = _params_and_state(opt, params)
+            with pytest.raises(ValueError, match=re.escape(refused)):
+                step()
+            assert _params_and_state(opt, params) == before
+            for key in switches:
+                del group[key]
+        for _ in range(3 - at):
+            step()
+        assert _params_and_state(opt, params) == expected
+
+
+def test_muon_and_lbfgs_constructors_take_no_torch_switch_like_torch():
+    torch = _torch()
+    for key in SWITCHES:
+        for make in (lambda **kw: torch.optim.Muon([torch.zeros(2, 2, requires_grad=True)], **kw),
+                     lambda **kw: torch.optim.LBFGS([torch.zeros(2, requires_grad=True)], **kw),
+                     lambda **kw: Muon([np.zeros((2, 2))], **kw),
+                     lambda **kw: LBFGS([np.zeros(2)], **kw)):
+            with pytest.raises(TypeError, match=f"unexpected keyword argument '{key}'"):
+                make(**{key: False})
