@@ -2684,7 +2684,6 @@ class Muon(Optimizer):
         fn = g["adjust_lr_fn"]
         if fn is not None and not (type(fn) is str and fn in ("original", "match_rms_adamw")):
             raise ValueError(f"Adjust learning rate function {fn!r} is not supported")
-        _check_torch_flags(g, self._TORCH_FLAGS)  # none listed: torch's Muon takes none
 
     def _buffer_names(self, g):
         return self._ALL_BUFFERS
@@ -2882,7 +2881,6 @@ class LBFGS(Optimizer):
                              "is supported)")
         if fn is not None and g["max_iter"] > 0 and g["max_eval"] < 1:
             raise ValueError("Invalid max_eval: the line search needs max_eval >= 1")
-        _check_torch_flags(g, self._TORCH_FLAGS)  # none listed: torch's LBFGS takes none
 
     def _buffer_names(self, g):
         return ()
