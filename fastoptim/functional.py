@@ -902,8 +902,13 @@ def muon_(param, grad, momentum_buffer, *, lr=1e-3, weight_decay=0.1, momentum=0
     The momentum, the update and its norm are one compiled pass; the Newton-Schulz
     products are BLAS matrix products in the param's dtype (torch computes them in
     bfloat16).  ``momentum_buffer`` starts at zeros.  Every param must be 2-D.
+    A float32 ``lr`` (a one-element array or NumPy scalar, as torch's Tensor lr) gives
+    ``1 - lr * weight_decay`` and ``lr * ratio`` in float32, as torch computes them.
     """
-    lr = check_real("lr", lr, low=0.0)
+    value = check_real("lr", lr, low=0.0)
+    # torch keeps a Tensor lr a 0-d tensor of its dtype (_to_scalar): float32 arithmetic
+    lr = np.float32(value) if isinstance(lr, (np.ndarray, np.generic)) and \
+        lr.dtype == np.float32 else value
     weight_decay = check_real("weight_decay", weight_decay, low=0.0)
     momentum = check_real("momentum", momentum, low=0.0)
     nesterov = check_flag("nesterov", nesterov)
@@ -938,11 +943,25 @@ def muon_(param, grad, momentum_buffer, *, lr=1e-3, weight_decay=0.1, momentum=0
     for p, u, sumsq in zip(params, updates, sums):
         if p.size == 0:
             continue  # nothing to update (torch divides by zero here)
-        rows, cols = p.shape
-        if adjust_lr_fn is None or adjust_lr_fn == "original":
-            adjusted_lr = lr * math.sqrt(max(1, rows / cols))
-        else:
-            adjusted_lr = lr * (0.2 * math.sqrt(max(rows, cols)))
+        decay, adjusted_lr = _muon_step_scalars(lr, weight_decay, p.shape, adjust_lr_fn)
         ortho = _newton_schulz(u, sumsq, ns_coefficients, ns_steps, eps)
-        p *= 1 - lr * weight_decay
+        p *= decay
         p += -adjusted_lr * ortho
+
+
+def _muon_step_scalars(lr, weight_decay, shape, adjust_lr_fn):
+    """(1 - lr * weight_decay, lr * ratio) for a param of ``shape``, as torch's Muon
+    computes them (_single_tensor_muon, _adjust_lr): in double for a Python float lr; for
+    an np.float32 lr (torch's float32 Tensor lr) in float32, weight_decay and the ratio
+    rounded to float32 first (torch's tensor-times-number, NumPy's NEP 50 alike).  Both
+    returned as Python floats (exact): torch's param.mul_ and add_(alpha=) take their
+    values as doubles."""
+    rows, cols = shape
+    if adjust_lr_fn is None or adjust_lr_fn == "original":
+        ratio = math.sqrt(max(1, rows / cols))
+    else:  # "match_rms_adamw"
+        ratio = 0.2 * math.sqrt(max(rows, cols))
+    if type(lr) is float:
+        return 1 - lr * weight_decay, lr * ratio
+    with np.errstate(all="ignore"):  # inf and NaN pass silently, as with Python floats
+        return float(1 - lr * weight_decay), float(lr * ratio)

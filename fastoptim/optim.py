@@ -2689,8 +2689,8 @@ class Muon(Optimizer):
         return self._ALL_BUFFERS
 
     def _kernel_call(self, g, params, bufs, first, n_threads, ids=None):
-        lr, weight_decay, momentum, eps = map(
-            _num, (g["lr"], g["weight_decay"], g["momentum"], g["eps"]))
+        weight_decay, momentum, eps = map(_num, (g["weight_decay"], g["momentum"], g["eps"]))
+        lr = g["lr"]  # as given: muon_ computes with a float32 lr in float32, as torch
         coefficients = tuple(map(_num, g["ns_coefficients"]))
         nesterov, ns_steps, adjust_lr_fn = bool(g["nesterov"]), int(g["ns_steps"]), \
             g["adjust_lr_fn"]

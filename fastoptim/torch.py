@@ -202,14 +202,16 @@ def _check_disjoint(arrays, labels):
 
 
 # ------------------------------------------------------------------ hyperparameters
-def _scalar(value):
+def _scalar(value, keep_dtype=False):
     """A hyperparameter as the functional API takes it: a one-element tensor (torch takes
-    a Tensor lr) becomes a Python float; anything else is passed on to be checked."""
+    a Tensor lr) becomes a Python float (``keep_dtype``: a float32 one an np.float32);
+    anything else is passed on to be checked."""
     if isinstance(value, torch.Tensor):
         if value.numel() != 1 or value.is_complex() or value.dtype == torch.bool:
             raise ValueError(f"a tensor hyperparameter must hold one real number, got "
                              f"shape {tuple(value.shape)} and dtype {value.dtype}")
-        return float(value.detach().cpu().reshape(()).item())
+        number = float(value.detach().cpu().reshape(()).item())
+        return np.float32(number) if keep_dtype and value.dtype == torch.float32 else number
     if type(value) is int and -2 ** 53 <= value <= 2 ** 53:
         return float(value)  # torch's defaults are ints (weight_decay=0): exact
     return value
@@ -1507,7 +1509,9 @@ class Muon(_FusedStep, torch.optim.Muon):
         _construct(self, torch.optim.Muon, locals())
 
     def _hyper(self, g):
-        return dict(lr=_scalar(g["lr"]), weight_decay=_scalar(g["weight_decay"]),
+        # a float32 Tensor lr stays float32: muon_ computes with it as torch does
+        return dict(lr=_scalar(g["lr"], keep_dtype=True),
+                    weight_decay=_scalar(g["weight_decay"]),
                     momentum=_scalar(g["momentum"]), nesterov=g["nesterov"],
                     ns_coefficients=g["ns_coefficients"], eps=_scalar(g["eps"]),
                     ns_steps=g["ns_steps"], adjust_lr_fn=g["adjust_lr_fn"])

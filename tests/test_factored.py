@@ -62,18 +62,20 @@ def test_adafactor_matches_reference_bit_for_bit(variant, dtype, shape, options)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape,nesterov", [((7, 9), True), ((130, 50), False), ((64, 64), True),
                                             ((200, 150), True)])
-def test_muon_matches_reference_bit_for_bit(variant, dtype, shape, nesterov):
+@pytest.mark.parametrize("lr", [0.02, np.array(0.02, np.float32)], ids=["float", "float32-array"])
+def test_muon_matches_reference_bit_for_bit(variant, dtype, shape, nesterov, lr):
     # The same NumPy (BLAS) products run on both sides; the compiled momentum pass and
-    # its norm follow the reference's order, so the bits agree.
+    # its norm follow the reference's order, so the bits agree.  A float32 lr: the
+    # reference's NumPy arithmetic on it is float32, as torch's on a float32 Tensor lr.
     rng = np.random.default_rng(3)
     p0 = rng.standard_normal(shape).astype(dtype)
     a, b, c = p0.copy(), p0.copy(), p0.copy()
     ba, bb, bc = np.zeros_like(a), np.zeros_like(b), np.zeros_like(c)
     for _ in range(4):
         g = rng.standard_normal(shape).astype(dtype)
-        R.muon_(b, g, bb, lr=0.02, nesterov=nesterov)
-        F.muon_(a, g, ba, lr=0.02, nesterov=nesterov, n_threads=1)
-        F.muon_(c, g, bc, lr=0.02, nesterov=nesterov, n_threads=2)
+        R.muon_(b, g, bb, lr=lr, nesterov=nesterov)
+        F.muon_(a, g, ba, lr=lr, nesterov=nesterov, n_threads=1)
+        F.muon_(c, g, bc, lr=lr, nesterov=nesterov, n_threads=2)
     for x, y in ((a, b), (ba, bb), (c, b), (bc, bb)):
         assert x.tobytes() == y.tobytes()
 

@@ -19,6 +19,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+import fastoptim  # noqa: E402
 import fastoptim.optim as fo  # noqa: E402
 import fastoptim.torch as ft  # noqa: E402
 from _torch_models import (MODELS, assert_refused_step_changes_nothing, data, mlp,  # noqa: E402
@@ -257,7 +258,9 @@ def test_bad_hyperparameters_are_refused_as_torch(kw):
     (lambda opt, a: opt.param_groups[1].__setitem__("ns_steps", 100), ValueError, "ns_steps"),
     (lambda opt, a: opt.param_groups[1].__setitem__("ns_coefficients", (1.0, 2.0)), TypeError,
      "ns_coefficients"),
-], ids=["buffer-shape", "grad-order", "ns_steps", "ns_coefficients"])
+    (lambda opt, a: opt.param_groups[1].__setitem__("lr", torch.tensor(-0.1)), ValueError,
+     "lr"),
+], ids=["buffer-shape", "grad-order", "ns_steps", "ns_coefficients", "float32-tensor-lr"])
 def test_a_refused_step_changes_nothing(spoil, error, match):
     torch.manual_seed(0)
     a, b = torch.randn(4, 3, requires_grad=True), torch.randn(2, 5, requires_grad=True)
@@ -268,3 +271,59 @@ def test_a_refused_step_changes_nothing(spoil, error, match):
     a.grad, b.grad = torch.randn(4, 3), torch.randn(2, 5)
     spoil(opt, a)
     assert_refused_step_changes_nothing(opt, [a, b], error, match)
+
+
+# ------------------------------------------------------ a Tensor lr, as torch uses it
+LRS = {"float32-0d": lambda: torch.tensor(1e-3), "float32-1d": lambda: torch.tensor([1e-3]),
+       "float64-0d": lambda: torch.tensor(1e-3, dtype=torch.float64), "float": lambda: 1e-3}
+
+
+def _numpy_lrs(lr):
+    """The lrs a NumPy user would pass for torch's lr: the tensor's array (and its NumPy
+    scalar for a 0-d one)."""
+    if not isinstance(lr, torch.Tensor):
+        return [lr]
+    return [lr.numpy(), lr.numpy()[()]] if lr.dim() == 0 else [lr.numpy()]
+
+
+@pytest.mark.parametrize("lr_kind", sorted(LRS))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("kw", [dict(), dict(weight_decay=0.05, adjust_lr_fn="match_rms_adamw")],
+                         ids=["default", "match_rms_adamw"])
+def test_a_tensor_lr_is_used_as_torch_uses_it_bit_for_bit(lr_kind, dtype, kw):
+    """torch's Muon keeps a Tensor lr a 0-d tensor of its dtype and computes
+    ``1 - lr * weight_decay`` and the adjusted lr in it (float32 here), then applies
+    them to the param as doubles.  With ns_steps=0 and a gradient with one nonzero
+    entry, Newton-Schulz gives exactly 1 there and 0 elsewhere, in torch's bfloat16 and
+    in fastoptim alike: each step is p * decay, then that entry minus the adjusted lr,
+    so the params must be torch's (as shipped) bit for bit.  Computing those scalars in
+    double, as fastoptim did, misses by float32's rounding of 1 - 1e-4 (~6e-8)."""
+    start = np.random.default_rng(5).standard_normal((6, 5))  # tall: the ratio is not 1
+    grad = np.zeros((6, 5))
+    grad[2, 3] = 1.0
+    kw = dict(kw, ns_steps=0)
+
+    def run_torch(cls, lr):
+        p = torch.tensor(start, dtype=dtype, requires_grad=True)
+        opt = cls([p], lr=lr, **kw)
+        for _ in range(20):
+            p.grad = torch.tensor(grad, dtype=dtype)
+            opt.step()
+        return p.detach().numpy()
+
+    def run_numpy(lr):
+        np_dtype = np.float32 if dtype is torch.float32 else np.float64
+        p, q = start.astype(np_dtype), start.astype(np_dtype)
+        opt, buf = fo.Muon([p], lr=lr, **kw), np.zeros_like(q)
+        for _ in range(20):
+            opt.step([grad.astype(np_dtype)])
+            fastoptim.muon_(q, grad.astype(np_dtype), buf, lr=lr, **kw)
+        return p, q
+
+    lr = LRS[lr_kind]()
+    want = run_torch(torch.optim.Muon, lr)
+    assert not np.array_equal(want, start.astype(want.dtype))
+    assert run_torch(ft.Muon, lr).tobytes() == want.tobytes()
+    for numpy_lr in _numpy_lrs(lr):
+        for got in run_numpy(numpy_lr):
+            assert got.tobytes() == want.tobytes(), type(numpy_lr)

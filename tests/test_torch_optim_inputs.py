@@ -28,11 +28,7 @@ PARAM_DTYPE_NEWTON_SCHULZ = {"Muon"}
 # 2-D params only (torch's Muon refuses others)
 MATRICES_ONLY = {"Muon"}
 # known differences, each an xfail(strict): it fails the suite once it passes
-DIFFERS = {
-    ("Muon", "Tensor lr"): "torch's Muon keeps a Tensor lr a 0-d float32 tensor "
-                           "(_to_scalar) and computes 1 - lr * weight_decay and the adjusted "
-                           "lr in float32; fastoptim.muon_ computes them in double",
-}
+DIFFERS = {}
 
 
 def _cases():
