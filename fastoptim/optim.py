@@ -1060,11 +1060,7 @@ class Optimizer:
         b = plan.buckets[0]
         step = b.step + 1
         try:
-            if self._SCALAR_STATE:  # self._call, inlined: this runs at every step
-                scalars = call(grads, step, b.scalars)
-            else:
-                call(grads, step)
-                scalars = ()
+            scalars = self._call(call, grads, step, b)
         except (TypeError, ValueError):
             return False  # nothing was changed
         plan.counted(b, step, scalars)
