@@ -36,7 +36,9 @@ cdef class LiveCheck:
         self.required, self.optional, self.ids, self.keys = required, optional, ids, keys
         self.live = live
 
-    @cython.boundscheck(False)
+    # Bounds stay checked: a lookup can run Python code (a dict subclass's __getitem__,
+    # a key's __eq__) that shrinks a list read after it.
+    @cython.boundscheck(True)
     @cython.wraparound(False)
     def __call__(self, groups, state, n_threads):
         cdef list live = self.live
@@ -94,7 +96,7 @@ cdef class LiveCheck:
         return True
 
 
-@cython.boundscheck(False)
+@cython.boundscheck(True)  # st[key] = value can run Python code (see LiveCheck)
 @cython.wraparound(False)
 def count_step(list states, tuple keys, step, tuple scalars, list expected, live,
                Py_ssize_t tail):

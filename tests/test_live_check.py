@@ -217,3 +217,52 @@ def test_the_class_step_goes_through_the_compiled_check(rng):
     assert opt.state[0]["step"] == 3 and plan.buckets[0].expected[0] == 3
     opt.param_groups[0]["lr"] = 0.02
     assert not plan.is_armed(opt)
+
+
+class ShrinkingDict(dict):
+    """A group whose lookup of lr empties the lists read after it: Python code running
+    inside the compiled check must not make it read past a list's end."""
+
+    def __init__(self, *args, victims=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.victims = victims
+
+    def __getitem__(self, key):
+        if key == "lr":
+            for victim in self.victims:
+                victim.clear()
+        return dict.__getitem__(self, key)
+
+
+def test_a_lookup_that_shrinks_the_lists_is_an_error_not_a_crash():
+    check, groups, state, live = armed()
+    group = ShrinkingDict(groups[0], victims=[live])
+    live[:] = [*group["params"], group["lr"], group["betas"], None, None,
+               *(state[i] for i in range(2)),
+               *(state[i][k] for i in range(2) for k in KEYS)]
+    check = kernels.LiveCheck(group, state, None, 2, REQUIRED, OPTIONAL, (0, 1), KEYS,
+                              live)
+    group.victims = [live]
+    with pytest.raises(IndexError):
+        check([group], state, None)
+
+
+class ShrinkingState(dict):
+    """A state dict whose first write empties the plan's records."""
+
+    def __init__(self, *args, victims=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.victims = victims
+
+    def __setitem__(self, key, value):
+        for victim in self.victims:
+            victim.clear()
+        dict.__setitem__(self, key, value)
+
+
+def test_count_step_whose_write_shrinks_the_lists_is_an_error_not_a_crash():
+    expected = [1, 0.5, None] * 2
+    live = [None] * 8 + list(expected)
+    states = [ShrinkingState(step=1, victims=[expected, live]), {"step": 1}]
+    with pytest.raises(IndexError):
+        kernels.count_step(states, KEYS, 2, (0.25,), expected, live, 8)
