@@ -36,12 +36,12 @@ cdef class LiveCheck:
         self.required, self.optional, self.ids, self.keys = required, optional, ids, keys
         self.live = live
 
-    # Bounds stay checked: a lookup can run Python code (a dict subclass's __getitem__,
-    # a key's __eq__) that shrinks a list read after it.
-    @cython.boundscheck(True)
+    @cython.boundscheck(False)
     @cython.wraparound(False)
     def __call__(self, groups, state, n_threads):
-        cdef list live = self.live
+        # A lookup can run Python code (a dict subclass's __getitem__, a key's __eq__)
+        # that changes the plan's list: read a snapshot of it (a tuple cannot shrink).
+        cdef tuple live = tuple(self.live)
         cdef Py_ssize_t k = 0, i, j, n_keys = len(self.keys), first_state
         cdef object group = self.group, params, key
         cdef PyObject* found
