@@ -40,8 +40,14 @@ def variant(request, monkeypatch):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", ADAFACTOR_SHAPES)
-@pytest.mark.parametrize("options", [dict(), dict(weight_decay=0.1, lr=0.05, maximize=True),
-                                     dict(eps1=1e-3, eps2=0.0, d=1.5, beta2_decay=-0.5)])
+@pytest.mark.parametrize("options", [
+    dict(), dict(weight_decay=0.1, lr=0.05, maximize=True),
+    dict(eps1=1e-3, eps2=0.0, d=1.5, beta2_decay=-0.5),
+    # a float32 lr: the reference's NumPy arithmetic on it is float32, as torch's on a
+    # float32 Tensor lr (0.5: rho is 1/sqrt(t), a Python float, from step 5)
+    dict(weight_decay=0.1, lr=np.array(0.05, np.float32)),
+    dict(weight_decay=0.1, lr=np.array(0.5, np.float32))],
+    ids=["default", "decay-maximize", "eps-d-beta2_decay", "float32-lr", "float32-lr-above-rho"])
 def test_adafactor_matches_reference_bit_for_bit(variant, dtype, shape, options):
     rng = np.random.default_rng(1)
     p0 = np.asarray(rng.standard_normal(shape), dtype=dtype)

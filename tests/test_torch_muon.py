@@ -22,8 +22,8 @@ torch = pytest.importorskip("torch")
 import fastoptim  # noqa: E402
 import fastoptim.optim as fo  # noqa: E402
 import fastoptim.torch as ft  # noqa: E402
-from _torch_models import (MODELS, assert_refused_step_changes_nothing, data, mlp,  # noqa: E402
-                           step_in_lockstep)
+from _torch_models import (MODELS, TENSOR_LRS, assert_refused_step_changes_nothing,  # noqa: E402
+                           data, mlp, numpy_lrs, step_in_lockstep)
 
 TOL = {torch.float32: 1e-5, torch.float64: 1e-12}
 CONFIGS = [dict(lr=0.02),
@@ -274,19 +274,7 @@ def test_a_refused_step_changes_nothing(spoil, error, match):
 
 
 # ------------------------------------------------------ a Tensor lr, as torch uses it
-LRS = {"float32-0d": lambda: torch.tensor(1e-3), "float32-1d": lambda: torch.tensor([1e-3]),
-       "float64-0d": lambda: torch.tensor(1e-3, dtype=torch.float64), "float": lambda: 1e-3}
-
-
-def _numpy_lrs(lr):
-    """The lrs a NumPy user would pass for torch's lr: the tensor's array (and its NumPy
-    scalar for a 0-d one)."""
-    if not isinstance(lr, torch.Tensor):
-        return [lr]
-    return [lr.numpy(), lr.numpy()[()]] if lr.dim() == 0 else [lr.numpy()]
-
-
-@pytest.mark.parametrize("lr_kind", sorted(LRS))
+@pytest.mark.parametrize("lr_kind", sorted(TENSOR_LRS))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
 @pytest.mark.parametrize("kw", [dict(), dict(weight_decay=0.05, adjust_lr_fn="match_rms_adamw")],
                          ids=["default", "match_rms_adamw"])
@@ -320,10 +308,11 @@ def test_a_tensor_lr_is_used_as_torch_uses_it_bit_for_bit(lr_kind, dtype, kw):
             fastoptim.muon_(q, grad.astype(np_dtype), buf, lr=lr, **kw)
         return p, q
 
-    lr = LRS[lr_kind]()
+    lr = TENSOR_LRS[lr_kind](1e-3)
     want = run_torch(torch.optim.Muon, lr)
     assert not np.array_equal(want, start.astype(want.dtype))
     assert run_torch(ft.Muon, lr).tobytes() == want.tobytes()
-    for numpy_lr in _numpy_lrs(lr):
+    for numpy_lr in numpy_lrs(lr):
         for got in run_numpy(numpy_lr):
             assert got.tobytes() == want.tobytes(), type(numpy_lr)
+
