@@ -921,8 +921,10 @@ def muon_(param, grad, momentum_buffer, *, lr=1e-3, weight_decay=0.1, momentum=0
     The momentum, the update and its norm are one compiled pass; the Newton-Schulz
     products are BLAS matrix products in the param's dtype (torch computes them in
     bfloat16).  ``momentum_buffer`` starts at zeros.  Every param must be 2-D.
-    A float32 ``lr`` (a one-element array or NumPy scalar, as torch's Tensor lr) gives
-    ``1 - lr * weight_decay`` and ``lr * ratio`` in float32, as torch computes them.
+    ``p - lr * ratio * O`` is rounded once (a fused multiply-add), as torch's
+    ``add_(O, alpha=-lr * ratio)``.  A float32 ``lr`` (a one-element array or NumPy
+    scalar, as torch's Tensor lr) gives ``1 - lr * weight_decay`` and ``lr * ratio`` in
+    float32, as torch computes them.
     """
     lr = _check_lr_keeping_float32(lr)
     weight_decay = check_real("weight_decay", weight_decay, low=0.0)
@@ -953,16 +955,20 @@ def muon_(param, grad, momentum_buffer, *, lr=1e-3, weight_decay=0.1, momentum=0
                              "(optimize the others with AdamW, for example)")
     updates = [np.empty_like(p) if isinstance(p, np.ndarray) and p.dtype.kind == "f" else None
                for p in params]
+    threads = resolve_n_threads(n_threads)
     # The compiled pass checks every array (params included) before writing anything.
     sums = kernels.muon_momentum(params, grads, bufs, updates, 1 - momentum, momentum,
-                                 nesterov, resolve_n_threads(n_threads))
+                                 nesterov, threads)
     for p, u, sumsq in zip(params, updates, sums):
         if p.size == 0:
             continue  # nothing to update (torch divides by zero here)
         decay, adjusted_lr = _muon_step_scalars(lr, weight_decay, p.shape, adjust_lr_fn)
         ortho = _newton_schulz(u, sumsq, ns_coefficients, ns_steps, eps)
         p *= decay
-        p += -adjusted_lr * ortho
+        # torch's param.add_(update, alpha=-adjusted_lr): one rounding (FMA); the kernel
+        # pairs elements in memory order, so ortho (transposed for a tall p) takes p's
+        ortho = np.ascontiguousarray(ortho) if p.flags.c_contiguous else np.asfortranarray(ortho)
+        kernels.add_scaled(p, ortho, -adjusted_lr, threads)
 
 
 def _muon_step_scalars(lr, weight_decay, shape, adjust_lr_fn):

@@ -86,6 +86,24 @@ def test_muon_matches_reference_bit_for_bit(variant, dtype, shape, nesterov, lr)
         assert x.tobytes() == y.tobytes()
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_the_references_fused_multiply_add_is_the_kernels(variant, dtype):
+    # Muon's last update (torch's add_ with alpha, one rounding): the reference builds it
+    # from exact parts in NumPy, the kernels call fma; over magnitudes 2**-30..2**30 and
+    # near-cancelling sums (where the rounded product is furthest off) they must agree.
+    rng = np.random.default_rng(8)
+    n = 20000
+    y = (rng.standard_normal(n) * 2.0 ** rng.integers(-30, 30, n)).astype(dtype)
+    x = (rng.standard_normal(n) * 2.0 ** rng.integers(-30, 30, n)).astype(dtype)
+    alpha = -0.0123456789
+    x[:5000] = (-y[:5000] / dtype(alpha) * (1 + 1e-6 * rng.standard_normal(5000))).astype(dtype)
+    fused, emulated = y.copy(), y.copy()
+    variant.add_scaled(fused, x, alpha, 1)
+    R._add_scaled(emulated, x, alpha)
+    assert fused.tobytes() == emulated.tobytes()
+    assert not np.array_equal(fused, y + dtype(alpha) * x)  # the product rounded first
+
+
 def test_adafactor_lists_equal_single_calls():
     rng = np.random.default_rng(4)
     ps = [rng.standard_normal(s) for s in [(4, 6), (5,), (2, 3, 4)]]
