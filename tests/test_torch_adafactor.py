@@ -279,9 +279,9 @@ def test_a_tensor_lr_is_used_as_torch_uses_it_bit_for_bit(lr_kind, dtype, kw):
     lr = TENSOR_LRS[lr_kind](kw["lr"])
     rest = {k: v for k, v in kw.items() if k != "lr"}
 
-    def run_torch(cls):
+    def run_torch(cls, **switches):
         ps = [torch.tensor(s, dtype=dtype, requires_grad=True) for s in starts]
-        opt = cls(ps, lr=lr, **rest)
+        opt = cls(ps, lr=lr, **rest, **switches)
         for t in range(steps):
             for p, sign in zip(ps, signs):
                 p.grad = torch.tensor((-1) ** t * sign, dtype=dtype)
@@ -303,6 +303,10 @@ def test_a_tensor_lr_is_used_as_torch_uses_it_bit_for_bit(lr_kind, dtype, kw):
     want = run_torch(torch.optim.Adafactor)
     assert all(np.abs(w).max() < 1e-3 for w in want)  # alpha = eps2 * rho throughout
     assert not np.array_equal(want[0], starts[0].astype(np_dtype))
+    # torch's foreach path (foreach=True; the default is the loop) computes these
+    # scalars alike: the same params here
+    for got, w in zip(run_torch(torch.optim.Adafactor, foreach=True), want):
+        assert got.tobytes() == w.tobytes()
     for got, w in zip(run_torch(ft.Adafactor), want):
         assert got.tobytes() == w.tobytes()
     for numpy_lr in numpy_lrs(lr):
