@@ -953,8 +953,9 @@ def muon_(param, grad, momentum_buffer, *, lr=1e-3, weight_decay=0.1, momentum=0
             label = "param" if single else f"param[{k}]"
             raise ValueError(f"Muon only supports 2-D params: {label} has shape {p.shape} "
                              "(optimize the others with AdamW, for example)")
-    updates = [np.empty_like(p) if isinstance(p, np.ndarray) and p.dtype.kind == "f" else None
-               for p in params]
+    # plain arrays (subok=False): np.matrix's `*` would run Newton-Schulz through np.dot
+    updates = [np.empty_like(p, subok=False)
+               if isinstance(p, np.ndarray) and p.dtype.kind == "f" else None for p in params]
     threads = resolve_n_threads(n_threads)
     # The compiled pass checks every array (params included) before writing anything.
     sums = kernels.muon_momentum(params, grads, bufs, updates, 1 - momentum, momentum,
@@ -964,7 +965,7 @@ def muon_(param, grad, momentum_buffer, *, lr=1e-3, weight_decay=0.1, momentum=0
             continue  # nothing to update (torch divides by zero here)
         decay, adjusted_lr = _muon_step_scalars(lr, weight_decay, p.shape, adjust_lr_fn)
         ortho = _newton_schulz(u, sumsq, ns_coefficients, ns_steps, eps)
-        p *= decay
+        np.multiply(p, decay, out=p)  # elementwise also for np.matrix (its *= is np.dot)
         # torch's param.add_(update, alpha=-adjusted_lr): one rounding (FMA); the kernel
         # pairs elements in memory order, so ortho (transposed for a tall p) takes p's
         ortho = np.ascontiguousarray(ortho) if p.flags.c_contiguous else np.asfortranarray(ortho)

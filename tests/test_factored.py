@@ -104,6 +104,23 @@ def test_the_references_fused_multiply_add_is_the_kernels(variant, dtype):
     assert not np.array_equal(fused, y + dtype(alpha) * x)  # the product rounded first
 
 
+@pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")  # np.matrix itself
+def test_muon_updates_an_np_matrix_param_as_a_plain_array():
+    # np.matrix's `*` and `*=` are np.dot (double for a Python float times float32): the
+    # scalars and Newton-Schulz must still run elementwise in the param's dtype.
+    rng = np.random.default_rng(6)
+    plain = rng.standard_normal((3, 5)).astype(np.float32)
+    matrix = np.asmatrix(plain.copy())
+    bufs = [np.zeros_like(plain), np.zeros_like(plain)]
+    for _ in range(3):
+        g = rng.standard_normal((3, 5)).astype(np.float32)
+        F.muon_(plain, g, bufs[0], lr=0.02)
+        F.muon_(matrix, g, bufs[1], lr=0.02)
+    assert type(matrix) is np.matrix
+    assert np.asarray(matrix).tobytes() == plain.tobytes()
+    assert bufs[0].tobytes() == bufs[1].tobytes()
+
+
 def test_adafactor_lists_equal_single_calls():
     rng = np.random.default_rng(4)
     ps = [rng.standard_normal(s) for s in [(4, 6), (5,), (2, 3, 4)]]
