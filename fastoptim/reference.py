@@ -7,7 +7,9 @@ as the "plain NumPy" baseline.
 
 Every operation is written in the order of torch.optim's single-tensor code and
 evaluated with IEEE rounding after each operation (NumPy never fuses a*b+c), so the
-compiled kernels (built with ``-ffp-contract=off``) match these bit for bit.
+compiled kernels (built with ``-ffp-contract=off``) match these bit for bit.  Where
+torch fuses and the kernels call fma (Muon's last update), ``_add_scaled`` builds the
+fused result from exact parts.
 
 Compact storage (float16 / bfloat16 buffers, a float32 ``master``, ``rounding`` and
 ``seed``) is the float32 rule on float32 copies of the buffers, each 16-bit buffer then
