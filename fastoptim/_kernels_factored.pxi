@@ -63,6 +63,7 @@ cdef struct Factored:
 cdef struct FactoredScalars:
     double weight       # lerp weight of the factors: step ** beta2_decay
     double rho          # min(lr, 1 / sqrt(step))
+    bint rho_float32    # rho is a float32 lr: alpha and -alpha / denom in float32
     double eps1
     double eps2
     double d
@@ -186,17 +187,24 @@ cdef void _vector_c(floating* p, const floating* g, const floating* var, Py_ssiz
 
 
 cdef double _alpha_denom_scale(double psum, double usum, Py_ssize_t n, double rho,
-                               double eps2, double d, bint dbl) noexcept nogil:
+                               bint rho_float32, double eps2, double d,
+                               bint dbl) noexcept nogil:
     # torch: alpha = max(eps2, param.norm(2).item() / numel**0.5) * rho_t
     #        denom = max(1.0, update.norm(2).item() / (numel**0.5 * d)); scale = -alpha/denom
     # (norms rounded to the param's dtype as .item() of a tensor of it; Python's max
-    # keeps its first argument when the second is NaN.)
+    # keeps its first argument when the second is NaN.)  rho_t a float32 Tensor lr: the
+    # products with it are float32 tensors, the double operand rounded to float32 first.
     cdef double root = sqrt(<double> n)
     cdef double pn = sqrt(psum) if dbl else <double> <float> sqrt(psum)
     cdef double un = sqrt(usum) if dbl else <double> <float> sqrt(usum)
     cdef double alpha = pn / root, denom = un / (root * d)
-    alpha = (alpha if alpha > eps2 else eps2) * rho
+    cdef float alpha32
+    alpha = alpha if alpha > eps2 else eps2
     denom = denom if denom > 1.0 else 1.0
+    if rho_float32:
+        alpha32 = <float> alpha * <float> rho
+        return -alpha32 / <float> denom
+    alpha = alpha * rho
     return -alpha / denom
 
 
@@ -272,7 +280,7 @@ cdef void _adafactor_one(const Factored* f, const FactoredScalars* c, double* rs
             _adafactor_rows_b(f, c, us, rs, 0, rows, dbl)
         for i in range(rows):
             usum += rs[i]
-    scale = _alpha_denom_scale(psum, usum, n, c.rho, c.eps2, c.d, dbl)
+    scale = _alpha_denom_scale(psum, usum, n, c.rho, c.rho_float32, c.eps2, c.d, dbl)
     # ---- pass C
     if f.var != NULL:
         if dbl:
@@ -397,10 +405,13 @@ cdef void _check_disjoint(list extents, tuple names, bint indexed) except *:
 
 
 def adafactor(param, grad, row_var, col_var, variance, double weight, double rho, eps1,
-              double eps2, double d, double decay, bint decayed, bint maximize, n_threads):
+              double eps2, double d, double decay, bint decayed, bint maximize, n_threads,
+              bint rho_float32=False):
     """torch's _single_tensor_adafactor for one array or a list (see the file header).
-    ``eps1`` None: the machine epsilon of the params' dtype.  Everything is checked
-    before anything is written."""
+    ``eps1`` None: the machine epsilon of the params' dtype.  ``rho_float32``: rho is a
+    float32 lr (torch's float32 Tensor lr), so alpha = max(eps2, rms) * rho and
+    -alpha / denom are float32, as torch's products with a 0-d float32 tensor.
+    Everything is checked before anything is written."""
     cdef tuple names = ("param", "grad", "row_var", "col_var", "variance")
     cdef int threads = _thread_count(n_threads)
     cdef bint indexed = not cnp.PyArray_Check(param), dbl
@@ -472,6 +483,7 @@ def adafactor(param, grad, row_var, col_var, variance, double weight, double rho
             eps1 = 2.220446049250313e-16 if dbl else 1.1920928955078125e-07
         c.weight = weight
         c.rho = rho
+        c.rho_float32 = rho_float32
         c.eps1 = eps1
         c.eps2 = eps2
         c.d = d

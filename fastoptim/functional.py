@@ -841,10 +841,13 @@ def adafactor_(param, grad, row_var=None, col_var=None, variance=None, *, step, 
     others ``variance`` (zeros, param's shape): single arrays, or lists with None where
     a param does not use that buffer.  Norms are summed in double in a fixed order
     (any thread count gives the same bits).  An empty param is left as it is.
+    A float32 ``lr`` (a one-element array or NumPy scalar, as torch's Tensor lr) gives
+    ``1 - lr * weight_decay`` and, while ``rho`` is ``lr``, ``alpha`` and
+    ``alpha / denom`` in float32, as torch computes them.
     """
     if not (type(step) is int and 1 <= step <= _FAST_STEP_MAX):
         step = check_step(step)
-    lr = check_real("lr", lr, low=0.0)
+    lr = _check_lr_keeping_float32(lr)
     beta2_decay = check_real("beta2_decay", beta2_decay, high=0.0)
     if eps1 is not None:
         eps1 = check_real("eps1", eps1, low=0.0)
@@ -852,15 +855,31 @@ def adafactor_(param, grad, row_var=None, col_var=None, variance=None, *, step, 
     d = check_real("d", d, low=1.0)
     weight_decay = check_real("weight_decay", weight_decay, low=0.0)
     maximize = check_flag("maximize", maximize)
-    # Scalars in double, as torch computes them from the (float) step count.
+    # Scalars in double, as torch computes them from the (float) step count; from a
+    # float32 lr in float32 (min compares in float32 and keeps it, as torch's 0-d tensor).
     weight = float(step) ** beta2_decay
     rho = min(lr, 1 / (float(step) ** 0.5))
-    kernels.adafactor(param, grad, row_var, col_var, variance, weight, rho, eps1, eps2, d,
-                      1 - lr * weight_decay, weight_decay != 0, maximize,
-                      resolve_n_threads(n_threads))
+    if type(lr) is float:
+        decay = 1 - lr * weight_decay
+    else:
+        with np.errstate(all="ignore"):  # inf and NaN pass silently, as with Python floats
+            decay = float(1 - lr * weight_decay)
+    kernels.adafactor(param, grad, row_var, col_var, variance, weight, float(rho), eps1, eps2,
+                      d, decay, weight_decay != 0, maximize, resolve_n_threads(n_threads),
+                      type(rho) is np.float32)
 
 
 _MUON_ADJUST_LR_FNS = (None, "original", "match_rms_adamw")
+
+
+def _check_lr_keeping_float32(lr):
+    """check_real's lr (>= 0), an np.float32 when given as a float32 array or NumPy
+    scalar: torch keeps a Tensor lr a 0-d tensor of its dtype (_to_scalar), so what
+    Adafactor and Muon compute from a float32 one is float32."""
+    value = check_real("lr", lr, low=0.0)
+    if isinstance(lr, (np.ndarray, np.generic)) and lr.dtype == np.float32:
+        return np.float32(value)
+    return value
 
 
 def _check_ns_coefficients(value):
@@ -902,13 +921,12 @@ def muon_(param, grad, momentum_buffer, *, lr=1e-3, weight_decay=0.1, momentum=0
     The momentum, the update and its norm are one compiled pass; the Newton-Schulz
     products are BLAS matrix products in the param's dtype (torch computes them in
     bfloat16).  ``momentum_buffer`` starts at zeros.  Every param must be 2-D.
-    A float32 ``lr`` (a one-element array or NumPy scalar, as torch's Tensor lr) gives
-    ``1 - lr * weight_decay`` and ``lr * ratio`` in float32, as torch computes them.
+    ``p - lr * ratio * O`` is rounded once (a fused multiply-add), as torch's
+    ``add_(O, alpha=-lr * ratio)``.  A float32 ``lr`` (a one-element array or NumPy
+    scalar, as torch's Tensor lr) gives ``1 - lr * weight_decay`` and ``lr * ratio`` in
+    float32, as torch computes them.
     """
-    value = check_real("lr", lr, low=0.0)
-    # torch keeps a Tensor lr a 0-d tensor of its dtype (_to_scalar): float32 arithmetic
-    lr = np.float32(value) if isinstance(lr, (np.ndarray, np.generic)) and \
-        lr.dtype == np.float32 else value
+    lr = _check_lr_keeping_float32(lr)
     weight_decay = check_real("weight_decay", weight_decay, low=0.0)
     momentum = check_real("momentum", momentum, low=0.0)
     nesterov = check_flag("nesterov", nesterov)
@@ -935,18 +953,23 @@ def muon_(param, grad, momentum_buffer, *, lr=1e-3, weight_decay=0.1, momentum=0
             label = "param" if single else f"param[{k}]"
             raise ValueError(f"Muon only supports 2-D params: {label} has shape {p.shape} "
                              "(optimize the others with AdamW, for example)")
-    updates = [np.empty_like(p) if isinstance(p, np.ndarray) and p.dtype.kind == "f" else None
-               for p in params]
+    # plain arrays (subok=False): np.matrix's `*` would run Newton-Schulz through np.dot
+    updates = [np.empty_like(p, subok=False)
+               if isinstance(p, np.ndarray) and p.dtype.kind == "f" else None for p in params]
+    threads = resolve_n_threads(n_threads)
     # The compiled pass checks every array (params included) before writing anything.
     sums = kernels.muon_momentum(params, grads, bufs, updates, 1 - momentum, momentum,
-                                 nesterov, resolve_n_threads(n_threads))
+                                 nesterov, threads)
     for p, u, sumsq in zip(params, updates, sums):
         if p.size == 0:
             continue  # nothing to update (torch divides by zero here)
         decay, adjusted_lr = _muon_step_scalars(lr, weight_decay, p.shape, adjust_lr_fn)
         ortho = _newton_schulz(u, sumsq, ns_coefficients, ns_steps, eps)
-        p *= decay
-        p += -adjusted_lr * ortho
+        np.multiply(p, decay, out=p)  # elementwise also for np.matrix (its *= is np.dot)
+        # torch's param.add_(update, alpha=-adjusted_lr): one rounding (FMA); the kernel
+        # pairs elements in memory order, so ortho (transposed for a tall p) takes p's
+        ortho = np.ascontiguousarray(ortho) if p.flags.c_contiguous else np.asfortranarray(ortho)
+        kernels.add_scaled(p, ortho, -adjusted_lr, threads)
 
 
 def _muon_step_scalars(lr, weight_decay, shape, adjust_lr_fn):

@@ -2607,8 +2607,8 @@ class Adafactor(Optimizer):
         return np.zeros(shape, p.dtype) if name != "variance" else super()._zeros_buffer(p, name)
 
     def _kernel_call(self, g, params, bufs, first, n_threads, ids=None):
-        lr, beta2_decay, d, weight_decay = map(
-            _num, (g["lr"], g["beta2_decay"], g["d"], g["weight_decay"]))
+        beta2_decay, d, weight_decay = map(_num, (g["beta2_decay"], g["d"], g["weight_decay"]))
+        lr = g["lr"]  # as given: adafactor_ computes with a float32 lr in float32, as torch
         eps1 = None if g["eps"][0] is None else _num(g["eps"][0])
         eps2 = _num(g["eps"][1])
         maximize = bool(g["maximize"])

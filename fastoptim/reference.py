@@ -7,7 +7,9 @@ as the "plain NumPy" baseline.
 
 Every operation is written in the order of torch.optim's single-tensor code and
 evaluated with IEEE rounding after each operation (NumPy never fuses a*b+c), so the
-compiled kernels (built with ``-ffp-contract=off``) match these bit for bit.
+compiled kernels (built with ``-ffp-contract=off``) match these bit for bit.  Where
+torch fuses and the kernels call fma (Muon's last update), ``_add_scaled`` builds the
+fused result from exact parts.
 
 Compact storage (float16 / bfloat16 buffers, a float32 ``master``, ``rounding`` and
 ``seed``) is the float32 rule on float32 copies of the buffers, each 16-bit buffer then
@@ -600,7 +602,38 @@ def muon_(param, grad, momentum_buffer, *, lr=1e-3, weight_decay=0.1, momentum=0
         else:  # "match_rms_adamw"
             adjusted_lr = lr * (0.2 * math.sqrt(max(rows, cols)))
         p *= 1 - lr * weight_decay
-        p += -adjusted_lr * x
+        _add_scaled(p, x, -adjusted_lr)
+
+
+def _add_scaled(y, x, alpha):
+    """y += alpha * x rounded once, as torch's CPU y.add_(x, alpha=alpha) (a fused
+    multiply-add; alpha rounded to y's dtype first).  NumPy rounds every operation, so
+    the fused result is built from exact parts (Boldo & Melquiond 2008, emulated FMA):
+    alpha * x = ph + pl (Dekker's product), y + ph = sh + sl (Knuth's sum), then
+    RN(sh + RO(sl + pl)), RO rounding to odd.  Exact for finite values whose parts
+    neither overflow nor underflow; other elements get y + alpha * x."""
+    dtype = y.dtype.type
+    alpha, x = dtype(alpha), np.asarray(x, dtype)
+    single = dtype is np.float32
+    split = dtype(4097.0 if single else 134217729.0)  # 2**ceil(p/2) + 1
+    with np.errstate(all="ignore"):
+        ph = alpha * x
+        a_hi = split * alpha - (split * alpha - alpha)
+        a_lo = alpha - a_hi
+        x_hi = split * x - (split * x - x)
+        x_lo = x - x_hi
+        pl = ((a_hi * x_hi - ph) + a_hi * x_lo + a_lo * x_hi) + a_lo * x_lo
+        sh = y + ph
+        z = sh - y
+        sl = (y - (sh - z)) + (ph - z)
+        v = sl + pl
+        z = v - sl
+        err = (sl - (v - z)) + (pl - z)
+        # round to odd: an inexact v with an even last bit moves a unit toward the sum
+        even = (v.view(np.uint32 if single else np.uint64) & 1) == 0
+        v = np.where((err != 0) & even, np.nextafter(v, np.copysign(np.inf, err)), v)
+        fused = sh + v
+        y[...] = np.where(np.isfinite(fused), fused, y + alpha * x)
 
 
 # ---------------------------------------------------------------------------

@@ -1460,7 +1460,9 @@ class Adafactor(_FusedStep, torch.optim.Adafactor):
             first = next((p for p in g.get("params", ()) if isinstance(p, torch.Tensor)
                           and p.grad is not None and p.is_floating_point()), None)
             eps1 = None if first is None else torch.finfo(first.dtype).eps
-        return dict(lr=_scalar(g["lr"]), beta2_decay=_scalar(g["beta2_decay"]),
+        # a float32 Tensor lr stays float32: adafactor_ computes with it as torch does
+        return dict(lr=_scalar(g["lr"], keep_dtype=True),
+                    beta2_decay=_scalar(g["beta2_decay"]),
                     eps1=None if eps1 is None else _scalar(eps1), eps2=_scalar(eps[1]),
                     d=_scalar(g["d"]), weight_decay=_scalar(g["weight_decay"]),
                     maximize=g["maximize"])

@@ -59,3 +59,18 @@ def step_in_lockstep(net, X, Y, tparams, arrays, topt, nopt, steps=20):
         topt.step()
         for a, p in zip(arrays, tparams):
             assert np.array_equal(a, p.detach().numpy())
+
+
+# A Tensor lr of each kind torch accepts (and a Python float), for a value v: torch's
+# Adafactor and Muon keep a Tensor lr a 0-d tensor of its dtype (_to_scalar).
+TENSOR_LRS = {"float32-0d": lambda v: torch.tensor(v), "float32-1d": lambda v: torch.tensor([v]),
+              "float64-0d": lambda v: torch.tensor(v, dtype=torch.float64),
+              "float": lambda v: v}
+
+
+def numpy_lrs(lr):
+    """The lrs a NumPy user would pass for torch's lr: the tensor's array (and its NumPy
+    scalar for a 0-d one)."""
+    if not isinstance(lr, torch.Tensor):
+        return [lr]
+    return [lr.numpy(), lr.numpy()[()]] if lr.dim() == 0 else [lr.numpy()]

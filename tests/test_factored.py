@@ -40,8 +40,14 @@ def variant(request, monkeypatch):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", ADAFACTOR_SHAPES)
-@pytest.mark.parametrize("options", [dict(), dict(weight_decay=0.1, lr=0.05, maximize=True),
-                                     dict(eps1=1e-3, eps2=0.0, d=1.5, beta2_decay=-0.5)])
+@pytest.mark.parametrize("options", [
+    dict(), dict(weight_decay=0.1, lr=0.05, maximize=True),
+    dict(eps1=1e-3, eps2=0.0, d=1.5, beta2_decay=-0.5),
+    # a float32 lr: the reference's NumPy arithmetic on it is float32, as torch's on a
+    # float32 Tensor lr (0.5: rho is 1/sqrt(t), a Python float, from step 5)
+    dict(weight_decay=0.1, lr=np.array(0.05, np.float32)),
+    dict(weight_decay=0.1, lr=np.array(0.5, np.float32))],
+    ids=["default", "decay-maximize", "eps-d-beta2_decay", "float32-lr", "float32-lr-above-rho"])
 def test_adafactor_matches_reference_bit_for_bit(variant, dtype, shape, options):
     rng = np.random.default_rng(1)
     p0 = np.asarray(rng.standard_normal(shape), dtype=dtype)
@@ -78,6 +84,41 @@ def test_muon_matches_reference_bit_for_bit(variant, dtype, shape, nesterov, lr)
         F.muon_(c, g, bc, lr=lr, nesterov=nesterov, n_threads=2)
     for x, y in ((a, b), (ba, bb), (c, b), (bc, bb)):
         assert x.tobytes() == y.tobytes()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_the_references_fused_multiply_add_is_the_kernels(variant, dtype):
+    # Muon's last update (torch's add_ with alpha, one rounding): the reference builds it
+    # from exact parts in NumPy, the kernels call fma; over magnitudes 2**-30..2**30 and
+    # near-cancelling sums (where the rounded product is furthest off) they must agree.
+    rng = np.random.default_rng(8)
+    n = 20000
+    y = (rng.standard_normal(n) * 2.0 ** rng.integers(-30, 30, n)).astype(dtype)
+    x = (rng.standard_normal(n) * 2.0 ** rng.integers(-30, 30, n)).astype(dtype)
+    alpha = -0.0123456789
+    x[:5000] = (-y[:5000] / dtype(alpha) * (1 + 1e-6 * rng.standard_normal(5000))).astype(dtype)
+    fused, emulated = y.copy(), y.copy()
+    variant.add_scaled(fused, x, alpha, 1)
+    R._add_scaled(emulated, x, alpha)
+    assert fused.tobytes() == emulated.tobytes()
+    assert not np.array_equal(fused, y + dtype(alpha) * x)  # the product rounded first
+
+
+@pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")  # np.matrix itself
+def test_muon_updates_an_np_matrix_param_as_a_plain_array():
+    # np.matrix's `*` and `*=` are np.dot (double for a Python float times float32): the
+    # scalars and Newton-Schulz must still run elementwise in the param's dtype.
+    rng = np.random.default_rng(6)
+    plain = rng.standard_normal((3, 5)).astype(np.float32)
+    matrix = np.asmatrix(plain.copy())
+    bufs = [np.zeros_like(plain), np.zeros_like(plain)]
+    for _ in range(3):
+        g = rng.standard_normal((3, 5)).astype(np.float32)
+        F.muon_(plain, g, bufs[0], lr=0.02)
+        F.muon_(matrix, g, bufs[1], lr=0.02)
+    assert type(matrix) is np.matrix
+    assert np.asarray(matrix).tobytes() == plain.tobytes()
+    assert bufs[0].tobytes() == bufs[1].tobytes()
 
 
 def test_adafactor_lists_equal_single_calls():

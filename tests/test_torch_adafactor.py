@@ -22,8 +22,8 @@ torch = pytest.importorskip("torch")
 import fastoptim.functional as F  # noqa: E402
 import fastoptim.optim as fo  # noqa: E402
 import fastoptim.torch as ft  # noqa: E402
-from _torch_models import (MODELS, assert_refused_step_changes_nothing, data, mlp,  # noqa: E402
-                           step_in_lockstep)
+from _torch_models import (MODELS, TENSOR_LRS, assert_refused_step_changes_nothing,  # noqa: E402
+                           data, mlp, numpy_lrs, step_in_lockstep)
 
 TOL = {torch.float32: 1e-5, torch.float64: 1e-12}
 CONFIGS = [dict(lr=0.01), dict(lr=0.05, weight_decay=0.1, maximize=True),
@@ -254,3 +254,62 @@ def test_scheduler_and_state_dict_of_the_shared_models_continue_as_torch():
             sched.step()
         assert opts[0].param_groups[0]["lr"] == opts[1].param_groups[0]["lr"]
     assert rel_err(nets[1].parameters(), nets[0].parameters()) <= TOL[dtype]
+
+
+# ------------------------------------------------------ a Tensor lr, as torch uses it
+@pytest.mark.parametrize("lr_kind", sorted(TENSOR_LRS))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("kw", [dict(lr=0.01), dict(lr=0.5, weight_decay=0.1)],
+                         ids=["rho-is-lr", "rho-both-weight_decay"])
+def test_a_tensor_lr_is_used_as_torch_uses_it_bit_for_bit(lr_kind, dtype, kw):
+    """torch's Adafactor keeps a Tensor lr a 0-d tensor of its dtype: rho = min(lr,
+    1/sqrt(t)) is that tensor while lr is the smaller, so alpha = max(eps2, rms) * rho
+    and -alpha / denom are tensors of its dtype (float32 here), as is
+    1 - lr * weight_decay.  Everything else is exact here: gradients of +-1 on a 4 x 9
+    matrix and a 16-vector make the factors, the variance and the update's rms exactly
+    1 (u = g, denom = 1), and params below eps2 (the gradient's sign alternates, so they
+    stay there) make alpha = eps2 * rho whatever the norm's last bit.  So the params
+    must be torch's bit for bit; computing those scalars in double, as fastoptim did,
+    misses them (lr=0.5 also covers the steps where rho is 1/sqrt(t), a Python float)."""
+    rng = np.random.default_rng(11)
+    starts = [rng.uniform(-1e-4, 1e-4, (4, 9)), rng.uniform(-1e-4, 1e-4, 16)]
+    signs = [rng.choice([-1.0, 1.0], s.shape) for s in starts]
+    steps = 21  # odd: the alternating steps do not cancel
+    np_dtype = np.float32 if dtype is torch.float32 else np.float64
+    lr = TENSOR_LRS[lr_kind](kw["lr"])
+    rest = {k: v for k, v in kw.items() if k != "lr"}
+
+    def run_torch(cls, **switches):
+        ps = [torch.tensor(s, dtype=dtype, requires_grad=True) for s in starts]
+        opt = cls(ps, lr=lr, **rest, **switches)
+        for t in range(steps):
+            for p, sign in zip(ps, signs):
+                p.grad = torch.tensor((-1) ** t * sign, dtype=dtype)
+            opt.step()
+        return [p.detach().numpy() for p in ps]
+
+    def run_numpy(numpy_lr):
+        ps, qs = ([s.astype(np_dtype) for s in starts] for _ in range(2))
+        opt = fo.Adafactor(ps, lr=numpy_lr, **rest)
+        rv, cv = np.zeros((4, 1), np_dtype), np.zeros((1, 9), np_dtype)
+        var = np.zeros(16, np_dtype)
+        for t in range(steps):
+            gs = [((-1) ** t * sign).astype(np_dtype) for sign in signs]
+            opt.step(gs)
+            F.adafactor_(qs, gs, [rv, None], [cv, None], [None, var], step=t + 1, lr=numpy_lr,
+                         **rest)
+        return ps, qs
+
+    want = run_torch(torch.optim.Adafactor)
+    assert all(np.abs(w).max() < 1e-3 for w in want)  # alpha = eps2 * rho throughout
+    assert not np.array_equal(want[0], starts[0].astype(np_dtype))
+    # torch's foreach path (foreach=True; the default is the loop) computes these
+    # scalars alike: the same params here
+    for got, w in zip(run_torch(torch.optim.Adafactor, foreach=True), want):
+        assert got.tobytes() == w.tobytes()
+    for got, w in zip(run_torch(ft.Adafactor), want):
+        assert got.tobytes() == w.tobytes()
+    for numpy_lr in numpy_lrs(lr):
+        for run in run_numpy(numpy_lr):
+            for got, w in zip(run, want):
+                assert got.tobytes() == w.tobytes(), type(numpy_lr)

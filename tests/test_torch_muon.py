@@ -21,9 +21,10 @@ torch = pytest.importorskip("torch")
 
 import fastoptim  # noqa: E402
 import fastoptim.optim as fo  # noqa: E402
+import fastoptim.reference as R  # noqa: E402
 import fastoptim.torch as ft  # noqa: E402
-from _torch_models import (MODELS, assert_refused_step_changes_nothing, data, mlp,  # noqa: E402
-                           step_in_lockstep)
+from _torch_models import (MODELS, TENSOR_LRS, assert_refused_step_changes_nothing,  # noqa: E402
+                           data, mlp, numpy_lrs, step_in_lockstep)
 
 TOL = {torch.float32: 1e-5, torch.float64: 1e-12}
 CONFIGS = [dict(lr=0.02),
@@ -274,19 +275,7 @@ def test_a_refused_step_changes_nothing(spoil, error, match):
 
 
 # ------------------------------------------------------ a Tensor lr, as torch uses it
-LRS = {"float32-0d": lambda: torch.tensor(1e-3), "float32-1d": lambda: torch.tensor([1e-3]),
-       "float64-0d": lambda: torch.tensor(1e-3, dtype=torch.float64), "float": lambda: 1e-3}
-
-
-def _numpy_lrs(lr):
-    """The lrs a NumPy user would pass for torch's lr: the tensor's array (and its NumPy
-    scalar for a 0-d one)."""
-    if not isinstance(lr, torch.Tensor):
-        return [lr]
-    return [lr.numpy(), lr.numpy()[()]] if lr.dim() == 0 else [lr.numpy()]
-
-
-@pytest.mark.parametrize("lr_kind", sorted(LRS))
+@pytest.mark.parametrize("lr_kind", sorted(TENSOR_LRS))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
 @pytest.mark.parametrize("kw", [dict(), dict(weight_decay=0.05, adjust_lr_fn="match_rms_adamw")],
                          ids=["default", "match_rms_adamw"])
@@ -320,10 +309,71 @@ def test_a_tensor_lr_is_used_as_torch_uses_it_bit_for_bit(lr_kind, dtype, kw):
             fastoptim.muon_(q, grad.astype(np_dtype), buf, lr=lr, **kw)
         return p, q
 
-    lr = LRS[lr_kind]()
+    lr = TENSOR_LRS[lr_kind](1e-3)
     want = run_torch(torch.optim.Muon, lr)
     assert not np.array_equal(want, start.astype(want.dtype))
     assert run_torch(ft.Muon, lr).tobytes() == want.tobytes()
-    for numpy_lr in _numpy_lrs(lr):
+    for numpy_lr in numpy_lrs(lr):
         for got in run_numpy(numpy_lr):
             assert got.tobytes() == want.tobytes(), type(numpy_lr)
+
+
+# ------------------------------------- the last update, one fused multiply-add as torch's
+def _integer_grads(shape, steps, rng):
+    """Gradients of 16 entries of +-1 and 5 of +-2 (the rest 0), placed at random: the
+    squares sum to 36 in any order, so the norm is 6 exactly in torch and in fastoptim."""
+    size = shape[0] * shape[1]
+    grads = []
+    for _ in range(steps):
+        g = np.zeros(size)
+        where = rng.permutation(size)[:21]
+        g[where] = np.r_[np.ones(16), np.full(5, 2.0)] * rng.choice([-1.0, 1.0], 21)
+        grads.append(g.reshape(shape))
+    return grads
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("shape", [(6, 5), (4, 7)], ids=["tall", "wide"])
+@pytest.mark.parametrize("lr_kind", ["float", "float32-0d"])
+@pytest.mark.parametrize("kw", [dict(), dict(weight_decay=0.0, adjust_lr_fn="match_rms_adamw")],
+                         ids=["default", "match_rms_adamw"])
+def test_the_last_update_is_one_fused_multiply_add_as_torchs(dtype, shape, lr_kind, kw,
+                                                              monkeypatch):
+    """torch's param.add_(update, alpha=-adjusted_lr) rounds once: its CPU loops use
+    fused multiply-adds.  With momentum=0 the update is the gradient; its entries are
+    small integers whose squares sum to 36, so its norm is 6 exactly on both sides, and
+    with ns_steps=0 and torch's bfloat16 cast made a copy in the param's dtype (as
+    test_torch_optim_inputs.py) the orthogonalized update is gradient / 6 on both sides
+    (entries like 1/6 and 1/3, one rounding each).  The params must then be torch's bit
+    for bit; rounding -adjusted_lr * update first, as fastoptim did (p += -lr * O),
+    misses them in the last bit.  The reference's emulated FMA is held to it too."""
+    rng = np.random.default_rng(9)
+    # params of the update's size, so that rounding the product first changes the sum
+    start = rng.standard_normal(shape) * 0.01
+    grads = _integer_grads(shape, 20, rng)
+    lr = TENSOR_LRS[lr_kind](0.02)
+    kw = dict(kw, lr=lr, momentum=0.0, ns_steps=0)
+    np_dtype = np.float32 if dtype is torch.float32 else np.float64
+
+    def run_torch(cls):
+        p = torch.tensor(start, dtype=dtype, requires_grad=True)
+        opt = cls([p], **kw)
+        for g in grads:
+            p.grad = torch.tensor(g, dtype=dtype)
+            opt.step()
+        return p.detach().numpy()
+
+    with monkeypatch.context() as m:
+        m.setattr(torch.Tensor, "bfloat16", lambda self: self.clone())
+        want = run_torch(torch.optim.Muon)
+    assert run_torch(ft.Muon).tobytes() == want.tobytes()
+    numpy_kw = dict(kw, lr=numpy_lrs(lr)[0])
+    p, q, r = (start.astype(np_dtype) for _ in range(3))
+    opt, buf_q, buf_r = fo.Muon([p], **numpy_kw), np.zeros_like(q), np.zeros_like(r)
+    for g in grads:
+        g = g.astype(np_dtype)
+        opt.step([g])
+        fastoptim.muon_(q, g, buf_q, **numpy_kw)
+        R.muon_(r, g, buf_r, **numpy_kw)
+    for got in (p, q, r):
+        assert got.tobytes() == want.tobytes()
