@@ -7,7 +7,8 @@
 #     enough), with the GIL released once for the whole call: (A) row and column sums of g*g and the row sums of p*p, (B) the
 #     update u = g / sqrt(max(row_var * col_var / mean(row_var), eps1**2)) and the
 #     row sums of u*u, (C) p = p * (1 - lr * weight_decay) - (alpha / denom) * u,
-#     with u computed again (storing it would cost a write and a read more).
+#     with u computed again (storing it would cost a write and a read more), the last
+#     multiply-add fused (fma), as torch's CPU add_ with alpha.
 #     The scalars between the passes (the lerps of the factors, alpha, denom) are
 #     torch's _single_tensor_adafactor, operation for operation.
 #   muon_momentum: buf = lerp(buf, g, 1 - momentum); update = lerp(g, buf, momentum)
@@ -132,14 +133,15 @@ cdef void _factored_rows_c(floating* p, const floating* g, const floating* rowv,
                            const floating* colv, floating rm, floating e1sq, floating sign,
                            floating decay, bint decayed, floating scale,
                            Py_ssize_t C) noexcept nogil:
-    # Pass C, one row: p = p * decay + scale * u  (torch: mul_, then add_ with alpha).
+    # Pass C, one row: p = p * decay + scale * u  (torch: mul_, then add_ with alpha,
+    # which on CPU is one fused multiply-add: so is this).
     cdef floating r = rowv[0], pj
     cdef Py_ssize_t j
     for j in range(C):
         pj = p[j]
         if decayed:
             pj = pj * decay
-        p[j] = pj + scale * _factored_u(g[j], r, colv[j], rm, e1sq, sign)
+        p[j] = _fma(scale, _factored_u(g[j], r, colv[j], rm, e1sq, sign), pj)
 
 
 cdef inline floating _vector_u(floating* var, floating gi, floating w, floating omw,
@@ -177,13 +179,14 @@ cdef double _vector_b(floating* var, const floating* g, Py_ssize_t n, floating w
 cdef void _vector_c(floating* p, const floating* g, const floating* var, Py_ssize_t n,
                     floating e1sq, floating sign, floating decay, bint decayed,
                     floating scale) noexcept nogil:
+    # Pass C of a vector, as _factored_rows_c (one fused multiply-add per element).
     cdef floating pj
     cdef Py_ssize_t j
     for j in range(n):
         pj = p[j]
         if decayed:
             pj = pj * decay
-        p[j] = pj + scale * ((<floating> 1 / _sqrt(_clamp_min(var[j], e1sq))) * (sign * g[j]))
+        p[j] = _fma(scale, (<floating> 1 / _sqrt(_clamp_min(var[j], e1sq))) * (sign * g[j]), pj)
 
 
 cdef double _alpha_denom_scale(double psum, double usum, Py_ssize_t n, double rho,

@@ -8,8 +8,8 @@ as the "plain NumPy" baseline.
 Every operation is written in the order of torch.optim's single-tensor code and
 evaluated with IEEE rounding after each operation (NumPy never fuses a*b+c), so the
 compiled kernels (built with ``-ffp-contract=off``) match these bit for bit.  Where
-torch fuses and the kernels call fma (Muon's last update), ``_add_scaled`` builds the
-fused result from exact parts.
+torch fuses and the kernels call fma (the last update of Muon and Adafactor),
+``_add_scaled`` builds the fused result from exact parts.
 
 Compact storage (float16 / bfloat16 buffers, a float32 ``master``, ``rounding`` and
 ``seed``) is the float32 rule on float32 copies of the buffers, each 16-bit buffer then
@@ -567,7 +567,7 @@ def adafactor_(param, grad, row_var=None, col_var=None, variance=None, *, step, 
             u = (1 / np.sqrt(_clamp_min(var, dtype(e1 * e1)))) * g
         unorm = float(dtype(math.sqrt(_ordered_sum(_row_sumsq(u.reshape(-1, cols))))))
         denom = max(1.0, unorm / (math.sqrt(n) * d))
-        p += (-alpha / denom) * u.reshape(p.shape)
+        _add_scaled(p, u.reshape(p.shape), -alpha / denom)
 
 
 def muon_(param, grad, momentum_buffer, *, lr=1e-3, weight_decay=0.1, momentum=0.95,

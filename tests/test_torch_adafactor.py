@@ -8,8 +8,9 @@ test_torch_more_optimizers.py, torch's own optim_db inputs in test_torch_optim_i
 Tolerances (normwise relative error over all params, and over each state tensor, after
 100 steps fed the same gradients): float64 1e-12, float32 1e-5.  fastoptim sums the
 norms in double in a fixed order where torch reduces in the param's dtype, and torch's
-``lerp_`` and ``add_(alpha=)`` fuse multiply-adds: the largest seen are 5e-16 (float64)
-and 2.4e-7 (float32); a wrong coefficient moves the params by 1e-3 or more.
+``lerp_`` fuses multiply-adds: the largest seen are 5e-16 (float64) and 2.4e-7
+(float32); a wrong coefficient moves the params by 1e-3 or more.  The last update
+(``add_(alpha=)``) is fused on both sides: bit for bit where the rest is exact (below).
 """
 
 import copy
@@ -22,6 +23,7 @@ torch = pytest.importorskip("torch")
 import fastoptim.functional as F  # noqa: E402
 import fastoptim.optim as fo  # noqa: E402
 import fastoptim.torch as ft  # noqa: E402
+from fastoptim import reference as R  # noqa: E402
 from _torch_models import (MODELS, TENSOR_LRS, assert_refused_step_changes_nothing,  # noqa: E402
                            data, mlp, numpy_lrs, step_in_lockstep)
 
@@ -256,7 +258,46 @@ def test_scheduler_and_state_dict_of_the_shared_models_continue_as_torch():
     assert rel_err(nets[1].parameters(), nets[0].parameters()) <= TOL[dtype]
 
 
-# ------------------------------------------------------ a Tensor lr, as torch uses it
+# ------------------------------------------- bit for bit where the rest of the step is exact
+def _alternating_runs(dtype, lr, kw, starts, grads, steps=21):
+    """Params after `steps` steps of the gradients (-1)**t * grads (the sign alternates,
+    so the params stay near their starts; odd: the steps do not cancel) of
+    torch.optim.Adafactor (its default loop, and foreach=True), then of each fastoptim
+    layer: fastoptim.torch.Adafactor, and for each NumPy form of `lr`
+    fastoptim.optim.Adafactor and adafactor_, as (label, params) pairs."""
+    np_dtype = np.float32 if dtype is torch.float32 else np.float64
+    rest = {k: v for k, v in kw.items() if k != "lr"}
+    eps1, eps2 = rest.pop("eps", (None, 1e-3))
+
+    def run_torch(cls, **switches):
+        ps = [torch.tensor(s, dtype=dtype, requires_grad=True) for s in starts]
+        opt = cls(ps, lr=lr, eps=(eps1, eps2), **rest, **switches)
+        for t in range(steps):
+            for p, g in zip(ps, grads):
+                p.grad = torch.tensor((-1) ** t * g, dtype=dtype)
+            opt.step()
+        return [p.detach().numpy() for p in ps]
+
+    def run_numpy(numpy_lr):
+        ps, qs = ([s.astype(np_dtype) for s in starts] for _ in range(2))
+        opt = fo.Adafactor(ps, lr=numpy_lr, eps=(eps1, eps2), **rest)
+        rv, cv = np.zeros((4, 1), np_dtype), np.zeros((1, 9), np_dtype)
+        var = np.zeros(16, np_dtype)
+        for t in range(steps):
+            gs = [((-1) ** t * g).astype(np_dtype) for g in grads]
+            opt.step(gs)
+            F.adafactor_(qs, gs, [rv, None], [cv, None], [None, var], step=t + 1, lr=numpy_lr,
+                         eps1=eps1, eps2=eps2, **rest)
+        return [(f"fastoptim.optim.Adafactor {type(numpy_lr)}", ps),
+                (f"adafactor_ {type(numpy_lr)}", qs)]
+
+    layers = [("fastoptim.torch.Adafactor", run_torch(ft.Adafactor))]
+    for numpy_lr in numpy_lrs(lr):
+        layers += run_numpy(numpy_lr)
+    return (run_torch(torch.optim.Adafactor), run_torch(torch.optim.Adafactor, foreach=True),
+            layers)
+
+
 @pytest.mark.parametrize("lr_kind", sorted(TENSOR_LRS))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
 @pytest.mark.parametrize("kw", [dict(lr=0.01), dict(lr=0.5, weight_decay=0.1)],
@@ -274,42 +315,55 @@ def test_a_tensor_lr_is_used_as_torch_uses_it_bit_for_bit(lr_kind, dtype, kw):
     rng = np.random.default_rng(11)
     starts = [rng.uniform(-1e-4, 1e-4, (4, 9)), rng.uniform(-1e-4, 1e-4, 16)]
     signs = [rng.choice([-1.0, 1.0], s.shape) for s in starts]
-    steps = 21  # odd: the alternating steps do not cancel
-    np_dtype = np.float32 if dtype is torch.float32 else np.float64
-    lr = TENSOR_LRS[lr_kind](kw["lr"])
-    rest = {k: v for k, v in kw.items() if k != "lr"}
-
-    def run_torch(cls, **switches):
-        ps = [torch.tensor(s, dtype=dtype, requires_grad=True) for s in starts]
-        opt = cls(ps, lr=lr, **rest, **switches)
-        for t in range(steps):
-            for p, sign in zip(ps, signs):
-                p.grad = torch.tensor((-1) ** t * sign, dtype=dtype)
-            opt.step()
-        return [p.detach().numpy() for p in ps]
-
-    def run_numpy(numpy_lr):
-        ps, qs = ([s.astype(np_dtype) for s in starts] for _ in range(2))
-        opt = fo.Adafactor(ps, lr=numpy_lr, **rest)
-        rv, cv = np.zeros((4, 1), np_dtype), np.zeros((1, 9), np_dtype)
-        var = np.zeros(16, np_dtype)
-        for t in range(steps):
-            gs = [((-1) ** t * sign).astype(np_dtype) for sign in signs]
-            opt.step(gs)
-            F.adafactor_(qs, gs, [rv, None], [cv, None], [None, var], step=t + 1, lr=numpy_lr,
-                         **rest)
-        return ps, qs
-
-    want = run_torch(torch.optim.Adafactor)
+    want, foreach, layers = _alternating_runs(dtype, TENSOR_LRS[lr_kind](kw["lr"]), kw,
+                                              starts, signs)
     assert all(np.abs(w).max() < 1e-3 for w in want)  # alpha = eps2 * rho throughout
-    assert not np.array_equal(want[0], starts[0].astype(np_dtype))
+    assert not np.array_equal(want[0], starts[0].astype(want[0].dtype))
     # torch's foreach path (foreach=True; the default is the loop) computes these
     # scalars alike: the same params here
-    for got, w in zip(run_torch(torch.optim.Adafactor, foreach=True), want):
+    for got, w in zip(foreach, want):
         assert got.tobytes() == w.tobytes()
-    for got, w in zip(run_torch(ft.Adafactor), want):
-        assert got.tobytes() == w.tobytes()
-    for numpy_lr in numpy_lrs(lr):
-        for run in run_numpy(numpy_lr):
-            for got, w in zip(run, want):
-                assert got.tobytes() == w.tobytes(), type(numpy_lr)
+    for label, params in layers:
+        for got, w in zip(params, want):
+            assert got.tobytes() == w.tobytes(), label
+
+
+def _torchs_add_is_fused():
+    """Whether torch's CPU add_ with alpha rounds once here: its AVX2 and AVX512 kernels
+    fuse, its DEFAULT ones (x86 CPUs without AVX2, or ATEN_CPU_CAPABILITY=default) do
+    not; fastoptim fuses on every CPU."""
+    rng = np.random.default_rng(5)
+    y, x = rng.standard_normal(1000) * 1e-4, rng.standard_normal(1000)
+    fused = y.copy()
+    R._add_scaled(fused, x, -1.2345678e-5)
+    return torch.from_numpy(y).add_(torch.from_numpy(x), alpha=-1.2345678e-5).numpy().tobytes() \
+        == fused.tobytes()
+
+
+@pytest.mark.skipif(not _torchs_add_is_fused(), reason="torch's add_ rounds twice on this CPU "
+                    f"(ATen CPU capability {torch.backends.cpu.get_cpu_capability()})")
+@pytest.mark.parametrize("lr_kind", sorted(TENSOR_LRS))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("kw", [dict(lr=0.01), dict(lr=0.5, weight_decay=0.1)],
+                         ids=["rho-is-lr", "rho-both-weight_decay"])
+def test_the_last_update_is_one_fused_multiply_add_as_torchs(lr_kind, dtype, kw):
+    """torch's loop ends with param.add_(update, alpha=-alpha / denom), on CPU one fused
+    multiply-add per element (one rounding); fastoptim's kernels call fma there.  The
+    scenario of the test above with gradients of random magnitudes in [0.25, 0.5) and
+    eps1 = 1: every v = row_var * col_var / max(mean(row_var), 1) (or the variance) is
+    below eps1**2 = 1, so u = g exactly whatever the factors' last bits, its rms is
+    below 1 (denom = 1), and the params stay below eps2 (alpha = eps2 * rho).  So only
+    the last update decides, and u = g now has bits that make p + (-alpha / denom) * u
+    rounded once differ from rounded twice, as torch's foreach=True path rounds it
+    (_foreach_mul_, then _foreach_add_): its params differ."""
+    rng = np.random.default_rng(11)
+    starts = [rng.uniform(-1e-5, 1e-5, (4, 9)), rng.uniform(-1e-5, 1e-5, 16)]
+    grads = [rng.choice([-1.0, 1.0], s.shape) * rng.uniform(0.25, 0.5, s.shape)
+             for s in starts]
+    want, twice_rounded, layers = _alternating_runs(
+        dtype, TENSOR_LRS[lr_kind](kw["lr"]), dict(kw, eps=(1.0, 1e-3)), starts, grads)
+    assert all(np.abs(w).max() < 1e-3 for w in want)  # alpha = eps2 * rho throughout
+    assert any(a.tobytes() != b.tobytes() for a, b in zip(twice_rounded, want))
+    for label, params in layers:
+        for got, w in zip(params, want):
+            assert got.tobytes() == w.tobytes(), label
