@@ -1,7 +1,11 @@
 """The small torch models the fastoptim.torch tests train (import after
 pytest.importorskip("torch"))."""
 
+import numpy as np
+import pytest
 import torch
+
+from fastoptim import reference
 
 
 def mlp(dtype, seed=0):
@@ -74,3 +78,23 @@ def numpy_lrs(lr):
     if not isinstance(lr, torch.Tensor):
         return [lr]
     return [lr.numpy(), lr.numpy()[()]] if lr.dim() == 0 else [lr.numpy()]
+
+
+
+def torchs_add_is_fused():
+    """Whether torch's CPU add_ with alpha rounds once here: its AVX2 and AVX512 kernels
+    fuse, its DEFAULT ones (x86 CPUs without AVX2, or ATEN_CPU_CAPABILITY=default) do
+    not; fastoptim fuses on every CPU (Adafactor's and Muon's last update)."""
+    rng = np.random.default_rng(5)
+    y, x = rng.standard_normal(1000) * 1e-4, rng.standard_normal(1000)
+    fused = y.copy()
+    reference._add_scaled(fused, x, -1.2345678e-5)
+    return torch.from_numpy(y).add_(torch.from_numpy(x), alpha=-1.2345678e-5).numpy().tobytes() \
+        == fused.tobytes()
+
+
+#: marks a bit-for-bit comparison of a fused last update: skipped where torch's add_
+#: rounds twice
+needs_fused_add = pytest.mark.skipif(
+    not torchs_add_is_fused(), reason="torch's add_ rounds twice on this CPU (ATen CPU "
+    f"capability {torch.backends.cpu.get_cpu_capability()})")

@@ -24,7 +24,7 @@ import fastoptim.functional as F  # noqa: E402
 import fastoptim.optim as fo  # noqa: E402
 import fastoptim.torch as ft  # noqa: E402
 from fastoptim import reference as R  # noqa: E402
-from _torch_models import (MODELS, TENSOR_LRS, assert_refused_step_changes_nothing,  # noqa: E402
+from _torch_models import (MODELS, TENSOR_LRS, assert_refused_step_changes_nothing, needs_fused_add,  # noqa: E402
                            data, mlp, numpy_lrs, step_in_lockstep)
 
 TOL = {torch.float32: 1e-5, torch.float64: 1e-12}
@@ -328,20 +328,7 @@ def test_a_tensor_lr_is_used_as_torch_uses_it_bit_for_bit(lr_kind, dtype, kw):
             assert got.tobytes() == w.tobytes(), label
 
 
-def _torchs_add_is_fused():
-    """Whether torch's CPU add_ with alpha rounds once here: its AVX2 and AVX512 kernels
-    fuse, its DEFAULT ones (x86 CPUs without AVX2, or ATEN_CPU_CAPABILITY=default) do
-    not; fastoptim fuses on every CPU."""
-    rng = np.random.default_rng(5)
-    y, x = rng.standard_normal(1000) * 1e-4, rng.standard_normal(1000)
-    fused = y.copy()
-    R._add_scaled(fused, x, -1.2345678e-5)
-    return torch.from_numpy(y).add_(torch.from_numpy(x), alpha=-1.2345678e-5).numpy().tobytes() \
-        == fused.tobytes()
-
-
-@pytest.mark.skipif(not _torchs_add_is_fused(), reason="torch's add_ rounds twice on this CPU "
-                    f"(ATen CPU capability {torch.backends.cpu.get_cpu_capability()})")
+@needs_fused_add
 @pytest.mark.parametrize("lr_kind", sorted(TENSOR_LRS))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
 @pytest.mark.parametrize("kw", [dict(lr=0.01), dict(lr=0.5, weight_decay=0.1)],

@@ -23,7 +23,7 @@ import fastoptim  # noqa: E402
 import fastoptim.optim as fo  # noqa: E402
 import fastoptim.reference as R  # noqa: E402
 import fastoptim.torch as ft  # noqa: E402
-from _torch_models import (MODELS, TENSOR_LRS, assert_refused_step_changes_nothing,  # noqa: E402
+from _torch_models import (MODELS, TENSOR_LRS, assert_refused_step_changes_nothing, needs_fused_add,  # noqa: E402
                            data, mlp, numpy_lrs, step_in_lockstep)
 
 TOL = {torch.float32: 1e-5, torch.float64: 1e-12}
@@ -332,6 +332,7 @@ def _integer_grads(shape, steps, rng):
     return grads
 
 
+@needs_fused_add
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
 @pytest.mark.parametrize("shape", [(6, 5), (4, 7)], ids=["tall", "wide"])
 @pytest.mark.parametrize("lr_kind", ["float", "float32-0d"])
