@@ -859,11 +859,7 @@ def adafactor_(param, grad, row_var=None, col_var=None, variance=None, *, step, 
     # float32 lr in float32 (min compares in float32 and keeps it, as torch's 0-d tensor).
     weight = float(step) ** beta2_decay
     rho = min(lr, 1 / (float(step) ** 0.5))
-    if type(lr) is float:
-        decay = 1 - lr * weight_decay
-    else:
-        with np.errstate(all="ignore"):  # inf and NaN pass silently, as with Python floats
-            decay = float(1 - lr * weight_decay)
+    decay, _ = _lr_products(lr, weight_decay)
     kernels.adafactor(param, grad, row_var, col_var, variance, weight, float(rho), eps1, eps2,
                       d, decay, weight_decay != 0, maximize, resolve_n_threads(n_threads),
                       type(rho) is np.float32)
@@ -974,16 +970,21 @@ def muon_(param, grad, momentum_buffer, *, lr=1e-3, weight_decay=0.1, momentum=0
 
 def _muon_step_scalars(lr, weight_decay, shape, adjust_lr_fn):
     """(1 - lr * weight_decay, lr * ratio) for a param of ``shape``, as torch's Muon
-    computes them (_single_tensor_muon, _adjust_lr): in double for a Python float lr; for
-    an np.float32 lr (torch's float32 Tensor lr) in float32, weight_decay and the ratio
-    rounded to float32 first (torch's tensor-times-number, NumPy's NEP 50 alike).  Both
-    returned as Python floats (exact): torch's param.mul_ and add_(alpha=) take their
-    values as doubles."""
+    computes them (_single_tensor_muon, _adjust_lr): see _lr_products."""
     rows, cols = shape
     if adjust_lr_fn is None or adjust_lr_fn == "original":
         ratio = math.sqrt(max(1, rows / cols))
     else:  # "match_rms_adamw"
         ratio = 0.2 * math.sqrt(max(rows, cols))
+    return _lr_products(lr, weight_decay, ratio)
+
+
+def _lr_products(lr, weight_decay, ratio=1.0):
+    """(1 - lr * weight_decay, lr * ratio) as torch's Muon and Adafactor compute them
+    from their lr: in double for a Python float lr; for an np.float32 lr (torch's float32
+    Tensor lr) in float32, weight_decay and the ratio rounded to float32 first (torch's
+    tensor-times-number, NumPy's NEP 50 alike).  Both returned as Python floats (exact):
+    torch's param.mul_ and add_(alpha=) take their values as doubles."""
     if type(lr) is float:
         return 1 - lr * weight_decay, lr * ratio
     with np.errstate(all="ignore"):  # inf and NaN pass silently, as with Python floats
