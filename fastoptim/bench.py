@@ -9,8 +9,8 @@ Where the buffers live can matter: NumPy (through glibc) starts every large arra
 the same offset within a 4 KiB page, and a loop streaming through several such
 buffers at once meets L1 conflicts that staggered buffers avoid (the kernels handle
 that case; this checks it).  Each kernel is therefore timed on buffers placed both
-ways ("same": where NumPy put them, what users have; "staggered": every buffer at its
-own page offset), on the same arrays (``CaseMemory``).  The limit is a probe with the
+ways ("same": all at the page offset where NumPy puts large arrays, what users have;
+"staggered": every buffer at its own page offset), on the same arrays (``CaseMemory``).  The limit is a probe with the
 kernel's own streams and traffic (Adam: read param, grad, exp_avg, exp_avg_sq; write
 param, exp_avg, exp_avg_sq) on staggered buffers, its best placement, timed taking
 turns with the kernel.
@@ -49,6 +49,9 @@ MANY_SHAPES = [int(n) for n in np.random.default_rng(1).integers(1_000, 100_001,
 
 
 PLACEMENTS = ("same", "staggered")
+#: the page offset of every buffer in the "same" placement: where NumPy's large arrays
+#: start (glibc's mmap chunk header is 16 bytes)
+SAME_PAGE_OFFSET = 16
 
 
 def _staggered_offsets(count):
@@ -73,11 +76,12 @@ class CaseMemory:
     """The buffers of one case, allocated once, to be viewed at either placement.
 
     Each buffer is a plain ``np.zeros`` array with 4 KiB of slack.  "same" views start
-    where NumPy put the array (every large buffer at the same page offset: what users
-    have); "staggered" views of the SAME arrays start up to 4 KiB later, at page offsets
-    spread over the page.  Both placements thus use the same physical memory: on this
-    VM separate allocations of the same size differ in speed by up to 1.5x (their
-    pages come from different host memory), which would otherwise be read as a
+    at page offset SAME_PAGE_OFFSET, where NumPy puts every large array (what users
+    have; an array from the heap can start anywhere, so the view is placed there rather
+    than taken as allocated); "staggered" views of the SAME arrays start at page
+    offsets spread over the page.  Both placements thus use the same physical memory:
+    on this VM separate allocations of the same size differ in speed by up to 1.5x
+    (their pages come from different host memory), which would otherwise be read as a
     placement effect."""
 
     def __init__(self, n_buffers, size, dtype):
@@ -88,10 +92,10 @@ class CaseMemory:
     def views(self, placement):
         if placement not in PLACEMENTS:
             raise ValueError(f"placement must be one of {PLACEMENTS}, got {placement!r}")
-        if placement == "same":
-            return [a[:self.size] for a in self.arrays]
+        n = len(self.arrays)
+        offsets = [SAME_PAGE_OFFSET] * n if placement == "same" else _staggered_offsets(n)
         views = []
-        for a, offset in zip(self.arrays, _staggered_offsets(len(self.arrays))):
+        for a, offset in zip(self.arrays, offsets):
             shift = (offset - a.ctypes.data) % 4096 // self.dtype.itemsize
             views.append(a[shift:shift + self.size])
         return views
@@ -100,8 +104,8 @@ class CaseMemory:
 class Case:
     """One optimizer step on one set of arrays, callable several ways.
 
-    placement "same": param, grad and state at the start of plain np.zeros arrays
-    (every large buffer at the same page offset: the common case); "staggered":
+    placement "same": param, grad and state in plain np.zeros arrays, all at the page
+    offset where NumPy puts large arrays (the common case); "staggered":
     every buffer at its own page offset.  Two cases given the same `memory`
     (``CaseMemory``) view the same arrays, so they compare placements on the same
     physical memory (and overwrite each other's values: time them, do not compare

@@ -202,19 +202,25 @@ def _check_disjoint(arrays, labels):
 
 
 # ------------------------------------------------------------------ hyperparameters
-def _scalar(value, keep_dtype=False):
-    """A hyperparameter as the functional API takes it: a one-element tensor (torch takes
-    a Tensor lr) becomes a Python float (``keep_dtype``: a float32 one an np.float32);
-    anything else is passed on to be checked."""
+def _scalar(value, name, keep_dtype=False):
+    """Hyperparameter ``name`` as the functional API takes it: a one-element tensor (torch
+    takes a Tensor lr) becomes a Python float (``keep_dtype``: a float32 one an
+    np.float32); anything else is passed on to be checked."""
     if isinstance(value, torch.Tensor):
         if value.numel() != 1 or value.is_complex() or value.dtype == torch.bool:
-            raise ValueError(f"a tensor hyperparameter must hold one real number, got "
-                             f"shape {tuple(value.shape)} and dtype {value.dtype}")
+            raise ValueError(f"{name} must be a number or a tensor holding one real number, "
+                             f"got a tensor of shape {tuple(value.shape)} and dtype "
+                             f"{value.dtype}")
         number = float(value.detach().cpu().reshape(()).item())
         return np.float32(number) if keep_dtype and value.dtype == torch.float32 else number
     if type(value) is int and -2 ** 53 <= value <= 2 ** 53:
         return float(value)  # torch's defaults are ints (weight_decay=0): exact
     return value
+
+
+def _group_value(group, key, keep_dtype=False):
+    """_scalar of a param group's value ``group[key]``."""
+    return _scalar(group[key], key, keep_dtype)
 
 
 def _integral_step(value, label):
@@ -1107,7 +1113,7 @@ class SGD(_FusedStep, torch.optim.SGD):
 
     _FUNCTIONAL = "sgd_"
     _COMPACT = True
-    _BUFFERS = (("momentum_buffer", "pos", lambda g: _scalar(g["momentum"]) != 0),)
+    _BUFFERS = (("momentum_buffer", "pos", lambda g: _group_value(g, "momentum") != 0),)
     _COUNTS_STEPS = False
 
     def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0,
@@ -1126,9 +1132,9 @@ class SGD(_FusedStep, torch.optim.SGD):
         self._fastoptim_init()
 
     def _hyper(self, g):
-        return dict(lr=_scalar(g["lr"]), momentum=_scalar(g["momentum"]),
-                    dampening=_scalar(g["dampening"]),
-                    weight_decay=_scalar(g["weight_decay"]), nesterov=g["nesterov"],
+        return dict(lr=_group_value(g, "lr"), momentum=_group_value(g, "momentum"),
+                    dampening=_group_value(g, "dampening"),
+                    weight_decay=_group_value(g, "weight_decay"), nesterov=g["nesterov"],
                     maximize=g["maximize"])
 
 
@@ -1140,7 +1146,7 @@ class RMSprop(_FusedStep, torch.optim.RMSprop):
     _FUNCTIONAL = "rmsprop_"
     _COMPACT = True
     _BUFFERS = (("square_avg", "pos", _needed_always),
-                ("momentum_buffer", "momentum_buffer", lambda g: _scalar(g["momentum"]) > 0),
+                ("momentum_buffer", "momentum_buffer", lambda g: _group_value(g, "momentum") > 0),
                 ("grad_avg", "grad_avg", lambda g: bool(g["centered"])))
 
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0,
@@ -1158,8 +1164,9 @@ class RMSprop(_FusedStep, torch.optim.RMSprop):
         self._fastoptim_init()
 
     def _hyper(self, g):
-        return dict(lr=_scalar(g["lr"]), alpha=_scalar(g["alpha"]), eps=_scalar(g["eps"]),
-                    weight_decay=_scalar(g["weight_decay"]), momentum=_scalar(g["momentum"]),
+        return dict(lr=_group_value(g, "lr"), alpha=_group_value(g, "alpha"),
+                    eps=_group_value(g, "eps"), weight_decay=_group_value(g, "weight_decay"),
+                    momentum=_group_value(g, "momentum"),
                     centered=g["centered"], maximize=g["maximize"])
 
 
@@ -1195,8 +1202,9 @@ class Adam(_FusedStep, torch.optim.Adam):
         betas = g["betas"]
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
             raise TypeError(f"betas must be a pair of numbers, got {betas!r}")
-        return dict(lr=_scalar(g["lr"]), beta1=_scalar(betas[0]), beta2=_scalar(betas[1]),
-                    eps=_scalar(g["eps"]), weight_decay=_scalar(g["weight_decay"]),
+        return dict(lr=_group_value(g, "lr"), beta1=_scalar(betas[0], "betas[0]"),
+                    beta2=_scalar(betas[1], "betas[1]"),
+                    eps=_group_value(g, "eps"), weight_decay=_group_value(g, "weight_decay"),
                     decoupled_weight_decay=g["decoupled_weight_decay"], amsgrad=g["amsgrad"],
                     maximize=g["maximize"])
 
@@ -1262,7 +1270,7 @@ def _betas(g):
     betas = g["betas"]
     if not isinstance(betas, (tuple, list)) or len(betas) != 2:
         raise TypeError(f"betas must be a pair of numbers, got {betas!r}")
-    return dict(beta1=_scalar(betas[0]), beta2=_scalar(betas[1]))
+    return dict(beta1=_scalar(betas[0], "betas[0]"), beta2=_scalar(betas[1], "betas[1]"))
 
 
 class Adagrad(_FusedStep, torch.optim.Adagrad):
@@ -1274,7 +1282,8 @@ class Adagrad(_FusedStep, torch.optim.Adagrad):
     def __init__(self, params, lr=1e-2, lr_decay=0, weight_decay=0,
                  initial_accumulator_value=0, eps=1e-10, foreach=None, *, maximize=False,
                  differentiable=False, fused=None):
-        check_real("initial_accumulator_value", _scalar(initial_accumulator_value), low=0.0)
+        check_real("initial_accumulator_value",
+                   _scalar(initial_accumulator_value, "initial_accumulator_value"), low=0.0)
         try:  # torch's constructor fills every param's sum
             _construct(self, torch.optim.Adagrad, locals())
         except (RuntimeError, OverflowError) as exc:
@@ -1282,8 +1291,8 @@ class Adagrad(_FusedStep, torch.optim.Adagrad):
                              f"cannot fill the params' state buffers ({exc})") from None
 
     def _hyper(self, g):
-        return dict(lr=_scalar(g["lr"]), lr_decay=_scalar(g["lr_decay"]),
-                    weight_decay=_scalar(g["weight_decay"]), eps=_scalar(g["eps"]),
+        return dict(lr=_group_value(g, "lr"), lr_decay=_group_value(g, "lr_decay"),
+                    weight_decay=_group_value(g, "weight_decay"), eps=_group_value(g, "eps"),
                     maximize=g["maximize"])
 
     def _new_buffer(self, name, p, group):
@@ -1303,8 +1312,9 @@ class Adadelta(_FusedStep, torch.optim.Adadelta):
         _construct(self, torch.optim.Adadelta, locals())
 
     def _hyper(self, g):
-        return dict(lr=_scalar(g["lr"]), rho=_scalar(g["rho"]), eps=_scalar(g["eps"]),
-                    weight_decay=_scalar(g["weight_decay"]), maximize=g["maximize"])
+        return dict(lr=_group_value(g, "lr"), rho=_group_value(g, "rho"),
+                    eps=_group_value(g, "eps"),
+                    weight_decay=_group_value(g, "weight_decay"), maximize=g["maximize"])
 
 
 class Adamax(_FusedStep, torch.optim.Adamax):
@@ -1319,8 +1329,8 @@ class Adamax(_FusedStep, torch.optim.Adamax):
         _construct(self, torch.optim.Adamax, locals())
 
     def _hyper(self, g):
-        return dict(lr=_scalar(g["lr"]), **_betas(g), eps=_scalar(g["eps"]),
-                    weight_decay=_scalar(g["weight_decay"]), maximize=g["maximize"])
+        return dict(lr=_group_value(g, "lr"), **_betas(g), eps=_group_value(g, "eps"),
+                    weight_decay=_group_value(g, "weight_decay"), maximize=g["maximize"])
 
 
 class RAdam(_FusedStep, torch.optim.RAdam):
@@ -1336,8 +1346,8 @@ class RAdam(_FusedStep, torch.optim.RAdam):
         _construct(self, torch.optim.RAdam, locals())
 
     def _hyper(self, g):
-        return dict(lr=_scalar(g["lr"]), **_betas(g), eps=_scalar(g["eps"]),
-                    weight_decay=_scalar(g["weight_decay"]),
+        return dict(lr=_group_value(g, "lr"), **_betas(g), eps=_group_value(g, "eps"),
+                    weight_decay=_group_value(g, "weight_decay"),
                     decoupled_weight_decay=g["decoupled_weight_decay"],
                     maximize=g["maximize"])
 
@@ -1356,9 +1366,9 @@ class NAdam(_FusedStep, torch.optim.NAdam):
         _construct(self, torch.optim.NAdam, locals())
 
     def _hyper(self, g):
-        return dict(lr=_scalar(g["lr"]), **_betas(g), eps=_scalar(g["eps"]),
-                    weight_decay=_scalar(g["weight_decay"]),
-                    momentum_decay=_scalar(g["momentum_decay"]),
+        return dict(lr=_group_value(g, "lr"), **_betas(g), eps=_group_value(g, "eps"),
+                    weight_decay=_group_value(g, "weight_decay"),
+                    momentum_decay=_group_value(g, "momentum_decay"),
                     decoupled_weight_decay=g["decoupled_weight_decay"],
                     maximize=g["maximize"])
 
@@ -1389,13 +1399,15 @@ class Rprop(_FusedStep, torch.optim.Rprop):
         for key, pair in (("etas", etas), ("step_sizes", sizes)):
             if not isinstance(pair, (tuple, list)) or len(pair) != 2:
                 raise TypeError(f"{key} must be a pair of numbers, got {pair!r}")
-        return dict(etaminus=_scalar(etas[0]), etaplus=_scalar(etas[1]),
-                    step_size_min=_scalar(sizes[0]), step_size_max=_scalar(sizes[1]),
+        return dict(etaminus=_scalar(etas[0], "etas[0]"),
+                    etaplus=_scalar(etas[1], "etas[1]"),
+                    step_size_min=_scalar(sizes[0], "step_sizes[0]"),
+                    step_size_max=_scalar(sizes[1], "step_sizes[1]"),
                     maximize=g["maximize"])
 
     def _new_buffer(self, name, p, group):
         if name == "step_size":  # torch's: the group's lr
-            return _full_like(p, check_real("lr", _scalar(group["lr"])), "lr")
+            return _full_like(p, check_real("lr", _group_value(group, "lr")), "lr")
         return super()._new_buffer(name, p, group)
 
 
@@ -1411,17 +1423,17 @@ class ASGD(_FusedStep, torch.optim.ASGD):
         _construct(self, torch.optim.ASGD, locals())
 
     def _hyper(self, g):
-        return dict(lambd=_scalar(g["lambd"]), weight_decay=_scalar(g["weight_decay"]),
+        return dict(lambd=_group_value(g, "lambd"), weight_decay=_group_value(g, "weight_decay"),
                     maximize=g["maximize"])
 
     def _scalar_start(self, group):
-        return (check_real("lr", _scalar(group["lr"]), low=0.0), 1.0)
+        return (check_real("lr", _group_value(group, "lr"), low=0.0), 1.0)
 
     def _scalar_step(self, group, kwargs, step, values):
-        lr = check_real("lr", _scalar(group["lr"]), low=0.0)
+        lr = check_real("lr", _group_value(group, "lr"), low=0.0)
         lambd = check_real("lambd", kwargs["lambd"])
-        alpha = check_real("alpha", _scalar(group["alpha"]))
-        t0 = check_real("t0", _scalar(group["t0"]))
+        alpha = check_real("alpha", _group_value(group, "alpha"))
+        t0 = check_real("t0", _group_value(group, "t0"))
         eta, mu = values
         # after the step torch sets them from the step count, in double, through a tensor
         # of the default dtype (torch.as_tensor), whatever the state tensors' dtype
@@ -1461,10 +1473,11 @@ class Adafactor(_FusedStep, torch.optim.Adafactor):
                           and p.grad is not None and p.is_floating_point()), None)
             eps1 = None if first is None else torch.finfo(first.dtype).eps
         # a float32 Tensor lr stays float32: adafactor_ computes with it as torch does
-        return dict(lr=_scalar(g["lr"], keep_dtype=True),
-                    beta2_decay=_scalar(g["beta2_decay"]),
-                    eps1=None if eps1 is None else _scalar(eps1), eps2=_scalar(eps[1]),
-                    d=_scalar(g["d"]), weight_decay=_scalar(g["weight_decay"]),
+        return dict(lr=_group_value(g, "lr", keep_dtype=True),
+                    beta2_decay=_group_value(g, "beta2_decay"),
+                    eps1=None if eps1 is None else _scalar(eps1, "eps[0]"),
+                    eps2=_scalar(eps[1], "eps[1]"),
+                    d=_group_value(g, "d"), weight_decay=_group_value(g, "weight_decay"),
                     maximize=g["maximize"])
 
     def _check_param_kind(self, p, label):
@@ -1512,10 +1525,10 @@ class Muon(_FusedStep, torch.optim.Muon):
 
     def _hyper(self, g):
         # a float32 Tensor lr stays float32: muon_ computes with it as torch does
-        return dict(lr=_scalar(g["lr"], keep_dtype=True),
-                    weight_decay=_scalar(g["weight_decay"]),
-                    momentum=_scalar(g["momentum"]), nesterov=g["nesterov"],
-                    ns_coefficients=g["ns_coefficients"], eps=_scalar(g["eps"]),
+        return dict(lr=_group_value(g, "lr", keep_dtype=True),
+                    weight_decay=_group_value(g, "weight_decay"),
+                    momentum=_group_value(g, "momentum"), nesterov=g["nesterov"],
+                    ns_coefficients=g["ns_coefficients"], eps=_group_value(g, "eps"),
                     ns_steps=g["ns_steps"], adjust_lr_fn=g["adjust_lr_fn"])
 
     def _step_kwargs(self, group, step):
@@ -1554,7 +1567,7 @@ class Lion(_FusedStep):
         if not isinstance(decoupled_weight_decay, (bool, np.bool_)):
             raise TypeError(f"decoupled_weight_decay must be a bool, got "
                             f"{type(decoupled_weight_decay).__name__}")
-        if not check_real("lr", _scalar(lr), low=0.0) > 0:
+        if not check_real("lr", _scalar(lr, "lr"), low=0.0) > 0:
             raise ValueError(f"lr must be > 0 (lion-pytorch asserts it), got {lr}")
         # lion-pytorch's attributes: the decay divides by the constructor's lr
         self._init_lr, self.decoupled_wd = lr, bool(decoupled_weight_decay)
@@ -1569,10 +1582,10 @@ class Lion(_FusedStep):
                 "decoupled_wd": self.decoupled_wd}
 
     def _hyper(self, g):
-        weight_decay = _scalar(g["weight_decay"])
+        weight_decay = _group_value(g, "weight_decay")
         if self.decoupled_wd:
-            weight_decay = check_real("weight_decay", weight_decay) / _scalar(self._init_lr)
-        return dict(lr=_scalar(g["lr"]), **_betas(g), weight_decay=weight_decay)
+            weight_decay = check_real("weight_decay", weight_decay) / _scalar(self._init_lr, "lr")
+        return dict(lr=_group_value(g, "lr"), **_betas(g), weight_decay=weight_decay)
 
 
 class AdamWScheduleFree(_FusedStep):
@@ -1617,21 +1630,21 @@ class AdamWScheduleFree(_FusedStep):
             raise TypeError(f"train_mode must be a bool, got {type(g['train_mode']).__name__}")
         k, warmup_steps = int(g["k"]), int(g["warmup_steps"])
         beta2 = check_real("beta2", _betas(g)["beta2"], low=0.0, high=1.0)
-        r = check_real("r", _scalar(g["r"]))
-        power = check_real("weight_lr_power", _scalar(g["weight_lr_power"]))
+        r = check_real("r", _group_value(g, "r"))
+        power = check_real("weight_lr_power", _group_value(g, "weight_lr_power"))
         sched = (k + 1) / warmup_steps if k < warmup_steps else 1.0
-        lr = check_real("lr", _scalar(g["lr"]), low=0.0) * sched
-        lr_max = max(lr, check_real("lr_max", _scalar(g["lr_max"])))
+        lr = check_real("lr", _group_value(g, "lr"), low=0.0) * sched
+        lr_max = max(lr, check_real("lr_max", _group_value(g, "lr_max")))
         with np.errstate(all="ignore"):
             weight = float(np.float64(k + 1) ** r * np.float64(lr_max) ** power)
-        weight_sum = check_real("weight_sum", _scalar(g["weight_sum"]), low=0.0) + weight
+        weight_sum = check_real("weight_sum", _group_value(g, "weight_sum"), low=0.0) + weight
         ckp1 = weight / weight_sum if weight_sum != 0 else 0.0
         return (dict(lr=lr, ckp1=ckp1, bias_correction2=1 - beta2 ** (k + 1)),
                 dict(k=k + 1, scheduled_lr=lr, lr_max=lr_max, weight_sum=weight_sum))
 
     def _step_kwargs(self, group, step):
-        return dict(**self._advance(group)[0], **_betas(group), eps=_scalar(group["eps"]),
-                    weight_decay=_scalar(group["weight_decay"]))
+        return dict(**self._advance(group)[0], **_betas(group), eps=_group_value(group, "eps"),
+                    weight_decay=_group_value(group, "weight_decay"))
 
     def _hyper(self, g):
         return self._step_kwargs(g, None)

@@ -15,8 +15,9 @@ odd sequences, tampered nested state, damaged files) and checks the contract:
   and every array and attribute reachable from the arguments and the object is
   byte-identical to before the call.
 
-Cases run in child processes (``python _hostile.py ENTRY``) that print one JSON line
-per case, so an interpreter crash is a test failure naming the case that crashed.
+Cases run in child processes (``python _hostile.py ENTRY``, or children forked by
+``python _hostile.py --serve``) that print one JSON line per case, so an interpreter
+crash is a test failure naming the case that crashed.
 """
 
 import copy
@@ -1223,7 +1224,15 @@ def _cases(entry):
     return ctx, cases
 
 
+#: an entry whose one case kills the interpreter: the harness's own test
+CRASH_ENTRY = "_hostile.crash"
+
+
 def run_entry(entry, start=0, out=sys.stdout):
+    if entry == CRASH_ENTRY:
+        print(json.dumps({"n_cases": 1}), file=out, flush=True)
+        print(json.dumps({"start": 0, "case": CRASH_ENTRY}), file=out, flush=True)
+        os.kill(os.getpid(), signal.SIGSEGV)
     warnings.simplefilter("ignore")
     signal.signal(signal.SIGALRM, lambda *a: (_ for _ in ()).throw(Hang()))
     import fastoptim
@@ -1351,6 +1360,45 @@ def count_cases():
           f"{sum(c for _, c in per_module.values()):,} |")
 
 
+ENTRY_SECONDS = 1800       # an entry's forked child still running after this is killed
+
+
+def serve(results):
+    """Fork server for the harness (tests/test_hostile_inputs.py): import every public
+    module once, print {"ready": ...}, then for each request line {"entry": E, "start": S}
+    on stdin run run_entry(E, S) in a forked child (its JSON lines go to `results`) and
+    print {"exit": status} (negative: the signal that killed it).  A new process pays
+    ~2.5 s to import torch for each fastoptim.torch entry; a fork pays milliseconds.
+    Only imports happen before a fork: no kernel has run, so OpenMP has no thread pool
+    yet for the fork to lose (NumPy's OpenBLAS restarts its own after a fork)."""
+    warnings.simplefilter("ignore")
+    for modules in ([m for m in PUBLIC_MODULES if m != "fastoptim.torch"],
+                    ["fastoptim.torch"] if "fastoptim.torch" in PUBLIC_MODULES else []):
+        discover(modules)  # imports them, and the discovery's own imports
+    print(json.dumps({"ready": os.getpid()}), file=results, flush=True)
+    for line in sys.stdin:
+        request = json.loads(line)
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                run_entry(request["entry"], request["start"], out=results)
+                code = 0
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                results.flush()
+                sys.stderr.flush()
+                os._exit(code)
+        signal.signal(signal.SIGALRM, lambda *a: os.kill(pid, signal.SIGKILL))
+        signal.alarm(ENTRY_SECONDS)
+        _, status = os.waitpid(pid, 0)
+        signal.alarm(0)
+        print(json.dumps({"exit": os.waitstatus_to_exitcode(status)}), file=results,
+              flush=True)
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "--count":
         count_cases()
@@ -1359,4 +1407,7 @@ if __name__ == "__main__":
     results = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)
     sys.stdout = sys.stderr
-    run_entry(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 0, out=results)
+    if sys.argv[1] == "--serve":
+        serve(results)
+    else:
+        run_entry(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 0, out=results)

@@ -16,6 +16,8 @@ error in the rule (a wrong coefficient moves the params by 1e-3 or more).
 
 import copy
 import inspect
+import numbers
+import re
 
 import numpy as np
 import pytest
@@ -422,6 +424,54 @@ def test_a_refused_step_changes_nothing(name, spoil):
     for g, h in zip(sd["param_groups"], snap[0]["param_groups"]):
         assert g.keys() == h.keys()
         assert all(g[k] == h[k] or g[k] != g[k] for k in g)
+
+
+def _group_number_keys():
+    """(class name, group key, index or None) for every number (or pair element) a class
+    reads from its param groups at each step."""
+    # read only when state is created, as torch does
+    not_per_step = {("Adagrad", "initial_accumulator_value"), ("Rprop", "lr"),
+                    ("AdamWScheduleFree", "scheduled_lr")}
+    cases = []
+    for name in ft.__all__:
+        defaults = getattr(ft, name)([torch.zeros(4, 3, requires_grad=True)]).defaults
+        for key, value in defaults.items():
+            if isinstance(value, bool) or (name, key) in not_per_step:
+                continue
+            if isinstance(value, numbers.Real):
+                cases.append((name, key, None))
+            elif isinstance(value, tuple):
+                cases += [(name, key, i) for i, v in enumerate(value) if v is not None]
+    return cases
+
+
+GROUP_NUMBERS = _group_number_keys()
+
+
+@pytest.mark.parametrize("name,key,index", GROUP_NUMBERS,
+                         ids=[f"{n}-{k}" + ("" if i is None else f"[{i}]")
+                              for n, k, i in GROUP_NUMBERS])
+def test_a_tensor_of_two_numbers_in_a_group_is_refused_naming_its_key(name, key, index):
+    """torch fails on it with "Boolean value of Tensor ... is ambiguous" (or takes it);
+    here the error names the group value, and the step changes nothing."""
+    torch.manual_seed(0)
+    p = torch.randn(4, 3, requires_grad=True)
+    opt = make("ft", name, [p], {})
+    p.grad = torch.randn(4, 3)
+    opt.step()
+    group = opt.param_groups[0]
+    two = torch.tensor([0.5, 0.25])
+    group[key] = two if index is None else tuple(
+        two if i == index else v for i, v in enumerate(group[key]))
+    label = key if index is None else f"{key}[{index}]"
+    before = (p.detach().clone(), copy.deepcopy(opt.state[p]))
+    with pytest.raises((TypeError, ValueError), match=rf"^{re.escape(label)} must "):
+        opt.step()
+    assert torch.equal(p.detach(), before[0])
+    assert list(opt.state[p]) == list(before[1])
+    for k, v in before[1].items():
+        assert torch.equal(opt.state[p][k], v) if isinstance(v, torch.Tensor) else (
+            opt.state[p][k] == v), k
 
 
 # ------------------------------------------------------------------ bad tensors
