@@ -303,8 +303,8 @@ def report(kernels_=None, dtypes=None, sizes=SIZES, with_torch=True, file=None):
           f"{get_num_threads()} threads"
           + (f"; torch {torch.__version__} with {torch_threads} threads" if use_torch else "")
           + ". Best of interleaved rounds, every column of a row on the same np.zeros "
-            "arrays. same offset: param, grad and state where NumPy put them (one page "
-            "offset); staggered: views of the same arrays, each at its own page offset; "
+            "arrays. same offset: param, grad and state all at page offset 16, where NumPy "
+            "puts large arrays; staggered: views of the same arrays, each at its own page offset; "
             "probe: the kernel's own streams and traffic in a trivial loop, staggered; "
             "torch fused: on the same-offset buffers; GB/s, % of probe and torch/fastoptim "
             "use the same-offset time.", file=file)
