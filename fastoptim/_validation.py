@@ -16,6 +16,9 @@ import numpy as np
 
 __all__ = ["to_float", "check_real", "check_step", "check_flag"]
 
+# ints below this convert to a finite double (float(2**1023) is finite, 2**1024 is not)
+_DOUBLE_INT_LIMIT = 1 << 1023
+
 
 def to_float(name, value):
     """value as a Python float: a real number, or a one-element real array (torch
@@ -53,6 +56,8 @@ def check_real(name, value, *, low=None, high=None, low_open=False, high_open=Fa
 def check_step(step):
     """step is the 1-based count of this update: an int >= 1 that a double can hold
     (the bias corrections raise the betas to this power)."""
+    if type(step) is int and 1 <= step < _DOUBLE_INT_LIMIT:
+        return step  # the common case, before numbers.Integral's ABC check (~1 us)
     if isinstance(step, bool) or not isinstance(step, numbers.Integral):
         raise TypeError(f"step must be an int >= 1 (the 1-based count of this update), "
                         f"got {type(step).__name__}")

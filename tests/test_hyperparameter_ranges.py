@@ -145,3 +145,22 @@ def test_adam_fma_division_exact_for_any_eps(variant, dtype, eps):
             for name, buf in state.items():
                 if buf is not None:
                     np.testing.assert_array_equal(buf, ref_state[name])
+
+
+def test_step_is_any_int_a_double_holds_on_both_sides_of_the_fast_path():
+    """check_step takes plain ints below 2**1023 without numbers.Integral's check; the
+    slow path above and NumPy ints must give the same verdicts."""
+    from fastoptim._validation import check_step
+
+    for step in (1, 2, 2 ** 53 + 1, 2 ** 1023 - 1, 2 ** 1023, 2 ** 1024 - 2 ** 970 - 1):
+        assert check_step(step) == step and type(check_step(step)) is int
+    assert check_step(np.int64(7)) == 7 and type(check_step(np.int64(7))) is int
+    for bad in (2 ** 1024 - 1, 2 ** 1024, 10 ** 400):
+        with pytest.raises(ValueError, match="a double can hold"):
+            check_step(bad)
+    for bad in (0, -1, -(2 ** 1023)):
+        with pytest.raises(ValueError, match=">= 1"):
+            check_step(bad)
+    for bad in (True, 1.0, np.float64(1.0), "1", None):
+        with pytest.raises(TypeError, match="step must be an int"):
+            check_step(bad)
