@@ -1368,13 +1368,18 @@ def serve(results):
     module once, print {"ready": ...}, then for each request line {"entry": E, "start": S}
     on stdin run run_entry(E, S) in a forked child (its JSON lines go to `results`) and
     print {"exit": status} (negative: the signal that killed it).  A new process pays
-    ~2.5 s to import torch for each fastoptim.torch entry; a fork pays milliseconds.
+    ~5 s to import torch and torch._dynamo for each fastoptim.torch entry; a fork pays
+    milliseconds.
     Only imports happen before a fork: no kernel has run, so OpenMP has no thread pool
     yet for the fork to lose (NumPy's OpenBLAS restarts its own after a fork)."""
     warnings.simplefilter("ignore")
     for modules in ([m for m in PUBLIC_MODULES if m != "fastoptim.torch"],
                     ["fastoptim.torch"] if "fastoptim.torch" in PUBLIC_MODULES else []):
         discover(modules)  # imports them, and the discovery's own imports
+    if "fastoptim.torch" in PUBLIC_MODULES:
+        # torch.optim.Optimizer's first add_param_group imports torch._dynamo (~2.6 s):
+        # once here rather than in every child that builds an optimizer
+        import torch._dynamo  # noqa: F401
     print(json.dumps({"ready": os.getpid()}), file=results, flush=True)
     for line in sys.stdin:
         request = json.loads(line)

@@ -32,9 +32,9 @@ def _child_env():
 
 class ForkServer:
     """One `_hostile.py --serve` process for the whole module: each entry runs in a child
-    it forks, so torch and fastoptim are imported once, not once per entry (~2.5 s
-    each for the ~200 fastoptim.torch entries).  run() returns what a child process
-    would: (stdout lines, exit code, stderr tail)."""
+    it forks, so torch (with torch._dynamo) and fastoptim are imported once, not once
+    per entry (~5 s each for the ~200 fastoptim.torch entries).  run() returns what a
+    child process would: (stdout lines, exit code, stderr tail)."""
 
     def __init__(self):
         self.log = tempfile.TemporaryFile(mode="w+")
