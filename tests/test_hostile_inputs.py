@@ -37,7 +37,7 @@ class ForkServer:
     child process would: (stdout lines, exit code, stderr tail)."""
 
     def __init__(self):
-        self.log = tempfile.TemporaryFile(mode="w+")
+        self.log = tempfile.TemporaryFile()  # bytes: a tail may cut a UTF-8 character
         self.proc = subprocess.Popen([sys.executable, os.path.join(HERE, "_hostile.py"),
                                       "--serve"], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=self.log, text=True,
@@ -49,10 +49,10 @@ class ForkServer:
                                f"{self._stderr_tail()}")
 
     def _stderr_tail(self):
-        self.log.flush()
+        # read between entries only, while the server waits: the file's offset is shared
         self.log.seek(0, os.SEEK_END)
         self.log.seek(max(0, self.log.tell() - 1500))
-        return self.log.read()
+        return self.log.read().decode("utf-8", "replace")
 
     def run(self, entry, start):
         self.proc.stdin.write(json.dumps({"entry": entry, "start": start}) + "\n")
