@@ -843,17 +843,18 @@ def adafactor_(param, grad, row_var=None, col_var=None, variance=None, *, step, 
     (any thread count gives the same bits).  An empty param is left as it is.
     A float32 ``lr`` (a one-element array or NumPy scalar, as torch's Tensor lr) gives
     ``1 - lr * weight_decay`` and, while ``rho`` is ``lr``, ``alpha`` and
-    ``alpha / denom`` in float32, as torch computes them.
+    ``alpha / denom`` in float32, as torch computes them; a float32 ``weight_decay``
+    gives ``1 - lr * weight_decay`` in float32 too.
     """
     if not (type(step) is int and 1 <= step <= _FAST_STEP_MAX):
         step = check_step(step)
-    lr = _check_lr_keeping_float32(lr)
+    lr = _check_keeping_float32("lr", lr)
     beta2_decay = check_real("beta2_decay", beta2_decay, high=0.0)
     if eps1 is not None:
         eps1 = check_real("eps1", eps1, low=0.0)
     eps2 = check_real("eps2", eps2, low=0.0)
     d = check_real("d", d, low=1.0)
-    weight_decay = check_real("weight_decay", weight_decay, low=0.0)
+    weight_decay = _check_keeping_float32("weight_decay", weight_decay)
     maximize = check_flag("maximize", maximize)
     # Scalars in double, as torch computes them from the (float) step count; from a
     # float32 lr in float32 (min compares in float32 and keeps it, as torch's 0-d tensor).
@@ -868,14 +869,15 @@ def adafactor_(param, grad, row_var=None, col_var=None, variance=None, *, step, 
 _MUON_ADJUST_LR_FNS = (None, "original", "match_rms_adamw")
 
 
-def _check_lr_keeping_float32(lr):
-    """check_real's lr (>= 0), an np.float32 when given as a float32 array or NumPy
-    scalar: torch keeps a Tensor lr a 0-d tensor of its dtype (_to_scalar), so what
-    Adafactor and Muon compute from a float32 one is float32."""
-    value = check_real("lr", lr, low=0.0)
-    if isinstance(lr, (np.ndarray, np.generic)) and lr.dtype == np.float32:
-        return np.float32(value)
-    return value
+def _check_keeping_float32(name, value):
+    """check_real's value (>= 0), an np.float32 when given as a float32 array or NumPy
+    scalar: torch keeps a Tensor lr or weight_decay a 0-d tensor of its dtype, so what
+    Adafactor and Muon compute from a float32 one (1 - lr * weight_decay, ...) is
+    float32."""
+    checked = check_real(name, value, low=0.0)
+    if isinstance(value, (np.ndarray, np.generic)) and value.dtype == np.float32:
+        return np.float32(checked)
+    return checked
 
 
 def _check_ns_coefficients(value):
@@ -920,10 +922,11 @@ def muon_(param, grad, momentum_buffer, *, lr=1e-3, weight_decay=0.1, momentum=0
     ``p - lr * ratio * O`` is rounded once (a fused multiply-add), as torch's
     ``add_(O, alpha=-lr * ratio)``.  A float32 ``lr`` (a one-element array or NumPy
     scalar, as torch's Tensor lr) gives ``1 - lr * weight_decay`` and ``lr * ratio`` in
-    float32, as torch computes them.
+    float32, as torch computes them; a float32 ``weight_decay`` gives
+    ``1 - lr * weight_decay`` in float32.
     """
-    lr = _check_lr_keeping_float32(lr)
-    weight_decay = check_real("weight_decay", weight_decay, low=0.0)
+    lr = _check_keeping_float32("lr", lr)
+    weight_decay = _check_keeping_float32("weight_decay", weight_decay)
     momentum = check_real("momentum", momentum, low=0.0)
     nesterov = check_flag("nesterov", nesterov)
     ns_coefficients = _check_ns_coefficients(ns_coefficients)
@@ -980,12 +983,12 @@ def _muon_step_scalars(lr, weight_decay, shape, adjust_lr_fn):
 
 
 def _lr_products(lr, weight_decay, ratio=1.0):
-    """(1 - lr * weight_decay, lr * ratio) as torch's Muon and Adafactor compute them
-    from their lr: in double for a Python float lr; for an np.float32 lr (torch's float32
-    Tensor lr) in float32, weight_decay and the ratio rounded to float32 first (torch's
+    """(1 - lr * weight_decay, lr * ratio) as torch's Muon and Adafactor compute them:
+    in double from Python floats; a product with an np.float32 (torch's float32 Tensor
+    lr or weight_decay) in float32, the other factor rounded to float32 first (torch's
     tensor-times-number, NumPy's NEP 50 alike).  Both returned as Python floats (exact):
     torch's param.mul_ and add_(alpha=) take their values as doubles."""
-    if type(lr) is float:
+    if type(lr) is float and type(weight_decay) is float:
         return 1 - lr * weight_decay, lr * ratio
     with np.errstate(all="ignore"):  # inf and NaN pass silently, as with Python floats
         return float(1 - lr * weight_decay), float(lr * ratio)

@@ -2607,8 +2607,9 @@ class Adafactor(Optimizer):
         return np.zeros(shape, p.dtype) if name != "variance" else super()._zeros_buffer(p, name)
 
     def _kernel_call(self, g, params, bufs, first, n_threads, ids=None):
-        beta2_decay, d, weight_decay = map(_num, (g["beta2_decay"], g["d"], g["weight_decay"]))
-        lr = g["lr"]  # as given: adafactor_ computes with a float32 lr in float32, as torch
+        beta2_decay, d = map(_num, (g["beta2_decay"], g["d"]))
+        # as given: adafactor_ computes with a float32 lr or weight_decay in float32, as torch
+        lr, weight_decay = g["lr"], g["weight_decay"]
         eps1 = None if g["eps"][0] is None else _num(g["eps"][0])
         eps2 = _num(g["eps"][1])
         maximize = bool(g["maximize"])
@@ -2685,8 +2686,9 @@ class Muon(Optimizer):
         return self._ALL_BUFFERS
 
     def _kernel_call(self, g, params, bufs, first, n_threads, ids=None):
-        weight_decay, momentum, eps = map(_num, (g["weight_decay"], g["momentum"], g["eps"]))
-        lr = g["lr"]  # as given: muon_ computes with a float32 lr in float32, as torch
+        momentum, eps = map(_num, (g["momentum"], g["eps"]))
+        # as given: muon_ computes with a float32 lr or weight_decay in float32, as torch
+        lr, weight_decay = g["lr"], g["weight_decay"]
         coefficients = tuple(map(_num, g["ns_coefficients"]))
         nesterov, ns_steps, adjust_lr_fn = bool(g["nesterov"]), int(g["ns_steps"]), \
             g["adjust_lr_fn"]

@@ -1472,12 +1472,14 @@ class Adafactor(_FusedStep, torch.optim.Adafactor):
             first = next((p for p in g.get("params", ()) if isinstance(p, torch.Tensor)
                           and p.grad is not None and p.is_floating_point()), None)
             eps1 = None if first is None else torch.finfo(first.dtype).eps
-        # a float32 Tensor lr stays float32: adafactor_ computes with it as torch does
+        # a float32 Tensor lr or weight_decay stays float32: adafactor_ computes with it
+        # as torch does
         return dict(lr=_group_value(g, "lr", keep_dtype=True),
                     beta2_decay=_group_value(g, "beta2_decay"),
                     eps1=None if eps1 is None else _scalar(eps1, "eps[0]"),
                     eps2=_scalar(eps[1], "eps[1]"),
-                    d=_group_value(g, "d"), weight_decay=_group_value(g, "weight_decay"),
+                    d=_group_value(g, "d"),
+                    weight_decay=_group_value(g, "weight_decay", keep_dtype=True),
                     maximize=g["maximize"])
 
     def _check_param_kind(self, p, label):
@@ -1524,9 +1526,10 @@ class Muon(_FusedStep, torch.optim.Muon):
         _construct(self, torch.optim.Muon, locals())
 
     def _hyper(self, g):
-        # a float32 Tensor lr stays float32: muon_ computes with it as torch does
+        # a float32 Tensor lr or weight_decay stays float32: muon_ computes with it as
+        # torch does
         return dict(lr=_group_value(g, "lr", keep_dtype=True),
-                    weight_decay=_group_value(g, "weight_decay"),
+                    weight_decay=_group_value(g, "weight_decay", keep_dtype=True),
                     momentum=_group_value(g, "momentum"), nesterov=g["nesterov"],
                     ns_coefficients=g["ns_coefficients"], eps=_group_value(g, "eps"),
                     ns_steps=g["ns_steps"], adjust_lr_fn=g["adjust_lr_fn"])

@@ -328,6 +328,35 @@ def test_a_tensor_lr_is_used_as_torch_uses_it_bit_for_bit(lr_kind, dtype, kw):
             assert got.tobytes() == w.tobytes(), label
 
 
+def test_a_tensor_weight_decay_is_used_as_torch_uses_it_bit_for_bit():
+    """torch's Adafactor computes 1 - lr * weight_decay in float32 when weight_decay is a
+    float32 tensor (lr first rounded to float32).  The exact scenario of the test above
+    (params below eps2, gradients of +-1), float32, lr * weight_decay large enough for
+    that rounding to show in some draws: fastoptim.torch.Adafactor must give torch's
+    params bit for bit in every draw."""
+    rng = np.random.default_rng(11)
+    starts = [rng.uniform(-1e-4, 1e-4, (4, 9)), rng.uniform(-1e-4, 1e-4, 16)]
+    grads = [rng.choice([-1.0, 1.0], s.shape) for s in starts]
+
+    def run(cls, lr, weight_decay):
+        ps = [torch.tensor(s, dtype=torch.float32, requires_grad=True) for s in starts]
+        opt = cls(ps, lr=lr, weight_decay=weight_decay)
+        for t in range(21):
+            for p, g in zip(ps, grads):
+                p.grad = torch.tensor((-1) ** t * g, dtype=torch.float32)
+            opt.step()
+        return b"".join(p.detach().numpy().tobytes() for p in ps)
+
+    draws = np.random.default_rng(1)
+    rounding_shown = 0
+    for _ in range(20):
+        lr, wd = float(draws.uniform(0.1, 0.9)), float(draws.uniform(0.3, 1.0))
+        want = run(torch.optim.Adafactor, lr, torch.tensor(wd))
+        rounding_shown += want != run(torch.optim.Adafactor, lr, wd)
+        assert run(ft.Adafactor, lr, torch.tensor(wd)) == want, (lr, wd)
+    assert rounding_shown
+
+
 @needs_fused_add
 @pytest.mark.parametrize("lr_kind", sorted(TENSOR_LRS))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)

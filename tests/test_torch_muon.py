@@ -318,6 +318,71 @@ def test_a_tensor_lr_is_used_as_torch_uses_it_bit_for_bit(lr_kind, dtype, kw):
             assert got.tobytes() == want.tobytes(), type(numpy_lr)
 
 
+@pytest.mark.parametrize("tensor_keys", [("weight_decay",), ("momentum",),
+                                         ("weight_decay", "momentum")], ids="+".join)
+def test_tensor_weight_decay_and_momentum_give_torchs_params(tensor_keys):
+    """torch's Muon computes 1 - lr * weight_decay and the momentum's lerp weights with
+    these as float32 0-d tensors when given so (1 - lr * weight_decay rounds in float32,
+    lr first rounded to float32).  The scenario of the test above (ns_steps=0, one
+    nonzero gradient entry), lr * weight_decay large enough for that rounding to show:
+    fastoptim.torch, the NumPy class and muon_ (with np.float32 values) must give
+    torch's params bit for bit."""
+    start = np.random.default_rng(5).standard_normal((6, 5))
+    grad = np.zeros((6, 5))
+    grad[2, 3] = 1.0
+    rng = np.random.default_rng(0)
+
+    def run_torch(cls, kw):
+        p = torch.tensor(start, dtype=torch.float32, requires_grad=True)
+        opt = cls([p], ns_steps=0, **kw)
+        for _ in range(5):
+            p.grad = torch.tensor(grad, dtype=torch.float32)
+            opt.step()
+        return p.detach().numpy()
+
+    def run_numpy(kw):
+        kw = {k: np.float32(v) if isinstance(v, torch.Tensor) else v for k, v in kw.items()}
+        p, q = start.astype(np.float32), start.astype(np.float32)
+        opt, buf = fo.Muon([p], ns_steps=0, **kw), np.zeros_like(q)
+        for _ in range(5):
+            opt.step([grad.astype(np.float32)])
+            fastoptim.muon_(q, grad.astype(np.float32), buf, ns_steps=0, **kw)
+        return p, q
+
+    rounding_shown = 0
+    for _ in range(12):
+        kw = dict(lr=float(rng.uniform(0.1, 0.9)), weight_decay=float(rng.uniform(0.3, 1.0)),
+                  momentum=float(rng.uniform(0.5, 0.99)))
+        as_floats = run_torch(torch.optim.Muon, kw)
+        kw.update({k: torch.tensor(kw[k]) for k in tensor_keys})
+        want = run_torch(torch.optim.Muon, kw)
+        rounding_shown += want.tobytes() != as_floats.tobytes()
+        assert run_torch(ft.Muon, kw).tobytes() == want.tobytes(), kw
+        for got in run_numpy(kw):
+            assert got.tobytes() == want.tobytes(), kw
+    if "weight_decay" in tensor_keys:
+        assert rounding_shown  # the draws reach cases where float32 rounding differs
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_one_minus_lr_times_weight_decay_rounds_as_torchs(seed):
+    """_lr_products (Muon's and Adafactor's decay) against torch's own scalar arithmetic
+    for every mix of Python floats and float32 tensors."""
+    from fastoptim.functional import _lr_products
+
+    rng = np.random.default_rng(seed)
+    for _ in range(200):
+        lr, wd = float(rng.uniform(0.01, 1.0)), float(rng.uniform(0.01, 1.0))
+        for lr_t, wd_t in [(False, True), (True, False), (True, True), (False, False)]:
+            tl = torch.tensor(lr) if lr_t else lr
+            tw = torch.tensor(wd) if wd_t else wd
+            want = 1 - tl * tw
+            want = float(want) if isinstance(want, torch.Tensor) else want
+            got, _ = _lr_products(np.float32(lr) if lr_t else lr,
+                                  np.float32(wd) if wd_t else wd)
+            assert got == want, (lr, wd, lr_t, wd_t)
+
+
 # ------------------------------------- the last update, one fused multiply-add as torch's
 def _integer_grads(shape, steps, rng):
     """Gradients of 16 entries of +-1 and 5 of +-2 (the rest 0), placed at random: the
