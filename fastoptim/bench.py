@@ -10,10 +10,10 @@ the same offset within a 4 KiB page, and a loop streaming through several such
 buffers at once meets L1 conflicts that staggered buffers avoid (the kernels handle
 that case; this checks it).  Each kernel is therefore timed on buffers placed both
 ways ("same": all at the page offset where NumPy puts large arrays, what users have;
-"staggered": every buffer at its own page offset), on the same arrays (``CaseMemory``).  The limit is a probe with the
-kernel's own streams and traffic (Adam: read param, grad, exp_avg, exp_avg_sq; write
-param, exp_avg, exp_avg_sq) on staggered buffers, its best placement, timed taking
-turns with the kernel.
+"staggered": every buffer at its own page offset), on the same arrays
+(``CaseMemory``).  The limit is a probe with the kernel's own streams and traffic
+(Adam: read param, grad, exp_avg, exp_avg_sq; write param, exp_avg, exp_avg_sq) on
+staggered buffers, its best placement, timed taking turns with the kernel.
 """
 
 import argparse
@@ -303,8 +303,9 @@ def report(kernels_=None, dtypes=None, sizes=SIZES, with_torch=True, file=None):
           f"{get_num_threads()} threads"
           + (f"; torch {torch.__version__} with {torch_threads} threads" if use_torch else "")
           + ". Best of interleaved rounds, every column of a row on the same np.zeros "
-            "arrays. same offset: param, grad and state all at page offset 16, where NumPy "
-            "puts large arrays; staggered: views of the same arrays, each at its own page offset; "
+            "arrays. same offset: param, grad and state all at page offset 16, where "
+            "NumPy puts large arrays; staggered: views of the same arrays, each at its own "
+            "page offset; "
             "probe: the kernel's own streams and traffic in a trivial loop, staggered; "
             "torch fused: on the same-offset buffers; GB/s, % of probe and torch/fastoptim "
             "use the same-offset time.", file=file)
