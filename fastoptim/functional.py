@@ -846,8 +846,7 @@ def adafactor_(param, grad, row_var=None, col_var=None, variance=None, *, step, 
     ``alpha / denom`` in float32, as torch computes them; a float32 ``weight_decay``
     gives ``1 - lr * weight_decay`` in float32 too.
     """
-    if not (type(step) is int and 1 <= step <= _FAST_STEP_MAX):
-        step = check_step(step)
+    step = check_step(step)
     lr = _check_keeping_float32("lr", lr)
     beta2_decay = check_real("beta2_decay", beta2_decay, high=0.0)
     if eps1 is not None:
